@@ -1,0 +1,93 @@
+-- common.lua: helpers prepended to every stock script at build time (see stock/redis/scripts.rs).
+-- It touches no keys by itself.
+--
+-- Key layout: every key of one shard shares the hash tag {<sale>:<shard>}, so a script that
+-- works on one shard touches exactly one Redis Cluster slot, while different shards of the same
+-- sale hash to different slots (and so to different nodes).
+--
+--   fs:{S:i}:stock        hash: initial, available, held, sold, shards, limit, paused
+--   fs:{S:i}:holds        hash: reservation id -> "state|qty|expires_ms|created_ms|user"
+--                               state H (held), C (committed), R (released)
+--   fs:{S:i}:hold-times   zset: reservation id -> created_ms, active holds only (for reconcilers)
+--   fs:{S:i}:user:<uid>   hash: reservation id -> qty, claims of users whose home shard is i
+--   fs:{S:i}:idem:<n>:<uid>:<key>  string "reservation_id|shard|qty", expires
+--   fs:{S:i}:pending-claims  zset: "<reservation id>|<uid>" -> created_ms, claims made for the
+--                               fallback path and not yet confirmed
+
+-- Reads the stock record; returns nil when the sale has no record on this shard (never set up,
+-- or Redis lost its data: the caller must not treat that as zero stock or as fresh stock).
+local function load_stock(stock_key)
+  local v = redis.call('HMGET', stock_key, 'available', 'shards', 'limit', 'paused')
+  if v[1] == false then
+    return nil
+  end
+  return {
+    available = tonumber(v[1]),
+    shards = tonumber(v[2]),
+    limit = tonumber(v[3]),
+    paused = v[4] == '1',
+  }
+end
+
+local function encode_hold(state, qty, expires_ms, created_ms, user)
+  return state .. '|' .. qty .. '|' .. expires_ms .. '|' .. created_ms .. '|' .. user
+end
+
+-- The user id comes last because it may itself contain '|'.
+local function decode_hold(raw)
+  local state, qty, expires_ms, created_ms, user =
+    string.match(raw, '^(%a)|(%d+)|(%-?%d+)|(%-?%d+)|(.*)$')
+  return { state = state, qty = tonumber(qty), expires_ms = expires_ms,
+           created_ms = created_ms, user = user }
+end
+
+-- Takes qty units from this shard into a hold. The caller has checked availability.
+local function create_hold(stock_key, holds_key, times_key, id, user, qty, expires_ms, now_ms)
+  local after = redis.call('HINCRBY', stock_key, 'available', -qty)
+  redis.call('HINCRBY', stock_key, 'held', qty)
+  redis.call('HSET', holds_key, id, encode_hold('H', qty, expires_ms, now_ms, user))
+  redis.call('ZADD', times_key, now_ms, id)
+  return after
+end
+
+-- Sum of the units a user has claimed (held or bought) in this sale.
+local function claimed_by(user_key)
+  local total = 0
+  for _, q in ipairs(redis.call('HVALS', user_key)) do
+    total = total + tonumber(q)
+  end
+  return total
+end
+
+-- Idempotency: nil when the key is new, else the stored outcome and whether the request matches.
+-- A record is final ("<id>|<shard>|<qty>") or, while a fallback reservation is under way,
+-- pending ("pending|<id>|<qty>", short-lived so a crashed attempt does not block retries).
+local function lookup_idempotency(idem_key, qty)
+  local raw = redis.call('GET', idem_key)
+  if not raw then
+    return nil
+  end
+  local pending_id, pending_qty = string.match(raw, '^pending|([^|]+)|(%d+)$')
+  if pending_id then
+    return { pending = true, id = pending_id, qty = tonumber(pending_qty),
+             same_request = tonumber(pending_qty) == qty }
+  end
+  local id, shard, stored_qty = string.match(raw, '^([^|]+)|(%d+)|(%d+)$')
+  return { id = id, shard = tonumber(shard), qty = tonumber(stored_qty),
+           same_request = tonumber(stored_qty) == qty }
+end
+
+local function idempotency_reply(found)
+  if not found.same_request then
+    return { 'KEY_REUSED', found.id }
+  end
+  if found.pending then
+    return { 'IN_PROGRESS', found.id }
+  end
+  return { 'DUPLICATE', found.id, found.shard, found.qty }
+end
+
+local function remember(idem_key, user_key, id, shard, qty, ttl_s)
+  redis.call('HSET', user_key, id, qty)
+  redis.call('SET', idem_key, id .. '|' .. shard .. '|' .. qty, 'EX', ttl_s)
+end
