@@ -6,7 +6,17 @@
 //!   ([`stock::redis::RedisStockEngine`]) and the per-process sold-out fast path
 //!   ([`stock::SoldOutCache`]).
 //! - [`rate_limit`]: the token-bucket port and its Redis Lua adapter.
+//! - [`health`]: liveness and readiness with dependency probes.
+//! - [`http`]: JSON and `application/problem+json` responses for the `lambda_http` handlers.
+//! - [`store`]: connections to Redis (standalone or cluster) and DynamoDB, built once per
+//!   cold start.
+//! - [`config`], [`observability`]: typed start-up configuration and JSON logs.
 
+pub mod config;
 pub mod domain;
+pub mod health;
+pub mod http;
+pub mod observability;
 pub mod rate_limit;
 pub mod stock;
+pub mod store;

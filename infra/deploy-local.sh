@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Deploys the flashsale stack to a LocalStack that is already running on 127.0.0.1:4566.
+#
+# Needs: `npm ci` done in infra/, and x86_64 function builds in <repo>/target/lambda/<name>/bootstrap
+# (`cargo lambda build --release --x86-64`; arm64 binaries do not run on an x86 host).
+# Bootstraps the CDK toolkit stack first when it is missing (idempotent), deploys with
+# `-c local=true -c arch=x86_64`, writes the outputs to <repo>/.local/stack-outputs.json and prints
+# the REST API URL in LocalStack's path form (the stack's ApiUrl output is not reachable here).
+#
+# Environment (all optional): LOCALSTACK_ENDPOINT (default http://127.0.0.1:4566), STAGE (dev),
+# REDIS_URL (redis://127.0.0.1:6379, what the functions connect to), LAMBDA_DIR
+# (<repo>/target/lambda). Extra arguments are passed to `cdk deploy` (e.g. --hotswap).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+endpoint="${LOCALSTACK_ENDPOINT:-http://127.0.0.1:4566}"
+stage="${STAGE:-dev}"
+redis_url="${REDIS_URL:-redis://127.0.0.1:6379}"
+lambda_dir="${LAMBDA_DIR:-$repo/target/lambda}"
+outputs="$repo/.local/stack-outputs.json"
+stack="Flashsale-$stage"
+account=000000000000 # LocalStack's account for the access key "test"
+region=us-east-1
+
+# Only LocalStack, never a real account: dummy credentials, and no profile or ambient settings
+# that could point the CLI elsewhere. cdklocal (aws-cdk-local, for aws-cdk >= 2.177) also strips
+# other AWS_* variables and requires AWS_ENDPOINT_URL_S3 next to AWS_ENDPOINT_URL. Without them
+# it would default to *.localhost.localstack.cloud, which does not resolve on machines without
+# internet DNS; 127.0.0.1 makes the SDK use path-style S3 addressing.
+unset AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+export AWS_REGION="$region" AWS_DEFAULT_REGION="$region"
+export AWS_ENDPOINT_URL="$endpoint" AWS_ENDPOINT_URL_S3="$endpoint"
+# No calls home: notices and CLI telemetry would try to reach the internet.
+export CDK_DISABLE_CLI_TELEMETRY=true
+
+cd "$here"
+if [[ ! -x node_modules/.bin/cdklocal ]]; then
+  echo "infra/node_modules is missing: run 'npm ci' in $here" >&2
+  exit 1
+fi
+if ! health="$(curl -fsS --max-time 5 "$endpoint/_localstack/health")"; then
+  echo "LocalStack is not answering at $endpoint (start it first)" >&2
+  exit 1
+fi
+# Every service the stack (and cdk bootstrap/deploy) uses must be enabled in LocalStack's SERVICES.
+needed="cloudformation s3 ssm sts iam lambda logs apigateway dynamodb sqs sns cloudwatch"
+node -e '
+  const [health, needed] = process.argv.slice(1);
+  const services = JSON.parse(health).services || {};
+  const missing = needed.split(" ").filter((s) => !services[s] || services[s] === "disabled");
+  if (missing.length) {
+    console.error(`LocalStack lacks services the stack needs: ${missing.join(", ")} (add them to SERVICES)`);
+    process.exit(1);
+  }
+' "$health" "$needed"
+if [[ ! -d "$lambda_dir" ]]; then
+  echo "no function builds in $lambda_dir: run 'cargo lambda build --release --x86-64' first" >&2
+  exit 1
+fi
+
+context=(-c local=true -c arch=x86_64 -c "stage=$stage" -c "redisUrl=$redis_url" -c "lambdaDir=$lambda_dir")
+cdklocal=(node_modules/.bin/cdklocal --no-notices)
+
+# Bootstrap only when the toolkit stack's version parameter is missing. The probe is an SSM
+# GetParameter in the JSON protocol; LocalStack does not check signatures, it only reads the
+# service and region from the credential scope. Any answer other than 200 means "bootstrap",
+# and `cdk bootstrap` is itself idempotent, so a wrong guess costs time, never correctness.
+bootstrapped() {
+  local code
+  code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X POST "$endpoint/" \
+    -H 'Content-Type: application/x-amz-json-1.1' \
+    -H 'X-Amz-Target: AmazonSSM.GetParameter' \
+    -H "Authorization: AWS4-HMAC-SHA256 Credential=test/20240101/$region/ssm/aws4_request, SignedHeaders=content-type;host;x-amz-target, Signature=0" \
+    -d '{"Name":"/cdk-bootstrap/hnb659fds/version"}' || true)"
+  [[ "$code" == 200 ]]
+}
+if bootstrapped; then
+  echo "CDK toolkit already bootstrapped in aws://$account/$region"
+else
+  echo "bootstrapping aws://$account/$region"
+  "${cdklocal[@]}" bootstrap "aws://$account/$region" "${context[@]}"
+fi
+
+mkdir -p "$(dirname "$outputs")"
+"${cdklocal[@]}" deploy "$stack" "${context[@]}" \
+  --require-approval never \
+  --outputs-file "$outputs" \
+  "$@"
+
+# The REST API URL on LocalStack: /restapis/<id>/<stage>/_user_request_ on the gateway.
+api_url="$(node -e '
+  const [file, stack, endpoint] = process.argv.slice(1);
+  const o = require(file)[stack];
+  if (!o || !o.ApiId || !o.StageName) { console.error(`no ApiId/StageName for ${stack} in ${file}`); process.exit(1); }
+  console.log(`${endpoint}/restapis/${o.ApiId}/${o.StageName}/_user_request_`);
+' "$outputs" "$stack" "$endpoint")"
+echo "outputs: $outputs"
+echo "REST API: $api_url"
+echo "try:      curl -s $api_url/health"

@@ -1,0 +1,52 @@
+import * as apigateway from 'aws-cdk-lib/aws-apigateway';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import { Construct } from 'constructs';
+import type { FunctionSpec } from './functions';
+
+export interface ApiProps {
+  readonly stage: string;
+  /** Stage-wide steady-state rate limit (requests/s). */
+  readonly throttleRateLimit: number;
+  /** Stage-wide burst limit (requests). */
+  readonly throttleBurstLimit: number;
+  /** Routes come from the function specs. */
+  readonly specs: readonly FunctionSpec[];
+  readonly functions: ReadonlyMap<string, lambda.IFunction>;
+}
+
+/** The REST API (API Gateway v1; LocalStack's community edition has no HTTP API). */
+export class Api extends Construct {
+  readonly restApi: apigateway.RestApi;
+
+  constructor(scope: Construct, id: string, props: ApiProps) {
+    super(scope, id);
+    this.restApi = new apigateway.RestApi(this, 'RestApi', {
+      restApiName: `flashsale-${props.stage}`,
+      description: 'flashsale backend',
+      // Regional: the API is called by the shop's own front end / CDN, not through the
+      // edge-optimised CloudFront distribution API Gateway would otherwise add.
+      endpointConfiguration: { types: [apigateway.EndpointType.REGIONAL] },
+      // No account-wide CloudWatch role (it would attach a managed policy); no execution logs.
+      cloudWatchRole: false,
+      deployOptions: {
+        stageName: props.stage,
+        // Stage-wide throttling (all methods): the first line of defence when a sale opens.
+        throttlingRateLimit: props.throttleRateLimit,
+        throttlingBurstLimit: props.throttleBurstLimit,
+        metricsEnabled: true,
+      },
+    });
+
+    for (const spec of props.specs) {
+      if (!spec.routes?.length) continue;
+      const fn = props.functions.get(spec.name);
+      if (!fn) throw new Error(`routes of "${spec.name}" but no such function`);
+      // Proxy integration: the whole request goes to the function (lambda_http parses it).
+      // No test-invoke permission: one Lambda permission per route, for the deployed stage.
+      const integration = new apigateway.LambdaIntegration(fn, { proxy: true, allowTestInvoke: false });
+      for (const route of spec.routes) {
+        this.restApi.root.resourceForPath(route.path).addMethod(route.method, integration);
+      }
+    }
+  }
+}

@@ -1,0 +1,114 @@
+import * as path from 'node:path';
+
+/** CPU architecture of the Lambda functions (must match the `cargo lambda build` target). */
+export type Arch = 'arm64' | 'x86_64';
+
+/** Everything the stack needs to know that differs between deployments. */
+export interface FlashsaleConfig {
+  /** Deployment stage; also the API Gateway stage name. */
+  readonly stage: string;
+  /** Lambda CPU architecture. */
+  readonly arch: Arch;
+  /** True when deploying to LocalStack: no VPC, no ElastiCache, resources are destroyable. */
+  readonly local: boolean;
+  /** REDIS_URL handed to the functions in local mode (ignored on AWS, where ElastiCache is used). */
+  readonly redisUrl: string;
+  /** Absolute path of the folder holding `cargo lambda build` outputs (`<lambdaDir>/<name>/bootstrap`). */
+  readonly lambdaDir: string;
+  /** Stage-wide API Gateway throttling (steady-state requests per second). */
+  readonly throttleRateLimit: number;
+  /** Stage-wide API Gateway throttling (burst bucket size). */
+  readonly throttleBurstLimit: number;
+  /** ElastiCache node type (AWS mode only). */
+  readonly redisNodeType: string;
+  /** ElastiCache shards (node groups) in cluster mode (AWS mode only). */
+  readonly redisShards: number;
+  /** Replicas per shard (AWS mode only); at least 1 for automatic failover / Multi-AZ. */
+  readonly redisReplicasPerShard: number;
+  /** NAT gateways in the VPC (AWS mode only). 0 = VPC endpoints only, no internet egress. */
+  readonly natGateways: number;
+  /** Optional e-mail address subscribed to the alarm topic. */
+  readonly alarmEmail?: string;
+}
+
+/** The folder of this CDK app (infra/). Relative paths in context are resolved against it. */
+export const INFRA_DIR = path.resolve(__dirname, '..');
+/** The repository root. */
+export const REPO_DIR = path.resolve(INFRA_DIR, '..');
+
+export const DEFAULTS = {
+  stage: 'dev',
+  arch: 'arm64' as Arch,
+  redisUrl: 'redis://127.0.0.1:6379',
+  lambdaDir: '../target/lambda',
+  throttleRateLimit: 5000,
+  throttleBurstLimit: 2000,
+  redisShards: 3,
+  redisReplicasPerShard: 1,
+  natGateways: 0,
+} as const;
+
+/** Reads one context value (`-c key=value` or cdk.json "context"). */
+export type ContextGetter = (key: string) => unknown;
+
+function str(get: ContextGetter, key: string): string | undefined {
+  const v = get(key);
+  if (v === undefined || v === null || v === '') return undefined;
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  throw new Error(`context "${key}" must be a string, got ${JSON.stringify(v)}`);
+}
+
+function bool(get: ContextGetter, key: string): boolean {
+  const v = str(get, key);
+  if (v === undefined) return false;
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  throw new Error(`context "${key}" must be "true" or "false", got "${v}"`);
+}
+
+function int(get: ContextGetter, key: string, dflt: number, min: number): number {
+  const v = str(get, key);
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    throw new Error(`context "${key}" must be an integer >= ${min}, got "${v}"`);
+  }
+  return n;
+}
+
+/**
+ * Builds the configuration from CDK context values:
+ * `arch` (arm64 | x86_64), `local` ("true" for LocalStack), `redisUrl`, `lambdaDir`, `stage`,
+ * and the optional tuning knobs `throttleRateLimit`, `throttleBurstLimit`, `redisNodeType`,
+ * `redisShards`, `redisReplicasPerShard`, `natGateways`, `alarmEmail`.
+ */
+export function configFromContext(get: ContextGetter): FlashsaleConfig {
+  const arch = str(get, 'arch') ?? DEFAULTS.arch;
+  if (arch !== 'arm64' && arch !== 'x86_64') {
+    throw new Error(`context "arch" must be "arm64" or "x86_64", got "${arch}"`);
+  }
+  const stage = str(get, 'stage') ?? DEFAULTS.stage;
+  // API Gateway stage names: letters, digits, hyphen, underscore; also used in resource names.
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(stage)) {
+    throw new Error(`context "stage" must match [A-Za-z0-9_-]{1,64}, got "${stage}"`);
+  }
+  const lambdaDir = path.resolve(INFRA_DIR, str(get, 'lambdaDir') ?? DEFAULTS.lambdaDir);
+  const replicas = int(get, 'redisReplicasPerShard', DEFAULTS.redisReplicasPerShard, 1);
+  return {
+    stage,
+    arch,
+    local: bool(get, 'local'),
+    redisUrl: str(get, 'redisUrl') ?? DEFAULTS.redisUrl,
+    lambdaDir,
+    throttleRateLimit: int(get, 'throttleRateLimit', DEFAULTS.throttleRateLimit, 1),
+    throttleBurstLimit: int(get, 'throttleBurstLimit', DEFAULTS.throttleBurstLimit, 1),
+    // No burstable t4g nodes: their CPU credits run out exactly when a sale opens. Production gets
+    // memory-optimised Graviton nodes, other stages the general-purpose size of the same family.
+    redisNodeType: str(get, 'redisNodeType') ?? (stage === 'prod' ? 'cache.r7g.large' : 'cache.m7g.large'),
+    redisShards: int(get, 'redisShards', DEFAULTS.redisShards, 1),
+    redisReplicasPerShard: replicas,
+    natGateways: int(get, 'natGateways', DEFAULTS.natGateways, 0),
+    alarmEmail: str(get, 'alarmEmail'),
+  };
+}

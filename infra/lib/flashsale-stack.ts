@@ -1,0 +1,153 @@
+import * as path from 'node:path';
+import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { Api } from './api';
+import { REPO_DIR, type FlashsaleConfig } from './config';
+import { Data } from './data';
+import { FUNCTIONS, Functions, pascal, type EnvVar, type FunctionSpec } from './functions';
+import { Monitoring } from './monitoring';
+import { Network } from './network';
+import { AslStateMachine } from './workflows';
+
+export interface FlashsaleStackProps extends StackProps {
+  readonly config: FlashsaleConfig;
+  /** Defaults to FUNCTIONS; tests may pass their own list. */
+  readonly functions?: readonly FunctionSpec[];
+  /** Folder of the ASL files; defaults to `<repo>/statemachines`. */
+  readonly stateMachinesDir?: string;
+}
+
+/**
+ * The whole backend in one stack:
+ *   API Gateway REST API -> per-endpoint Rust Lambdas -> Redis (ElastiCache on AWS, a URL from
+ *   context on LocalStack) + DynamoDB tables + SQS queues; alarms on an SNS topic.
+ * The only difference between AWS and LocalStack (`local`) is the network: on AWS the functions
+ * run in a VPC next to an ElastiCache replication group; locally there is no VPC and REDIS_URL
+ * comes from context. Removal policies and PITR follow `local` too.
+ */
+export class FlashsaleStack extends Stack {
+  readonly config: FlashsaleConfig;
+  readonly data: Data;
+  readonly network?: Network;
+  readonly functions: Functions;
+  readonly api: Api;
+  readonly monitoring: Monitoring;
+  /** Values of the environment variables a function spec may ask for. */
+  readonly functionEnv: Record<EnvVar, string>;
+  private readonly stateMachinesDir: string;
+
+  constructor(scope: Construct, id: string, props: FlashsaleStackProps) {
+    super(scope, id, props);
+    const config = props.config;
+    this.config = config;
+    this.stateMachinesDir = props.stateMachinesDir ?? path.join(REPO_DIR, 'statemachines');
+
+    this.monitoring = new Monitoring(this, 'Monitoring', { alarmEmail: config.alarmEmail });
+    this.data = new Data(this, 'Data', { local: config.local });
+    for (const [key, queue] of Object.entries(this.data.queues)) {
+      if (this.data.deadLetterQueues.includes(queue)) {
+        this.monitoring.alarmOnDlqDepth(key.charAt(0).toUpperCase() + key.slice(1), queue);
+      }
+    }
+
+    if (!config.local) {
+      this.network = new Network(this, 'Network', {
+        natGateways: config.natGateways,
+        redisNodeType: config.redisNodeType,
+        redisShards: config.redisShards,
+        redisReplicasPerShard: config.redisReplicasPerShard,
+      });
+    }
+
+    const { tables, queues } = this.data;
+    this.functionEnv = {
+      REDIS_URL: this.network ? this.network.redisUrl : config.redisUrl,
+      SALES_TABLE: tables.sales.tableName,
+      RESERVATIONS_TABLE: tables.reservations.tableName,
+      ORDERS_TABLE: tables.orders.tableName,
+      WEBHOOK_EVENTS_TABLE: tables.webhookEvents.tableName,
+      EVENTS_QUEUE_URL: queues.events.queueUrl,
+      SAGA_DLQ_URL: queues.sagaDlq.queueUrl,
+    };
+
+    const specs = props.functions ?? FUNCTIONS;
+    this.functions = new Functions(this, 'Functions', {
+      specs,
+      arch: config.arch,
+      lambdaDir: config.lambdaDir,
+      env: this.functionEnv,
+      tables,
+      queues,
+      logRetention: config.local ? logs.RetentionDays.ONE_WEEK : logs.RetentionDays.ONE_MONTH,
+      vpc: this.network && {
+        vpc: this.network.vpc,
+        subnets: { subnetType: this.network.subnetType },
+        securityGroup: this.network.lambdaSecurityGroup,
+      },
+    });
+
+    this.api = new Api(this, 'Api', {
+      stage: config.stage,
+      throttleRateLimit: config.throttleRateLimit,
+      throttleBurstLimit: config.throttleBurstLimit,
+      specs,
+      functions: this.functions.byName,
+    });
+
+    // Outputs (fixed logical ids, so `cdk deploy --outputs-file` gives stable keys).
+    const out = (id: string, value: string, description?: string) =>
+      new CfnOutput(this, id, { value, description });
+    out('ApiId', this.api.restApi.restApiId, 'REST API id');
+    out('StageName', this.api.restApi.deploymentStage.stageName, 'API Gateway stage');
+    out('ApiUrl', this.api.restApi.url, 'API base URL (on AWS; LocalStack: /restapis/<ApiId>/<stage>/_user_request_)');
+    out('SalesTableName', tables.sales.tableName);
+    out('ReservationsTableName', tables.reservations.tableName);
+    out('OrdersTableName', tables.orders.tableName);
+    out('WebhookEventsTableName', tables.webhookEvents.tableName);
+    out('EventsQueueUrl', queues.events.queueUrl);
+    out('EventsQueueName', queues.events.queueName);
+    out('EventsDlqUrl', queues.eventsDlq.queueUrl);
+    out('EventsDlqName', queues.eventsDlq.queueName);
+    out('SagaDlqUrl', queues.sagaDlq.queueUrl);
+    out('SagaDlqName', queues.sagaDlq.queueName);
+    out('AlarmTopicArn', this.monitoring.topic.topicArn);
+    out('RedisUrl', this.functionEnv.REDIS_URL, 'REDIS_URL handed to the functions');
+    for (const [name, fn] of this.functions.byName) {
+      out(`${pascal(name)}FunctionName`, fn.functionName);
+    }
+  }
+
+  /**
+   * Adds a Standard state machine from `statemachines/<file>` with definitionSubstitutions, grants
+   * it exactly what it needs, alarms on ExecutionsFailed and exports its ARN as `<id>Arn`.
+   * For a later issue, e.g.:
+   *   stack.addStateMachine('CheckoutSaga', 'checkout-saga.asl.json', {
+   *     substitutions: { ReserveFunctionArn: stack.functions.get('reserve').functionArn, ... },
+   *     invokes: [stack.functions.get('reserve'), ...],
+   *     sendsTo: [stack.data.queues.sagaDlq],
+   *   });
+   * (On AWS the functions calling Step Functions reach it through the VPC endpoint.)
+   */
+  addStateMachine(
+    id: string,
+    file: string,
+    opts: {
+      substitutions: Record<string, string>;
+      invokes?: readonly lambda.IFunction[];
+      sendsTo?: readonly sqs.IQueue[];
+    },
+  ): AslStateMachine {
+    const machine = new AslStateMachine(this, id, {
+      definitionFile: path.resolve(this.stateMachinesDir, file),
+      substitutions: opts.substitutions,
+      invokes: opts.invokes,
+      sendsTo: opts.sendsTo,
+      monitoring: this.monitoring,
+    });
+    new CfnOutput(this, `${id}Arn`, { value: machine.stateMachine.stateMachineArn });
+    return machine;
+  }
+}

@@ -1,0 +1,287 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Annotations, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import { Construct } from 'constructs';
+import type { Arch } from './config';
+import { INDEXES, type QueueKey, type TableKey } from './data';
+import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
+
+/** Environment variables the stack can hand to a function (besides RUST_LOG, always set). */
+export type EnvVar =
+  | 'REDIS_URL'
+  | 'SALES_TABLE'
+  | 'RESERVATIONS_TABLE'
+  | 'ORDERS_TABLE'
+  | 'WEBHOOK_EVENTS_TABLE'
+  | 'EVENTS_QUEUE_URL'
+  | 'SAGA_DLQ_URL';
+
+/**
+ * DynamoDB actions a function may be granted. Transactions (TransactWriteItems/TransactGetItems)
+ * are authorised per item with the matching item action (PutItem, UpdateItem, DeleteItem,
+ * ConditionCheckItem, GetItem), so they need no action of their own.
+ */
+export type DynamoAction =
+  | 'dynamodb:GetItem'
+  | 'dynamodb:BatchGetItem'
+  | 'dynamodb:Query'
+  | 'dynamodb:PutItem'
+  | 'dynamodb:UpdateItem'
+  | 'dynamodb:DeleteItem'
+  | 'dynamodb:BatchWriteItem'
+  | 'dynamodb:ConditionCheckItem';
+
+/** SQS actions a function may be granted (an event-source consumer gets its own set, see below). */
+export type SqsAction =
+  | 'sqs:SendMessage'
+  | 'sqs:ReceiveMessage'
+  | 'sqs:DeleteMessage'
+  | 'sqs:ChangeMessageVisibility'
+  | 'sqs:GetQueueAttributes';
+
+export interface TableAccess {
+  readonly table: TableKey;
+  /** When set, the grant is on this global secondary index only (e.g. Query on `by-sale`). */
+  readonly index?: string;
+  readonly actions: readonly DynamoAction[];
+}
+
+export interface QueueAccess {
+  readonly queue: QueueKey;
+  readonly actions: readonly SqsAction[];
+}
+
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+export interface Route {
+  readonly method: HttpMethod;
+  /** Resource path, e.g. `/health` or `/sales/{sale_id}/reservations`. */
+  readonly path: string;
+}
+
+/** One Lambda function, described as data. Add an entry to FUNCTIONS to add a function. */
+export interface FunctionSpec {
+  /** kebab-case; equals the cargo binary name, so the code is `<lambdaDir>/<name>/bootstrap`. */
+  readonly name: string;
+  readonly description: string;
+  /** Environment variables it reads (values come from the stack). */
+  readonly env: readonly EnvVar[];
+  /** Exact DynamoDB actions per table/index. Nothing else is allowed. */
+  readonly tables?: readonly TableAccess[];
+  /** Exact SQS actions per queue. */
+  readonly queues?: readonly QueueAccess[];
+  /** API Gateway routes served by this function (Lambda proxy integration). */
+  readonly routes?: readonly Route[];
+  /** MiB, default 256. */
+  readonly memoryMb?: number;
+  /** Seconds, default 10 (API Gateway gives up after 29 s). */
+  readonly timeoutSeconds?: number;
+}
+
+/**
+ * The functions of the backend. Later issues add one entry each (and, for non-HTTP triggers such
+ * as the SQS notifier or the expiry sweeper, wire the trigger in flashsale-stack.ts).
+ */
+export const FUNCTIONS: readonly FunctionSpec[] = [
+  {
+    name: 'health',
+    description: 'GET /health: checks Redis and DynamoDB',
+    env: ['REDIS_URL', 'SALES_TABLE'],
+    tables: [{ table: 'sales', actions: ['dynamodb:GetItem'] }],
+    routes: [{ method: 'GET', path: '/health' }],
+    timeoutSeconds: 5,
+  },
+];
+
+export const DEFAULT_MEMORY_MB = 256;
+export const DEFAULT_TIMEOUT_SECONDS = 10;
+
+export interface FunctionsProps {
+  readonly specs: readonly FunctionSpec[];
+  readonly arch: Arch;
+  readonly lambdaDir: string;
+  readonly env: Record<EnvVar, string>;
+  readonly tables: Record<TableKey, dynamodb.ITable>;
+  readonly queues: Record<QueueKey, sqs.IQueue>;
+  readonly logRetention: logs.RetentionDays;
+  /** AWS mode: run the functions in these subnets with this security group. */
+  readonly vpc?: {
+    readonly vpc: ec2.IVpc;
+    readonly subnets: ec2.SubnetSelection;
+    readonly securityGroup: ec2.ISecurityGroup;
+  };
+}
+
+/** Creates every function in `specs`, each with its own role, log group and exact permissions. */
+export class Functions extends Construct {
+  readonly byName: ReadonlyMap<string, lambda.Function>;
+  readonly specs: readonly FunctionSpec[];
+
+  constructor(scope: Construct, id: string, props: FunctionsProps) {
+    super(scope, id);
+    this.specs = props.specs;
+    const byName = new Map<string, lambda.Function>();
+    const stackName = Stack.of(this).stackName;
+
+    for (const spec of props.specs) {
+      if (!/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/.test(spec.name)) {
+        throw new Error(`function name "${spec.name}" must be kebab-case (the cargo binary name)`);
+      }
+      if (byName.has(spec.name)) throw new Error(`function "${spec.name}" is defined twice`);
+      const scopeId = pascal(spec.name);
+      const fnScope = new Construct(this, scopeId);
+
+      // An explicit function name lets the log group be created (with retention and a removal
+      // policy) before the function, under the name Lambda writes to by default. That also holds
+      // on LocalStack, which always writes to /aws/lambda/<function name>.
+      const functionName = `${stackName}-${spec.name}`;
+      if (functionName.length > 64) {
+        throw new Error(`function name "${functionName}" is longer than 64 characters`);
+      }
+      const logGroup = new logs.LogGroup(fnScope, 'Logs', {
+        logGroupName: `/aws/lambda/${functionName}`,
+        retention: props.logRetention,
+        // Destroyed with the function: the name is fixed, so a retained group would make a
+        // re-created stack fail with "already exists".
+        removalPolicy: RemovalPolicy.DESTROY,
+      });
+
+      // Own role, no managed policies: the only statements are the ones written below.
+      const role = new iam.Role(fnScope, 'Role', {
+        assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+        description: `flashsale ${spec.name} function`,
+      });
+      logGroup.grantWrite(role); // logs:CreateLogStream + logs:PutLogEvents on its own group
+      grantData(role, spec, props);
+      if (props.vpc) {
+        // What AWSLambdaVPCAccessExecutionRole grants for the function's ENIs, minus its
+        // logs:* on "*". EC2 does not support resource-level permissions for
+        // DescribeNetworkInterfaces, hence the "*" resource (never a "*" action).
+        role.addToPrincipalPolicy(
+          new iam.PolicyStatement({
+            sid: 'VpcNetworkInterfaces',
+            actions: [
+              'ec2:CreateNetworkInterface',
+              'ec2:DescribeNetworkInterfaces',
+              'ec2:DescribeSubnets',
+              'ec2:DeleteNetworkInterface',
+              'ec2:AssignPrivateIpAddresses',
+              'ec2:UnassignPrivateIpAddresses',
+            ],
+            resources: ['*'],
+          }),
+        );
+      }
+
+      const environment: Record<string, string> = { RUST_LOG: 'info' };
+      for (const key of spec.env) environment[key] = props.env[key];
+
+      const fn = new lambda.Function(fnScope, 'Function', {
+        functionName,
+        description: spec.description,
+        runtime: lambda.Runtime.PROVIDED_AL2023,
+        architecture: props.arch === 'arm64' ? lambda.Architecture.ARM_64 : lambda.Architecture.X86_64,
+        handler: 'bootstrap',
+        code: lambda.Code.fromAsset(artifactDir(props.lambdaDir, spec.name)),
+        memorySize: spec.memoryMb ?? DEFAULT_MEMORY_MB,
+        timeout: Duration.seconds(spec.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS),
+        environment,
+        role,
+        logGroup,
+        ...(props.vpc
+          ? {
+              vpc: props.vpc.vpc,
+              vpcSubnets: props.vpc.subnets,
+              securityGroups: [props.vpc.securityGroup],
+            }
+          : {}),
+      });
+      checkBinaryArch(fn, path.join(props.lambdaDir, spec.name, 'bootstrap'), props.arch);
+      byName.set(spec.name, fn);
+    }
+    this.byName = byName;
+  }
+
+  get(name: string): lambda.Function {
+    const fn = this.byName.get(name);
+    if (!fn) throw new Error(`no function named "${name}"`);
+    return fn;
+  }
+}
+
+function grantData(role: iam.Role, spec: FunctionSpec, props: FunctionsProps): void {
+  for (const access of spec.tables ?? []) {
+    const table = props.tables[access.table];
+    if (access.actions.length === 0) throw new Error(`${spec.name}: empty action list for ${access.table}`);
+    let resource = table.tableArn;
+    if (access.index !== undefined) {
+      if (!INDEXES[access.table].includes(access.index)) {
+        throw new Error(`${spec.name}: table ${access.table} has no index "${access.index}"`);
+      }
+      resource = `${table.tableArn}/index/${access.index}`;
+    }
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: [...access.actions], resources: [resource] }),
+    );
+  }
+  for (const access of spec.queues ?? []) {
+    if (access.actions.length === 0) throw new Error(`${spec.name}: empty action list for ${access.queue}`);
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: [...access.actions],
+        resources: [props.queues[access.queue].queueArn],
+      }),
+    );
+  }
+}
+
+/** `<lambdaDir>/<name>`, which must hold the `bootstrap` built by `cargo lambda build`. */
+export function artifactDir(lambdaDir: string, name: string): string {
+  const dir = path.join(lambdaDir, name);
+  if (!fs.existsSync(path.join(dir, 'bootstrap'))) {
+    throw new Error(
+      `missing ${path.join(dir, 'bootstrap')}: build the functions first ` +
+        '(`cargo lambda build --release` for arm64 with --arm64, or --x86-64 for LocalStack), ' +
+        'or point -c lambdaDir=<dir> at the build output',
+    );
+  }
+  return dir;
+}
+
+/**
+ * Fails synthesis when the bootstrap is an ELF binary for the other architecture (Lambda would
+ * answer Runtime.InvalidEntrypoint / exec format error at the first invoke). Non-ELF files
+ * (placeholders in tests) are not checked.
+ */
+function checkBinaryArch(scope: Construct, file: string, arch: Arch): void {
+  const header = Buffer.alloc(20);
+  const fd = fs.openSync(file, 'r');
+  let n: number;
+  try {
+    n = fs.readSync(fd, header, 0, header.length, 0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (n < 20 || header.readUInt32BE(0) !== 0x7f454c46) return; // not "\x7fELF"
+  const machine = header[5] === 2 ? header.readUInt16BE(18) : header.readUInt16LE(18);
+  const found = machine === 0xb7 ? 'arm64' : machine === 0x3e ? 'x86_64' : `e_machine 0x${machine.toString(16)}`;
+  if (found !== arch) {
+    Annotations.of(scope).addError(
+      `${file} is built for ${found} but the stack deploys ${arch} (-c arch=${arch}); ` +
+        'rebuild with the matching cargo lambda target or change -c arch',
+    );
+  }
+}
+
+/** `expire-reservations` -> `ExpireReservations` (construct ids and output names). */
+export function pascal(kebab: string): string {
+  return kebab
+    .split('-')
+    .map((w) => w.charAt(0).toUpperCase() + w.slice(1))
+    .join('');
+}

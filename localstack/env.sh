@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# The local AWS environment: Redis (stand-in for ElastiCache) and LocalStack in host
+# mode with the host Lambda executor. Run install.sh first.
+#
+#   env.sh start     start both (harmless if already running); waits until ready
+#   env.sh stop      stop both, including every Lambda process LocalStack started
+#   env.sh status    print what runs; exit 0 if all is up, 3 otherwise
+#   env.sh restart   stop, then start
+#
+# Everything listens on 127.0.0.1 only. State, logs and pid files live in <repo>/.local/.
+# Environment: FLASHSALE_REDIS_PORT (default 6379), FLASHSALE_START_TIMEOUT (s, default 90),
+# FLASHSALE_LOCALSTACK_DEBUG=1 for LocalStack's debug log.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$HERE")"
+LOCAL="$ROOT/.local"
+VENV="$LOCAL/venv"
+RUN="$LOCAL/run"
+LOGS="$LOCAL/logs"
+SHIM="$LOCAL/lib/bind_loopback.so"
+REDIS_PORT="${FLASHSALE_REDIS_PORT:-6379}"
+LS_PORT=4566
+LS_URL="http://127.0.0.1:$LS_PORT"
+START_TIMEOUT="${FLASHSALE_START_TIMEOUT:-90}"
+
+REDIS_PID="$RUN/redis.pid"
+LS_PID="$RUN/localstack.pid"
+
+say() { printf '[env] %s\n' "$*"; }
+die() { printf '[env] error: %s\n' "$*" >&2; exit 1; }
+
+# pid_alive FILE PATTERN: the pid in FILE runs and its command line contains PATTERN
+# (guards against a stale pid file whose number now belongs to someone else).
+pid_alive() {
+    local pid
+    [[ -f "$1" ]] || return 1
+    pid="$(cat "$1")"
+    [[ -n "$pid" ]] && running "$pid" || return 1
+    tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$2"
+}
+
+redis_up() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; }
+
+localstack_up() {
+    # The gateway answers health early; init/ready completes when LocalStack is "Ready."
+    curl -fsS --max-time 2 "$LS_URL/_localstack/health" >/dev/null 2>&1 &&
+        curl -fsS --max-time 2 "$LS_URL/_localstack/init/ready" 2>/dev/null | grep -q '"completed": *true'
+}
+
+port_in_use() { ss -ltnH "sport = :$1" 2>/dev/null | grep -q .; }
+
+# running: the process exists and is not a zombie. Our daemons are re-parented to
+# PID 1, which may take seconds to reap them; a zombie is already dead.
+running() { [[ -r "/proc/$1/stat" ]] && ! awk '{ exit ($3 == "Z" ? 0 : 1) }' "/proc/$1/stat" 2>/dev/null; }
+
+# pids of every live process in session SID (LocalStack and all it started, including
+# the Lambda bootstraps, which sit in process groups of their own inside the session)
+session_pids() { ps -eo pid=,sid=,stat= | awk -v sid="$1" '$2 == sid && $3 !~ /^Z/ { print $1 }'; }
+
+start_redis() {
+    if pid_alive "$REDIS_PID" redis-server && redis_up; then
+        say "redis already running (pid $(cat "$REDIS_PID"), port $REDIS_PORT)"
+        return
+    fi
+    port_in_use "$REDIS_PORT" && die "port $REDIS_PORT is taken by another process (set FLASHSALE_REDIS_PORT)"
+    mkdir -p "$LOCAL/redis"
+    [[ -f "$LOGS/redis.log" ]] && mv "$LOGS/redis.log" "$LOGS/redis.log.1"  # keep the last run's log
+    # No persistence: an empty Redis on every start, like a fresh ElastiCache.
+    setsid redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+        --dir "$LOCAL/redis" --daemonize no --protected-mode yes \
+        </dev/null >>"$LOGS/redis.log" 2>&1 &
+    echo $! >"$REDIS_PID"
+    echo "$REDIS_PORT" >"$RUN/redis.port"
+    for _ in $(seq 1 100); do
+        redis_up && { say "redis up (pid $(cat "$REDIS_PID"), port $REDIS_PORT)"; return; }
+        pid_alive "$REDIS_PID" redis-server || break
+        sleep 0.05
+    done
+    tail -n 20 "$LOGS/redis.log" >&2 || true
+    die "redis did not start (log: $LOGS/redis.log)"
+}
+
+start_localstack() {
+    if pid_alive "$LS_PID" localstack.runtime.main; then
+        say "localstack already running (pid $(cat "$LS_PID"))"
+    else
+        kill_stragglers
+        port_in_use "$LS_PORT" && die "port $LS_PORT is taken by another process"
+        # LocalStack keeps no state across restarts; drop the last run's unzipped code.
+        rm -rf "$LOCAL/tmp"
+        mkdir -p "$LOCAL/localstack" "$LOCAL/tmp"
+        [[ -f "$LOGS/localstack.log" ]] && mv "$LOGS/localstack.log" "$LOGS/localstack.log.1"
+        # setsid: LocalStack leads its own session, so stop can find every process it
+        # started. LD_PRELOAD: its gateway and DynamoDB Local bind the wildcard
+        # address whatever GATEWAY_LISTEN says; the shim moves them to loopback.
+        env \
+            OVERRIDE_IN_DOCKER=0 \
+            FILESYSTEM_ROOT="$LOCAL/localstack" \
+            TMPDIR="$LOCAL/tmp" \
+            GATEWAY_LISTEN="127.0.0.1:$LS_PORT" \
+            LOCALSTACK_HOST="127.0.0.1:$LS_PORT" \
+            DNS_ADDRESS=0 \
+            SKIP_SSL_CERT_DOWNLOAD=1 \
+            DISABLE_EVENTS=1 \
+            SQS_ENDPOINT_STRATEGY=path \
+            LAMBDA_RUNTIME_EXECUTOR=host \
+            SERVICES=lambda,logs,dynamodb,dynamodbstreams,sqs,sns,cloudwatch,stepfunctions,events,iam,sts,cloudformation,s3,ssm,apigateway \
+            DEBUG="${FLASHSALE_LOCALSTACK_DEBUG:-0}" \
+            PYTHONUNBUFFERED=1 \
+            LD_PRELOAD="$SHIM" \
+            setsid "$VENV/bin/python" -m localstack.runtime.main \
+            </dev/null >>"$LOGS/localstack.log" 2>&1 &
+        echo $! >"$LS_PID"
+    fi
+    local deadline=$((SECONDS + START_TIMEOUT))
+    until localstack_up; do
+        if ! pid_alive "$LS_PID" localstack.runtime.main; then
+            tail -n 30 "$LOGS/localstack.log" >&2 || true
+            die "localstack exited during start (log: $LOGS/localstack.log)"
+        fi
+        ((SECONDS < deadline)) || die "localstack not ready after ${START_TIMEOUT}s (log: $LOGS/localstack.log)"
+        sleep 0.1
+    done
+    say "localstack ready at $LS_URL (pid $(cat "$LS_PID"))"
+}
+
+# descendants PID: every live process below PID in the parent tree, right now
+descendants() {
+    ps -eo pid=,ppid=,stat= | awk -v root="$1" '
+        $3 !~ /^Z/ { parent[$1] = $2 }
+        END {
+            for (p in parent) {
+                q = p
+                while ((q in parent) && q != root && q > 1) q = parent[q]
+                if (q == root && p != root) print p
+            }
+        }'
+}
+
+# stop_session PIDFILE PATTERN NAME: SIGTERM the leader's process group, wait for a
+# graceful exit, then SIGKILL whatever is left in its session and of its process tree.
+# Lambda bootstraps have process groups of their own but stay in LocalStack's session;
+# DynamoDB Local gets a session of its own but is LocalStack's child, hence both lists.
+stop_session() {
+    local pidfile=$1 pattern=$2 name=$3 pid tree left
+    if ! pid_alive "$pidfile" "$pattern"; then
+        rm -f "$pidfile"
+        return
+    fi
+    pid="$(cat "$pidfile")"
+    tree="$(descendants "$pid")"  # before the leader dies and its children are re-parented
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 150); do  # up to 15 s for a graceful shutdown
+        running "$pid" || break
+        sleep 0.1
+    done
+    for _ in $(seq 1 50); do
+        left="$(session_pids "$pid"; for p in $tree; do if running "$p"; then echo "$p"; fi; done)"
+        [[ -z "$left" ]] && break
+        # shellcheck disable=SC2086
+        kill -KILL $left 2>/dev/null || true
+        sleep 0.1
+    done
+    [[ -z "$left" ]] || die "$name: processes $left survived SIGKILL"
+    rm -f "$pidfile"
+    say "$name stopped"
+}
+
+# lambda_pids: bootstraps of this checkout (they work in LocalStack's TMPDIR)
+lambda_pids() {
+    # (find complains about processes that vanish meanwhile: not an error here)
+    { find /proc -mindepth 2 -maxdepth 2 -name cwd -lname "$LOCAL/tmp/*" 2>/dev/null || true; } | cut -d/ -f3
+}
+
+# stragglers: processes left by a LocalStack of this checkout that died hard (its
+# children were re-parented): DynamoDB Local runs from our FILESYSTEM_ROOT, Lambda
+# bootstraps work in our TMPDIR. Both paths are unique to this checkout.
+stragglers() {
+    {
+        ps -eo pid=,args= | awk -v m="$LOCAL/localstack/" 'index($0, m) { print $1 }'
+        lambda_pids
+    } | sort -u | while read -r p; do if running "$p"; then echo "$p"; fi; done
+}
+
+kill_stragglers() {
+    local left
+    for _ in $(seq 1 20); do
+        left="$(stragglers)"
+        [[ -z "$left" ]] && return
+        say "killing leftover processes: $(echo $left)"
+        # shellcheck disable=SC2086
+        kill -KILL $left 2>/dev/null || true
+        sleep 0.1
+    done
+    die "leftover processes survived SIGKILL: $left"
+}
+
+cmd_start() {
+    [[ -x "$VENV/bin/python" && -f "$SHIM" ]] || die "not installed: run $HERE/install.sh"
+    mkdir -p "$RUN" "$LOGS"
+    start_redis
+    start_localstack
+}
+
+cmd_stop() {
+    stop_session "$LS_PID" localstack.runtime.main localstack
+    kill_stragglers
+    stop_session "$REDIS_PID" redis-server redis
+    rm -f "$RUN/redis.port"
+}
+
+cmd_status() {
+    local ok=0
+    if pid_alive "$REDIS_PID" redis-server && redis_up; then
+        say "redis: running (pid $(cat "$REDIS_PID"), 127.0.0.1:$REDIS_PORT)"
+    else
+        say "redis: not running"
+        ok=3
+    fi
+    if pid_alive "$LS_PID" localstack.runtime.main && localstack_up; then
+        say "localstack: running (pid $(cat "$LS_PID"), $LS_URL, lambda processes: $(lambda_pids | wc -l))"
+    elif pid_alive "$LS_PID" localstack.runtime.main; then
+        say "localstack: starting or unhealthy (pid $(cat "$LS_PID"))"
+        ok=3
+    else
+        say "localstack: not running"
+        ok=3
+    fi
+    return $ok
+}
+
+# A running Redis keeps the port it was started with, whatever FLASHSALE_REDIS_PORT says now.
+if pid_alive "$REDIS_PID" redis-server && [[ -f "$RUN/redis.port" ]]; then
+    REDIS_PORT="$(cat "$RUN/redis.port")"
+fi
+
+case "${1:-}" in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    restart) cmd_stop; cmd_start ;;
+    *) echo "usage: $0 start|stop|status|restart" >&2; exit 2 ;;
+esac

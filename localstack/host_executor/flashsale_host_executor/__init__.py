@@ -1,0 +1,1 @@
+"""LocalStack Lambda runtime executor that runs `provided.*` functions as host processes."""
