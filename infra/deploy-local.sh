@@ -6,6 +6,7 @@
 # Bootstraps the CDK toolkit stack first when it is missing (idempotent), deploys with
 # `-c local=true -c arch=x86_64`, writes the outputs to <repo>/.local/stack-outputs.json and prints
 # the REST API URL in LocalStack's path form (the stack's ApiUrl output is not reachable here).
+# Needs the LocalStack venv (.local/venv, from localstack/install.sh) for one boto3 call.
 #
 # Environment (all optional): LOCALSTACK_ENDPOINT (default http://127.0.0.1:4566), STAGE (dev),
 # REDIS_URL (redis://127.0.0.1:6379, what the functions connect to), LAMBDA_DIR
@@ -89,13 +90,26 @@ mkdir -p "$(dirname "$outputs")"
   --outputs-file "$outputs" \
   "$@"
 
-# The REST API URL on LocalStack: /restapis/<id>/<stage>/_user_request_ on the gateway.
-api_url="$(node -e '
-  const [file, stack, endpoint] = process.argv.slice(1);
+# LocalStack's CloudFormation cannot update an AWS::ApiGateway::Stage ("the update operation is
+# not implemented"), so after a change to the API the stage would be lost. Creating a deployment
+# for the stage through the API Gateway API itself is what CloudFormation would have done.
+read -r api_id stage_name < <(node -e '
+  const [file, stack] = process.argv.slice(1);
   const o = require(file)[stack];
   if (!o || !o.ApiId || !o.StageName) { console.error(`no ApiId/StageName for ${stack} in ${file}`); process.exit(1); }
-  console.log(`${endpoint}/restapis/${o.ApiId}/${o.StageName}/_user_request_`);
-' "$outputs" "$stack" "$endpoint")"
+  console.log(`${o.ApiId} ${o.StageName}`);
+' "$outputs" "$stack")
+"$repo/.local/venv/bin/python" - "$endpoint" "$api_id" "$stage_name" <<'PY'
+import sys
+import boto3
+endpoint, api_id, stage = sys.argv[1:]
+client = boto3.client("apigateway", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="test", aws_secret_access_key="test")
+client.create_deployment(restApiId=api_id, stageName=stage, description="deploy-local.sh")
+PY
+
+# The REST API URL on LocalStack: /_aws/execute-api/<id>/<stage> on the gateway.
+api_url="$endpoint/_aws/execute-api/$api_id/$stage_name"
 echo "outputs: $outputs"
 echo "REST API: $api_url"
 echo "try:      curl -s $api_url/health"

@@ -65,6 +65,8 @@ export class FlashsaleStack extends Stack {
     const { tables, queues } = this.data;
     this.functionEnv = {
       REDIS_URL: this.network ? this.network.redisUrl : config.redisUrl,
+      // ElastiCache runs in cluster mode (slot-aware client); the local Redis is one node.
+      REDIS_MODE: this.network ? 'cluster' : 'standalone',
       SALES_TABLE: tables.sales.tableName,
       RESERVATIONS_TABLE: tables.reservations.tableName,
       ORDERS_TABLE: tables.orders.tableName,

@@ -14,6 +14,7 @@ import type * as sqs from 'aws-cdk-lib/aws-sqs';
 /** Environment variables the stack can hand to a function (besides RUST_LOG, always set). */
 export type EnvVar =
   | 'REDIS_URL'
+  | 'REDIS_MODE'
   | 'SALES_TABLE'
   | 'RESERVATIONS_TABLE'
   | 'ORDERS_TABLE'
@@ -90,10 +91,13 @@ export interface FunctionSpec {
 export const FUNCTIONS: readonly FunctionSpec[] = [
   {
     name: 'health',
-    description: 'GET /health: checks Redis and DynamoDB',
-    env: ['REDIS_URL', 'SALES_TABLE'],
+    description: 'GET /health (readiness: Redis and DynamoDB) and GET /health/live (liveness)',
+    env: ['REDIS_URL', 'REDIS_MODE', 'SALES_TABLE'],
     tables: [{ table: 'sales', actions: ['dynamodb:GetItem'] }],
-    routes: [{ method: 'GET', path: '/health' }],
+    routes: [
+      { method: 'GET', path: '/health' },
+      { method: 'GET', path: '/health/live' },
+    ],
     timeoutSeconds: 5,
   },
 ];

@@ -46,12 +46,13 @@ describe('functions', () => {
     }
   });
 
-  it('health gets exactly REDIS_URL and SALES_TABLE (plus RUST_LOG)', () => {
+  it('health gets exactly REDIS_URL, REDIS_MODE and SALES_TABLE (plus RUST_LOG)', () => {
     const [, fn] = healthFunction(AWS);
     const { stack } = synth(AWS);
     const salesId = stack.getLogicalId(stack.data.tables.sales.node.defaultChild as never);
     const vars = fn.Properties.Environment.Variables;
-    assert.deepEqual(Object.keys(vars).sort(), ['REDIS_URL', 'RUST_LOG', 'SALES_TABLE']);
+    assert.deepEqual(Object.keys(vars).sort(), ['REDIS_MODE', 'REDIS_URL', 'RUST_LOG', 'SALES_TABLE']);
+    assert.equal(vars.REDIS_MODE, 'cluster');
     assert.deepEqual(vars.SALES_TABLE, { Ref: salesId });
   });
 });
