@@ -25,12 +25,14 @@ where
     T::Err: std::fmt::Display,
 {
     match std::env::var(name) {
-        Ok(raw) if !raw.trim().is_empty() => raw.trim().parse().map_err(|e: T::Err| {
-            ConfigError::Invalid {
-                name,
-                reason: e.to_string(),
-            }
-        }),
+        Ok(raw) if !raw.trim().is_empty() => {
+            raw.trim()
+                .parse()
+                .map_err(|e: T::Err| ConfigError::Invalid {
+                    name,
+                    reason: e.to_string(),
+                })
+        }
         _ => Ok(default),
     }
 }

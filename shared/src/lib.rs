@@ -14,9 +14,14 @@
 
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod health;
 pub mod http;
+pub mod identity;
+pub mod metrics;
 pub mod observability;
 pub mod rate_limit;
+pub mod reservation;
+pub mod sale;
 pub mod stock;
 pub mod store;

@@ -59,13 +59,26 @@ pub async fn readiness(probes: &[Box<dyn Probe>], timeout: Duration) -> HealthRe
         }
     }))
     .await;
-    let status = if checks.iter().all(|c| c.ok) { "ok" } else { "unavailable" };
+    let status = if checks.iter().all(|c| c.ok) {
+        "ok"
+    } else {
+        "unavailable"
+    };
     HealthReport { status, checks }
 }
 
 /// `GET /health` (readiness: 200 or 503 with the report) and `GET /health/live` (liveness).
-pub async fn handle(probes: &[Box<dyn Probe>], timeout: Duration, request: Request) -> Response<Body> {
-    if request.uri().path().trim_end_matches('/').ends_with("/live") {
+pub async fn handle(
+    probes: &[Box<dyn Probe>],
+    timeout: Duration,
+    request: Request,
+) -> Response<Body> {
+    if request
+        .uri()
+        .path()
+        .trim_end_matches('/')
+        .ends_with("/live")
+    {
         return crate::http::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
     }
     let report = readiness(probes, timeout).await;
@@ -92,15 +105,21 @@ mod tests {
                 if let Some(delay) = self.1 {
                     tokio::time::sleep(delay).await;
                 }
-                if self.2 { Ok(()) } else { Err(ProbeFailure::Error) }
+                if self.2 {
+                    Ok(())
+                } else {
+                    Err(ProbeFailure::Error)
+                }
             })
         }
     }
 
     #[tokio::test]
     async fn readiness_is_ok_only_when_every_probe_is() {
-        let probes: Vec<Box<dyn Probe>> =
-            vec![Box::new(Fixed("redis", None, true)), Box::new(Fixed("dynamodb", None, false))];
+        let probes: Vec<Box<dyn Probe>> = vec![
+            Box::new(Fixed("redis", None, true)),
+            Box::new(Fixed("dynamodb", None, false)),
+        ];
         let report = readiness(&probes, Duration::from_secs(1)).await;
         assert_eq!(report.status, "unavailable");
         assert!(report.checks[0].ok);
@@ -109,7 +128,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_hung_dependency_times_out_instead_of_hanging_the_check() {
-        let probes: Vec<Box<dyn Probe>> = vec![Box::new(Fixed("slow", Some(Duration::from_secs(60)), true))];
+        let probes: Vec<Box<dyn Probe>> =
+            vec![Box::new(Fixed("slow", Some(Duration::from_secs(60)), true))];
         let report = readiness(&probes, Duration::from_millis(300)).await;
         assert_eq!(report.checks[0].failure, Some(ProbeFailure::Timeout));
     }
@@ -117,10 +137,14 @@ mod tests {
     #[tokio::test]
     async fn liveness_answers_without_touching_dependencies() {
         let probes: Vec<Box<dyn Probe>> = vec![Box::new(Fixed("down", None, false))];
-        let request = lambda_http::http::Request::get("/health/live").body(Body::Empty).unwrap();
+        let request = lambda_http::http::Request::get("/health/live")
+            .body(Body::Empty)
+            .unwrap();
         let response = handle(&probes, Duration::from_secs(1), request).await;
         assert_eq!(response.status(), StatusCode::OK);
-        let request = lambda_http::http::Request::get("/health").body(Body::Empty).unwrap();
+        let request = lambda_http::http::Request::get("/health")
+            .body(Body::Empty)
+            .unwrap();
         let response = handle(&probes, Duration::from_secs(1), request).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     }

@@ -63,7 +63,9 @@ mod tests {
             response.headers()[header::CONTENT_TYPE],
             "application/problem+json"
         );
-        let Body::Text(text) = response.body() else { panic!("text body") };
+        let Body::Text(text) = response.body() else {
+            panic!("text body")
+        };
         let json: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(json["type"], "/problems/sold-out");
         assert_eq!(json["status"], 410);

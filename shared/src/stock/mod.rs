@@ -118,12 +118,13 @@ pub struct ReserveRequest {
     pub expires_at: Timestamp,
 }
 
-/// A hold on stock: which reservation, on which shard, how many units.
+/// A hold on stock: which reservation, on which shard, how many units, until when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hold {
     pub reservation_id: ReservationId,
     pub shard: u16,
     pub quantity: Quantity,
+    pub expires_at: Timestamp,
 }
 
 /// Why a sale cannot sell right now even though it may have stock.
@@ -295,6 +296,13 @@ pub trait StockEngine: Send + Sync {
         &self,
         sale: &SaleStock,
     ) -> impl Future<Output = Result<StockLevels, StockError>> + Send;
+
+    /// Changes the per-user limit of a running sale.
+    fn set_per_user_limit(
+        &self,
+        sale: &SaleStock,
+        limit: u32,
+    ) -> impl Future<Output = Result<(), StockError>> + Send;
 }
 
 /// Splits `total` units over `shards` as evenly as possible (the first shards get the rest).

@@ -136,4 +136,8 @@ impl<E: StockEngine, K: Clock> StockEngine for SoldOutCache<E, K> {
     async fn levels(&self, sale: &SaleStock) -> Result<StockLevels, StockError> {
         self.inner.levels(sale).await
     }
+
+    async fn set_per_user_limit(&self, sale: &SaleStock, limit: u32) -> Result<(), StockError> {
+        self.inner.set_per_user_limit(sale, limit).await
+    }
 }

@@ -55,8 +55,14 @@ impl RedisSettings {
         Ok(Self {
             url,
             mode,
-            connect_timeout: Duration::from_millis(config::parsed_or("REDIS_CONNECT_TIMEOUT_MS", 1_000)?),
-            response_timeout: Duration::from_millis(config::parsed_or("REDIS_RESPONSE_TIMEOUT_MS", 500)?),
+            connect_timeout: Duration::from_millis(config::parsed_or(
+                "REDIS_CONNECT_TIMEOUT_MS",
+                1_000,
+            )?),
+            response_timeout: Duration::from_millis(config::parsed_or(
+                "REDIS_RESPONSE_TIMEOUT_MS",
+                500,
+            )?),
         })
     }
 }
@@ -80,7 +86,9 @@ impl RedisConnection {
                     .set_response_timeout(Some(settings.response_timeout))
                     .set_number_of_retries(2);
                 let client = redis::Client::open(settings.url.as_str())?;
-                Ok(Self::Standalone(ConnectionManager::new_lazy_with_config(client, config)?))
+                Ok(Self::Standalone(ConnectionManager::new_lazy_with_config(
+                    client, config,
+                )?))
             }
             RedisMode::Cluster => {
                 let client = redis::cluster::ClusterClient::builder(vec![settings.url.as_str()])

@@ -16,7 +16,7 @@ use super::{
     SetupOutcome, ShardKeys, ShardLevel, StockEngine, StockError, StockLevels, StockSetup,
     Unavailable,
 };
-use crate::domain::{IdempotencyKey, Quantity, ReservationId, UserId};
+use crate::domain::{IdempotencyKey, Quantity, ReservationId, Timestamp, UserId};
 
 /// Tunables of the Redis stock engine.
 #[derive(Debug, Clone)]
@@ -205,6 +205,7 @@ where
                     shard.to_string(),
                     self.ttl_secs(),
                     req.user.to_string(),
+                    req.expires_at.as_millis().to_string(),
                 ],
             )
             .await?;
@@ -213,6 +214,7 @@ where
                 reservation_id: req.reservation_id,
                 shard,
                 quantity: req.quantity,
+                expires_at: req.expires_at,
             }));
         }
         // A concurrent copy of this request won (or the claim went stale): put the unit back
@@ -301,6 +303,7 @@ fn common_outcome(reply: &Reply, sale: &SaleStock) -> Result<ReserveOutcome, Sto
             shard: shard_field(reply, 1)?,
             quantity: Quantity::new(reply.int(2)? as u32)
                 .map_err(|e| unexpected("reserve", e.to_string()))?,
+            expires_at: Timestamp::from_millis(reply.int(3)?),
         }),
         "KEY_REUSED" => ReserveOutcome::KeyReused {
             original: parse_id(reply, 0)?,
@@ -375,6 +378,7 @@ where
                 reservation_id: req.reservation_id,
                 shard: shard_field(&reply, 0)?,
                 quantity: req.quantity,
+                expires_at: req.expires_at,
             })),
             "HOME_EMPTY" => self.reserve_elsewhere(req, home).await,
             _ => common_outcome(&reply, sale),
@@ -498,6 +502,31 @@ where
             if reply.status != "OK" {
                 return Err(StockError::InvalidSetup(
                     "cannot top up a sale that is not set up",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_per_user_limit(&self, sale: &SaleStock, limit: u32) -> Result<(), StockError> {
+        if limit == 0 {
+            return Err(StockError::InvalidSetup(
+                "per-user limit must be at least 1",
+            ));
+        }
+        for shard in sale.shards.all() {
+            let keys = ShardKeys::new(&sale.sale_id, shard);
+            let reply = self
+                .run(
+                    "configure",
+                    &scripts::CONFIGURE,
+                    &[keys.stock()],
+                    &[limit.to_string()],
+                )
+                .await?;
+            if reply.status != "OK" {
+                return Err(StockError::InvalidSetup(
+                    "cannot configure a sale that is not set up",
                 ));
             }
         }

@@ -27,6 +27,7 @@ pub static RELEASE: LazyLock<Script> = stock_script!("release.lua");
 pub static COMMIT: LazyLock<Script> = stock_script!("commit.lua");
 pub static SETUP: LazyLock<Script> = stock_script!("setup.lua");
 pub static TOP_UP: LazyLock<Script> = stock_script!("top_up.lua");
+pub static CONFIGURE: LazyLock<Script> = stock_script!("configure.lua");
 
 /// Every stock script, for loading them all at start-up (cold start does it once).
 pub fn all() -> [&'static Script; 9] {

@@ -16,7 +16,7 @@
 -- Returns one of:
 --   {"CLAIMED"}
 --   {"IN_PROGRESS", reservation_id}  a copy of this request is between claim and confirm
---   {"DUPLICATE", reservation_id, shard, quantity} | {"KEY_REUSED", reservation_id}
+--   {"DUPLICATE", reservation_id, shard, quantity, hold_expires_ms} | {"KEY_REUSED", reservation_id}
 --   {"LIMIT", claimed, limit} | {"UNKNOWN_SALE"} | {"PAUSED"}
 local stock = load_stock(KEYS[1])
 if not stock then

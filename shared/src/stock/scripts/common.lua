@@ -10,7 +10,7 @@
 --                               state H (held), C (committed), R (released)
 --   fs:{S:i}:hold-times   zset: reservation id -> created_ms, active holds only (for reconcilers)
 --   fs:{S:i}:user:<uid>   hash: reservation id -> qty, claims of users whose home shard is i
---   fs:{S:i}:idem:<n>:<uid>:<key>  string "reservation_id|shard|qty", expires
+--   fs:{S:i}:idem:<n>:<uid>:<key>  string "reservation_id|shard|qty|hold_expires_ms", expires
 --   fs:{S:i}:pending-claims  zset: "<reservation id>|<uid>" -> created_ms, claims made for the
 --                               fallback path and not yet confirmed
 
@@ -60,7 +60,7 @@ local function claimed_by(user_key)
 end
 
 -- Idempotency: nil when the key is new, else the stored outcome and whether the request matches.
--- A record is final ("<id>|<shard>|<qty>") or, while a fallback reservation is under way,
+-- A record is final ("<id>|<shard>|<qty>|<expires_ms>") or, while a fallback reservation is under way,
 -- pending ("pending|<id>|<qty>", short-lived so a crashed attempt does not block retries).
 local function lookup_idempotency(idem_key, qty)
   local raw = redis.call('GET', idem_key)
@@ -72,8 +72,8 @@ local function lookup_idempotency(idem_key, qty)
     return { pending = true, id = pending_id, qty = tonumber(pending_qty),
              same_request = tonumber(pending_qty) == qty }
   end
-  local id, shard, stored_qty = string.match(raw, '^([^|]+)|(%d+)|(%d+)$')
-  return { id = id, shard = tonumber(shard), qty = tonumber(stored_qty),
+  local id, shard, stored_qty, expires_ms = string.match(raw, '^([^|]+)|(%d+)|(%d+)|(%-?%d+)$')
+  return { id = id, shard = tonumber(shard), qty = tonumber(stored_qty), expires_ms = expires_ms,
            same_request = tonumber(stored_qty) == qty }
 end
 
@@ -84,10 +84,10 @@ local function idempotency_reply(found)
   if found.pending then
     return { 'IN_PROGRESS', found.id }
   end
-  return { 'DUPLICATE', found.id, found.shard, found.qty }
+  return { 'DUPLICATE', found.id, found.shard, found.qty, found.expires_ms }
 end
 
-local function remember(idem_key, user_key, id, shard, qty, ttl_s)
+local function remember(idem_key, user_key, id, shard, qty, expires_ms, ttl_s)
   redis.call('HSET', user_key, id, qty)
-  redis.call('SET', idem_key, id .. '|' .. shard .. '|' .. qty, 'EX', ttl_s)
+  redis.call('SET', idem_key, id .. '|' .. shard .. '|' .. qty .. '|' .. expires_ms, 'EX', ttl_s)
 end

@@ -9,6 +9,7 @@
 -- ARGV[3]: shard j that holds the units
 -- ARGV[4]: idempotency record lifetime, seconds
 -- ARGV[5]: user id
+-- ARGV[6]: hold expiry, ms since epoch
 -- Returns one of:
 --   {"RESERVED", shard}
 --   {"DUPLICATE", ...} | {"KEY_REUSED", ...} | {"IN_PROGRESS", ...}
@@ -24,6 +25,6 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
   return { 'CLAIM_LOST' }
 end
 local shard = tonumber(ARGV[3])
-remember(KEYS[2], KEYS[1], ARGV[1], shard, qty, tonumber(ARGV[4]))
+remember(KEYS[2], KEYS[1], ARGV[1], shard, qty, ARGV[6], tonumber(ARGV[4]))
 redis.call('ZREM', KEYS[3], ARGV[1] .. '|' .. ARGV[5])
 return { 'RESERVED', shard }

@@ -18,7 +18,8 @@
 -- ARGV[8]: idempotency record lifetime, seconds
 -- Returns one of:
 --   {"RESERVED", shard, available_after}
---   {"DUPLICATE", reservation_id, shard, quantity}  same key, same request: nothing changed
+--   {"DUPLICATE", reservation_id, shard, quantity, hold_expires_ms}
+--                                                   same key, same request: nothing changed
 --   {"KEY_REUSED", reservation_id}                  same key, different request
 --   {"IN_PROGRESS", reservation_id}                 a copy of this request is still running
 --   {"LIMIT", claimed, limit}
@@ -51,5 +52,5 @@ end
 local id = ARGV[1]
 local shard = tonumber(ARGV[7])
 local after = create_hold(KEYS[1], KEYS[2], KEYS[3], id, ARGV[2], qty, ARGV[4], ARGV[5])
-remember(KEYS[5], KEYS[4], id, shard, qty, tonumber(ARGV[8]))
+remember(KEYS[5], KEYS[4], id, shard, qty, ARGV[4], tonumber(ARGV[8]))
 return { 'RESERVED', shard, after }

@@ -1,0 +1,25 @@
+//! event-publisher: the reservations table's change stream → reservation events on SQS.
+//! Partial failures are reported so the stream retries from the first unsent record.
+
+use aws_config::BehaviorVersion;
+use flashsale_core::events::sqs::SqsEventSink;
+use flashsale_core::events::stream::{publish, BatchResponse, StreamEvent};
+use flashsale_core::{config, observability};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    observability::init();
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let sink = SqsEventSink::new(
+        aws_sdk_sqs::Client::new(&aws),
+        config::required("EVENTS_QUEUE_URL")?,
+    );
+    let sink = &sink;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<StreamEvent>| async move {
+            Ok::<BatchResponse, Error>(publish(sink, event.payload, 10).await)
+        },
+    ))
+    .await
+}

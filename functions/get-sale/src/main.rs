@@ -1,0 +1,25 @@
+//! get-sale: `GET /sales/{saleId}`, the public view of a sale with approximate availability.
+
+use flashsale_core::domain::SystemClock;
+use flashsale_core::sale::dynamo::DynamoSaleCatalog;
+use flashsale_core::sale::http;
+use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
+use flashsale_core::store::redis::{RedisConnection, RedisSettings};
+use flashsale_core::{config, observability, store};
+use lambda_http::{service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    observability::init();
+    let redis = RedisConnection::connect(&RedisSettings::from_env()?).await?;
+    let catalog = DynamoSaleCatalog::new(
+        store::dynamo::client().await,
+        config::required("SALES_TABLE")?,
+    );
+    let stock = RedisStockEngine::new(redis, RedisStockConfig::default());
+    let (catalog, stock) = (&catalog, &stock);
+    lambda_http::run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(http::get_sale(catalog, stock, &SystemClock, &request).await)
+    }))
+    .await
+}

@@ -1,0 +1,62 @@
+//! Reservation events for downstream consumers (notifications), published from the
+//! reservations table's change stream: a transactional outbox without a second write. Whatever
+//! changes a reservation (reserve, saga, expiry) produces its event, and an event is lost only
+//! if the stream loses it (it keeps records 24 h and retries; what still fails lands on the
+//! DLQ). Delivery is at least once: consumers de-duplicate by `event_id`.
+
+pub mod sqs;
+pub mod stream;
+
+use std::future::Future;
+
+use serde::Serialize;
+
+use crate::reservation::ReservationStatus;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EventType {
+    ReservationCreated,
+    PaymentStarted,
+    ReservationConfirmed,
+    ReservationFailed,
+    ReservationExpired,
+}
+
+impl EventType {
+    /// The event a reservation reaching `status` produces.
+    pub fn for_status(status: ReservationStatus) -> Self {
+        match status {
+            ReservationStatus::Pending => Self::ReservationCreated,
+            ReservationStatus::PaymentProcessing => Self::PaymentStarted,
+            ReservationStatus::Confirmed => Self::ReservationConfirmed,
+            ReservationStatus::Failed => Self::ReservationFailed,
+            ReservationStatus::Expired => Self::ReservationExpired,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReservationEvent {
+    /// Stable across redeliveries: `<reservation id>:<status>`.
+    pub event_id: String,
+    pub event_type: EventType,
+    pub reservation_id: String,
+    pub sale_id: String,
+    pub user_id: String,
+    pub quantity: u32,
+    pub status: ReservationStatus,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("event queue unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The port: sends events in order; returns how many of them were accepted (a prefix).
+pub trait EventSink: Send + Sync {
+    fn send(
+        &self,
+        events: &[ReservationEvent],
+    ) -> impl Future<Output = Result<usize, SinkError>> + Send;
+}

@@ -1,0 +1,231 @@
+//! Turning DynamoDB stream records of the reservations table into events, and the batch
+//! handler with partial-failure reporting.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{EventSink, EventType, ReservationEvent};
+use crate::reservation::ReservationStatus;
+
+/// The parts of a DynamoDB stream event this handler reads.
+#[derive(Debug, Deserialize)]
+pub struct StreamEvent {
+    #[serde(rename = "Records", default)]
+    pub records: Vec<StreamRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamRecord {
+    #[serde(rename = "eventName")]
+    pub event_name: String,
+    pub dynamodb: StreamChange,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamChange {
+    #[serde(rename = "SequenceNumber")]
+    pub sequence_number: String,
+    #[serde(rename = "NewImage", default)]
+    pub new_image: Option<serde_json::Map<String, Value>>,
+    #[serde(rename = "OldImage", default)]
+    pub old_image: Option<serde_json::Map<String, Value>>,
+}
+
+/// `{"batchItemFailures": [{"itemIdentifier": "<sequence number>"}]}`: the stream retries from
+/// the first failed record (the ones before it count as done).
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct BatchResponse {
+    #[serde(rename = "batchItemFailures")]
+    pub batch_item_failures: Vec<ItemFailure>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct ItemFailure {
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
+}
+
+fn attr_s<'a>(image: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a str> {
+    image.get(name)?.get("S")?.as_str()
+}
+
+fn attr_n(image: &serde_json::Map<String, Value>, name: &str) -> Option<u32> {
+    image.get(name)?.get("N")?.as_str()?.parse().ok()
+}
+
+fn status_of(image: Option<&serde_json::Map<String, Value>>) -> Option<ReservationStatus> {
+    ReservationStatus::parse(attr_s(image?, "status")?)
+}
+
+/// The event a change produces: a new reservation, or a status change. Other changes (and
+/// TTL deletions) produce none.
+pub fn event_of(record: &StreamRecord) -> Option<ReservationEvent> {
+    let new = record.dynamodb.new_image.as_ref()?;
+    let status = status_of(Some(new))?;
+    match record.event_name.as_str() {
+        "INSERT" => {}
+        "MODIFY" if status_of(record.dynamodb.old_image.as_ref()) != Some(status) => {}
+        _ => return None,
+    }
+    let reservation_id = attr_s(new, "reservation_id")?.to_owned();
+    Some(ReservationEvent {
+        event_id: format!("{reservation_id}:{}", status.as_str()),
+        event_type: EventType::for_status(status),
+        reservation_id,
+        sale_id: attr_s(new, "sale_id")?.to_owned(),
+        user_id: attr_s(new, "user_id")?.to_owned(),
+        quantity: attr_n(new, "quantity")?,
+        status,
+    })
+}
+
+/// Publishes the batch's events in order, in chunks of `chunk`. On a failure, reports the
+/// first record not published, so the stream retries from there and nothing is skipped.
+pub async fn publish<S: EventSink>(sink: &S, event: StreamEvent, chunk: usize) -> BatchResponse {
+    let pending: Vec<(String, ReservationEvent)> = event
+        .records
+        .iter()
+        .filter_map(|r| event_of(r).map(|e| (r.dynamodb.sequence_number.clone(), e)))
+        .collect();
+    for group in pending.chunks(chunk.max(1)) {
+        let events: Vec<ReservationEvent> = group.iter().map(|(_, e)| e.clone()).collect();
+        let accepted = match sink.send(&events).await {
+            Ok(n) => n,
+            Err(error) => {
+                tracing::warn!(%error, "publishing events failed; the stream will retry");
+                0
+            }
+        };
+        if accepted < group.len() {
+            return BatchResponse {
+                batch_item_failures: vec![ItemFailure {
+                    item_identifier: group[accepted].0.clone(),
+                }],
+            };
+        }
+    }
+    BatchResponse::default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::events::SinkError;
+
+    fn image(id: &str, status: &str) -> Value {
+        serde_json::json!({
+            "reservation_id": {"S": id}, "sale_id": {"S": "drop"}, "user_id": {"S": "u1"},
+            "quantity": {"N": "1"}, "status": {"S": status}
+        })
+    }
+
+    fn record(seq: &str, name: &str, old: Option<Value>, new: Option<Value>) -> Value {
+        serde_json::json!({"eventName": name, "dynamodb": {"SequenceNumber": seq, "OldImage": old, "NewImage": new}})
+    }
+
+    /// Accepts `budget` events, then fails.
+    struct Flaky {
+        budget: Mutex<usize>,
+        sent: Mutex<Vec<ReservationEvent>>,
+    }
+
+    impl EventSink for Flaky {
+        async fn send(&self, events: &[ReservationEvent]) -> Result<usize, SinkError> {
+            let mut budget = self.budget.lock().unwrap();
+            let n = events.len().min(*budget);
+            *budget -= n;
+            self.sent.lock().unwrap().extend_from_slice(&events[..n]);
+            if n == 0 {
+                Err(SinkError::Unavailable("down".into()))
+            } else {
+                Ok(n)
+            }
+        }
+    }
+
+    fn batch(records: Vec<Value>) -> StreamEvent {
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+    }
+
+    #[test]
+    fn inserts_and_status_changes_are_events_other_changes_are_not() {
+        let created = record("1", "INSERT", None, Some(image("r1", "PENDING")));
+        let e = event_of(&serde_json::from_value(created).unwrap()).unwrap();
+        assert_eq!(
+            (e.event_type, e.event_id.as_str()),
+            (EventType::ReservationCreated, "r1:PENDING")
+        );
+        let expired = record(
+            "2",
+            "MODIFY",
+            Some(image("r1", "PENDING")),
+            Some(image("r1", "EXPIRED")),
+        );
+        assert_eq!(
+            event_of(&serde_json::from_value(expired).unwrap())
+                .unwrap()
+                .event_type,
+            EventType::ReservationExpired
+        );
+        let same = record(
+            "3",
+            "MODIFY",
+            Some(image("r1", "PENDING")),
+            Some(image("r1", "PENDING")),
+        );
+        assert!(event_of(&serde_json::from_value(same).unwrap()).is_none());
+        let removed = record("4", "REMOVE", Some(image("r1", "EXPIRED")), None);
+        assert!(event_of(&serde_json::from_value(removed).unwrap()).is_none());
+    }
+
+    #[tokio::test]
+    async fn when_the_queue_fails_midway_the_first_unsent_record_is_reported_for_retry() {
+        let sink = Flaky {
+            budget: Mutex::new(3),
+            sent: Mutex::new(vec![]),
+        };
+        let records = (1..=5)
+            .map(|i| {
+                record(
+                    &i.to_string(),
+                    "INSERT",
+                    None,
+                    Some(image(&format!("r{i}"), "PENDING")),
+                )
+            })
+            .collect();
+        let response = publish(&sink, batch(records), 2).await;
+        assert_eq!(
+            response.batch_item_failures,
+            vec![ItemFailure {
+                item_identifier: "4".into()
+            }]
+        );
+        assert_eq!(sink.sent.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_fully_published_batch_reports_no_failures() {
+        let sink = Flaky {
+            budget: Mutex::new(100),
+            sent: Mutex::new(vec![]),
+        };
+        let records = (1..=25)
+            .map(|i| {
+                record(
+                    &i.to_string(),
+                    "INSERT",
+                    None,
+                    Some(image(&format!("r{i}"), "PENDING")),
+                )
+            })
+            .collect();
+        assert_eq!(
+            publish(&sink, batch(records), 10).await,
+            BatchResponse::default()
+        );
+        assert_eq!(sink.sent.lock().unwrap().len(), 25);
+    }
+}

@@ -1,0 +1,135 @@
+//! Who is calling. The buyer is whoever the API Gateway authorizer says: a Lambda authorizer
+//! (`context.userId`, used on LocalStack) or the Cognito user-pool authorizer
+//! (`claims.sub`, used on AWS). A user id anywhere else in the request is never trusted.
+
+pub mod authorizer;
+pub mod token;
+
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+use serde_json::Value;
+
+use crate::domain::UserId;
+
+/// The group that may administer sales (Cognito group, or the `cognito:groups` claim of a
+/// locally minted token).
+pub const ADMIN_GROUP: &str = "admin";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: UserId,
+    pub groups: Vec<String>,
+    /// The caller's address as API Gateway saw it (for per-IP rate limits).
+    pub source_ip: Option<String>,
+}
+
+impl Identity {
+    pub fn is_admin(&self) -> bool {
+        self.groups.iter().any(|g| g == ADMIN_GROUP)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("the request carries no authorizer identity")]
+    Missing,
+    #[error("the authorizer's user id is not valid")]
+    Invalid,
+}
+
+/// Groups may arrive as a JSON array, or (from Cognito through REST API mapping, and from
+/// Lambda authorizer contexts, which allow only scalars) as a comma- or space-separated string.
+fn groups_of(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        Some(Value::String(s)) => s
+            .trim_matches(|c| c == '[' || c == ']')
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub fn from_request(request: &Request) -> Result<Identity, IdentityError> {
+    let Some(RequestContext::ApiGatewayV1(context)) = request.request_context_ref() else {
+        return Err(IdentityError::Missing);
+    };
+    let fields = &context.authorizer.fields;
+    let claims = fields.get("claims").and_then(Value::as_object);
+    let user = fields
+        .get("userId")
+        .and_then(Value::as_str)
+        .or_else(|| claims.and_then(|c| c.get("sub")).and_then(Value::as_str))
+        .ok_or(IdentityError::Missing)?;
+    let groups = match fields.get("groups") {
+        Some(value) => groups_of(Some(value)),
+        None => groups_of(claims.and_then(|c| c.get("cognito:groups"))),
+    };
+    Ok(Identity {
+        user_id: UserId::parse(user).map_err(|_| IdentityError::Invalid)?,
+        groups,
+        source_ip: context.identity.source_ip.clone(),
+    })
+}
+
+/// Builds the request context an authorizer would produce: for tests of the handlers.
+pub fn context_for(user: &str, groups: &[&str], source_ip: &str) -> RequestContext {
+    let mut context =
+        lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext::default();
+    context
+        .authorizer
+        .fields
+        .insert("userId".into(), Value::String(user.into()));
+    context
+        .authorizer
+        .fields
+        .insert("groups".into(), Value::String(groups.join(",")));
+    context.identity.source_ip = Some(source_ip.into());
+    RequestContext::ApiGatewayV1(context)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::Body;
+
+    #[test]
+    fn the_user_comes_from_the_lambda_authorizer_context() {
+        let request = lambda_http::http::Request::new(Body::Empty)
+            .with_request_context(context_for("user-1", &["admin"], "10.0.0.1"));
+        let identity = from_request(&request).unwrap();
+        assert_eq!(identity.user_id.as_str(), "user-1");
+        assert!(identity.is_admin());
+        assert_eq!(identity.source_ip.as_deref(), Some("10.0.0.1"));
+    }
+
+    #[test]
+    fn the_user_comes_from_cognito_claims_on_aws() {
+        let mut context =
+            lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext::default();
+        context.authorizer.fields.insert(
+            "claims".into(),
+            serde_json::json!({ "sub": "abc-123", "cognito:groups": "buyers,admin" }),
+        );
+        let request = lambda_http::http::Request::new(Body::Empty)
+            .with_request_context(RequestContext::ApiGatewayV1(context));
+        let identity = from_request(&request).unwrap();
+        assert_eq!(identity.user_id.as_str(), "abc-123");
+        assert!(identity.is_admin());
+    }
+
+    #[test]
+    fn no_authorizer_context_means_no_identity() {
+        let request = lambda_http::http::Request::new(Body::Empty);
+        assert_eq!(from_request(&request), Err(IdentityError::Missing));
+        let request = lambda_http::http::Request::new(Body::Empty)
+            .with_request_context(RequestContext::ApiGatewayV1(Default::default()));
+        assert_eq!(from_request(&request), Err(IdentityError::Missing));
+    }
+}

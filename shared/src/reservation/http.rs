@@ -1,0 +1,303 @@
+//! HTTP for reservations: `POST /sales/{saleId}/reservations` and `GET /reservations/{id}`.
+//! Parsing refuses bad input with a problem document; [`reserve_error_problem`] is the one
+//! place that maps reserve errors to statuses.
+
+use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Deserialize;
+
+use super::reserve::{
+    ReserveCommand, ReserveError, ReserveResponse, ReserveService, Reserved, RETRY_SOON,
+};
+use super::{ReservationStore, ReservationView};
+use crate::domain::Clock;
+use crate::domain::{IdempotencyKey, Quantity, ReservationId, SaleId};
+use crate::http::{json, Problem};
+use crate::identity::{self, Identity};
+use crate::rate_limit::RateDecision;
+use crate::rate_limit::RateLimiter;
+use crate::sale::SaleCatalog;
+use crate::stock::StockEngine;
+
+/// Request bodies are tiny; anything larger is refused before parsing.
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
+
+pub fn unauthenticated() -> Problem {
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        "Authentication required",
+        "The request has no valid bearer token.",
+    )
+}
+
+pub fn identity_of(request: &Request) -> Result<Identity, Problem> {
+    identity::from_request(request).map_err(|_| unauthenticated())
+}
+
+pub fn body_bytes(request: &Request) -> Result<&[u8], Problem> {
+    let bytes: &[u8] = match request.body() {
+        Body::Empty => &[],
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request body too large",
+            format!("The body must be at most {MAX_BODY_BYTES} bytes."),
+        ));
+    }
+    Ok(bytes)
+}
+
+pub fn path_param(request: &Request, name: &str) -> Option<String> {
+    request
+        .path_parameters_ref()
+        .and_then(|params| params.first(name))
+        .map(str::to_owned)
+}
+
+pub fn bad_request(slug: &str, title: &str, detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, slug, title, detail)
+}
+
+/// The reserve body. Unknown fields (a `user_id`, say) are ignored: identity comes only from
+/// the authorizer.
+#[derive(Debug, Deserialize)]
+struct ReserveBody {
+    #[serde(default)]
+    quantity: Option<serde_json::Value>,
+}
+
+fn parse_quantity(value: Option<serde_json::Value>) -> Result<Quantity, Problem> {
+    let Some(value) = value else {
+        return Ok(Quantity::ONE);
+    };
+    let invalid = |detail: String| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-quantity",
+            "Invalid quantity",
+            detail,
+        )
+    };
+    let Some(n) = value.as_i64() else {
+        return Err(invalid(format!(
+            "quantity must be a whole number, got {value}"
+        )));
+    };
+    let n = u32::try_from(n)
+        .map_err(|_| invalid(format!("quantity must be between 1 and {}", Quantity::MAX)))?;
+    Quantity::new(n).map_err(|e| invalid(e.to_string()))
+}
+
+/// Reads a reserve request. The caller's identity comes from the authorizer context only.
+pub fn parse_reserve(request: &Request) -> Result<ReserveCommand, Problem> {
+    let identity = identity_of(request)?;
+    let sale_id = path_param(request, "saleId")
+        .and_then(|raw| SaleId::parse(raw).ok())
+        .ok_or_else(|| {
+            bad_request(
+                "invalid-sale-id",
+                "Invalid sale id",
+                "The sale id in the path is malformed.",
+            )
+        })?;
+    let key = request.headers().get("idempotency-key").ok_or_else(|| {
+        bad_request(
+            "missing-idempotency-key",
+            "Idempotency-Key required",
+            "Send an Idempotency-Key header (a UUID works well) so a retry cannot reserve twice.",
+        )
+    })?;
+    let key = key
+        .to_str()
+        .ok()
+        .and_then(|k| IdempotencyKey::parse(k).ok())
+        .ok_or_else(|| {
+            bad_request(
+                "invalid-idempotency-key",
+                "Invalid Idempotency-Key",
+                "The key must be 1 to 128 printable characters without spaces.",
+            )
+        })?;
+    let bytes = body_bytes(request)?;
+    let body: ReserveBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        ReserveBody { quantity: None }
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| {
+            bad_request(
+                "malformed-body",
+                "Malformed JSON body",
+                format!("The body is not the expected JSON object: {e}"),
+            )
+        })?
+    };
+    Ok(ReserveCommand {
+        user: identity.user_id,
+        source_ip: identity.source_ip,
+        sale_id,
+        quantity: parse_quantity(body.quantity)?,
+        idempotency_key: key,
+    })
+}
+
+pub fn reserve_error_problem(error: &ReserveError) -> Problem {
+    use ReserveError::*;
+    fn p(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Problem {
+        Problem::new(status, slug, title, detail)
+    }
+    match error {
+        RateLimited(_) => p(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests", "Slow down: retry after the time in Retry-After."),
+        SaleNotFound => p(StatusCode::NOT_FOUND, "sale-not-found", "Sale not found", "There is no sale with this id."),
+        SaleNotStarted { starts_at } => p(StatusCode::CONFLICT, "sale-not-started", "Sale not started", format!("The sale opens at {}.", starts_at.to_rfc3339())),
+        SaleEnded => p(StatusCode::CONFLICT, "sale-ended", "Sale ended", "The sale is over."),
+        SoldOut => p(StatusCode::GONE, "sold-out", "Sold out", "Every unit is reserved or sold. Units of unpaid reservations come back when they expire."),
+        InsufficientStock => p(StatusCode::CONFLICT, "insufficient-stock", "Not enough units", "Fewer units than requested are left; try a smaller quantity."),
+        LimitReached { claimed, limit } => p(StatusCode::CONFLICT, "limit-reached", "Per-buyer limit reached", format!("You hold {claimed} of at most {limit} units in this sale.")),
+        KeyReused => p(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused", "This Idempotency-Key was used for a different request; use a new key."),
+        InProgress => p(StatusCode::CONFLICT, "request-in-progress", "Request in progress", "A request with this Idempotency-Key is still being processed; retry shortly."),
+        Paused => p(StatusCode::SERVICE_UNAVAILABLE, "sale-paused", "Sale paused", "Selling is paused while stock is being rebuilt; retry shortly."),
+        StockNotReady => p(StatusCode::SERVICE_UNAVAILABLE, "stock-unavailable", "Stock unavailable", "This sale's stock is being restored; retry shortly."),
+        Stock(_) | Catalog(_) | Store(_) | RateStore(_) => p(StatusCode::SERVICE_UNAVAILABLE, "dependency-unavailable", "Temporarily unavailable", "A dependency did not answer; it is safe to retry with the same Idempotency-Key."),
+    }
+}
+
+fn set_rate_headers(response: &mut Response<Body>, rate: &RateDecision) {
+    let headers = response.headers_mut();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    put("x-ratelimit-limit", rate.limit.to_string());
+    put("x-ratelimit-remaining", rate.remaining.to_string());
+    put(
+        "x-ratelimit-reset",
+        rate.reset_after.as_secs_f64().ceil().to_string(),
+    );
+    if !rate.allowed {
+        put(
+            "retry-after",
+            rate.retry_after.as_secs_f64().ceil().max(1.0).to_string(),
+        );
+    }
+}
+
+pub fn reserve_response(response: ReserveResponse) -> Response<Body> {
+    let mut http = match &response.result {
+        Ok(Reserved {
+            reservation,
+            replayed,
+        }) => {
+            let mut r = json(StatusCode::CREATED, &ReservationView::from(reservation));
+            if *replayed {
+                r.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            }
+            r
+        }
+        Err(error) => {
+            if matches!(
+                error,
+                ReserveError::Stock(_)
+                    | ReserveError::Catalog(_)
+                    | ReserveError::Store(_)
+                    | ReserveError::RateStore(_)
+            ) {
+                tracing::error!(%error, "reserve failed on a dependency");
+            }
+            let mut r = reserve_error_problem(error).into_response();
+            if r.status() == StatusCode::SERVICE_UNAVAILABLE
+                || matches!(error, ReserveError::InProgress)
+            {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_SOON.as_secs()));
+            }
+            r
+        }
+    };
+    if let Some(rate) = &response.rate {
+        set_rate_headers(&mut http, rate);
+    }
+    http
+}
+
+/// `POST /sales/{saleId}/reservations`: parse, reserve, answer, and emit metrics.
+pub async fn reserve<S, L, C, R, K>(
+    service: &ReserveService<S, L, C, R, K>,
+    request: &Request,
+) -> Response<Body>
+where
+    S: StockEngine,
+    L: RateLimiter,
+    C: SaleCatalog,
+    R: ReservationStore,
+    K: Clock,
+{
+    let started = std::time::Instant::now();
+    let command = match parse_reserve(request) {
+        Ok(command) => command,
+        Err(problem) => return problem.into_response(),
+    };
+    let response = service.reserve(command).await;
+    let outcome = match &response.result {
+        Ok(_) => "Reserved",
+        Err(ReserveError::SoldOut) => "SoldOut",
+        Err(ReserveError::RateLimited(_)) => "RateLimited",
+        Err(ReserveError::LimitReached { .. }) => "LimitReached",
+        Err(_) => "Refused",
+    };
+    crate::metrics::emit(
+        "reserve",
+        &[(outcome, 1)],
+        started.elapsed().as_secs_f64() * 1000.0,
+    );
+    reserve_response(response)
+}
+
+pub fn not_found_reservation() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "reservation-not-found",
+        "Reservation not found",
+        "You have no reservation with this id.",
+    )
+}
+
+/// `GET /reservations/{id}`: the caller's own reservation; someone else's is "not found".
+pub async fn get_reservation<R: ReservationStore>(store: &R, request: &Request) -> Response<Body> {
+    let identity = match identity_of(request) {
+        Ok(identity) => identity,
+        Err(problem) => return problem.into_response(),
+    };
+    let Some(id) =
+        path_param(request, "reservationId").and_then(|raw| ReservationId::parse(&raw).ok())
+    else {
+        return bad_request(
+            "invalid-reservation-id",
+            "Invalid reservation id",
+            "The reservation id must be a UUID.",
+        )
+        .into_response();
+    };
+    match store.get(id).await {
+        Ok(Some(r)) if r.user_id == identity.user_id => {
+            json(StatusCode::OK, &ReservationView::from(&r))
+        }
+        Ok(_) => not_found_reservation().into_response(),
+        Err(error) => {
+            tracing::error!(%error, "reading a reservation failed");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dependency-unavailable",
+                "Temporarily unavailable",
+                "Retry shortly.",
+            )
+            .into_response()
+        }
+    }
+}

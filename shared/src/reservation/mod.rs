@@ -1,0 +1,115 @@
+//! Reservations: a buyer's hold on units of a sale, from PENDING to CONFIRMED, FAILED or
+//! EXPIRED. The durable record lives in DynamoDB; the hold itself in the stock engine.
+
+pub mod dynamo;
+pub mod http;
+pub mod memory;
+pub mod reserve;
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Money, Quantity, ReservationId, SaleId, Timestamp, UserId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReservationStatus {
+    Pending,
+    PaymentProcessing,
+    Confirmed,
+    Failed,
+    Expired,
+}
+
+impl ReservationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::PaymentProcessing => "PAYMENT_PROCESSING",
+            Self::Confirmed => "CONFIRMED",
+            Self::Failed => "FAILED",
+            Self::Expired => "EXPIRED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "PENDING" => Self::Pending,
+            "PAYMENT_PROCESSING" => Self::PaymentProcessing,
+            "CONFIRMED" => Self::Confirmed,
+            "FAILED" => Self::Failed,
+            "EXPIRED" => Self::Expired,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub reservation_id: ReservationId,
+    pub sale_id: SaleId,
+    pub user_id: UserId,
+    pub quantity: Quantity,
+    /// The stock shard holding the units (needed to release or commit them).
+    pub shard: u16,
+    pub status: ReservationStatus,
+    /// What the buyer will be charged: unit price times quantity, fixed at reservation time.
+    pub amount: Money,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// How a reservation looks to its buyer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReservationView {
+    pub reservation_id: String,
+    pub sale_id: String,
+    pub quantity: u32,
+    pub status: ReservationStatus,
+    pub amount: Money,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+impl From<&Reservation> for ReservationView {
+    fn from(r: &Reservation) -> Self {
+        Self {
+            reservation_id: r.reservation_id.to_string(),
+            sale_id: r.sale_id.to_string(),
+            quantity: r.quantity.get(),
+            status: r.status,
+            amount: r.amount,
+            created_at: r.created_at.to_rfc3339(),
+            expires_at: r.expires_at.to_rfc3339(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("reservation store unavailable: {0}")]
+    Unavailable(String),
+    #[error("reservation record is malformed: {0}")]
+    Malformed(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted,
+    /// A record with this id exists already (a retry that repaired nothing).
+    AlreadyExists,
+}
+
+/// The port for the durable records.
+pub trait ReservationStore: Send + Sync {
+    fn insert_pending(
+        &self,
+        reservation: &Reservation,
+    ) -> impl Future<Output = Result<InsertOutcome, StoreError>> + Send;
+
+    fn get(
+        &self,
+        id: ReservationId,
+    ) -> impl Future<Output = Result<Option<Reservation>, StoreError>> + Send;
+}

@@ -1,0 +1,321 @@
+//! The reserve use case (product flow 1):
+//! rate limit (per user and per source IP) → sale and window → one atomic stock step in Redis
+//! → durable PENDING record → answer. Events are not sent from here: the reservations table's
+//! change stream feeds the event publisher, so an event cannot be lost between two writes.
+//!
+//! Failure between the Redis step and the durable write:
+//! 1. the write fails → the hold is released at once, the buyer gets 503 and may retry;
+//! 2. the process dies → the hold stays; a retry with the same Idempotency-Key finds it
+//!    (Duplicate) and writes the missing record; without a retry, the hold reconciler releases
+//!    holds that have no record after a grace period. Either way no unit is lost.
+
+use std::time::Duration;
+
+use crate::domain::{Clock, IdempotencyKey, Quantity, SaleId, Timestamp, UserId};
+use crate::rate_limit::{BucketPolicy, RateDecision, RateKey, RateLimitError, RateLimiter};
+use crate::sale::{CatalogError, Sale, SaleCatalog, SaleWindow};
+use crate::stock::{Hold, ReserveOutcome, ReserveRequest, StockEngine, StockError, Unavailable};
+
+use super::{InsertOutcome, Reservation, ReservationStatus, ReservationStore, StoreError};
+use crate::domain::ReservationId;
+
+/// The token buckets every reserve request passes.
+#[derive(Debug, Clone, Copy)]
+pub struct RatePolicies {
+    pub per_user: BucketPolicy,
+    pub per_ip: BucketPolicy,
+}
+
+impl RatePolicies {
+    /// `RATE_USER_CAPACITY`, `RATE_USER_REFILL_PER_SEC`, `RATE_IP_CAPACITY`,
+    /// `RATE_IP_REFILL_PER_SEC`; each defaults to [`RatePolicies::default`].
+    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
+        use crate::config::{parsed_or, ConfigError};
+        let d = Self::default();
+        let policy = |cap: &'static str, refill: &'static str, default: BucketPolicy| {
+            let capacity = parsed_or(cap, default.capacity())?;
+            let rate = parsed_or(refill, default.refill_per_sec())?;
+            BucketPolicy::new(capacity, rate).map_err(|e| ConfigError::Invalid {
+                name: cap,
+                reason: e.to_string(),
+            })
+        };
+        Ok(Self {
+            per_user: policy("RATE_USER_CAPACITY", "RATE_USER_REFILL_PER_SEC", d.per_user)?,
+            per_ip: policy("RATE_IP_CAPACITY", "RATE_IP_REFILL_PER_SEC", d.per_ip)?,
+        })
+    }
+}
+
+impl Default for RatePolicies {
+    fn default() -> Self {
+        Self {
+            // A person clicks "buy" a few times; a script hammers. 5 at once, then 1 per second.
+            per_user: BucketPolicy::new(5, 1.0).expect("valid policy"),
+            // Many buyers can share an address (NAT, offices); be more generous per IP.
+            per_ip: BucketPolicy::new(50, 10.0).expect("valid policy"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReserveCommand {
+    pub user: UserId,
+    pub source_ip: Option<String>,
+    pub sale_id: SaleId,
+    pub quantity: Quantity,
+    pub idempotency_key: IdempotencyKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserved {
+    pub reservation: Reservation,
+    /// True when this answers a repeated Idempotency-Key with the original reservation.
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    #[error("rate limited")]
+    RateLimited(RateDecision),
+    #[error("no such sale")]
+    SaleNotFound,
+    #[error("the sale has not started")]
+    SaleNotStarted { starts_at: Timestamp },
+    #[error("the sale has ended")]
+    SaleEnded,
+    #[error("sold out")]
+    SoldOut,
+    #[error("not enough units left in one place for this quantity")]
+    InsufficientStock,
+    #[error("per-user limit reached")]
+    LimitReached { claimed: u32, limit: u32 },
+    #[error("idempotency key reused with a different request")]
+    KeyReused,
+    #[error("a request with this idempotency key is still in progress")]
+    InProgress,
+    #[error("selling is paused")]
+    Paused,
+    #[error("sale stock is not available")]
+    StockNotReady,
+    #[error(transparent)]
+    Stock(#[from] StockError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    RateStore(#[from] RateLimitError),
+}
+
+/// The outcome plus the rate-limit state, which every response reports in its headers.
+#[derive(Debug)]
+pub struct ReserveResponse {
+    pub result: Result<Reserved, ReserveError>,
+    pub rate: Option<RateDecision>,
+}
+
+pub struct ReserveService<S, L, C, R, K> {
+    pub stock: S,
+    pub limiter: L,
+    pub catalog: C,
+    pub store: R,
+    pub clock: K,
+    pub policies: RatePolicies,
+}
+
+/// Of two decisions, the one the client must heed: a refusal, else the one with less left.
+fn stricter(a: RateDecision, b: RateDecision) -> RateDecision {
+    match (a.allowed, b.allowed) {
+        (false, true) => a,
+        (true, false) => b,
+        (false, false) => {
+            if a.retry_after >= b.retry_after {
+                a
+            } else {
+                b
+            }
+        }
+        (true, true) => {
+            if a.remaining <= b.remaining {
+                a
+            } else {
+                b
+            }
+        }
+    }
+}
+
+impl<S, L, C, R, K> ReserveService<S, L, C, R, K>
+where
+    S: StockEngine,
+    L: RateLimiter,
+    C: SaleCatalog,
+    R: ReservationStore,
+    K: Clock,
+{
+    pub async fn reserve(&self, command: ReserveCommand) -> ReserveResponse {
+        let rate = match self.check_rate(&command).await {
+            Ok(decision) => decision,
+            Err(error) => {
+                return ReserveResponse {
+                    result: Err(error.into()),
+                    rate: None,
+                }
+            }
+        };
+        if !rate.allowed {
+            return ReserveResponse {
+                result: Err(ReserveError::RateLimited(rate)),
+                rate: Some(rate),
+            };
+        }
+        ReserveResponse {
+            result: self.reserve_allowed(command).await,
+            rate: Some(rate),
+        }
+    }
+
+    async fn check_rate(&self, command: &ReserveCommand) -> Result<RateDecision, RateLimitError> {
+        let user_key = RateKey::User(command.user.to_string());
+        let by_user = self.limiter.check(&user_key, self.policies.per_user);
+        match &command.source_ip {
+            Some(ip) => {
+                let ip_key = RateKey::SourceIp(ip.clone());
+                let (user, ip) =
+                    futures::join!(by_user, self.limiter.check(&ip_key, self.policies.per_ip));
+                Ok(stricter(user?, ip?))
+            }
+            None => by_user.await,
+        }
+    }
+
+    async fn reserve_allowed(&self, command: ReserveCommand) -> Result<Reserved, ReserveError> {
+        let sale = self
+            .catalog
+            .get(&command.sale_id)
+            .await?
+            .ok_or(ReserveError::SaleNotFound)?;
+        let now = self.clock.now();
+        match sale.window_at(now) {
+            SaleWindow::Upcoming => {
+                return Err(ReserveError::SaleNotStarted {
+                    starts_at: sale.starts_at,
+                })
+            }
+            SaleWindow::Ended => return Err(ReserveError::SaleEnded),
+            SaleWindow::Open => {}
+        }
+        let request = ReserveRequest {
+            sale: sale.stock(),
+            user: command.user.clone(),
+            quantity: command.quantity,
+            idempotency_key: command.idempotency_key.clone(),
+            reservation_id: ReservationId::new(),
+            now,
+            expires_at: now.plus(sale.hold),
+        };
+        match self.stock.reserve(&request).await? {
+            ReserveOutcome::Reserved(hold) => self.record(&sale, &command.user, hold, now).await,
+            ReserveOutcome::Duplicate(hold) => self.replay(&sale, &command.user, hold, now).await,
+            ReserveOutcome::SoldOut => Err(ReserveError::SoldOut),
+            ReserveOutcome::InsufficientStock => Err(ReserveError::InsufficientStock),
+            ReserveOutcome::LimitReached { claimed, limit } => {
+                Err(ReserveError::LimitReached { claimed, limit })
+            }
+            ReserveOutcome::KeyReused { .. } => Err(ReserveError::KeyReused),
+            ReserveOutcome::InProgress { .. } => Err(ReserveError::InProgress),
+            ReserveOutcome::Unavailable(Unavailable::Paused) => Err(ReserveError::Paused),
+            ReserveOutcome::Unavailable(Unavailable::NotSetUp) => Err(ReserveError::StockNotReady),
+        }
+    }
+
+    fn reservation(
+        sale: &Sale,
+        user: &UserId,
+        hold: Hold,
+        now: Timestamp,
+    ) -> Result<Reservation, ReserveError> {
+        let amount = sale
+            .price
+            .times(hold.quantity.get())
+            .map_err(|_| StockError::InvalidSetup("price times quantity overflows"))?;
+        Ok(Reservation {
+            reservation_id: hold.reservation_id,
+            sale_id: sale.sale_id.clone(),
+            user_id: user.clone(),
+            quantity: hold.quantity,
+            shard: hold.shard,
+            status: ReservationStatus::Pending,
+            amount,
+            created_at: now,
+            expires_at: hold.expires_at,
+        })
+    }
+
+    /// A new hold: make it durable, or give the unit back.
+    async fn record(
+        &self,
+        sale: &Sale,
+        user: &UserId,
+        hold: Hold,
+        now: Timestamp,
+    ) -> Result<Reserved, ReserveError> {
+        let reservation = Self::reservation(sale, user, hold, now)?;
+        match self.store.insert_pending(&reservation).await {
+            Ok(_) => Ok(Reserved {
+                reservation,
+                replayed: false,
+            }),
+            Err(error) => {
+                tracing::warn!(%error, reservation_id = %hold.reservation_id, "durable write failed; releasing the hold");
+                if let Err(release_error) = self
+                    .stock
+                    .release(&sale.stock(), hold.shard, hold.reservation_id)
+                    .await
+                {
+                    // The hold reconciler releases it later (no durable record past the grace).
+                    tracing::error!(%release_error, reservation_id = %hold.reservation_id, "release after failed write failed");
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// A repeated key: answer with the original reservation, writing its record if the first
+    /// attempt died before it could.
+    async fn replay(
+        &self,
+        sale: &Sale,
+        user: &UserId,
+        hold: Hold,
+        now: Timestamp,
+    ) -> Result<Reserved, ReserveError> {
+        if let Some(reservation) = self.store.get(hold.reservation_id).await? {
+            return Ok(Reserved {
+                reservation,
+                replayed: true,
+            });
+        }
+        let reservation = Self::reservation(sale, user, hold, now)?;
+        let reservation = match self.store.insert_pending(&reservation).await? {
+            InsertOutcome::Inserted => {
+                tracing::info!(reservation_id = %hold.reservation_id, "repaired a reservation record on replay");
+                reservation
+            }
+            // Written concurrently by the first attempt: read it back.
+            InsertOutcome::AlreadyExists => self
+                .store
+                .get(hold.reservation_id)
+                .await?
+                .unwrap_or(reservation),
+        };
+        Ok(Reserved {
+            reservation,
+            replayed: true,
+        })
+    }
+}
+
+/// Suggested client back-off for answers that say "try again shortly".
+pub const RETRY_SOON: Duration = Duration::from_secs(1);

@@ -1,0 +1,161 @@
+//! The DynamoDB adapter of [`SaleCatalog`]: one item per sale in the sales table.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::Client;
+
+use super::{CatalogError, Sale, SaleCatalog};
+use crate::domain::{Currency, Money, SaleId, Timestamp};
+use crate::stock::ShardCount;
+use crate::store::item::{self, num, str, Item};
+
+#[derive(Clone)]
+pub struct DynamoSaleCatalog {
+    client: Client,
+    table: String,
+}
+
+impl DynamoSaleCatalog {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn to_item(sale: &Sale) -> Item {
+    Item::from([
+        ("sale_id".into(), str(sale.sale_id.as_str())),
+        ("name".into(), str(&sale.name)),
+        ("price_minor".into(), num(sale.price.amount_minor)),
+        ("currency".into(), str(sale.price.currency.as_str())),
+        ("total_stock".into(), num(sale.total_stock)),
+        ("shards".into(), num(sale.shards.get())),
+        ("per_user_limit".into(), num(sale.per_user_limit)),
+        ("hold_seconds".into(), num(sale.hold.as_secs())),
+        ("starts_at".into(), num(sale.starts_at.as_millis())),
+        ("ends_at".into(), num(sale.ends_at.as_millis())),
+        ("created_at".into(), num(sale.created_at.as_millis())),
+        ("updated_at".into(), num(sale.updated_at.as_millis())),
+        ("version".into(), num(sale.version)),
+    ])
+}
+
+fn from_item(item: &Item) -> Result<Sale, String> {
+    let currency = Currency::parse(&item::s(item, "currency")?).map_err(|e| e.to_string())?;
+    Ok(Sale {
+        sale_id: SaleId::parse(item::s(item, "sale_id")?).map_err(|e| e.to_string())?,
+        name: item::opt_s(item, "name").unwrap_or_default(),
+        price: Money::new(item::n(item, "price_minor")?, currency).map_err(|e| e.to_string())?,
+        total_stock: item::n(item, "total_stock")?,
+        shards: ShardCount::new(item::n(item, "shards")?).map_err(|e| e.to_string())?,
+        per_user_limit: item::n(item, "per_user_limit")?,
+        hold: Duration::from_secs(item::n(item, "hold_seconds")?),
+        starts_at: Timestamp::from_millis(item::n(item, "starts_at")?),
+        ends_at: Timestamp::from_millis(item::n(item, "ends_at")?),
+        created_at: Timestamp::from_millis(item::n(item, "created_at")?),
+        updated_at: Timestamp::from_millis(item::n(item, "updated_at")?),
+        version: item::n(item, "version")?,
+    })
+}
+
+fn store_error<E, R>(error: SdkError<E, R>) -> CatalogError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    CatalogError::Store(DisplayErrorContext(&error).to_string())
+}
+
+fn is_condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
+    error: &SdkError<E, R>,
+) -> bool {
+    error
+        .as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "ConditionalCheckFailedException")
+}
+
+impl SaleCatalog for DynamoSaleCatalog {
+    async fn get(&self, id: &SaleId) -> Result<Option<Sale>, CatalogError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("sale_id", str(id.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        output
+            .item
+            .map(|item| from_item(&item).map_err(CatalogError::Malformed))
+            .transpose()
+    }
+
+    async fn create(&self, sale: &Sale) -> Result<(), CatalogError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(sale)))
+            .condition_expression("attribute_not_exists(sale_id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(CatalogError::Conflict),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn update(&self, sale: &Sale) -> Result<(), CatalogError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(sale)))
+            .condition_expression("version = :expected")
+            .expression_attribute_values(":expected", num(sale.version.saturating_sub(1)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(CatalogError::Conflict),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sale_round_trips_through_its_item() {
+        let sale = Sale {
+            sale_id: SaleId::parse("drop").unwrap(),
+            name: "Console drop".into(),
+            price: Money::new(49_999, Currency::parse("EUR").unwrap()).unwrap(),
+            total_stock: 100,
+            shards: ShardCount::new(8).unwrap(),
+            per_user_limit: 2,
+            hold: Duration::from_secs(600),
+            starts_at: Timestamp::from_millis(1_000),
+            ends_at: Timestamp::from_millis(2_000),
+            created_at: Timestamp::from_millis(10),
+            updated_at: Timestamp::from_millis(20),
+            version: 3,
+        };
+        assert_eq!(from_item(&to_item(&sale)), Ok(sale));
+    }
+
+    #[test]
+    fn a_malformed_item_is_reported_not_panicked_on() {
+        let mut item = Item::new();
+        item.insert("sale_id".into(), str("drop"));
+        assert!(from_item(&item).unwrap_err().contains("currency"));
+    }
+}

@@ -1,0 +1,83 @@
+//! Sales: what is sold, at what price, how much, when, and how many per buyer.
+//! The durable record lives in DynamoDB ([`dynamo::DynamoSaleCatalog`]); the stock counters it
+//! describes live in the stock engine.
+
+pub mod cached;
+pub mod dynamo;
+pub mod http;
+pub mod memory;
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::domain::{Money, SaleId, Timestamp};
+use crate::stock::{SaleStock, ShardCount};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sale {
+    pub sale_id: SaleId,
+    pub name: String,
+    pub price: Money,
+    pub total_stock: u64,
+    pub shards: ShardCount,
+    pub per_user_limit: u32,
+    pub hold: Duration,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Bumped on every update; updates are conditional on it (optimistic locking).
+    pub version: u64,
+}
+
+/// Where a sale stands in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleWindow {
+    Upcoming,
+    Open,
+    Ended,
+}
+
+impl Sale {
+    pub const DEFAULT_HOLD: Duration = Duration::from_secs(600);
+
+    pub fn window_at(&self, now: Timestamp) -> SaleWindow {
+        if now < self.starts_at {
+            SaleWindow::Upcoming
+        } else if now >= self.ends_at {
+            SaleWindow::Ended
+        } else {
+            SaleWindow::Open
+        }
+    }
+
+    pub fn stock(&self) -> SaleStock {
+        SaleStock {
+            sale_id: self.sale_id.clone(),
+            shards: self.shards,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("sale store unavailable: {0}")]
+    Store(String),
+    #[error("sale record is malformed: {0}")]
+    Malformed(String),
+    /// A conditional write lost: the sale exists already, or changed since it was read.
+    #[error("the sale changed concurrently")]
+    Conflict,
+}
+
+/// The port.
+pub trait SaleCatalog: Send + Sync {
+    fn get(&self, id: &SaleId) -> impl Future<Output = Result<Option<Sale>, CatalogError>> + Send;
+    /// Creates a sale; `Conflict` if one exists with that id.
+    fn create(&self, sale: &Sale) -> impl Future<Output = Result<(), CatalogError>> + Send;
+    /// Replaces a sale if its stored version is `sale.version - 1`; `Conflict` otherwise.
+    fn update(&self, sale: &Sale) -> impl Future<Output = Result<(), CatalogError>> + Send;
+}

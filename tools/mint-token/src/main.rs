@@ -1,0 +1,48 @@
+//! mint-token: signs local bearer tokens with `.local/jwt/private.pem` (made by `./dev setup`),
+//! shaped like Cognito ID tokens, for the local authorizer.
+//!
+//! Usage: mint-token [--sub USER] [--admin] [--ttl SECONDS] [--count N]
+//!   --count N prints N tokens for users USER-0 .. USER-(N-1), one per line (load tests).
+
+use anyhow::{bail, Context};
+use flashsale_core::identity::token::{mint, Claims};
+
+fn main() -> anyhow::Result<()> {
+    let mut sub = "buyer-1".to_string();
+    let mut admin = false;
+    let mut ttl: i64 = 3600;
+    let mut count: Option<usize> = None;
+    let mut key_path = std::path::PathBuf::from(".local/jwt/private.pem");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--sub" => sub = args.next().context("--sub needs a value")?,
+            "--admin" => admin = true,
+            "--ttl" => ttl = args.next().context("--ttl needs a value")?.parse()?,
+            "--count" => count = Some(args.next().context("--count needs a value")?.parse()?),
+            "--key" => key_path = args.next().context("--key needs a value")?.into(),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    let key = std::fs::read_to_string(&key_path)
+        .with_context(|| format!("reading {} (run ./dev setup)", key_path.display()))?;
+    let now = chrono::Utc::now().timestamp();
+    let claims = |sub: String| Claims {
+        sub,
+        iss: std::env::var("JWT_ISSUER").unwrap_or_else(|_| "flashsale-local".into()),
+        aud: std::env::var("JWT_AUDIENCE").unwrap_or_else(|_| "flashsale-api".into()),
+        exp: now + ttl,
+        iat: now,
+        groups: if admin { vec!["admin".into()] } else { vec![] },
+        token_use: Some("id".into()),
+    };
+    match count {
+        None => println!("{}", mint(&key, &claims(sub))?),
+        Some(n) => {
+            for i in 0..n {
+                println!("{}", mint(&key, &claims(format!("{sub}-{i}")))?);
+            }
+        }
+    }
+    Ok(())
+}
