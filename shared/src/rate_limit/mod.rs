@@ -2,6 +2,7 @@
 //! Lambda instance shares the same buckets. The decision carries what the API needs for
 //! `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` and `Retry-After`.
 
+pub mod memory;
 pub mod redis;
 
 use std::future::Future;

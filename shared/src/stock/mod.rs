@@ -21,6 +21,7 @@
 //! buyer's concurrent requests cannot hold more units than the limit even for a moment.
 
 mod keys;
+pub mod memory;
 pub mod redis;
 mod sold_out_cache;
 

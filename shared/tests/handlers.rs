@@ -1,0 +1,599 @@
+//! Unit tests of the HTTP handlers with in-memory fakes for every port (fast, no services).
+//! The same handlers run against real Redis and DynamoDB in the end-to-end tests.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use flashsale_core::domain::{Currency, ManualClock, Money, SaleId, Timestamp};
+use flashsale_core::identity::context_for;
+use flashsale_core::rate_limit::memory::InMemoryRateLimiter;
+use flashsale_core::rate_limit::BucketPolicy;
+use flashsale_core::reservation::http as reservation_http;
+use flashsale_core::reservation::memory::InMemoryReservationStore;
+use flashsale_core::reservation::reserve::{RatePolicies, ReserveService};
+use flashsale_core::sale::http as sale_http;
+use flashsale_core::sale::memory::InMemorySaleCatalog;
+use flashsale_core::sale::{Sale, SaleCatalog};
+use flashsale_core::stock::memory::InMemoryStockEngine;
+use flashsale_core::stock::{ShardCount, StockEngine, StockSetup};
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::Value;
+
+const NOW: i64 = 1_800_000_000_000;
+
+type Service = ReserveService<
+    InMemoryStockEngine,
+    InMemoryRateLimiter<ManualClock>,
+    InMemorySaleCatalog,
+    InMemoryReservationStore,
+    ManualClock,
+>;
+
+fn sale(id: &str, units: u64, limit: u32) -> Sale {
+    Sale {
+        sale_id: SaleId::parse(id).unwrap(),
+        name: "Console drop".into(),
+        price: Money::new(49_999, Currency::parse("EUR").unwrap()).unwrap(),
+        total_stock: units,
+        shards: ShardCount::new(4).unwrap(),
+        per_user_limit: limit,
+        hold: Duration::from_secs(600),
+        starts_at: Timestamp::from_millis(NOW - 60_000),
+        ends_at: Timestamp::from_millis(NOW + 3_600_000),
+        created_at: Timestamp::from_millis(NOW - 120_000),
+        updated_at: Timestamp::from_millis(NOW - 120_000),
+        version: 1,
+    }
+}
+
+async fn service_with(sales: &[Sale]) -> Service {
+    let clock = ManualClock::at(Timestamp::from_millis(NOW));
+    let service = ReserveService {
+        stock: InMemoryStockEngine::default(),
+        limiter: InMemoryRateLimiter::new(clock.clone()),
+        catalog: InMemorySaleCatalog::default(),
+        store: InMemoryReservationStore::default(),
+        clock,
+        policies: RatePolicies {
+            per_user: BucketPolicy::new(3, 1.0).unwrap(),
+            per_ip: BucketPolicy::new(100, 100.0).unwrap(),
+        },
+    };
+    for sale in sales {
+        service.catalog.create(sale).await.unwrap();
+        service
+            .stock
+            .setup(
+                &sale.stock(),
+                &StockSetup {
+                    total_units: sale.total_stock,
+                    per_user_limit: sale.per_user_limit,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    service
+}
+
+fn request(
+    method: Method,
+    path: &str,
+    params: &[(&str, &str)],
+    user: Option<(&str, &[&str])>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Request {
+    let mut builder = lambda_http::http::Request::builder()
+        .method(method)
+        .uri(path);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let body = if body.is_empty() {
+        Body::Empty
+    } else {
+        Body::Text(body.into())
+    };
+    let mut request = builder.body(body).unwrap();
+    let params: HashMap<String, String> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    request = request.with_path_parameters(params);
+    if let Some((user, groups)) = user {
+        request = request.with_request_context(context_for(user, groups, "203.0.113.7"));
+    }
+    request
+}
+
+fn reserve_request(sale: &str, user: Option<&str>, key: Option<&str>, body: &str) -> Request {
+    let mut headers = vec![];
+    if let Some(key) = key {
+        headers.push(("Idempotency-Key", key));
+    }
+    request(
+        Method::POST,
+        &format!("/sales/{sale}/reservations"),
+        &[("saleId", sale)],
+        user.map(|u| (u, &[][..])),
+        &headers,
+        body,
+    )
+}
+
+fn json_of(response: &Response<Body>) -> Value {
+    match response.body() {
+        Body::Text(text) => serde_json::from_str(text).unwrap(),
+        other => panic!("expected a text body, got {other:?}"),
+    }
+}
+
+fn assert_problem(response: &Response<Body>, status: StatusCode, type_slug: &str) {
+    assert_eq!(response.status(), status, "{:?}", response.body());
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body = json_of(response);
+    assert_eq!(body["type"], format!("/problems/{type_slug}"));
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+}
+
+#[tokio::test]
+async fn a_reservation_is_created_for_the_authorizer_user_with_rate_headers() {
+    let service = service_with(&[sale("drop", 10, 2)]).await;
+    // GIVEN a body that claims to be someone else
+    let response = reservation_http::reserve(
+        &service,
+        &reserve_request(
+            "drop",
+            Some("alice"),
+            Some("k1"),
+            r#"{"quantity":2,"user_id":"mallory"}"#,
+        ),
+    )
+    .await;
+    // THEN the reservation is Alice's, for 2 units, PENDING, expiring after the hold time
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body = json_of(&response);
+    assert_eq!(body["quantity"], 2);
+    assert_eq!(body["status"], "PENDING");
+    assert_eq!(
+        body["amount"],
+        serde_json::json!({"amount_minor": 99_998, "currency": "EUR"})
+    );
+    assert_eq!(
+        body["expires_at"],
+        Timestamp::from_millis(NOW + 600_000).to_rfc3339()
+    );
+    let stored = service.store.all();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].user_id.as_str(), "alice");
+    assert_eq!(response.headers()["x-ratelimit-limit"], "3");
+    assert_eq!(response.headers()["x-ratelimit-remaining"], "2");
+    assert!(response.headers().contains_key("x-ratelimit-reset"));
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_replays_the_reservation_and_a_changed_body_is_refused() {
+    let service = service_with(&[sale("drop", 10, 5)]).await;
+    let first = reservation_http::reserve(
+        &service,
+        &reserve_request("drop", Some("bob"), Some("k"), ""),
+    )
+    .await;
+    let again = reservation_http::reserve(
+        &service,
+        &reserve_request("drop", Some("bob"), Some("k"), ""),
+    )
+    .await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(
+        json_of(&first)["reservation_id"],
+        json_of(&again)["reservation_id"]
+    );
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(service.store.all().len(), 1);
+    let changed = reservation_http::reserve(
+        &service,
+        &reserve_request("drop", Some("bob"), Some("k"), r#"{"quantity":2}"#),
+    )
+    .await;
+    assert_problem(
+        &changed,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_problem() {
+    let service = service_with(&[sale("drop", 10, 5)]).await;
+    let cases: Vec<(Request, StatusCode, &str)> = vec![
+        (
+            reserve_request("drop", None, Some("k"), ""),
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+        (
+            reserve_request("drop", Some("u"), None, ""),
+            StatusCode::BAD_REQUEST,
+            "missing-idempotency-key",
+        ),
+        (
+            reserve_request("drop", Some("u"), Some("has space"), ""),
+            StatusCode::BAD_REQUEST,
+            "invalid-idempotency-key",
+        ),
+        (
+            reserve_request("drop", Some("u"), Some("k"), "{not json"),
+            StatusCode::BAD_REQUEST,
+            "malformed-body",
+        ),
+        (
+            reserve_request("drop", Some("u"), Some("k"), "[1,2]"),
+            StatusCode::BAD_REQUEST,
+            "malformed-body",
+        ),
+        (
+            reserve_request("drop", Some("u"), Some("k"), r#"{"quantity":"two"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-quantity",
+        ),
+        (
+            reserve_request("drop", Some("u"), Some("k"), r#"{"quantity":-1}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-quantity",
+        ),
+        (
+            reserve_request("drop", Some("u"), Some("k"), r#"{"quantity":0}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-quantity",
+        ),
+        (
+            reserve_request("drop", Some("u"), Some("k"), r#"{"quantity":1e12}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-quantity",
+        ),
+        (
+            reserve_request("drop", Some("u"), Some("k"), r#"{"quantity":101}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-quantity",
+        ),
+        (
+            reserve_request("drop", Some("u"), Some("k"), &" ".repeat(5_000)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+        ),
+        (
+            reserve_request("no{such", Some("u"), Some("k"), ""),
+            StatusCode::BAD_REQUEST,
+            "invalid-sale-id",
+        ),
+        (
+            reserve_request("nope", Some("u"), Some("k"), ""),
+            StatusCode::NOT_FOUND,
+            "sale-not-found",
+        ),
+    ];
+    for (request, status, slug) in cases {
+        let response = reservation_http::reserve(&service, &request).await;
+        assert_problem(&response, status, slug);
+    }
+    assert!(
+        service.store.all().is_empty(),
+        "no bad request reserved anything"
+    );
+}
+
+#[tokio::test]
+async fn sold_out_limit_and_window_refusals_have_their_statuses() {
+    let mut early = sale("early", 5, 1);
+    early.starts_at = Timestamp::from_millis(NOW + 60_000);
+    let mut late = sale("late", 5, 1);
+    late.ends_at = Timestamp::from_millis(NOW - 1);
+    let service = service_with(&[sale("one", 1, 1), early, late]).await;
+
+    let ok = reservation_http::reserve(&service, &reserve_request("one", Some("a"), Some("k"), ""))
+        .await;
+    assert_eq!(ok.status(), StatusCode::CREATED);
+    assert_problem(
+        &reservation_http::reserve(&service, &reserve_request("one", Some("b"), Some("k"), ""))
+            .await,
+        StatusCode::GONE,
+        "sold-out",
+    );
+    assert_problem(
+        &reservation_http::reserve(&service, &reserve_request("one", Some("a"), Some("k2"), ""))
+            .await,
+        StatusCode::CONFLICT,
+        "limit-reached",
+    );
+    assert_problem(
+        &reservation_http::reserve(
+            &service,
+            &reserve_request("early", Some("c"), Some("k"), ""),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "sale-not-started",
+    );
+    assert_problem(
+        &reservation_http::reserve(&service, &reserve_request("late", Some("d"), Some("k"), ""))
+            .await,
+        StatusCode::CONFLICT,
+        "sale-ended",
+    );
+}
+
+#[tokio::test]
+async fn a_burst_beyond_the_bucket_gets_429_with_retry_after() {
+    let service = service_with(&[sale("drop", 100, 100)]).await;
+    for i in 0..3 {
+        let r = reservation_http::reserve(
+            &service,
+            &reserve_request("drop", Some("eager"), Some(&format!("k{i}")), ""),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let refused = reservation_http::reserve(
+        &service,
+        &reserve_request("drop", Some("eager"), Some("k9"), ""),
+    )
+    .await;
+    assert_problem(&refused, StatusCode::TOO_MANY_REQUESTS, "rate-limited");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(refused.headers()["x-ratelimit-remaining"], "0");
+    // A second later one token is back.
+    service.clock.advance(Duration::from_secs(1));
+    let r = reservation_http::reserve(
+        &service,
+        &reserve_request("drop", Some("eager"), Some("k10"), ""),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn when_the_durable_write_fails_the_unit_goes_back_and_the_buyer_gets_503() {
+    let service = service_with(&[sale("drop", 1, 1)]).await;
+    service.store.fail_writes(true);
+    let response =
+        reservation_http::reserve(&service, &reserve_request("drop", Some("a"), Some("k"), ""))
+            .await;
+    assert_problem(
+        &response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "dependency-unavailable",
+    );
+    assert!(response.headers().contains_key("retry-after"));
+    let levels = service
+        .stock
+        .levels(&sale("drop", 1, 1).stock())
+        .await
+        .unwrap();
+    assert_eq!(
+        (levels.available(), levels.held()),
+        (1, 0),
+        "the unit is not lost"
+    );
+    // And the buyer can try again (the allowance came back with the unit).
+    service.store.fail_writes(false);
+    let retry = reservation_http::reserve(
+        &service,
+        &reserve_request("drop", Some("a"), Some("k-new"), ""),
+    )
+    .await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_buyer_reads_their_own_reservation_and_nobody_elses() {
+    let service = service_with(&[sale("drop", 10, 1)]).await;
+    let created = reservation_http::reserve(
+        &service,
+        &reserve_request("drop", Some("owner"), Some("k"), ""),
+    )
+    .await;
+    let id = json_of(&created)["reservation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let get = |user: Option<&str>, id: &str| {
+        request(
+            Method::GET,
+            &format!("/reservations/{id}"),
+            &[("reservationId", id)],
+            user.map(|u| (u, &[][..])),
+            &[],
+            "",
+        )
+    };
+
+    let mine = reservation_http::get_reservation(&service.store, &get(Some("owner"), &id)).await;
+    assert_eq!(mine.status(), StatusCode::OK);
+    assert_eq!(json_of(&mine)["status"], "PENDING");
+    assert_problem(
+        &reservation_http::get_reservation(&service.store, &get(Some("thief"), &id)).await,
+        StatusCode::NOT_FOUND,
+        "reservation-not-found",
+    );
+    assert_problem(
+        &reservation_http::get_reservation(&service.store, &get(Some("owner"), "not-a-uuid")).await,
+        StatusCode::BAD_REQUEST,
+        "invalid-reservation-id",
+    );
+    assert_problem(
+        &reservation_http::get_reservation(&service.store, &get(None, &id)).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+}
+
+fn put(user: &str, groups: &[&str], id: &str, body: &str) -> Request {
+    request(
+        Method::PUT,
+        &format!("/sales/{id}"),
+        &[("saleId", id)],
+        Some((user, groups)),
+        &[],
+        body,
+    )
+}
+
+const SALE_BODY: &str = r#"{"name":"Drop","total_stock":100,"shards":4,"per_user_limit":1,"price":{"amount_minor":1999,"currency":"USD"},"starts_at":"2027-06-01T10:00:00Z","ends_at":"2027-06-01T12:00:00Z"}"#;
+
+#[tokio::test]
+async fn admins_create_and_top_up_sales_and_buyers_cannot() {
+    let service = service_with(&[]).await;
+    let (catalog, stock, clock) = (&service.catalog, &service.stock, &service.clock);
+
+    assert_problem(
+        &sale_http::put_sale(catalog, stock, clock, &put("buyer", &[], "new", SALE_BODY)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+
+    let created = sale_http::put_sale(
+        catalog,
+        stock,
+        clock,
+        &put("ops", &["admin"], "new", SALE_BODY),
+    )
+    .await;
+    assert_eq!(
+        created.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        created.body()
+    );
+    let body = json_of(&created);
+    assert_eq!(
+        (
+            body["total_stock"].as_u64(),
+            body["available"].as_i64(),
+            body["status"].as_str()
+        ),
+        (Some(100), Some(100), Some("upcoming"))
+    );
+
+    // A top-up grows the stock in the engine too; shrinking or re-sharding is refused.
+    let more = SALE_BODY.replace("\"total_stock\":100", "\"total_stock\":150");
+    let updated =
+        sale_http::put_sale(catalog, stock, clock, &put("ops", &["admin"], "new", &more)).await;
+    assert_eq!(updated.status(), StatusCode::OK);
+    assert_eq!(json_of(&updated)["available"], 150);
+    let fewer = SALE_BODY.replace("\"total_stock\":100", "\"total_stock\":10");
+    assert_problem(
+        &sale_http::put_sale(
+            catalog,
+            stock,
+            clock,
+            &put("ops", &["admin"], "new", &fewer),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "sale-conflict",
+    );
+    let resharded = more.replace("\"shards\":4", "\"shards\":8");
+    assert_problem(
+        &sale_http::put_sale(
+            catalog,
+            stock,
+            clock,
+            &put("ops", &["admin"], "new", &resharded),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "sale-conflict",
+    );
+
+    // Bad bodies.
+    for (body, status, slug) in [
+        ("{", StatusCode::BAD_REQUEST, "malformed-body"),
+        (
+            r#"{"total_stock":1}"#,
+            StatusCode::BAD_REQUEST,
+            "malformed-body",
+        ),
+        (
+            &SALE_BODY.replace("\"name\"", "\"nmae\"") as &str,
+            StatusCode::BAD_REQUEST,
+            "malformed-body",
+        ),
+        (
+            &SALE_BODY.replace("USD", "usd"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-sale",
+        ),
+        (
+            &SALE_BODY.replace("2027-06-01T12:00:00Z", "2027-05-01T12:00:00Z"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-sale",
+        ),
+        (
+            &SALE_BODY.replace("\"per_user_limit\":1", "\"per_user_limit\":0"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-sale",
+        ),
+        (
+            &SALE_BODY.replace("\"total_stock\":100", "\"total_stock\":-5"),
+            StatusCode::BAD_REQUEST,
+            "malformed-body",
+        ),
+    ] {
+        let r = sale_http::put_sale(
+            catalog,
+            stock,
+            clock,
+            &put("ops", &["admin"], "other", body),
+        )
+        .await;
+        assert_problem(&r, status, slug);
+    }
+}
+
+#[tokio::test]
+async fn the_public_sale_view_shows_status_and_approximate_availability() {
+    let service = service_with(&[sale("drop", 1, 1)]).await;
+    let get = request(
+        Method::GET,
+        "/sales/drop",
+        &[("saleId", "drop")],
+        None,
+        &[],
+        "",
+    );
+    let view = sale_http::get_sale(&service.catalog, &service.stock, &service.clock, &get).await;
+    assert_eq!(view.status(), StatusCode::OK);
+    let body = json_of(&view);
+    assert_eq!(
+        (
+            body["status"].as_str(),
+            body["available"].as_i64(),
+            body["available_is_approximate"].as_bool()
+        ),
+        (Some("open"), Some(1), Some(true))
+    );
+    reservation_http::reserve(&service, &reserve_request("drop", Some("a"), Some("k"), "")).await;
+    let view = sale_http::get_sale(&service.catalog, &service.stock, &service.clock, &get).await;
+    assert_eq!(json_of(&view)["status"], "sold_out");
+    let missing = request(
+        Method::GET,
+        "/sales/none",
+        &[("saleId", "none")],
+        None,
+        &[],
+        "",
+    );
+    assert_problem(
+        &sale_http::get_sale(&service.catalog, &service.stock, &service.clock, &missing).await,
+        StatusCode::NOT_FOUND,
+        "sale-not-found",
+    );
+}
