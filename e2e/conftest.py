@@ -3,9 +3,12 @@
 They read the stack's outputs from .local/stack-outputs.json and call the REST API through
 LocalStack's API Gateway, as a client would."""
 
+import datetime
 import json
 import os
 import pathlib
+import subprocess
+import uuid
 
 import boto3
 import pytest
@@ -35,6 +38,46 @@ def http():
     session = requests.Session()
     yield session
     session.close()
+
+
+MINT = ROOT / "target" / "debug" / "mint-token"
+
+
+def mint(*args):
+    """Local bearer tokens from tools/mint-token (signed with .local/jwt/private.pem)."""
+    out = subprocess.run([str(MINT), *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+@pytest.fixture(scope="session")
+def admin_token():
+    return mint("--sub", "ops", "--admin")[0]
+
+
+def token(user):
+    return mint("--sub", user)[0]
+
+
+def bearer(tok):
+    return {"Authorization": f"Bearer {tok}"}
+
+
+def new_sale(http, api, admin_token, stock, per_user_limit=1, shards=4, prefix="e2e"):
+    """Creates an open sale through the admin API and returns its id."""
+    sale_id = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    body = {
+        "name": "E2E drop",
+        "total_stock": stock,
+        "shards": shards,
+        "per_user_limit": per_user_limit,
+        "price": {"amount_minor": 1999, "currency": "EUR"},
+        "starts_at": (now - datetime.timedelta(minutes=1)).isoformat().replace("+00:00", "Z"),
+        "ends_at": (now + datetime.timedelta(hours=1)).isoformat().replace("+00:00", "Z"),
+    }
+    r = http.put(f"{api}/sales/{sale_id}", json=body, headers=bearer(admin_token), timeout=30)
+    assert r.status_code == 201, r.text
+    return sale_id
 
 
 def aws(service):

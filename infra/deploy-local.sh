@@ -7,6 +7,10 @@
 # `-c local=true -c arch=x86_64`, writes the outputs to <repo>/.local/stack-outputs.json and prints
 # the REST API URL in LocalStack's path form (the stack's ApiUrl output is not reachable here).
 # Needs the LocalStack venv (.local/venv, from localstack/install.sh) for one boto3 call.
+# Identity: LocalStack has no Cognito, so a JWT TOKEN authorizer checks tokens signed with the key
+# pair in <repo>/.local/jwt/ (private.pem signs test tokens, public.pem goes to the authorizer);
+# the pair is generated with openssl when public.pem is missing. Rate limits: every local client
+# is 127.0.0.1, so the per-IP bucket gets big numbers (the per-user one keeps its defaults).
 #
 # Environment (all optional): LOCALSTACK_ENDPOINT (default http://127.0.0.1:4566), STAGE (dev),
 # REDIS_URL (redis://127.0.0.1:6379, what the functions connect to), LAMBDA_DIR
@@ -19,6 +23,8 @@ endpoint="${LOCALSTACK_ENDPOINT:-http://127.0.0.1:4566}"
 stage="${STAGE:-dev}"
 redis_url="${REDIS_URL:-redis://127.0.0.1:6379}"
 lambda_dir="${LAMBDA_DIR:-$repo/target/lambda}"
+jwt_dir="$repo/.local/jwt"
+jwt_public_key="$repo/.local/jwt/public.pem"
 outputs="$repo/.local/stack-outputs.json"
 stack="Flashsale-$stage"
 account=000000000000 # LocalStack's account for the access key "test"
@@ -46,7 +52,7 @@ if ! health="$(curl -fsS --max-time 5 "$endpoint/_localstack/health")"; then
   exit 1
 fi
 # Every service the stack (and cdk bootstrap/deploy) uses must be enabled in LocalStack's SERVICES.
-needed="cloudformation s3 ssm sts iam lambda logs apigateway dynamodb sqs sns cloudwatch"
+needed="cloudformation s3 ssm sts iam lambda logs apigateway dynamodb dynamodbstreams sqs sns cloudwatch"
 node -e '
   const [health, needed] = process.argv.slice(1);
   const services = JSON.parse(health).services || {};
@@ -61,7 +67,24 @@ if [[ ! -d "$lambda_dir" ]]; then
   exit 1
 fi
 
-context=(-c local=true -c arch=x86_64 -c "stage=$stage" -c "redisUrl=$redis_url" -c "lambdaDir=$lambda_dir")
+if [[ ! -f "$jwt_public_key" ]]; then
+  if ! command -v openssl >/dev/null; then
+    echo "$jwt_public_key is missing and openssl is not installed to generate it" >&2
+    exit 1
+  fi
+  echo "generating the local JWT key pair in $jwt_dir"
+  mkdir -p "$jwt_dir"
+  (
+    cd "$jwt_dir"
+    umask 077
+    # Keep an existing private key (tokens already signed with it stay valid).
+    [[ -f private.pem ]] || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out private.pem
+    openssl pkey -in private.pem -pubout -out public.pem
+  )
+fi
+
+context=(-c local=true -c arch=x86_64 -c "stage=$stage" -c "redisUrl=$redis_url" -c "lambdaDir=$lambda_dir"
+  -c "jwtPublicKeyFile=$jwt_public_key" -c rateIpCapacity=100000 -c rateIpRefillPerSec=10000)
 cdklocal=(node_modules/.bin/cdklocal --no-notices)
 
 # Bootstrap only when the toolkit stack's version parameter is missing. The probe is an SSM

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // CDK app entry. Context (-c key=value): arch (arm64 | x86_64), local ("true" = LocalStack),
-// redisUrl (local only), lambdaDir (cargo lambda build output, relative to infra/), stage.
+// redisUrl (local only), lambdaDir (cargo lambda build output, relative to infra/), stage,
+// jwtPublicKeyFile (required when local=true: the PEM the local JWT authorizer verifies with).
 // See lib/config.ts for the optional tuning knobs.
 import { App } from 'aws-cdk-lib';
 import { configFromContext } from '../lib/config';

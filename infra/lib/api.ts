@@ -12,6 +12,8 @@ export interface ApiProps {
   /** Routes come from the function specs. */
   readonly specs: readonly FunctionSpec[];
   readonly functions: ReadonlyMap<string, lambda.IFunction>;
+  /** Runs before every route marked `authorized` (Cognito on AWS, the JWT Lambda locally). */
+  readonly authorizer?: apigateway.IAuthorizer;
 }
 
 /** The REST API (API Gateway v1; LocalStack's community edition has no HTTP API). */
@@ -45,7 +47,16 @@ export class Api extends Construct {
       // No test-invoke permission: one Lambda permission per route, for the deployed stage.
       const integration = new apigateway.LambdaIntegration(fn, { proxy: true, allowTestInvoke: false });
       for (const route of spec.routes) {
-        this.restApi.root.resourceForPath(route.path).addMethod(route.method, integration);
+        let auth: apigateway.MethodOptions;
+        if (route.authorized) {
+          if (!props.authorizer) {
+            throw new Error(`${route.method} ${route.path} of "${spec.name}" is authorized but the API has no authorizer (locally the "authorizer" function spec provides it)`);
+          }
+          auth = { authorizer: props.authorizer, authorizationType: props.authorizer.authorizationType };
+        } else {
+          auth = { authorizationType: apigateway.AuthorizationType.NONE };
+        }
+        this.restApi.root.resourceForPath(route.path).addMethod(route.method, integration, auth);
       }
     }
   }

@@ -1,3 +1,5 @@
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 /** CPU architecture of the Lambda functions (must match the `cargo lambda build` target). */
@@ -29,6 +31,29 @@ export interface FlashsaleConfig {
   readonly natGateways: number;
   /** Optional e-mail address subscribed to the alarm topic. */
   readonly alarmEmail?: string;
+  /** Per-user token bucket of `reserve`: capacity (requests) and refill rate (requests/s). */
+  readonly rateUserCapacity: number;
+  readonly rateUserRefillPerSec: number;
+  /** Per-IP token bucket of `reserve` (locally every client is 127.0.0.1: pass big numbers). */
+  readonly rateIpCapacity: number;
+  readonly rateIpRefillPerSec: number;
+  /** How long `reserve` trusts a cached "sold out" answer (ms). */
+  readonly soldOutCacheMs: number;
+  /**
+   * Local mode only: the identity the Lambda TOKEN authorizer checks JWTs against (LocalStack's
+   * community edition has no Cognito). Undefined on AWS, where a Cognito user pool is used.
+   */
+  readonly localJwt?: LocalJwtConfig;
+}
+
+/** What the local `authorizer` function verifies: RS256 signature, issuer and audience. */
+export interface LocalJwtConfig {
+  /** The public key, as PEM text (SPKI, `-----BEGIN PUBLIC KEY-----`). */
+  readonly publicKeyPem: string;
+  /** Absolute path the PEM was read from. */
+  readonly publicKeyFile: string;
+  readonly issuer: string;
+  readonly audience: string;
 }
 
 /** The folder of this CDK app (infra/). Relative paths in context are resolved against it. */
@@ -46,6 +71,13 @@ export const DEFAULTS = {
   redisShards: 3,
   redisReplicasPerShard: 1,
   natGateways: 0,
+  rateUserCapacity: 5,
+  rateUserRefillPerSec: 1,
+  rateIpCapacity: 50,
+  rateIpRefillPerSec: 10,
+  soldOutCacheMs: 500,
+  jwtIssuer: 'flashsale-local',
+  jwtAudience: 'flashsale-api',
 } as const;
 
 /** Reads one context value (`-c key=value` or cdk.json "context"). */
@@ -77,11 +109,50 @@ function int(get: ContextGetter, key: string, dflt: number, min: number): number
   return n;
 }
 
+/** A finite number > min (refill rates may be fractional, e.g. 0.5 tokens/s). */
+function positive(get: ContextGetter, key: string, dflt: number): number {
+  const v = str(get, key);
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) {
+    throw new Error(`context "${key}" must be a number > 0, got "${v}"`);
+  }
+  return n;
+}
+
+/**
+ * Reads the public key of the local JWT authorizer. Refuses a missing file, a private key (it
+ * would end up in a Lambda environment variable) and anything that is not a PEM public key.
+ */
+function readPublicKey(file: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Error(`context "jwtPublicKeyFile": cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+  if (/PRIVATE KEY/.test(text)) {
+    throw new Error(`context "jwtPublicKeyFile": ${file} holds a private key; pass the public key (openssl pkey -in private.pem -pubout)`);
+  }
+  if (!/-----BEGIN PUBLIC KEY-----/.test(text)) {
+    throw new Error(`context "jwtPublicKeyFile": ${file} is not a PEM public key (-----BEGIN PUBLIC KEY-----)`);
+  }
+  try {
+    crypto.createPublicKey(text);
+  } catch (e) {
+    throw new Error(`context "jwtPublicKeyFile": ${file} is not a valid public key: ${(e as Error).message}`);
+  }
+  return text;
+}
+
 /**
  * Builds the configuration from CDK context values:
  * `arch` (arm64 | x86_64), `local` ("true" for LocalStack), `redisUrl`, `lambdaDir`, `stage`,
  * and the optional tuning knobs `throttleRateLimit`, `throttleBurstLimit`, `redisNodeType`,
- * `redisShards`, `redisReplicasPerShard`, `natGateways`, `alarmEmail`.
+ * `redisShards`, `redisReplicasPerShard`, `natGateways`, `alarmEmail`, the rate limits of
+ * `reserve` (`rateUserCapacity`, `rateUserRefillPerSec`, `rateIpCapacity`, `rateIpRefillPerSec`,
+ * `soldOutCacheMs`) and, in local mode, the JWT authorizer's `jwtPublicKeyFile` (required),
+ * `jwtIssuer` and `jwtAudience`.
  */
 export function configFromContext(get: ContextGetter): FlashsaleConfig {
   const arch = str(get, 'arch') ?? DEFAULTS.arch;
@@ -95,10 +166,28 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
   }
   const lambdaDir = path.resolve(INFRA_DIR, str(get, 'lambdaDir') ?? DEFAULTS.lambdaDir);
   const replicas = int(get, 'redisReplicasPerShard', DEFAULTS.redisReplicasPerShard, 1);
+  const local = bool(get, 'local');
+  let localJwt: LocalJwtConfig | undefined;
+  if (local) {
+    const file = str(get, 'jwtPublicKeyFile');
+    if (file === undefined) {
+      throw new Error(
+        'context "jwtPublicKeyFile" is required with local=true: the path of the PEM public key the ' +
+          'local JWT authorizer verifies tokens with (deploy-local.sh passes <repo>/.local/jwt/public.pem)',
+      );
+    }
+    const publicKeyFile = path.resolve(INFRA_DIR, file);
+    localJwt = {
+      publicKeyPem: readPublicKey(publicKeyFile),
+      publicKeyFile,
+      issuer: str(get, 'jwtIssuer') ?? DEFAULTS.jwtIssuer,
+      audience: str(get, 'jwtAudience') ?? DEFAULTS.jwtAudience,
+    };
+  }
   return {
     stage,
     arch,
-    local: bool(get, 'local'),
+    local,
     redisUrl: str(get, 'redisUrl') ?? DEFAULTS.redisUrl,
     lambdaDir,
     throttleRateLimit: int(get, 'throttleRateLimit', DEFAULTS.throttleRateLimit, 1),
@@ -110,5 +199,11 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
     redisReplicasPerShard: replicas,
     natGateways: int(get, 'natGateways', DEFAULTS.natGateways, 0),
     alarmEmail: str(get, 'alarmEmail'),
+    rateUserCapacity: int(get, 'rateUserCapacity', DEFAULTS.rateUserCapacity, 1),
+    rateUserRefillPerSec: positive(get, 'rateUserRefillPerSec', DEFAULTS.rateUserRefillPerSec),
+    rateIpCapacity: int(get, 'rateIpCapacity', DEFAULTS.rateIpCapacity, 1),
+    rateIpRefillPerSec: positive(get, 'rateIpRefillPerSec', DEFAULTS.rateIpRefillPerSec),
+    soldOutCacheMs: int(get, 'soldOutCacheMs', DEFAULTS.soldOutCacheMs, 0),
+    localJwt,
   };
 }

@@ -60,6 +60,8 @@ export class Data extends Construct {
       ...common,
       partitionKey: { name: 'reservation_id', type: S },
       timeToLiveAttribute: 'ttl',
+      // Read by `event-publisher`, which turns reservation changes into messages on `events`.
+      stream: dynamodb.StreamViewType.NEW_AND_OLD_IMAGES,
     });
     // Sparse index of PENDING reservations by expiry, read by the expiry sweeper. Items carry
     // `expiry_bucket` only while PENDING, and the bucket is spread (e.g. "<minute>#<0..n>") so a

@@ -1,6 +1,7 @@
 import * as path from 'node:path';
-import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
-import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import { CfnOutput, Duration, Stack, type StackProps } from 'aws-cdk-lib';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as eventSources from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
@@ -8,13 +9,14 @@ import { Api } from './api';
 import { REPO_DIR, type FlashsaleConfig } from './config';
 import { Data } from './data';
 import { FUNCTIONS, Functions, pascal, type EnvVar, type FunctionSpec } from './functions';
+import { Identity } from './identity';
 import { Monitoring } from './monitoring';
 import { Network } from './network';
 import { AslStateMachine } from './workflows';
 
 export interface FlashsaleStackProps extends StackProps {
   readonly config: FlashsaleConfig;
-  /** Defaults to FUNCTIONS; tests may pass their own list. */
+  /** Defaults to FUNCTIONS (minus `localOnly` entries on AWS); tests may pass their own list. */
   readonly functions?: readonly FunctionSpec[];
   /** Folder of the ASL files; defaults to `<repo>/statemachines`. */
   readonly stateMachinesDir?: string;
@@ -24,19 +26,21 @@ export interface FlashsaleStackProps extends StackProps {
  * The whole backend in one stack:
  *   API Gateway REST API -> per-endpoint Rust Lambdas -> Redis (ElastiCache on AWS, a URL from
  *   context on LocalStack) + DynamoDB tables + SQS queues; alarms on an SNS topic.
- * The only difference between AWS and LocalStack (`local`) is the network: on AWS the functions
- * run in a VPC next to an ElastiCache replication group; locally there is no VPC and REDIS_URL
- * comes from context. Removal policies and PITR follow `local` too.
+ * Differences between AWS and LocalStack (`local`): the network (on AWS the functions run in a
+ * VPC next to an ElastiCache replication group; locally there is no VPC and REDIS_URL comes from
+ * context) and identity (Cognito user pool on AWS; a JWT TOKEN authorizer function locally).
+ * Removal policies and PITR follow `local` too.
  */
 export class FlashsaleStack extends Stack {
   readonly config: FlashsaleConfig;
   readonly data: Data;
   readonly network?: Network;
   readonly functions: Functions;
+  readonly identity: Identity;
   readonly api: Api;
   readonly monitoring: Monitoring;
-  /** Values of the environment variables a function spec may ask for. */
-  readonly functionEnv: Record<EnvVar, string>;
+  /** Values of the environment variables a function spec may ask for (JWT_* only locally). */
+  readonly functionEnv: Partial<Record<EnvVar, string>>;
   private readonly stateMachinesDir: string;
 
   constructor(scope: Construct, id: string, props: FlashsaleStackProps) {
@@ -73,9 +77,19 @@ export class FlashsaleStack extends Stack {
       WEBHOOK_EVENTS_TABLE: tables.webhookEvents.tableName,
       EVENTS_QUEUE_URL: queues.events.queueUrl,
       SAGA_DLQ_URL: queues.sagaDlq.queueUrl,
+      RATE_USER_CAPACITY: String(config.rateUserCapacity),
+      RATE_USER_REFILL_PER_SEC: String(config.rateUserRefillPerSec),
+      RATE_IP_CAPACITY: String(config.rateIpCapacity),
+      RATE_IP_REFILL_PER_SEC: String(config.rateIpRefillPerSec),
+      SOLD_OUT_CACHE_MS: String(config.soldOutCacheMs),
+      ...(config.localJwt && {
+        JWT_PUBLIC_KEY: config.localJwt.publicKeyPem,
+        JWT_ISSUER: config.localJwt.issuer,
+        JWT_AUDIENCE: config.localJwt.audience,
+      }),
     };
 
-    const specs = props.functions ?? FUNCTIONS;
+    const specs = (props.functions ?? FUNCTIONS).filter((spec) => config.local || !spec.localOnly);
     this.functions = new Functions(this, 'Functions', {
       specs,
       arch: config.arch,
@@ -91,13 +105,40 @@ export class FlashsaleStack extends Stack {
       },
     });
 
+    // Locally the `authorizer` function stands in for Cognito (it is a localOnly spec).
+    this.identity = new Identity(this, 'Identity', {
+      stage: config.stage,
+      local: config.local,
+      localAuthorizerFunction: this.functions.byName.get('authorizer'),
+      authorizerNeeded: specs.some((spec) => spec.routes?.some((route) => route.authorized)),
+    });
+
     this.api = new Api(this, 'Api', {
       stage: config.stage,
       throttleRateLimit: config.throttleRateLimit,
       throttleBurstLimit: config.throttleBurstLimit,
       specs,
       functions: this.functions.byName,
+      authorizer: this.identity.authorizer,
     });
+
+    // Reservation changes -> event-publisher -> events queue. Retries are bounded; a batch that
+    // keeps failing is bisected down to the failing record, which after 10 retries (or a day)
+    // is described in a message on the events DLQ (depth alarm) instead of blocking the shard.
+    const publisher = this.functions.byName.get('event-publisher');
+    if (publisher) {
+      publisher.addEventSource(
+        new eventSources.DynamoEventSource(tables.reservations, {
+          startingPosition: lambda.StartingPosition.TRIM_HORIZON,
+          batchSize: 100,
+          bisectBatchOnError: true,
+          reportBatchItemFailures: true,
+          retryAttempts: 10,
+          maxRecordAge: Duration.days(1),
+          onFailure: new eventSources.SqsDlq(queues.eventsDlq),
+        }),
+      );
+    }
 
     // Outputs (fixed logical ids, so `cdk deploy --outputs-file` gives stable keys).
     const out = (id: string, value: string, description?: string) =>
@@ -116,7 +157,15 @@ export class FlashsaleStack extends Stack {
     out('SagaDlqUrl', queues.sagaDlq.queueUrl);
     out('SagaDlqName', queues.sagaDlq.queueName);
     out('AlarmTopicArn', this.monitoring.topic.topicArn);
-    out('RedisUrl', this.functionEnv.REDIS_URL, 'REDIS_URL handed to the functions');
+    out('RedisUrl', this.functionEnv.REDIS_URL!, 'REDIS_URL handed to the functions');
+    if (this.identity.userPool && this.identity.userPoolClient) {
+      out('UserPoolId', this.identity.userPool.userPoolId, 'Cognito user pool of the buyers and admins');
+      out('UserPoolClientId', this.identity.userPoolClient.userPoolClientId, 'app client (SRP, no secret)');
+    }
+    if (config.localJwt) {
+      out('JwtIssuer', config.localJwt.issuer, 'iss the local authorizer expects');
+      out('JwtAudience', config.localJwt.audience, 'aud the local authorizer expects');
+    }
     for (const [name, fn] of this.functions.byName) {
       out(`${pascal(name)}FunctionName`, fn.functionName);
     }

@@ -20,7 +20,17 @@ export type EnvVar =
   | 'ORDERS_TABLE'
   | 'WEBHOOK_EVENTS_TABLE'
   | 'EVENTS_QUEUE_URL'
-  | 'SAGA_DLQ_URL';
+  | 'SAGA_DLQ_URL'
+  // Rate limits and the sold-out fast path of `reserve` (values from context).
+  | 'RATE_USER_CAPACITY'
+  | 'RATE_USER_REFILL_PER_SEC'
+  | 'RATE_IP_CAPACITY'
+  | 'RATE_IP_REFILL_PER_SEC'
+  | 'SOLD_OUT_CACHE_MS'
+  // The local JWT authorizer (local mode only; on AWS, Cognito checks the tokens).
+  | 'JWT_PUBLIC_KEY'
+  | 'JWT_ISSUER'
+  | 'JWT_AUDIENCE';
 
 /**
  * DynamoDB actions a function may be granted. Transactions (TransactWriteItems/TransactGetItems)
@@ -61,8 +71,14 @@ export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 export interface Route {
   readonly method: HttpMethod;
-  /** Resource path, e.g. `/health` or `/sales/{sale_id}/reservations`. */
+  /** Resource path, e.g. `/health` or `/sales/{saleId}/reservations`. */
   readonly path: string;
+  /**
+   * Default false (public). True: the API's authorizer runs first (Cognito user pool on AWS, the
+   * local JWT `authorizer` function on LocalStack) and the function reads the caller from the
+   * request context (shared::identity).
+   */
+  readonly authorized?: boolean;
 }
 
 /** One Lambda function, described as data. Add an entry to FUNCTIONS to add a function. */
@@ -82,6 +98,8 @@ export interface FunctionSpec {
   readonly memoryMb?: number;
   /** Seconds, default 10 (API Gateway gives up after 29 s). */
   readonly timeoutSeconds?: number;
+  /** Deployed only with `-c local=true` (e.g. the JWT authorizer that stands in for Cognito). */
+  readonly localOnly?: boolean;
 }
 
 /**
@@ -100,6 +118,66 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
     ],
     timeoutSeconds: 5,
   },
+  {
+    name: 'reserve',
+    description: 'POST /sales/{saleId}/reservations: rate-limited stock hold in Redis, reservation record in DynamoDB',
+    env: [
+      'REDIS_URL',
+      'REDIS_MODE',
+      'SALES_TABLE',
+      'RESERVATIONS_TABLE',
+      'RATE_USER_CAPACITY',
+      'RATE_USER_REFILL_PER_SEC',
+      'RATE_IP_CAPACITY',
+      'RATE_IP_REFILL_PER_SEC',
+      'SOLD_OUT_CACHE_MS',
+    ],
+    tables: [
+      { table: 'sales', actions: ['dynamodb:GetItem'] },
+      { table: 'reservations', actions: ['dynamodb:PutItem', 'dynamodb:GetItem'] },
+    ],
+    routes: [{ method: 'POST', path: '/sales/{saleId}/reservations', authorized: true }],
+  },
+  {
+    name: 'get-reservation',
+    description: "GET /reservations/{reservationId}: the caller's own reservation",
+    env: ['RESERVATIONS_TABLE'],
+    tables: [{ table: 'reservations', actions: ['dynamodb:GetItem'] }],
+    routes: [{ method: 'GET', path: '/reservations/{reservationId}', authorized: true }],
+  },
+  {
+    name: 'get-sale',
+    description: 'GET /sales/{saleId} (public): a sale and its remaining stock',
+    env: ['REDIS_URL', 'REDIS_MODE', 'SALES_TABLE'],
+    tables: [{ table: 'sales', actions: ['dynamodb:GetItem'] }],
+    routes: [{ method: 'GET', path: '/sales/{saleId}' }],
+  },
+  {
+    name: 'put-sale',
+    description: 'PUT /sales/{saleId} (admins only): create or update a sale and configure its stock in Redis',
+    env: ['REDIS_URL', 'REDIS_MODE', 'SALES_TABLE'],
+    tables: [{ table: 'sales', actions: ['dynamodb:GetItem', 'dynamodb:PutItem'] }],
+    routes: [{ method: 'PUT', path: '/sales/{saleId}', authorized: true }],
+  },
+  {
+    // Triggered by the reservations table's stream (wired in flashsale-stack.ts). Its stream
+    // read permissions and the on-failure destination come from the event source mapping.
+    name: 'event-publisher',
+    description: 'DynamoDB stream of reservations -> events queue',
+    env: ['EVENTS_QUEUE_URL'],
+    // SendMessageBatch is authorised by sqs:SendMessage.
+    queues: [{ queue: 'events', actions: ['sqs:SendMessage'] }],
+    timeoutSeconds: 30,
+  },
+  {
+    // LocalStack stand-in for the Cognito authorizer: a TOKEN authorizer that verifies the
+    // `Authorization: Bearer <JWT>` (RS256, issuer, audience) and returns userId/groups.
+    name: 'authorizer',
+    description: 'API Gateway TOKEN authorizer for LocalStack (JWT signed by the local key)',
+    env: ['JWT_PUBLIC_KEY', 'JWT_ISSUER', 'JWT_AUDIENCE'],
+    timeoutSeconds: 5,
+    localOnly: true,
+  },
 ];
 
 export const DEFAULT_MEMORY_MB = 256;
@@ -109,7 +187,8 @@ export interface FunctionsProps {
   readonly specs: readonly FunctionSpec[];
   readonly arch: Arch;
   readonly lambdaDir: string;
-  readonly env: Record<EnvVar, string>;
+  /** Values of the env vars this deployment provides (e.g. no JWT_* on AWS). */
+  readonly env: Partial<Record<EnvVar, string>>;
   readonly tables: Record<TableKey, dynamodb.ITable>;
   readonly queues: Record<QueueKey, sqs.IQueue>;
   readonly logRetention: logs.RetentionDays;
@@ -183,7 +262,13 @@ export class Functions extends Construct {
       }
 
       const environment: Record<string, string> = { RUST_LOG: 'info' };
-      for (const key of spec.env) environment[key] = props.env[key];
+      for (const key of spec.env) {
+        const value = props.env[key];
+        if (value === undefined) {
+          throw new Error(`function "${spec.name}" reads ${key}, which this deployment does not provide`);
+        }
+        environment[key] = value;
+      }
 
       const fn = new lambda.Function(fnScope, 'Function', {
         functionName,

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { FUNCTIONS, type FunctionSpec } from '../lib/functions';
 import {
+  ALL_FUNCTION_NAMES,
   allActions,
   asArray,
   buildStack,
@@ -33,12 +34,15 @@ const SWEEPER: FunctionSpec = {
   queues: [{ queue: 'events', actions: ['sqs:SendMessage'] }],
   memoryMb: 512,
 };
-const RESERVE: FunctionSpec = {
-  name: 'reserve',
+const CANCEL: FunctionSpec = {
+  name: 'cancel-reservation',
   description: 'test spec',
   env: ['REDIS_URL', 'RESERVATIONS_TABLE'],
-  tables: [{ table: 'reservations', actions: ['dynamodb:PutItem'] }],
-  routes: [{ method: 'POST', path: '/sales/{sale_id}/reservations' }],
+  tables: [{ table: 'reservations', actions: ['dynamodb:UpdateItem'] }],
+  routes: [
+    { method: 'DELETE', path: '/reservations/{reservationId}', authorized: true },
+    { method: 'POST', path: '/reservations/{reservationId}/cancel' },
+  ],
 };
 
 function fnByName(template: any, name: string) {
@@ -49,14 +53,15 @@ function fnByName(template: any, name: string) {
 
 describe('function specs', () => {
   it('one entry adds a function with exactly its env, grants, route and log group', () => {
-    const lambdaDir = fakeLambdaDir(['health', 'expire-reservations', 'reserve']);
+    const lambdaDir = fakeLambdaDir([...ALL_FUNCTION_NAMES, 'expire-reservations', 'cancel-reservation']);
     for (const local of ['true', 'false']) {
       const { template, stack } = buildStack(
         { lambdaDir, local },
-        { functions: [...FUNCTIONS, SWEEPER, RESERVE] },
+        { functions: [...FUNCTIONS, SWEEPER, CANCEL] },
       );
-      assert.equal(resourcesOf(template, 'AWS::Lambda::Function').length, 3);
-      assert.equal(resourcesOf(template, 'AWS::Logs::LogGroup').length, 3);
+      const base = FUNCTIONS.filter((f) => local === 'true' || !f.localOnly).length;
+      assert.equal(resourcesOf(template, 'AWS::Lambda::Function').length, base + 2);
+      assert.equal(resourcesOf(template, 'AWS::Logs::LogGroup').length, base + 2);
 
       const [, fn] = fnByName(template, 'Flashsale-dev-expire-reservations');
       assert.deepEqual(Object.keys(fn.Properties.Environment.Variables).sort(), [
@@ -81,20 +86,32 @@ describe('function specs', () => {
         `sqs:SendMessage ${JSON.stringify({ 'Fn::GetAtt': [eventsId, 'Arn'] })}`,
       ]);
 
-      // The route of `reserve` is wired with a proxy integration.
-      const [reserveId] = fnByName(template, 'Flashsale-dev-reserve');
-      const post = resourcesOf(template, 'AWS::ApiGateway::Method').filter(([, m]) => m.Properties.HttpMethod === 'POST');
-      assert.equal(post.length, 1);
-      assert.equal(post[0][1].Properties.Integration.Type, 'AWS_PROXY');
-      assert.ok(JSON.stringify(post[0][1].Properties.Integration.Uri).includes(reserveId));
-      template.hasResourceProperties('AWS::ApiGateway::Resource', { PathPart: '{sale_id}' });
+      // The routes of `cancel-reservation` are wired with a proxy integration; the authorized
+      // one goes through the API's authorizer, the other is public.
+      const [cancelId] = fnByName(template, 'Flashsale-dev-cancel-reservation');
+      const mine = resourcesOf(template, 'AWS::ApiGateway::Method').filter(([, m]) =>
+        JSON.stringify(m.Properties.Integration.Uri).includes(cancelId),
+      );
+      assert.deepEqual(mine.map(([, m]) => m.Properties.HttpMethod).sort(), ['DELETE', 'POST']);
+      const [authorizerId] = resourcesOf(template, 'AWS::ApiGateway::Authorizer')[0];
+      for (const [, m] of mine) {
+        assert.equal(m.Properties.Integration.Type, 'AWS_PROXY');
+        if (m.Properties.HttpMethod === 'DELETE') {
+          assert.equal(m.Properties.AuthorizationType, local === 'true' ? 'CUSTOM' : 'COGNITO_USER_POOLS');
+          assert.deepEqual(m.Properties.AuthorizerId, { Ref: authorizerId });
+        } else {
+          assert.equal(m.Properties.AuthorizationType, 'NONE');
+          assert.equal(m.Properties.AuthorizerId, undefined);
+        }
+      }
+      template.hasResourceProperties('AWS::ApiGateway::Resource', { PathPart: 'cancel' });
 
       for (const a of allActions(template)) assert.ok(!a.includes('*'), a);
     }
   });
 
-  it('rejects an unknown index, a non-kebab name and a missing build output', () => {
-    const lambdaDir = fakeLambdaDir(['health', 'expire-reservations']);
+  it('rejects an unknown index, a non-kebab name, a missing build output and unavailable env', () => {
+    const lambdaDir = fakeLambdaDir([...ALL_FUNCTION_NAMES, 'expire-reservations']);
     assert.throws(
       () =>
         buildStack(
@@ -105,14 +122,42 @@ describe('function specs', () => {
     );
     assert.throws(() => buildStack({ lambdaDir }, { functions: [{ ...SWEEPER, name: 'Expire_Reservations' }] }), /kebab-case/);
     assert.throws(
-      () => buildStack({ lambdaDir }, { functions: [...FUNCTIONS, RESERVE] }),
-      /missing .*reserve\/bootstrap/,
+      () => buildStack({ lambdaDir }, { functions: [...FUNCTIONS, CANCEL] }),
+      /missing .*cancel-reservation\/bootstrap/,
+    );
+    // JWT_* exist only in local mode (on AWS, Cognito checks the tokens).
+    assert.throws(
+      () => buildStack({ lambdaDir }, { functions: [{ ...SWEEPER, env: ['JWT_PUBLIC_KEY'] }] }),
+      /"expire-reservations" reads JWT_PUBLIC_KEY, which this deployment does not provide/,
     );
   });
 
+  it('localOnly specs are deployed with local=true only', () => {
+    const lambdaDir = fakeLambdaDir([...ALL_FUNCTION_NAMES, 'expire-reservations']);
+    const spec: FunctionSpec = { ...SWEEPER, localOnly: true };
+    const names = (local: string) =>
+      resourcesOf(buildStack({ lambdaDir, local }, { functions: [FUNCTIONS[0], spec] }).template, 'AWS::Lambda::Function')
+        .map(([, f]) => f.Properties.FunctionName)
+        .sort();
+    assert.deepEqual(names('true'), ['Flashsale-dev-expire-reservations', 'Flashsale-dev-health']);
+    assert.deepEqual(names('false'), ['Flashsale-dev-health']);
+  });
+
+  it('an authorized route needs an authorizer: locally, the "authorizer" spec', () => {
+    const lambdaDir = fakeLambdaDir([...ALL_FUNCTION_NAMES, 'cancel-reservation']);
+    assert.throws(
+      () => buildStack({ lambdaDir, local: 'true' }, { functions: [CANCEL] }),
+      /DELETE \/reservations\/\{reservationId\} of "cancel-reservation" is authorized but the API has no authorizer/,
+    );
+    // Without authorized routes no authorizer is needed, and none is created.
+    const { template } = buildStack({ lambdaDir, local: 'true' }, { functions: [{ ...CANCEL, routes: [CANCEL.routes![1]] }] });
+    assert.equal(resourcesOf(template, 'AWS::ApiGateway::Authorizer').length, 0);
+    assert.equal(resourcesOf(template, 'AWS::Cognito::UserPool').length, 0);
+  });
+
   it('fails synthesis when the binary is built for the other architecture', () => {
-    const x86Dir = fakeLambdaDir(['health'], elfHeader(0x3e));
-    const armDir = fakeLambdaDir(['health'], elfHeader(0xb7));
+    const x86Dir = fakeLambdaDir(ALL_FUNCTION_NAMES, elfHeader(0x3e));
+    const armDir = fakeLambdaDir(ALL_FUNCTION_NAMES, elfHeader(0xb7));
     const errors = (context: Record<string, string>) => errorsOf(makeStack(context).stack);
     assert.match(errors({ lambdaDir: x86Dir }).join('\n'), /built for x86_64 but the stack deploys arm64/);
     assert.match(errors({ lambdaDir: armDir, arch: 'x86_64' }).join('\n'), /built for arm64 but the stack deploys x86_64/);

@@ -1,3 +1,4 @@
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -5,6 +6,10 @@ import { App } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { configFromContext, INFRA_DIR } from '../lib/config';
 import { FlashsaleStack, type FlashsaleStackProps } from '../lib/flashsale-stack';
+import { FUNCTIONS } from '../lib/functions';
+
+/** Every cargo binary of FUNCTIONS (local-only ones included). */
+export const ALL_FUNCTION_NAMES: readonly string[] = FUNCTIONS.map((f) => f.name);
 
 /** The feature flags of cdk.json, so tests synthesise what `cdk synth` synthesises. */
 const CDK_JSON_CONTEXT: Record<string, unknown> = JSON.parse(
@@ -22,12 +27,13 @@ export function tempDir(prefix: string): string {
   return dir;
 }
 
-/** A fake `cargo lambda build` output: `<dir>/<name>/bootstrap` for each name. */
-export function fakeLambdaDir(names: readonly string[] = ['health'], content: Buffer | string = 'placeholder'): string {
+/** A fake `cargo lambda build` output: `<dir>/<name>/bootstrap` for each name (default: all of FUNCTIONS). */
+export function fakeLambdaDir(names: readonly string[] = ALL_FUNCTION_NAMES, content?: Buffer | string): string {
   const dir = tempDir('lambda');
   for (const name of names) {
     fs.mkdirSync(path.join(dir, name));
-    fs.writeFileSync(path.join(dir, name, 'bootstrap'), content, { mode: 0o755 });
+    // Distinct placeholders by default, so every function gets its own asset (as real builds do).
+    fs.writeFileSync(path.join(dir, name, 'bootstrap'), content ?? `placeholder ${name}`, { mode: 0o755 });
   }
   return dir;
 }
@@ -46,6 +52,31 @@ export function elfHeader(machine: number): Buffer {
 
 let sharedLambdaDir: string | undefined;
 
+let keyPair: { publicPem: string; privatePem: string } | undefined;
+/** One RSA key pair per test process (what deploy-local.sh makes with openssl). */
+export function testKeyPair(): { publicPem: string; privatePem: string } {
+  keyPair ??= (() => {
+    const { publicKey, privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+    return {
+      publicPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+      privatePem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    };
+  })();
+  return keyPair;
+}
+
+let sharedPublicKeyFile: string | undefined;
+/** A temp `public.pem` (and `private.pem` next to it), as `.local/jwt/` holds them. */
+export function testPublicKeyFile(): string {
+  if (!sharedPublicKeyFile) {
+    const dir = tempDir('jwt');
+    fs.writeFileSync(path.join(dir, 'private.pem'), testKeyPair().privatePem, { mode: 0o600 });
+    sharedPublicKeyFile = path.join(dir, 'public.pem');
+    fs.writeFileSync(sharedPublicKeyFile, testKeyPair().publicPem);
+  }
+  return sharedPublicKeyFile;
+}
+
 export interface Synth {
   readonly app: App;
   readonly stack: FlashsaleStack;
@@ -54,7 +85,8 @@ export interface Synth {
 
 /**
  * Builds the stack from string context values, exactly as `cdk synth -c key=value` would pass
- * them. `lambdaDir` defaults to a shared fake build output holding `health/bootstrap`.
+ * them. `lambdaDir` defaults to a shared fake build output holding every function's bootstrap;
+ * with `local=true`, `jwtPublicKeyFile` defaults to a temp PEM.
  */
 export function buildStack(
   context: Record<string, string> = {},
@@ -72,7 +104,11 @@ export function makeStack(
   extra: Omit<FlashsaleStackProps, 'config'> = {},
 ): { app: App; stack: FlashsaleStack } {
   sharedLambdaDir ??= fakeLambdaDir();
-  const ctx: Record<string, string> = { lambdaDir: sharedLambdaDir, ...context };
+  const ctx: Record<string, string> = {
+    lambdaDir: sharedLambdaDir,
+    ...(context.local === 'true' ? { jwtPublicKeyFile: testPublicKeyFile() } : {}),
+    ...context,
+  };
   const app = new App({ context: { ...CDK_JSON_CONTEXT } });
   const config = configFromContext((key) => ctx[key]);
   const stack = new FlashsaleStack(app, `Flashsale-${config.stage}`, { config, ...extra });

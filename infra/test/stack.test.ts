@@ -119,6 +119,11 @@ describe('REST API', () => {
       'SagaDlqUrl',
       'SagaDlqName',
       'HealthFunctionName',
+      'ReserveFunctionName',
+      'EventPublisherFunctionName',
+      'AuthorizerFunctionName',
+      'JwtIssuer',
+      'JwtAudience',
     ]) {
       assert.ok(outputs.includes(name), `output ${name}`);
     }

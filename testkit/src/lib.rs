@@ -5,6 +5,7 @@
 //! folder, and dies with its owner: `Drop` kills it, and `PR_SET_PDEATHSIG` kills it even if
 //! the test process itself is killed.
 
+pub mod dynamo;
 mod process;
 
 use std::time::Duration;

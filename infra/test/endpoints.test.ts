@@ -1,0 +1,361 @@
+// The flash-sale endpoints (reserve, get-reservation, get-sale, put-sale), the stream-driven
+// event-publisher, and identity (Cognito on AWS, the JWT TOKEN authorizer on LocalStack).
+// CloudFormation validation of these same templates runs in stack.test.ts (the default synth).
+process.env.CDK_VALIDATION = 'false';
+
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
+import { describe, it } from 'node:test';
+import { INFRA_DIR } from '../lib/config';
+import { FUNCTIONS } from '../lib/functions';
+import { allActions, asArray, only, resourcesOf, statementsOfRole, synth, testKeyPair } from './helpers';
+
+const AWS = {};
+const LOCAL = { local: 'true', arch: 'x86_64' };
+const MODES = [
+  ['AWS', AWS],
+  ['LocalStack', LOCAL],
+] as const;
+
+function fnByName(context: Record<string, string>, name: string): [string, any] {
+  const { template } = synth(context);
+  const found = resourcesOf(template, 'AWS::Lambda::Function').filter(
+    ([, f]) => f.Properties.FunctionName === `Flashsale-dev-${name}`,
+  );
+  assert.equal(found.length, 1, `one ${name} function`);
+  return found[0];
+}
+
+/**
+ * Every (action, resource) pair the function's role is allowed, with resources named after the
+ * stack's tables/queues ("sales", "reservations/stream", "eventsDlq", "logs" = its own log
+ * group, "*"). The VPC ENI statement is left out (checked separately).
+ */
+function grants(context: Record<string, string>, name: string): string[] {
+  const { template, stack } = synth(context);
+  const [, fn] = fnByName(context, name);
+  const names = new Map<string, string>();
+  const key = (v: unknown) => JSON.stringify(stack.resolve(v));
+  for (const [k, t] of Object.entries(stack.data.tables)) {
+    names.set(key(t.tableArn), k);
+    if (t.tableStreamArn) names.set(key(t.tableStreamArn), `${k}/stream`);
+  }
+  for (const [k, q] of Object.entries(stack.data.queues)) names.set(key(q.queueArn), k);
+  names.set(JSON.stringify({ 'Fn::GetAtt': [fn.Properties.LoggingConfig.LogGroup.Ref, 'Arn'] }), 'logs');
+  names.set('"*"', '*');
+  const out: string[] = [];
+  for (const s of statementsOfRole(template, fn.Properties.Role['Fn::GetAtt'][0])) {
+    assert.equal(s.Effect, 'Allow');
+    assert.equal(s.Condition, undefined);
+    if (s.Sid === 'VpcNetworkInterfaces') continue;
+    for (const a of asArray(s.Action)) {
+      for (const r of asArray(s.Resource)) {
+        const label = names.get(JSON.stringify(r));
+        assert.ok(label, `unknown resource ${JSON.stringify(r)} in ${name}'s policy`);
+        out.push(`${a} ${label}`);
+      }
+    }
+  }
+  return out.sort();
+}
+
+const LOGS = ['logs:CreateLogStream logs', 'logs:PutLogEvents logs'];
+
+/** `METHOD /full/path` -> method resource, from the AWS::ApiGateway::Resource tree. */
+function methods(context: Record<string, string>): Map<string, any> {
+  const { template } = synth(context);
+  const resources = Object.fromEntries(resourcesOf(template, 'AWS::ApiGateway::Resource'));
+  const pathOf = (ref: any): string => {
+    if (ref['Fn::GetAtt']) return ''; // the RestApi's RootResourceId
+    const r = resources[ref.Ref];
+    return `${pathOf(r.Properties.ParentId)}/${r.Properties.PathPart}`;
+  };
+  return new Map(
+    resourcesOf(template, 'AWS::ApiGateway::Method').map(([, m]) => [
+      `${m.Properties.HttpMethod} ${pathOf(m.Properties.ResourceId)}`,
+      m,
+    ]),
+  );
+}
+
+describe('function specs of the endpoints', () => {
+  const expected: Record<string, { env: string[]; grants: string[] }> = {
+    reserve: {
+      env: [
+        'RATE_IP_CAPACITY',
+        'RATE_IP_REFILL_PER_SEC',
+        'RATE_USER_CAPACITY',
+        'RATE_USER_REFILL_PER_SEC',
+        'REDIS_MODE',
+        'REDIS_URL',
+        'RESERVATIONS_TABLE',
+        'SALES_TABLE',
+        'SOLD_OUT_CACHE_MS',
+      ],
+      grants: ['dynamodb:GetItem reservations', 'dynamodb:GetItem sales', 'dynamodb:PutItem reservations'],
+    },
+    'get-reservation': {
+      env: ['RESERVATIONS_TABLE'],
+      grants: ['dynamodb:GetItem reservations'],
+    },
+    'get-sale': {
+      env: ['REDIS_MODE', 'REDIS_URL', 'SALES_TABLE'],
+      grants: ['dynamodb:GetItem sales'],
+    },
+    'put-sale': {
+      env: ['REDIS_MODE', 'REDIS_URL', 'SALES_TABLE'],
+      grants: ['dynamodb:GetItem sales', 'dynamodb:PutItem sales'],
+    },
+    'event-publisher': {
+      env: ['EVENTS_QUEUE_URL'],
+      grants: [
+        // What the stream event source mapping needs (granted by DynamoEventSource: exact
+        // actions; ListStreams has no resource-level permissions, hence "*").
+        'dynamodb:DescribeStream reservations/stream',
+        'dynamodb:GetRecords reservations/stream',
+        'dynamodb:GetShardIterator reservations/stream',
+        'dynamodb:ListStreams *',
+        // Its own messages (SendMessageBatch is authorised by SendMessage).
+        'sqs:SendMessage events',
+        // The mapping's on-failure destination (SqsDlq).
+        'sqs:GetQueueAttributes eventsDlq',
+        'sqs:GetQueueUrl eventsDlq',
+        'sqs:SendMessage eventsDlq',
+      ],
+    },
+  };
+
+  for (const [label, context] of MODES) {
+    for (const [name, want] of Object.entries(expected)) {
+      it(`${label}: ${name} gets exactly its env vars and grants`, () => {
+        const [, fn] = fnByName(context, name);
+        assert.deepEqual(Object.keys(fn.Properties.Environment.Variables).sort(), [...want.env, 'RUST_LOG'].sort());
+        assert.deepEqual(grants(context, name), [...want.grants, ...LOGS].sort());
+        // Same network design for every function: in the VPC on AWS, none locally.
+        if (context === AWS) assert.equal(fn.Properties.VpcConfig.SubnetIds.length, 2);
+        else assert.equal(fn.Properties.VpcConfig, undefined);
+      });
+    }
+  }
+
+  it('every function of FUNCTIONS has an expectation here (or is health/authorizer)', () => {
+    const covered = new Set([...Object.keys(expected), 'health', 'authorizer']);
+    for (const f of FUNCTIONS) assert.ok(covered.has(f.name), `untested function ${f.name}`);
+  });
+
+  it('reserve: rate limits and sold-out cache from context, with defaults', () => {
+    const vars = (context: Record<string, string>) => fnByName(context, 'reserve')[1].Properties.Environment.Variables;
+    const d = vars(AWS);
+    assert.equal(d.RATE_USER_CAPACITY, '5');
+    assert.equal(d.RATE_USER_REFILL_PER_SEC, '1');
+    assert.equal(d.RATE_IP_CAPACITY, '50');
+    assert.equal(d.RATE_IP_REFILL_PER_SEC, '10');
+    assert.equal(d.SOLD_OUT_CACHE_MS, '500');
+    assert.equal(d.REDIS_MODE, 'cluster');
+    const l = vars({ ...LOCAL, rateIpCapacity: '100000', rateIpRefillPerSec: '10000', rateUserRefillPerSec: '0.5', soldOutCacheMs: '250' });
+    assert.equal(l.RATE_IP_CAPACITY, '100000');
+    assert.equal(l.RATE_IP_REFILL_PER_SEC, '10000');
+    assert.equal(l.RATE_USER_REFILL_PER_SEC, '0.5');
+    assert.equal(l.SOLD_OUT_CACHE_MS, '250');
+    assert.equal(l.REDIS_MODE, 'standalone');
+  });
+
+  it('no wildcard action anywhere, in either mode', () => {
+    for (const [, context] of MODES) {
+      for (const a of allActions(synth(context).template)) assert.ok(!a.includes('*'), `wildcard action ${a}`);
+    }
+  });
+});
+
+describe('routes and authorization', () => {
+  const ROUTES: [string, string, boolean][] = [
+    ['GET /health', 'health', false],
+    ['GET /health/live', 'health', false],
+    ['GET /sales/{saleId}', 'get-sale', false],
+    ['PUT /sales/{saleId}', 'put-sale', true],
+    ['POST /sales/{saleId}/reservations', 'reserve', true],
+    ['GET /reservations/{reservationId}', 'get-reservation', true],
+  ];
+
+  for (const [label, context, authType] of [
+    ['AWS', AWS, 'COGNITO_USER_POOLS'],
+    ['LocalStack', LOCAL, 'CUSTOM'],
+  ] as const) {
+    it(`${label}: exactly these routes; authorized ones use the ${authType} authorizer, the rest are public`, () => {
+      const { template } = synth(context);
+      const all = methods(context);
+      assert.deepEqual([...all.keys()].sort(), ROUTES.map(([r]) => r).sort());
+      const [authorizerId, authorizer] = only(template, 'AWS::ApiGateway::Authorizer');
+      assert.equal(authorizer.Properties.Type, context === AWS ? 'COGNITO_USER_POOLS' : 'TOKEN');
+      for (const [route, fnName, authorized] of ROUTES) {
+        const m = all.get(route).Properties;
+        const [fnId] = fnByName(context, fnName);
+        assert.equal(m.Integration.Type, 'AWS_PROXY', route);
+        assert.ok(JSON.stringify(m.Integration.Uri).includes(JSON.stringify({ 'Fn::GetAtt': [fnId, 'Arn'] })), route);
+        if (authorized) {
+          assert.equal(m.AuthorizationType, authType, route);
+          assert.deepEqual(m.AuthorizerId, { Ref: authorizerId }, route);
+        } else {
+          assert.equal(m.AuthorizationType, 'NONE', route);
+          assert.equal(m.AuthorizerId, undefined, route);
+        }
+      }
+    });
+  }
+
+  it('the function specs mark exactly the non-public routes as authorized', () => {
+    const marked = FUNCTIONS.flatMap((f) => (f.routes ?? []).map((r) => `${r.method} ${r.path} ${r.authorized === true}`));
+    assert.deepEqual(marked.sort(), ROUTES.map(([r, , a]) => `${r} ${a}`).sort());
+  });
+});
+
+describe('identity: LocalStack JWT authorizer', () => {
+  it('the authorizer function exists only locally, gets the PEM, issuer and audience, and no data access', () => {
+    assert.equal(
+      resourcesOf(synth(AWS).template, 'AWS::Lambda::Function').filter(([, f]) =>
+        f.Properties.FunctionName.endsWith('-authorizer'),
+      ).length,
+      0,
+    );
+    const [, fn] = fnByName(LOCAL, 'authorizer');
+    const vars = fn.Properties.Environment.Variables;
+    assert.deepEqual(Object.keys(vars).sort(), ['JWT_AUDIENCE', 'JWT_ISSUER', 'JWT_PUBLIC_KEY', 'RUST_LOG']);
+    assert.equal(vars.JWT_PUBLIC_KEY, testKeyPair().publicPem);
+    assert.match(vars.JWT_PUBLIC_KEY, /^-----BEGIN PUBLIC KEY-----\n/);
+    assert.equal(vars.JWT_ISSUER, 'flashsale-local');
+    assert.equal(vars.JWT_AUDIENCE, 'flashsale-api');
+    assert.deepEqual(grants(LOCAL, 'authorizer'), LOGS);
+    // No JWT settings reach any other function, and none exist on AWS.
+    for (const [, context] of MODES) {
+      for (const [, f] of resourcesOf(synth(context).template, 'AWS::Lambda::Function')) {
+        if (f.Properties.FunctionName === 'Flashsale-dev-authorizer') continue;
+        assert.ok(!Object.keys(f.Properties.Environment.Variables).some((k) => k.startsWith('JWT_')), f.Properties.FunctionName);
+      }
+    }
+  });
+
+  it('issuer and audience come from context', () => {
+    const [, fn] = fnByName({ ...LOCAL, jwtIssuer: 'https://issuer.test', jwtAudience: 'shop' }, 'authorizer');
+    assert.equal(fn.Properties.Environment.Variables.JWT_ISSUER, 'https://issuer.test');
+    assert.equal(fn.Properties.Environment.Variables.JWT_AUDIENCE, 'shop');
+  });
+
+  it('TOKEN authorizer on the Authorization header, no result caching, invoked by API Gateway only', () => {
+    const { template } = synth(LOCAL);
+    const [fnId] = fnByName(LOCAL, 'authorizer');
+    const [authorizerId, a] = only(template, 'AWS::ApiGateway::Authorizer');
+    assert.equal(a.Properties.Type, 'TOKEN');
+    assert.equal(a.Properties.IdentitySource, 'method.request.header.Authorization');
+    assert.equal(a.Properties.AuthorizerResultTtlInSeconds, 0);
+    assert.ok(JSON.stringify(a.Properties.AuthorizerUri).includes(JSON.stringify({ 'Fn::GetAtt': [fnId, 'Arn'] })));
+    const perms = resourcesOf(template, 'AWS::Lambda::Permission').filter(([, p]) =>
+      JSON.stringify(p.Properties.FunctionName).includes(fnId),
+    );
+    assert.equal(perms.length, 1);
+    assert.equal(perms[0][1].Properties.Principal, 'apigateway.amazonaws.com');
+    assert.equal(perms[0][1].Properties.Action, 'lambda:InvokeFunction');
+    assert.ok(JSON.stringify(perms[0][1].Properties.SourceArn).includes(JSON.stringify({ Ref: authorizerId })));
+  });
+
+  it('LocalStack: no Cognito, and the issuer/audience are outputs', () => {
+    const { template } = synth(LOCAL);
+    const types = Object.values<any>(template.toJSON().Resources).map((r) => r.Type as string);
+    assert.ok(!types.some((t) => t.startsWith('AWS::Cognito::')), 'no Cognito locally');
+    const outputs = template.toJSON().Outputs;
+    assert.equal(outputs.UserPoolId, undefined);
+    assert.equal(outputs.UserPoolClientId, undefined);
+    assert.equal(outputs.JwtIssuer.Value, 'flashsale-local');
+    assert.equal(outputs.JwtAudience.Value, 'flashsale-api');
+  });
+});
+
+describe('identity: Cognito on AWS', () => {
+  it('user pool: no self sign-up, e-mail sign-in, retained', () => {
+    const { template } = synth(AWS);
+    const [, pool] = only(template, 'AWS::Cognito::UserPool');
+    assert.equal(pool.Properties.AdminCreateUserConfig.AllowAdminCreateUserOnly, true);
+    assert.deepEqual(pool.Properties.UsernameAttributes, ['email']);
+    assert.equal(pool.DeletionPolicy, 'Retain');
+  });
+
+  it('an admin group and an SRP client without secret', () => {
+    const { template } = synth(AWS);
+    const [poolId] = only(template, 'AWS::Cognito::UserPool');
+    const [, group] = only(template, 'AWS::Cognito::UserPoolGroup');
+    assert.equal(group.Properties.GroupName, 'admin');
+    assert.deepEqual(group.Properties.UserPoolId, { Ref: poolId });
+    const [, client] = only(template, 'AWS::Cognito::UserPoolClient');
+    assert.deepEqual(client.Properties.UserPoolId, { Ref: poolId });
+    assert.equal(client.Properties.GenerateSecret, false);
+    assert.ok(client.Properties.ExplicitAuthFlows.includes('ALLOW_USER_SRP_AUTH'));
+    assert.ok(!client.Properties.ExplicitAuthFlows.includes('ALLOW_USER_PASSWORD_AUTH'));
+    assert.equal(client.Properties.AllowedOAuthFlowsUserPoolClient, false, 'no OAuth / hosted UI flows');
+  });
+
+  it('a Cognito user-pool authorizer on the pool, reading the Authorization header', () => {
+    const { template } = synth(AWS);
+    const [poolId] = only(template, 'AWS::Cognito::UserPool');
+    const [, a] = only(template, 'AWS::ApiGateway::Authorizer');
+    assert.equal(a.Properties.Type, 'COGNITO_USER_POOLS');
+    assert.equal(a.Properties.IdentitySource, 'method.request.header.Authorization');
+    assert.deepEqual(a.Properties.ProviderARNs, [{ 'Fn::GetAtt': [poolId, 'Arn'] }]);
+  });
+
+  it('outputs UserPoolId and UserPoolClientId', () => {
+    const { template } = synth(AWS);
+    const [poolId] = only(template, 'AWS::Cognito::UserPool');
+    const [clientId] = only(template, 'AWS::Cognito::UserPoolClient');
+    template.hasOutput('UserPoolId', { Value: { Ref: poolId } });
+    template.hasOutput('UserPoolClientId', { Value: { Ref: clientId } });
+    assert.equal(template.toJSON().Outputs.JwtIssuer, undefined);
+  });
+});
+
+describe('reservations stream -> event-publisher', () => {
+  for (const [label, context] of MODES) {
+    it(`${label}: the stream is on (NEW_AND_OLD_IMAGES) and the mapping is bounded, bisecting, with an on-failure DLQ`, () => {
+      const { template, stack } = synth(context);
+      const reservationsId = stack.getLogicalId(stack.data.tables.reservations.node.defaultChild as never);
+      const eventsDlqId = stack.getLogicalId(stack.data.queues.eventsDlq.node.defaultChild as never);
+      const tables = template.toJSON().Resources;
+      assert.deepEqual(tables[reservationsId].Properties.StreamSpecification, { StreamViewType: 'NEW_AND_OLD_IMAGES' });
+      // Only the reservations table has a stream.
+      for (const [id, t] of resourcesOf(template, 'AWS::DynamoDB::Table')) {
+        if (id !== reservationsId) assert.equal(t.Properties.StreamSpecification, undefined, id);
+      }
+      const [fnId] = fnByName(context, 'event-publisher');
+      const [, esm] = only(template, 'AWS::Lambda::EventSourceMapping');
+      assert.deepEqual(esm.Properties, {
+        FunctionName: { Ref: fnId },
+        EventSourceArn: { 'Fn::GetAtt': [reservationsId, 'StreamArn'] },
+        StartingPosition: 'TRIM_HORIZON',
+        BatchSize: 100,
+        BisectBatchOnFunctionError: true,
+        FunctionResponseTypes: ['ReportBatchItemFailures'],
+        MaximumRetryAttempts: 10,
+        MaximumRecordAgeInSeconds: 86400,
+        DestinationConfig: { OnFailure: { Destination: { 'Fn::GetAtt': [eventsDlqId, 'Arn'] } } },
+      });
+    });
+  }
+});
+
+describe('deploy-local.sh', () => {
+  const script = fs.readFileSync(path.join(INFRA_DIR, 'deploy-local.sh'), 'utf8');
+
+  it('is valid bash', () => {
+    execFileSync('bash', ['-n', path.join(INFRA_DIR, 'deploy-local.sh')]);
+  });
+
+  it('passes the JWT public key and big per-IP rate limits (every local client is 127.0.0.1)', () => {
+    assert.match(script, /-c "jwtPublicKeyFile=\$jwt_public_key"/);
+    assert.match(script, /jwt_public_key="\$repo\/\.local\/jwt\/public\.pem"/);
+    assert.match(script, /-c rateIpCapacity=100000 -c rateIpRefillPerSec=10000/);
+    assert.match(script, /openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048/);
+    assert.match(script, /openssl pkey -in .*private\.pem.* -pubout -out .*public\.pem/);
+    // The post-deploy stage re-deployment stays.
+    assert.match(script, /create_deployment\(restApiId=api_id, stageName=stage/);
+  });
+});

@@ -1,0 +1,198 @@
+//! The same handlers as tests/handlers.rs, against real Redis (a redis-server of the test's
+//! own) and real DynamoDB (LocalStack's DynamoDB Local, throwaway tables per test).
+//! Compiled only with `--features localstack-tests`; `./dev test` runs them once LocalStack is up.
+#![cfg(feature = "localstack-tests")]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use flashsale_core::domain::{
+    Clock, Currency, IdempotencyKey, Money, Quantity, ReservationId, SaleId, SystemClock,
+    Timestamp, UserId,
+};
+use flashsale_core::identity::context_for;
+use flashsale_core::rate_limit::redis::RedisRateLimiter;
+use flashsale_core::reservation::dynamo::DynamoReservationStore;
+use flashsale_core::reservation::http as reservation_http;
+use flashsale_core::reservation::reserve::{RatePolicies, ReserveService};
+use flashsale_core::reservation::ReservationStore;
+use flashsale_core::sale::dynamo::DynamoSaleCatalog;
+use flashsale_core::sale::{Sale, SaleCatalog};
+use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
+use flashsale_core::stock::{ReserveOutcome, ReserveRequest, ShardCount, StockEngine, StockSetup};
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, RequestExt};
+use redis::aio::ConnectionManager;
+use testkit::dynamo::{localstack_client, Tables};
+use testkit::RedisServer;
+
+type Service = ReserveService<
+    RedisStockEngine<ConnectionManager>,
+    RedisRateLimiter<ConnectionManager>,
+    DynamoSaleCatalog,
+    DynamoReservationStore,
+    SystemClock,
+>;
+
+async fn service(server: &RedisServer, tables: &Tables, reservations_table: &str) -> Service {
+    let client = localstack_client().await;
+    let conn = server.connection().await;
+    ReserveService {
+        stock: RedisStockEngine::new(conn.clone(), RedisStockConfig::default()),
+        limiter: RedisRateLimiter::new(conn),
+        catalog: DynamoSaleCatalog::new(client.clone(), &tables.sales),
+        store: DynamoReservationStore::new(client, reservations_table),
+        clock: SystemClock,
+        policies: RatePolicies::default(),
+    }
+}
+
+async fn open_sale(service: &Service, units: u64) -> Sale {
+    let now = SystemClock.now();
+    let sale = Sale {
+        sale_id: SaleId::parse(format!("it-{}", uuid::Uuid::now_v7().simple())).unwrap(),
+        name: "IT".into(),
+        price: Money::new(500, Currency::parse("EUR").unwrap()).unwrap(),
+        total_stock: units,
+        shards: ShardCount::new(4).unwrap(),
+        per_user_limit: 1,
+        hold: Duration::from_secs(600),
+        starts_at: now.minus(Duration::from_secs(60)),
+        ends_at: now.plus(Duration::from_secs(3600)),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    };
+    service.catalog.create(&sale).await.unwrap();
+    service
+        .stock
+        .setup(
+            &sale.stock(),
+            &StockSetup {
+                total_units: units,
+                per_user_limit: 1,
+            },
+        )
+        .await
+        .unwrap();
+    sale
+}
+
+fn reserve_request(sale: &SaleId, user: &str, key: &str) -> Request {
+    let params: HashMap<String, String> = [("saleId".to_string(), sale.to_string())].into();
+    lambda_http::http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("/sales/{sale}/reservations"))
+        .header("Idempotency-Key", key)
+        .body(Body::Empty)
+        .unwrap()
+        .with_path_parameters(params)
+        .with_request_context(context_for(user, &[], "198.51.100.1"))
+}
+
+fn body_json(response: &lambda_http::Response<Body>) -> serde_json::Value {
+    match response.body() {
+        Body::Text(t) => serde_json::from_str(t).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_reservation_is_held_in_redis_and_recorded_in_dynamodb() {
+    let server = RedisServer::start();
+    let tables = Tables::create(&localstack_client().await, "it").await;
+    let service = service(&server, &tables, &tables.reservations).await;
+    let sale = open_sale(&service, 3).await;
+
+    let response =
+        reservation_http::reserve(&service, &reserve_request(&sale.sale_id, "it-alice", "k")).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let id =
+        ReservationId::parse(body_json(&response)["reservation_id"].as_str().unwrap()).unwrap();
+    let stored = service
+        .store
+        .get(id)
+        .await
+        .unwrap()
+        .expect("durable record");
+    assert_eq!(stored.user_id.as_str(), "it-alice");
+    assert_eq!(stored.amount.amount_minor, 500);
+    let levels = service.stock.levels(&sale.stock()).await.unwrap();
+    assert_eq!((levels.available(), levels.held()), (2, 1));
+    tables.delete().await;
+}
+
+#[tokio::test]
+async fn when_dynamodb_refuses_the_write_the_unit_is_released() {
+    let server = RedisServer::start();
+    let tables = Tables::create(&localstack_client().await, "it").await;
+    // The store points at a table that does not exist: every write fails for real.
+    let service = service(&server, &tables, "no-such-table").await;
+    let sale = open_sale(&service, 1).await;
+
+    let response =
+        reservation_http::reserve(&service, &reserve_request(&sale.sale_id, "it-bob", "k")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let levels = service.stock.levels(&sale.stock()).await.unwrap();
+    assert_eq!(
+        (levels.available(), levels.held()),
+        (1, 0),
+        "the unit went back"
+    );
+    tables.delete().await;
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_between_redis_and_dynamodb_writes_the_missing_record() {
+    let server = RedisServer::start();
+    let tables = Tables::create(&localstack_client().await, "it").await;
+    let service = service(&server, &tables, &tables.reservations).await;
+    let sale = open_sale(&service, 2).await;
+
+    // GIVEN the first attempt reserved in Redis and died before writing DynamoDB
+    let now = SystemClock.now();
+    let first = ReserveRequest {
+        sale: sale.stock(),
+        user: UserId::parse("it-carol").unwrap(),
+        quantity: Quantity::ONE,
+        idempotency_key: IdempotencyKey::parse("crash-key").unwrap(),
+        reservation_id: ReservationId::new(),
+        now,
+        expires_at: now.plus(sale.hold),
+    };
+    let ReserveOutcome::Reserved(hold) = service.stock.reserve(&first).await.unwrap() else {
+        panic!()
+    };
+    assert!(service
+        .store
+        .get(hold.reservation_id)
+        .await
+        .unwrap()
+        .is_none());
+
+    // WHEN the client retries with the same key
+    let response = reservation_http::reserve(
+        &service,
+        &reserve_request(&sale.sale_id, "it-carol", "crash-key"),
+    )
+    .await;
+
+    // THEN it gets the original reservation, now durable, and no second unit was taken
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        body_json(&response)["reservation_id"],
+        hold.reservation_id.to_string()
+    );
+    let stored = service
+        .store
+        .get(hold.reservation_id)
+        .await
+        .unwrap()
+        .expect("repaired record");
+    assert_eq!(
+        stored.expires_at,
+        Timestamp::from_millis(hold.expires_at.as_millis())
+    );
+    assert_eq!(service.stock.levels(&sale.stock()).await.unwrap().held(), 1);
+    tables.delete().await;
+}
