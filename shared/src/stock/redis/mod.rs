@@ -267,6 +267,26 @@ where
         Ok(value.unwrap_or(0))
     }
 
+    /// Runs a one-argument admin script (top_up.lua, configure.lua) on every shard that
+    /// `arg_for` gives an argument; each must answer OK (the sale must be set up).
+    async fn on_every_shard(
+        &self,
+        sale: &SaleStock,
+        name: &'static str,
+        script: &Script,
+        arg_for: impl Fn(u16) -> Option<String>,
+    ) -> Result<(), StockError> {
+        for shard in sale.shards.all() {
+            let Some(arg) = arg_for(shard) else { continue };
+            let keys = ShardKeys::new(&sale.sale_id, shard);
+            let reply = self.run(name, script, &[keys.stock()], &[arg]).await?;
+            if reply.status != "OK" {
+                return Err(StockError::InvalidSetup("the sale's stock is not set up"));
+            }
+        }
+        Ok(())
+    }
+
     /// release.lua only (no claim removal).
     async fn release_hold(
         &self,
@@ -486,51 +506,20 @@ where
     }
 
     async fn top_up(&self, sale: &SaleStock, units: u64) -> Result<(), StockError> {
-        for (shard, part) in sale.shards.all().zip(split_evenly(units, sale.shards)) {
-            if part == 0 {
-                continue;
-            }
-            let keys = ShardKeys::new(&sale.sale_id, shard);
-            let reply = self
-                .run(
-                    "top_up",
-                    &scripts::TOP_UP,
-                    &[keys.stock()],
-                    &[part.to_string()],
-                )
-                .await?;
-            if reply.status != "OK" {
-                return Err(StockError::InvalidSetup(
-                    "cannot top up a sale that is not set up",
-                ));
-            }
-        }
-        Ok(())
+        let parts: Vec<u64> = split_evenly(units, sale.shards);
+        self.on_every_shard(sale, "top_up", &scripts::TOP_UP, |shard| {
+            let part = parts[usize::from(shard)];
+            (part > 0).then(|| part.to_string())
+        })
+        .await
     }
 
     async fn set_per_user_limit(&self, sale: &SaleStock, limit: u32) -> Result<(), StockError> {
         if limit == 0 {
-            return Err(StockError::InvalidSetup(
-                "per-user limit must be at least 1",
-            ));
+            return Err(StockError::InvalidSetup("per-user limit must be at least 1"));
         }
-        for shard in sale.shards.all() {
-            let keys = ShardKeys::new(&sale.sale_id, shard);
-            let reply = self
-                .run(
-                    "configure",
-                    &scripts::CONFIGURE,
-                    &[keys.stock()],
-                    &[limit.to_string()],
-                )
-                .await?;
-            if reply.status != "OK" {
-                return Err(StockError::InvalidSetup(
-                    "cannot configure a sale that is not set up",
-                ));
-            }
-        }
-        Ok(())
+        self.on_every_shard(sale, "configure", &scripts::CONFIGURE, |_| Some(limit.to_string()))
+            .await
     }
 
     async fn levels(&self, sale: &SaleStock) -> Result<StockLevels, StockError> {

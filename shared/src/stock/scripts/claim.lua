@@ -23,16 +23,9 @@ if not stock then
   return { 'UNKNOWN_SALE' }
 end
 local qty = tonumber(ARGV[2])
-local found = lookup_idempotency(KEYS[3], qty)
-if found then
-  return idempotency_reply(found)
-end
-if stock.paused then
-  return { 'PAUSED' }
-end
-local claimed = claimed_by(KEYS[2])
-if claimed + qty > stock.limit then
-  return { 'LIMIT', claimed, stock.limit }
+local refusal = refuse_claim(stock, KEYS[3], KEYS[2], qty)
+if refusal then
+  return refusal
 end
 redis.call('HSET', KEYS[2], ARGV[1], qty)
 redis.call('SET', KEYS[3], 'pending|' .. ARGV[1] .. '|' .. qty, 'EX', ARGV[5])

@@ -87,6 +87,24 @@ local function idempotency_reply(found)
   return { 'DUPLICATE', found.id, found.shard, found.qty, found.expires_ms }
 end
 
+-- The gate every new claim passes, in this order: a repeated idempotency key answers with the
+-- first outcome; a paused sale sells nothing; the buyer's claims stay within the limit.
+-- Returns the refusal to send, or nil to go on.
+local function refuse_claim(stock, idem_key, user_key, qty)
+  local found = lookup_idempotency(idem_key, qty)
+  if found then
+    return idempotency_reply(found)
+  end
+  if stock.paused then
+    return { 'PAUSED' }
+  end
+  local claimed = claimed_by(user_key)
+  if claimed + qty > stock.limit then
+    return { 'LIMIT', claimed, stock.limit }
+  end
+  return nil
+end
+
 local function remember(idem_key, user_key, id, shard, qty, expires_ms, ttl_s)
   redis.call('HSET', user_key, id, qty)
   redis.call('SET', idem_key, id .. '|' .. shard .. '|' .. qty .. '|' .. expires_ms, 'EX', ttl_s)

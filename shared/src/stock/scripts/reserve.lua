@@ -35,16 +35,9 @@ if stock.shards ~= tonumber(ARGV[6]) then
   return { 'LAYOUT_MISMATCH', stock.shards }
 end
 local qty = tonumber(ARGV[3])
-local found = lookup_idempotency(KEYS[5], qty)
-if found then
-  return idempotency_reply(found)
-end
-if stock.paused then
-  return { 'PAUSED' }
-end
-local claimed = claimed_by(KEYS[4])
-if claimed + qty > stock.limit then
-  return { 'LIMIT', claimed, stock.limit }
+local refusal = refuse_claim(stock, KEYS[5], KEYS[4], qty)
+if refusal then
+  return refusal
 end
 if stock.available < qty then
   return { 'HOME_EMPTY', stock.available }
