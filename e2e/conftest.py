@@ -36,6 +36,9 @@ def api(outputs):
 @pytest.fixture(scope="session")
 def http():
     session = requests.Session()
+    # Enough pooled connections for the concurrent tests' worker threads.
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+    session.mount("http://", adapter)
     yield session
     session.close()
 

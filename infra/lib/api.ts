@@ -14,11 +14,18 @@ export interface ApiProps {
   readonly functions: ReadonlyMap<string, lambda.IFunction>;
   /** Runs before every route marked `authorized` (Cognito on AWS, the JWT Lambda locally). */
   readonly authorizer?: apigateway.IAuthorizer;
+  /**
+   * LocalStack only: authorized routes get no authorizer in the template; they are listed in
+   * `deferredAuthorizedRoutes` and deploy-local.sh attaches the authorizer after the deploy.
+   */
+  readonly deferAuthorizer?: boolean;
 }
 
 /** The REST API (API Gateway v1; LocalStack's community edition has no HTTP API). */
 export class Api extends Construct {
   readonly restApi: apigateway.RestApi;
+  /** "METHOD /path" of every authorized route left for deploy-local.sh (deferAuthorizer). */
+  readonly deferredAuthorizedRoutes: string[] = [];
 
   constructor(scope: Construct, id: string, props: ApiProps) {
     super(scope, id);
@@ -48,7 +55,10 @@ export class Api extends Construct {
       const integration = new apigateway.LambdaIntegration(fn, { proxy: true, allowTestInvoke: false });
       for (const route of spec.routes) {
         let auth: apigateway.MethodOptions;
-        if (route.authorized) {
+        if (route.authorized && props.deferAuthorizer) {
+          auth = { authorizationType: apigateway.AuthorizationType.NONE };
+          this.deferredAuthorizedRoutes.push(`${route.method} ${route.path}`);
+        } else if (route.authorized) {
           if (!props.authorizer) {
             throw new Error(`${route.method} ${route.path} of "${spec.name}" is authorized but the API has no authorizer (locally the "authorizer" function spec provides it)`);
           }

@@ -44,6 +44,15 @@ export interface FlashsaleConfig {
    * community edition has no Cognito). Undefined on AWS, where a Cognito user pool is used.
    */
   readonly localJwt?: LocalJwtConfig;
+  /**
+   * Local mode only (`-c authorizerViaApi=true`, set by deploy-local.sh): LocalStack's community
+   * CloudFormation has no provider for AWS::ApiGateway::Authorizer (it "creates" it as a no-op and
+   * the methods referring to it then fail). With this flag the stack creates no authorizer
+   * resource, leaves the authorized methods open in the template, and outputs what
+   * deploy-local.sh needs to attach the TOKEN authorizer through the API Gateway API right after
+   * the deploy. The handlers refuse requests without an authorizer identity (401) regardless.
+   */
+  readonly authorizerViaApi: boolean;
 }
 
 /** What the local `authorizer` function verifies: RS256 signature, issuer and audience. */
@@ -205,5 +214,6 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
     rateIpRefillPerSec: positive(get, 'rateIpRefillPerSec', DEFAULTS.rateIpRefillPerSec),
     soldOutCacheMs: int(get, 'soldOutCacheMs', DEFAULTS.soldOutCacheMs, 0),
     localJwt,
+    authorizerViaApi: local && bool(get, 'authorizerViaApi'),
   };
 }

@@ -111,6 +111,7 @@ export class FlashsaleStack extends Stack {
       local: config.local,
       localAuthorizerFunction: this.functions.byName.get('authorizer'),
       authorizerNeeded: specs.some((spec) => spec.routes?.some((route) => route.authorized)),
+      authorizerViaApi: config.authorizerViaApi,
     });
 
     this.api = new Api(this, 'Api', {
@@ -120,6 +121,7 @@ export class FlashsaleStack extends Stack {
       specs,
       functions: this.functions.byName,
       authorizer: this.identity.authorizer,
+      deferAuthorizer: config.authorizerViaApi,
     });
 
     // Reservation changes -> event-publisher -> events queue. Retries are bounded; a batch that
@@ -161,6 +163,12 @@ export class FlashsaleStack extends Stack {
     if (this.identity.userPool && this.identity.userPoolClient) {
       out('UserPoolId', this.identity.userPool.userPoolId, 'Cognito user pool of the buyers and admins');
       out('UserPoolClientId', this.identity.userPoolClient.userPoolClientId, 'app client (SRP, no secret)');
+    }
+    if (config.authorizerViaApi) {
+      const authorizerFn = this.functions.byName.get('authorizer');
+      if (!authorizerFn) throw new Error('authorizerViaApi needs the "authorizer" function');
+      out('AuthorizerFunctionArn', authorizerFn.functionArn, 'deploy-local.sh attaches it as the TOKEN authorizer');
+      out('AuthorizedRoutes', JSON.stringify(this.api.deferredAuthorizedRoutes), 'routes deploy-local.sh puts behind the authorizer');
     }
     if (config.localJwt) {
       out('JwtIssuer', config.localJwt.issuer, 'iss the local authorizer expects');

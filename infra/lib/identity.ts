@@ -18,6 +18,8 @@ export interface IdentityProps {
    * without authorized routes none is created (the user pool still is, on AWS).
    */
   readonly authorizerNeeded: boolean;
+  /** Local: the authorizer is attached through the API after deploy (see StackConfig). */
+  readonly authorizerViaApi?: boolean;
 }
 
 /**
@@ -41,7 +43,7 @@ export class Identity extends Construct {
     super(scope, id);
 
     if (props.local) {
-      if (!props.localAuthorizerFunction || !props.authorizerNeeded) return;
+      if (!props.localAuthorizerFunction || !props.authorizerNeeded || props.authorizerViaApi) return;
       this.authorizer = new apigateway.TokenAuthorizer(this, 'TokenAuthorizer', {
         authorizerName: `flashsale-${props.stage}-jwt`,
         handler: props.localAuthorizerFunction,

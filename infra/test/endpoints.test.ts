@@ -359,3 +359,27 @@ describe('deploy-local.sh', () => {
     assert.match(script, /create_deployment\(restApiId=api_id, stageName=stage/);
   });
 });
+
+describe('LocalStack: authorizer attached through the API (authorizerViaApi)', () => {
+  it('creates no authorizer resource, leaves the authorized routes to deploy-local.sh and outputs them', () => {
+    const context = { ...LOCAL, authorizerViaApi: 'true' };
+    const { template } = synth(context);
+    assert.equal(resourcesOf(template, 'AWS::ApiGateway::Authorizer').length, 0);
+    const outputs = template.toJSON().Outputs;
+    assert.deepEqual(
+      JSON.parse(outputs.AuthorizedRoutes.Value).sort(),
+      ['GET /reservations/{reservationId}', 'POST /sales/{saleId}/reservations', 'PUT /sales/{saleId}'],
+    );
+    const [fnId] = fnByName(context, 'authorizer');
+    assert.deepEqual(outputs.AuthorizerFunctionArn.Value, { 'Fn::GetAtt': [fnId, 'Arn'] });
+    for (const [, m] of resourcesOf(template, 'AWS::ApiGateway::Method')) {
+      assert.equal(m.Properties.AuthorizationType, 'NONE');
+    }
+  });
+
+  it('is ignored on AWS, where Cognito authorizes in the template', () => {
+    const { template } = synth({ ...AWS, authorizerViaApi: 'true' });
+    assert.equal(only(template, 'AWS::ApiGateway::Authorizer')[1].Properties.Type, 'COGNITO_USER_POOLS');
+    assert.equal(template.toJSON().Outputs.AuthorizedRoutes, undefined);
+  });
+});
