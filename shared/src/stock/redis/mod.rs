@@ -516,10 +516,14 @@ where
 
     async fn set_per_user_limit(&self, sale: &SaleStock, limit: u32) -> Result<(), StockError> {
         if limit == 0 {
-            return Err(StockError::InvalidSetup("per-user limit must be at least 1"));
+            return Err(StockError::InvalidSetup(
+                "per-user limit must be at least 1",
+            ));
         }
-        self.on_every_shard(sale, "configure", &scripts::CONFIGURE, |_| Some(limit.to_string()))
-            .await
+        self.on_every_shard(sale, "configure", &scripts::CONFIGURE, |_| {
+            Some(limit.to_string())
+        })
+        .await
     }
 
     async fn levels(&self, sale: &SaleStock) -> Result<StockLevels, StockError> {
