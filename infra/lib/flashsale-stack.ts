@@ -147,7 +147,7 @@ export class FlashsaleStack extends Stack {
       new CfnOutput(this, id, { value, description });
     out('ApiId', this.api.restApi.restApiId, 'REST API id');
     out('StageName', this.api.restApi.deploymentStage.stageName, 'API Gateway stage');
-    out('ApiUrl', this.api.restApi.url, 'API base URL (on AWS; LocalStack: /restapis/<ApiId>/<stage>/_user_request_)');
+    out('ApiUrl', this.api.restApi.url, 'API base URL (on AWS; LocalStack: /_aws/execute-api/<ApiId>/<stage>)');
     out('SalesTableName', tables.sales.tableName);
     out('ReservationsTableName', tables.reservations.tableName);
     out('OrdersTableName', tables.orders.tableName);
