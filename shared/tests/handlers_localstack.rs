@@ -196,3 +196,46 @@ async fn a_retry_after_a_crash_between_redis_and_dynamodb_writes_the_missing_rec
     assert_eq!(service.stock.levels(&sale.stock()).await.unwrap().held(), 1);
     tables.delete().await;
 }
+
+#[tokio::test]
+async fn sale_writes_are_conditional_create_once_and_update_on_the_read_version() {
+    let server = RedisServer::start();
+    let tables = Tables::create(&localstack_client().await, "it").await;
+    let service = service(&server, &tables, &tables.reservations).await;
+    let sale = open_sale(&service, 5).await;
+
+    // A second create of the same id loses.
+    let err = service.catalog.create(&sale).await.unwrap_err();
+    assert!(
+        matches!(err, flashsale_core::sale::CatalogError::Conflict),
+        "{err:?}"
+    );
+    // An update on the stored version wins; one on a stale version loses.
+    let next = Sale {
+        total_stock: 8,
+        version: 2,
+        ..sale.clone()
+    };
+    service.catalog.update(&next).await.unwrap();
+    let stale = Sale {
+        total_stock: 9,
+        version: 2,
+        ..sale.clone()
+    };
+    let err = service.catalog.update(&stale).await.unwrap_err();
+    assert!(
+        matches!(err, flashsale_core::sale::CatalogError::Conflict),
+        "{err:?}"
+    );
+    assert_eq!(
+        service
+            .catalog
+            .get(&sale.sale_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .total_stock,
+        8
+    );
+    tables.delete().await;
+}

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::Client;
 
 use super::{InsertOutcome, Reservation, ReservationStatus, ReservationStore, StoreError};
@@ -102,12 +102,7 @@ impl ReservationStore for DynamoReservationStore {
             .await;
         match result {
             Ok(_) => Ok(InsertOutcome::Inserted),
-            Err(e)
-                if e.as_service_error().and_then(|s| s.code())
-                    == Some("ConditionalCheckFailedException") =>
-            {
-                Ok(InsertOutcome::AlreadyExists)
-            }
+            Err(e) if item::is_conditional_check_failed(&e) => Ok(InsertOutcome::AlreadyExists),
             Err(e) => Err(unavailable(e)),
         }
     }

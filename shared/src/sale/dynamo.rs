@@ -69,13 +69,29 @@ where
     CatalogError::Store(DisplayErrorContext(&error).to_string())
 }
 
-fn is_condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
-    error: &SdkError<E, R>,
-) -> bool {
-    error
-        .as_service_error()
-        .and_then(|e| e.code())
-        .is_some_and(|code| code == "ConditionalCheckFailedException")
+impl DynamoSaleCatalog {
+    /// Writes the whole item if `condition` holds; a lost condition is `Conflict`.
+    async fn put_if(
+        &self,
+        sale: &Sale,
+        condition: &str,
+        expected_version: Option<aws_sdk_dynamodb::types::AttributeValue>,
+    ) -> Result<(), CatalogError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(sale)))
+            .condition_expression(condition);
+        if let Some(version) = expected_version {
+            put = put.expression_attribute_values(":expected", version);
+        }
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if item::is_conditional_check_failed(&e) => Err(CatalogError::Conflict),
+            Err(e) => Err(store_error(e)),
+        }
+    }
 }
 
 impl SaleCatalog for DynamoSaleCatalog {
@@ -96,36 +112,14 @@ impl SaleCatalog for DynamoSaleCatalog {
     }
 
     async fn create(&self, sale: &Sale) -> Result<(), CatalogError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(sale)))
-            .condition_expression("attribute_not_exists(sale_id)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Err(CatalogError::Conflict),
-            Err(e) => Err(store_error(e)),
-        }
+        self.put_if(sale, "attribute_not_exists(sale_id)", None)
+            .await
     }
 
     async fn update(&self, sale: &Sale) -> Result<(), CatalogError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(sale)))
-            .condition_expression("version = :expected")
-            .expression_attribute_values(":expected", num(sale.version.saturating_sub(1)))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Err(CatalogError::Conflict),
-            Err(e) => Err(store_error(e)),
-        }
+        let expected = num(sale.version.saturating_sub(1));
+        self.put_if(sale, "version = :expected", Some(expected))
+            .await
     }
 }
 

@@ -50,10 +50,6 @@ impl<E: StockEngine, K: Clock> SoldOutCache<E, K> {
         }
     }
 
-    pub fn inner(&self) -> &E {
-        &self.inner
-    }
-
     /// True while this process trusts an earlier "sold out" for the sale.
     pub fn is_known_sold_out(&self, sale: &SaleId) -> bool {
         let now = self.clock.now();

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -35,4 +36,10 @@ pub fn num(v: impl ToString) -> AttributeValue {
 
 pub fn str(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
+}
+
+/// True when a conditional write lost (the item existed, or changed): an expected outcome the
+/// adapters report as a value, not a store failure.
+pub fn is_conditional_check_failed<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    error.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
 }
