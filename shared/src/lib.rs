@@ -6,6 +6,8 @@
 //!   ([`stock::redis::RedisStockEngine`]) and the per-process sold-out fast path
 //!   ([`stock::SoldOutCache`]).
 //! - [`rate_limit`]: the token-bucket port and its Redis Lua adapter.
+//! - [`payment`]: the payment provider port, its Stripe adapter, the Redis circuit breaker shared
+//!   by every instance, and Stripe webhook signatures.
 //! - [`health`]: liveness and readiness with dependency probes.
 //! - [`http`]: JSON and `application/problem+json` responses for the `lambda_http` handlers.
 //! - [`store`]: connections to Redis (standalone or cluster) and DynamoDB, built once per
@@ -20,6 +22,7 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod observability;
+pub mod payment;
 pub mod rate_limit;
 pub mod reservation;
 pub mod sale;
