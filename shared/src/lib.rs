@@ -12,6 +12,8 @@
 //! - [`http`]: JSON and `application/problem+json` responses for the `lambda_http` handlers.
 //! - [`store`]: connections to Redis (standalone or cluster) and DynamoDB, built once per
 //!   cold start.
+//! - [`saga`]: the payment saga: payment intake, the workflow's task steps, webhook intake
+//!   (with the Step Functions adapter of [`saga::control::SagaControl`]).
 //! - [`config`], [`observability`]: typed start-up configuration and JSON logs.
 
 pub mod config;
@@ -25,6 +27,7 @@ pub mod observability;
 pub mod payment;
 pub mod rate_limit;
 pub mod reservation;
+pub mod saga;
 pub mod sale;
 pub mod stock;
 pub mod store;

@@ -1,0 +1,60 @@
+//! saga-steps: the payment saga's task steps, invoked by the state machine
+//! (statemachines/checkout-saga.asl.json) with `{"step": ..., "reservation_id": ...}`.
+//! Wiring only; the steps are `flashsale_core::saga::steps`. Errors reach Step Functions as
+//! `errorType` names the definition's Retry/Catch match.
+
+use std::time::Duration;
+
+use flashsale_core::domain::SystemClock;
+use flashsale_core::payment::breaker::{BreakerConfig, BreakingProvider, RedisCircuitBreaker};
+use flashsale_core::payment::stripe::{StripeConfig, StripeProvider};
+use flashsale_core::saga::dynamo::DynamoCheckoutRecords;
+use flashsale_core::saga::steps::{SagaSteps, StepError, StepInput};
+use flashsale_core::sale::cached::CachedSaleCatalog;
+use flashsale_core::sale::dynamo::DynamoSaleCatalog;
+use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
+use flashsale_core::store::redis::{RedisConnection, RedisSettings};
+use flashsale_core::{config, observability, store};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    observability::init();
+    let redis = RedisConnection::connect(&RedisSettings::from_env()?).await?;
+    let dynamo = store::dynamo::client().await;
+    let provider = StripeProvider::new(StripeConfig::from_env()?)?;
+    let breaker = RedisCircuitBreaker::new(
+        redis.clone(),
+        "payment-provider",
+        BreakerConfig::from_env()?,
+        SystemClock,
+    )
+    .map_err(|_| "invalid circuit breaker name")?;
+    let steps = SagaSteps {
+        records: DynamoCheckoutRecords::new(
+            dynamo.clone(),
+            config::required("RESERVATIONS_TABLE")?,
+            config::required("ORDERS_TABLE")?,
+        ),
+        charges: BreakingProvider::new(provider.clone(), breaker),
+        refunds: provider,
+        stock: RedisStockEngine::new(redis, RedisStockConfig::default()),
+        catalog: CachedSaleCatalog::new(
+            DynamoSaleCatalog::new(dynamo, config::required("SALES_TABLE")?),
+            SystemClock,
+            Duration::from_secs(5),
+        ),
+        clock: SystemClock,
+    };
+    let steps = &steps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<StepInput>| async move {
+        let step = event.payload.step;
+        let result: Result<Value, StepError> = steps.run(event.payload).await;
+        if let Err(error) = &result {
+            tracing::warn!(step = step.as_str(), error_type = error.error_type, message = %error.message, "step failed");
+        }
+        result
+    }))
+    .await
+}

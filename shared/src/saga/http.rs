@@ -1,0 +1,225 @@
+//! HTTP for the saga's two entry points: `POST /reservations/{reservationId}/payment` (buyers)
+//! and `POST /webhooks/payments` (the payment provider, authenticated by its signature).
+
+use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::control::SagaControl;
+use super::pay::{PayCommand, PayError, PayService, PaymentMethod};
+use super::records::CheckoutRecords;
+use super::webhook::{WebhookError, WebhookEventLog, WebhookOutcome, WebhookService};
+use crate::domain::{Clock, IdempotencyKey, ReservationId};
+use crate::http::{json, Problem};
+use crate::payment::PaymentProvider;
+use crate::reservation::http::{bad_request, body_bytes, identity_of, path_param};
+
+/// How soon a client should retry after a 503 here.
+const RETRY_AFTER_SECS: &str = "1";
+
+#[derive(Debug, Deserialize)]
+struct PayBody {
+    payment_method: Option<serde_json::Value>,
+}
+
+fn unprocessable(slug: &str, title: &str, detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, slug, title, detail)
+}
+
+pub fn parse_pay(request: &Request) -> Result<PayCommand, Problem> {
+    let identity = identity_of(request)?;
+    let reservation_id = path_param(request, "reservationId")
+        .and_then(|raw| ReservationId::parse(&raw).ok())
+        .ok_or_else(|| {
+            bad_request(
+                "invalid-reservation-id",
+                "Invalid reservation id",
+                "The reservation id in the path is malformed.",
+            )
+        })?;
+    let key = request.headers().get("idempotency-key").ok_or_else(|| {
+        bad_request(
+            "missing-idempotency-key",
+            "Idempotency-Key required",
+            "Send an Idempotency-Key header so a retried payment request cannot pay twice.",
+        )
+    })?;
+    let payment_key = key
+        .to_str()
+        .ok()
+        .and_then(|k| IdempotencyKey::parse(k).ok())
+        .ok_or_else(|| {
+            bad_request(
+                "invalid-idempotency-key",
+                "Invalid Idempotency-Key",
+                "The key must be 1 to 128 printable characters without spaces.",
+            )
+        })?;
+    let body: PayBody = serde_json::from_slice(body_bytes(request)?).map_err(|e| {
+        bad_request(
+            "malformed-body",
+            "Malformed JSON body",
+            format!("Expected {{\"payment_method\": \"pm_...\"}}: {e}"),
+        )
+    })?;
+    let raw = match body.payment_method {
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => {
+            return Err(unprocessable(
+                "invalid-payment-method",
+                "Invalid payment method",
+                format!("payment_method must be a string, got {other}"),
+            ))
+        }
+        None => return Err(unprocessable(
+            "missing-payment-method",
+            "Payment method required",
+            "Send the payment method token from the provider's client library as payment_method.",
+        )),
+    };
+    let payment_method = PaymentMethod::parse(&raw)
+        .map_err(|e| unprocessable("invalid-payment-method", "Invalid payment method", e))?;
+    Ok(PayCommand {
+        user: identity.user_id,
+        reservation_id,
+        payment_key,
+        payment_method,
+    })
+}
+
+pub fn pay_error_problem(error: &PayError) -> Problem {
+    match error {
+        PayError::NotFound => Problem::new(
+            StatusCode::NOT_FOUND,
+            "reservation-not-found",
+            "Reservation not found",
+            "No reservation with this id belongs to you.",
+        ),
+        PayError::Expired => Problem::new(
+            StatusCode::GONE,
+            "reservation-expired",
+            "Reservation expired",
+            "The hold on this reservation ran out; reserve again.",
+        ),
+        PayError::AlreadyPaid => Problem::new(
+            StatusCode::CONFLICT,
+            "already-paid",
+            "Already paid",
+            "This reservation has been paid.",
+        ),
+        PayError::PaymentFailed { reason } => Problem::new(
+            StatusCode::CONFLICT,
+            "payment-failed",
+            "Payment failed",
+            format!("The payment for this reservation failed ({reason}); reserve again."),
+        ),
+        PayError::InProgress => Problem::new(
+            StatusCode::CONFLICT,
+            "payment-in-progress",
+            "Payment in progress",
+            "Another payment request for this reservation is being processed.",
+        ),
+        PayError::Unavailable(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily-unavailable",
+            "Temporarily unavailable",
+            "Try again shortly with the same Idempotency-Key.",
+        ),
+    }
+}
+
+fn with_retry_after(mut response: Response<Body>) -> Response<Body> {
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECS),
+    );
+    response
+}
+
+/// `POST /reservations/{reservationId}/payment` ─▶ 202 `{reservation_id, status}`.
+pub async fn pay<R: CheckoutRecords, S: SagaControl, C: Clock>(
+    service: &PayService<R, S, C>,
+    request: &Request,
+) -> Response<Body> {
+    let command = match parse_pay(request) {
+        Ok(command) => command,
+        Err(problem) => return problem.into_response(),
+    };
+    match service.pay(&command).await {
+        Ok(accepted) => json(StatusCode::ACCEPTED, &accepted),
+        Err(error) => {
+            if let PayError::Unavailable(detail) = &error {
+                tracing::error!(%detail, "payment intake dependency unavailable");
+                return with_retry_after(pay_error_problem(&error).into_response());
+            }
+            pay_error_problem(&error).into_response()
+        }
+    }
+}
+
+/// `POST /webhooks/payments`: 200 for handled, duplicate and ignored events; 400 for a bad
+/// signature or body (never processed); 503 when the event must be redelivered later.
+pub async fn webhook<L, R, S, P, C>(
+    service: &WebhookService<L, R, S, P, C>,
+    request: &Request,
+) -> Response<Body>
+where
+    L: WebhookEventLog,
+    R: CheckoutRecords,
+    S: SagaControl,
+    P: PaymentProvider,
+    C: Clock,
+{
+    // The signature is over the exact bytes received; the body must not be re-serialised.
+    let body: &[u8] = match request.body() {
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    };
+    let signature = request
+        .headers()
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
+    match service.receive(signature, body).await {
+        Ok(outcome) => {
+            let (outcome, detail) = match outcome {
+                WebhookOutcome::Handled(how) => ("handled", how),
+                WebhookOutcome::Duplicate => ("duplicate", "event already handled"),
+                WebhookOutcome::Ignored(why) => ("ignored", why),
+            };
+            json(
+                StatusCode::OK,
+                &json!({ "received": true, "outcome": outcome, "detail": detail }),
+            )
+        }
+        Err(WebhookError::Signature(reason)) => {
+            tracing::warn!(reason = reason.as_str(), "webhook signature refused");
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-signature",
+                "Invalid signature",
+                format!(
+                    "The Stripe-Signature header was refused: {}.",
+                    reason.as_str()
+                ),
+            )
+            .into_response()
+        }
+        Err(WebhookError::Malformed(detail)) => {
+            bad_request("malformed-event", "Malformed event", detail).into_response()
+        }
+        Err(WebhookError::RetryLater(detail)) => {
+            tracing::warn!(%detail, "webhook deferred; the provider will redeliver");
+            with_retry_after(
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "retry-later",
+                    "Retry later",
+                    "The event cannot be handled yet; redeliver it.",
+                )
+                .into_response(),
+            )
+        }
+    }
+}

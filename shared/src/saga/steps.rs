@@ -1,0 +1,419 @@
+//! The saga's task steps that need logic, Redis or the payment provider (one Lambda,
+//! `saga-steps`; the single-call steps — read the reservation, mark it FAILED, notify, dead-letter
+//! — are direct Step Functions integrations in the ASL).
+//!
+//! Each step is idempotent: Step Functions retries it on the transient error types, and a
+//! step that ran but whose answer was lost must be safe to run again.
+//! Every failure carries a stable `errorType` from [`super::error_types`]; [`StepKind::errors`]
+//! lists what each step can raise, and a test checks the state machine handles all of them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::error_types as et;
+use super::records::{CheckoutRecord, CheckoutRecords, ConfirmOutcome, Order};
+use super::{charge_idempotency_key, refund_idempotency_key};
+use crate::domain::{Clock, Money, ReservationId};
+use crate::payment::{
+    ChargeOutcome, ChargeRequest, PaymentError, PaymentIntentId, PaymentProvider, PaymentStatus,
+    RefundOutcome,
+};
+use crate::reservation::ReservationStatus;
+use crate::sale::SaleCatalog;
+use crate::stock::{CommitOutcome, ReleaseOutcome, StockEngine};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Charge,
+    CreateOrder,
+    CommitHold,
+    Refund,
+    ReleaseHold,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 5] = [
+        Self::Charge,
+        Self::CreateOrder,
+        Self::CommitHold,
+        Self::Refund,
+        Self::ReleaseHold,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Charge => "charge",
+            Self::CreateOrder => "create_order",
+            Self::CommitHold => "commit_hold",
+            Self::Refund => "refund",
+            Self::ReleaseHold => "release_hold",
+        }
+    }
+
+    /// Every error type the step can end with: `(name, transient)`. Transient ones must be
+    /// retried by the definition, the others must not be (they would fail the same way).
+    /// Charge also ends with [`et::PAYMENT_DECLINED`] sent by the webhook (SendTaskFailure).
+    pub fn errors(self) -> &'static [(&'static str, bool)] {
+        const INPUT: (&str, bool) = (et::INVALID_INPUT, false);
+        const STORE: (&str, bool) = (et::STORE_UNAVAILABLE, true);
+        const STOCK: (&str, bool) = (et::STOCK_UNAVAILABLE, true);
+        const PROVIDER: (&str, bool) = (et::PROVIDER_UNAVAILABLE, true);
+        match self {
+            Self::Charge => &[
+                INPUT,
+                STORE,
+                PROVIDER,
+                (et::CIRCUIT_OPEN, false),
+                (et::PROVIDER_REJECTED, false),
+                (et::PAYMENT_DECLINED, false),
+                (et::RESERVATION_NOT_PAYABLE, false),
+            ],
+            Self::CreateOrder => &[INPUT, STORE, (et::ORDER_REJECTED, false)],
+            Self::CommitHold => &[INPUT, STORE, STOCK, (et::HOLD_LOST, false)],
+            Self::Refund => &[INPUT, STORE, PROVIDER, (et::PROVIDER_REJECTED, false)],
+            Self::ReleaseHold => &[INPUT, STORE, STOCK, (et::HOLD_LOST, false)],
+        }
+    }
+}
+
+/// What the state machine sends (see statemachines/checkout-saga.asl.json).
+#[derive(Debug, Clone, Deserialize)]
+pub struct StepInput {
+    pub step: StepKind,
+    pub reservation_id: String,
+    /// Charge only: the `.waitForTaskToken` token the webhook resumes.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Charge only.
+    #[serde(default)]
+    pub payment_method: Option<String>,
+    /// CreateOrder only: what the webhook reported (SendTaskSuccess output).
+    #[serde(default)]
+    pub charge: Option<ChargeResult>,
+}
+
+/// The output the webhook sends with SendTaskSuccess when the provider says a charge succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ChargeResult {
+    pub payment_intent_id: String,
+    pub amount_received: u64,
+}
+
+/// A step failure: `error_type` becomes the Lambda's `errorType`, which Retry/Catch match.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error_type}: {message}")]
+pub struct StepError {
+    pub error_type: &'static str,
+    pub message: String,
+}
+
+impl StepError {
+    fn new(error_type: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            error_type,
+            message: message.into(),
+        }
+    }
+}
+
+/// The Lambda runtime reports `error_type` as the function error's `errorType`, which the state
+/// machine's Retry/Catch match (the default would be a Rust type name).
+impl From<StepError> for lambda_http::lambda_runtime::Diagnostic {
+    fn from(error: StepError) -> Self {
+        Self {
+            error_type: error.error_type.to_owned(),
+            error_message: error.message,
+        }
+    }
+}
+
+impl From<PaymentError> for StepError {
+    fn from(error: PaymentError) -> Self {
+        let error_type = match &error {
+            PaymentError::CircuitOpen { .. } => et::CIRCUIT_OPEN,
+            PaymentError::Rejected { .. } => et::PROVIDER_REJECTED,
+            // A breaker-store failure is the breaker's problem, not the provider's: retry.
+            PaymentError::Transient(_) | PaymentError::Breaker(_) => et::PROVIDER_UNAVAILABLE,
+        };
+        Self::new(error_type, error.to_string())
+    }
+}
+
+fn store_error(e: impl std::fmt::Display) -> StepError {
+    StepError::new(et::STORE_UNAVAILABLE, e.to_string())
+}
+
+fn stock_error(e: impl std::fmt::Display) -> StepError {
+    StepError::new(et::STOCK_UNAVAILABLE, e.to_string())
+}
+
+/// Everything the steps talk to. `charges` is the provider behind the circuit breaker;
+/// `refunds` is the bare provider: a compensation must keep trying even while charges fail fast.
+pub struct SagaSteps<R, P, Q, E, K, C> {
+    pub records: R,
+    pub charges: P,
+    pub refunds: Q,
+    pub stock: E,
+    pub catalog: K,
+    pub clock: C,
+}
+
+impl<R, P, Q, E, K, C> SagaSteps<R, P, Q, E, K, C>
+where
+    R: CheckoutRecords,
+    P: PaymentProvider,
+    Q: PaymentProvider,
+    E: StockEngine,
+    K: SaleCatalog,
+    C: Clock,
+{
+    pub async fn run(&self, input: StepInput) -> Result<Value, StepError> {
+        let id = ReservationId::parse(&input.reservation_id)
+            .map_err(|e| StepError::new(et::INVALID_INPUT, e.to_string()))?;
+        let record = self
+            .records
+            .get(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| StepError::new(et::INVALID_INPUT, format!("no reservation {id}")))?;
+        match input.step {
+            StepKind::Charge => self.charge(&record, &input).await,
+            StepKind::CreateOrder => self.create_order(&record, input.charge.as_ref()).await,
+            StepKind::CommitHold => self.commit_hold(&record).await,
+            StepKind::Refund => self.refund(&record).await,
+            StepKind::ReleaseHold => self.release_hold(&record).await,
+        }
+    }
+
+    /// Stores the task token, then asks the provider to charge (idempotently per reservation).
+    /// The task then waits for the provider's webhook.
+    async fn charge(&self, record: &CheckoutRecord, input: &StepInput) -> Result<Value, StepError> {
+        let r = &record.reservation;
+        let (Some(token), Some(method)) = (&input.token, &input.payment_method) else {
+            return Err(StepError::new(
+                et::INVALID_INPUT,
+                "charge needs token and payment_method",
+            ));
+        };
+        if r.status != ReservationStatus::PaymentProcessing
+            || !self
+                .records
+                .store_charge_token(r.reservation_id, token)
+                .await
+                .map_err(store_error)?
+        {
+            return Err(StepError::new(
+                et::RESERVATION_NOT_PAYABLE,
+                format!("reservation is {}", r.status.as_str()),
+            ));
+        }
+        let request = ChargeRequest {
+            reservation_id: r.reservation_id,
+            amount: r.amount,
+            payment_method: method.clone(),
+            idempotency_key: charge_idempotency_key(r.reservation_id),
+        };
+        match self.charges.charge(&request).await? {
+            ChargeOutcome::Accepted(intent) => {
+                self.records
+                    .store_payment_intent(r.reservation_id, intent.id.as_str())
+                    .await
+                    .map_err(store_error)?;
+                Ok(json!({ "payment_intent_id": intent.id.as_str(), "waiting_for": "webhook" }))
+            }
+            ChargeOutcome::Declined { intent, decline } => {
+                if let Some(intent) = intent {
+                    self.records
+                        .store_payment_intent(r.reservation_id, intent.id.as_str())
+                        .await
+                        .map_err(store_error)?;
+                }
+                let reason = decline.decline_code.unwrap_or(decline.code);
+                Err(StepError::new(et::PAYMENT_DECLINED, reason))
+            }
+        }
+    }
+
+    /// One transaction: the order and PAYMENT_PROCESSING ─▶ CONFIRMED. A retry after a lost
+    /// answer finds the reservation CONFIRMED and succeeds without a second order.
+    async fn create_order(
+        &self,
+        record: &CheckoutRecord,
+        charge: Option<&ChargeResult>,
+    ) -> Result<Value, StepError> {
+        let r = &record.reservation;
+        let order_id = format!("ord_{}", r.reservation_id);
+        if r.status == ReservationStatus::Confirmed {
+            return Ok(json!({ "order_id": record.order_id.clone().unwrap_or(order_id) }));
+        }
+        let charge =
+            charge.ok_or_else(|| StepError::new(et::INVALID_INPUT, "create_order needs charge"))?;
+        if r.status != ReservationStatus::PaymentProcessing {
+            return Err(StepError::new(
+                et::ORDER_REJECTED,
+                format!("reservation is {}", r.status.as_str()),
+            ));
+        }
+        if i64::try_from(charge.amount_received).ok() != Some(r.amount.amount_minor) {
+            return Err(StepError::new(
+                et::ORDER_REJECTED,
+                format!(
+                    "charged {} but the reservation costs {}",
+                    charge.amount_received, r.amount.amount_minor
+                ),
+            ));
+        }
+        let order = Order {
+            order_id: order_id.clone(),
+            reservation_id: r.reservation_id,
+            payment_intent_id: charge.payment_intent_id.clone(),
+            amount: Money::new(r.amount.amount_minor, r.amount.currency)
+                .map_err(|e| StepError::new(et::INVALID_INPUT, e.to_string()))?,
+            created_at: self.clock.now(),
+        };
+        match self
+            .records
+            .confirm_with_order(record, &order)
+            .await
+            .map_err(store_error)?
+        {
+            ConfirmOutcome::Confirmed | ConfirmOutcome::AlreadyConfirmed => {
+                Ok(json!({ "order_id": order_id }))
+            }
+            ConfirmOutcome::NotProcessing => Err(StepError::new(
+                et::ORDER_REJECTED,
+                "the reservation left PAYMENT_PROCESSING",
+            )),
+        }
+    }
+
+    async fn sale_stock(
+        &self,
+        record: &CheckoutRecord,
+    ) -> Result<crate::stock::SaleStock, StepError> {
+        let sale_id = &record.reservation.sale_id;
+        self.catalog
+            .get(sale_id)
+            .await
+            .map_err(store_error)?
+            .map(|sale| sale.stock())
+            .ok_or_else(|| StepError::new(et::INVALID_INPUT, format!("no sale {sale_id}")))
+    }
+
+    /// The held unit becomes sold.
+    async fn commit_hold(&self, record: &CheckoutRecord) -> Result<Value, StepError> {
+        let r = &record.reservation;
+        let sale = self.sale_stock(record).await?;
+        match self
+            .stock
+            .commit(&sale, r.shard, r.reservation_id)
+            .await
+            .map_err(stock_error)?
+        {
+            CommitOutcome::Committed | CommitOutcome::AlreadyCommitted => {
+                Ok(json!({ "committed": true }))
+            }
+            other => Err(StepError::new(et::HOLD_LOST, format!("{other:?}"))),
+        }
+    }
+
+    /// Gives back anything charged: a succeeded intent is refunded, an unfinished one is
+    /// cancelled, one still processing is left to the webhook intake, which refunds a success
+    /// that arrives for a FAILED reservation.
+    async fn refund(&self, record: &CheckoutRecord) -> Result<Value, StepError> {
+        let Some(pi) = record.payment_intent_id.as_deref() else {
+            return Ok(json!({ "refunded": false, "reason": "nothing was charged" }));
+        };
+        let id = PaymentIntentId::parse(pi)
+            .map_err(|e| StepError::new(et::INVALID_INPUT, e.to_string()))?;
+        let intent = self.refunds.retrieve(&id).await?;
+        match intent.status {
+            PaymentStatus::Succeeded => self.refund_intent(&id).await,
+            PaymentStatus::Canceled => Ok(json!({ "refunded": false, "reason": "canceled" })),
+            // A payment in flight cannot be cancelled (Stripe refuses for cards); if it
+            // succeeds later, its webhook finds the reservation FAILED and refunds it.
+            PaymentStatus::Processing => Ok(json!({
+                "refunded": false,
+                "reason": "still processing: a late success is refunded by the webhook intake"
+            })),
+            _ => match self.refunds.cancel(&id, &format!("cancel-{pi}")).await {
+                Ok(_) => Ok(json!({ "refunded": false, "reason": "canceled now" })),
+                // It succeeded between the two calls: refund it.
+                Err(PaymentError::Rejected { .. }) => self.refund_intent(&id).await,
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    async fn refund_intent(&self, id: &PaymentIntentId) -> Result<Value, StepError> {
+        match self
+            .refunds
+            .refund(id, &refund_idempotency_key(id.as_str()))
+            .await?
+        {
+            RefundOutcome::Refunded { refund_id, .. } => {
+                Ok(json!({ "refunded": true, "refund_id": refund_id }))
+            }
+            RefundOutcome::AlreadyRefunded => Ok(json!({ "refunded": true, "reason": "already" })),
+            RefundOutcome::NotCharged(status) => {
+                Ok(json!({ "refunded": false, "reason": format!("{status:?}") }))
+            }
+        }
+    }
+
+    /// The held unit goes back on sale. Only for a FAILED reservation: MarkFailed runs first,
+    /// so a confirmed reservation can never lose its unit here.
+    async fn release_hold(&self, record: &CheckoutRecord) -> Result<Value, StepError> {
+        let r = &record.reservation;
+        if r.status == ReservationStatus::Confirmed {
+            tracing::error!(reservation = %r.reservation_id, "release requested for a confirmed reservation; refused");
+            return Err(StepError::new(
+                et::HOLD_LOST,
+                "the reservation is CONFIRMED",
+            ));
+        }
+        let sale = self.sale_stock(record).await?;
+        match self
+            .stock
+            .release(&sale, r.shard, r.reservation_id)
+            .await
+            .map_err(stock_error)?
+        {
+            ReleaseOutcome::WasCommitted => Err(StepError::new(
+                et::HOLD_LOST,
+                "the hold was committed (sold)",
+            )),
+            outcome => Ok(json!({ "released": format!("{outcome:?}") })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_input_reads_what_the_definition_sends() {
+        let input: StepInput = serde_json::from_value(json!({
+            "step": "create_order",
+            "reservation_id": "0191d6a0-0000-7000-8000-000000000000",
+            "charge": { "payment_intent_id": "pi_1", "amount_received": 500 }
+        }))
+        .unwrap();
+        assert_eq!(input.step, StepKind::CreateOrder);
+        assert_eq!(input.charge.unwrap().amount_received, 500);
+    }
+
+    #[test]
+    fn every_step_can_fail_with_bad_input_and_names_are_unique_per_step() {
+        for step in StepKind::ALL {
+            let names: Vec<_> = step.errors().iter().map(|(n, _)| *n).collect();
+            assert!(names.contains(&et::INVALID_INPUT), "{step:?}");
+            let mut sorted = names.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), names.len(), "{step:?}");
+        }
+    }
+}
