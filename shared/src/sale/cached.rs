@@ -65,4 +65,9 @@ impl<C: SaleCatalog, K: Clock> SaleCatalog for CachedSaleCatalog<C, K> {
             .remove(&sale.sale_id);
         self.inner.update(sale).await
     }
+
+    /// Not cached: the sweep that lists sales runs once a minute and wants the truth.
+    async fn list(&self) -> Result<Vec<Sale>, CatalogError> {
+        self.inner.list().await
+    }
 }

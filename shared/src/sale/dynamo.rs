@@ -121,6 +121,34 @@ impl SaleCatalog for DynamoSaleCatalog {
         self.put_if(sale, "version = :expected", Some(expected))
             .await
     }
+
+    /// A paged, consistent Scan: the sales table holds one small item per sale (hundreds, not
+    /// millions), and only the once-a-minute maintenance sweep lists it, so an index for this
+    /// would cost more than it saves.
+    async fn list(&self) -> Result<Vec<Sale>, CatalogError> {
+        let mut sales = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(store_error)?;
+            for item in output.items() {
+                sales.push(from_item(item).map_err(CatalogError::Malformed)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        sales.sort_by(|a, b| a.sale_id.cmp(&b.sale_id));
+        Ok(sales)
+    }
 }
 
 #[cfg(test)]

@@ -275,6 +275,24 @@ async fn put_sale_inner<C: SaleCatalog, S: StockEngine, K: Clock>(
             Err(e) => return Err(dependency(&e)),
         },
         Some(old) => {
+            // Missing shards on an existing sale mean Redis lost them (or a create died before
+            // seeding them). Seeding them here would be fresh stock for units that may be held
+            // or sold: only a rebuild from the durable records may restore them.
+            let levels = stock
+                .levels(&old.stock())
+                .await
+                .map_err(|e| dependency(&e))?;
+            if !levels.is_complete() {
+                return Err(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "stock-rebuild-needed",
+                    "Stock must be rebuilt first",
+                    format!(
+                        "The sale's stock is missing in Redis. Run POST /sales/{}/stock/rebuild, then retry.",
+                        old.sale_id
+                    ),
+                ));
+            }
             if old.shards != wanted.shards {
                 return Err(conflict(format!(
                     "shards is fixed at creation ({}).",

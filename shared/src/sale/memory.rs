@@ -41,4 +41,10 @@ impl SaleCatalog for InMemorySaleCatalog {
             _ => Err(CatalogError::Conflict),
         }
     }
+
+    async fn list(&self) -> Result<Vec<Sale>, CatalogError> {
+        let mut sales: Vec<Sale> = self.lock().values().cloned().collect();
+        sales.sort_by(|a, b| a.sale_id.cmp(&b.sale_id));
+        Ok(sales)
+    }
 }

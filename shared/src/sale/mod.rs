@@ -54,6 +54,18 @@ impl Sale {
         }
     }
 
+    /// How long after its end a sale is still looked after by the maintenance sweep (expiry,
+    /// hold reconciliation, rebuild detection): reservations made just before the end are
+    /// held for `hold`, and the sweep may lag behind by a few runs.
+    pub const MAINTENANCE_TAIL: Duration = Duration::from_secs(3600);
+
+    /// True while the sale's stock may still change: from its creation until
+    /// `ends_at + hold + MAINTENANCE_TAIL`. Upcoming sales count (their stock is set up
+    /// before they open, and a lost stock record must be rebuilt before they do).
+    pub fn needs_maintenance_at(&self, now: Timestamp) -> bool {
+        now < self.ends_at.plus(self.hold).plus(Self::MAINTENANCE_TAIL)
+    }
+
     pub fn stock(&self) -> SaleStock {
         SaleStock {
             sale_id: self.sale_id.clone(),
@@ -80,4 +92,6 @@ pub trait SaleCatalog: Send + Sync {
     fn create(&self, sale: &Sale) -> impl Future<Output = Result<(), CatalogError>> + Send;
     /// Replaces a sale if its stored version is `sale.version - 1`; `Conflict` otherwise.
     fn update(&self, sale: &Sale) -> impl Future<Output = Result<(), CatalogError>> + Send;
+    /// Every sale, for the maintenance sweep (never on a buyer's path).
+    fn list(&self) -> impl Future<Output = Result<Vec<Sale>, CatalogError>> + Send;
 }

@@ -31,6 +31,11 @@ impl ShardKeys {
         format!("{}:pending-claims", self.prefix)
     }
 
+    /// The lock a stock rebuild holds (by convention on shard 0 of the sale).
+    pub fn rebuild_lock(&self) -> String {
+        format!("{}:rebuild-lock", self.prefix)
+    }
+
     /// The claims of a buyer whose home shard this is.
     pub fn user(&self, user: &UserId) -> String {
         format!("{}:user:{user}", self.prefix)
@@ -57,6 +62,7 @@ mod tests {
             keys.holds(),
             keys.hold_times(),
             keys.pending_claims(),
+            keys.rebuild_lock(),
             keys.user(&user),
             keys.idempotency(&user, &key),
         ] {

@@ -21,6 +21,7 @@
 //! buyer's concurrent requests cannot hold more units than the limit even for a moment.
 
 mod keys;
+pub mod maintenance;
 pub mod memory;
 pub mod redis;
 mod sold_out_cache;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{IdempotencyKey, Quantity, ReservationId, SaleId, Timestamp, UserId};
 
 pub use keys::ShardKeys;
+pub use maintenance::StockMaintenance;
 pub use sold_out_cache::{SoldOutCache, SoldOutCacheConfig};
 
 /// How many shards a sale's stock is split over: 1 to [`ShardCount::MAX`].

@@ -1,6 +1,7 @@
 //! The stock engine on Redis (ElastiCache-compatible): Lua scripts that each touch one
 //! cluster slot. Works over a single node or a Redis Cluster connection alike.
 
+mod maintenance;
 mod reply;
 pub mod scripts;
 
@@ -505,8 +506,29 @@ where
         })
     }
 
+    /// Spreads the units so that each shard's `initial` stays `split_evenly(total)[i]` of the
+    /// new total: a stock rebuild can then recompute every shard's initial from the sale
+    /// record alone. (Splitting only the added units would drift: 3 units over 4 shards
+    /// [1,1,1,0] plus 1 would give [2,1,1,0], not [1,1,1,1].) A sale whose shards do not follow
+    /// the even split (older layouts) gets the added units split evenly instead.
     async fn top_up(&self, sale: &SaleStock, units: u64) -> Result<(), StockError> {
-        let parts: Vec<u64> = split_evenly(units, sale.shards);
+        let levels = self.levels(sale).await?;
+        if !levels.is_complete() {
+            return Err(StockError::InvalidSetup("the sale's stock is not set up"));
+        }
+        let current: Vec<i64> = levels.shards.iter().flatten().map(|l| l.initial).collect();
+        let before = u64::try_from(current.iter().sum::<i64>()).unwrap_or(0);
+        let target = split_evenly(before.saturating_add(units), sale.shards);
+        let deltas: Vec<i64> = target
+            .iter()
+            .zip(&current)
+            .map(|(&t, &c)| t as i64 - c)
+            .collect();
+        let parts: Vec<u64> = if deltas.iter().all(|&d| d >= 0) {
+            deltas.iter().map(|&d| d as u64).collect()
+        } else {
+            split_evenly(units, sale.shards)
+        };
         self.on_every_shard(sale, "top_up", &scripts::TOP_UP, |shard| {
             let part = parts[usize::from(shard)];
             (part > 0).then(|| part.to_string())

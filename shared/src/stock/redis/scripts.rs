@@ -28,6 +28,12 @@ pub static COMMIT: LazyLock<Script> = stock_script!("commit.lua");
 pub static SETUP: LazyLock<Script> = stock_script!("setup.lua");
 pub static TOP_UP: LazyLock<Script> = stock_script!("top_up.lua");
 pub static CONFIGURE: LazyLock<Script> = stock_script!("configure.lua");
+pub static RESTORE_HOLD: LazyLock<Script> = stock_script!("restore_hold.lua");
+pub static RESTORE_CLAIMS: LazyLock<Script> = stock_script!("restore_claims.lua");
+pub static PAUSE: LazyLock<Script> = stock_script!("pause.lua");
+pub static REBUILD_SHARD: LazyLock<Script> = stock_script!("rebuild_shard.lua");
+pub static RESUME: LazyLock<Script> = stock_script!("resume.lua");
+pub static UNLOCK: LazyLock<Script> = stock_script!("unlock.lua");
 
 /// Every stock script, for loading them all at start-up (cold start does it once).
 pub fn all() -> [&'static Script; 9] {

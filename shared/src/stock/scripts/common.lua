@@ -5,7 +5,9 @@
 -- works on one shard touches exactly one Redis Cluster slot, while different shards of the same
 -- sale hash to different slots (and so to different nodes).
 --
---   fs:{S:i}:stock        hash: initial, available, held, sold, shards, limit, paused
+--   fs:{S:i}:stock        hash: initial, available, held, sold, shards, limit, paused,
+--                               paused_at (ms, while a rebuild runs), placeholder (1 on a
+--                               paused shard whose record was lost: no `initial` until rebuilt)
 --   fs:{S:i}:holds        hash: reservation id -> "state|qty|expires_ms|created_ms|user"
 --                               state H (held), C (committed), R (released)
 --   fs:{S:i}:hold-times   zset: reservation id -> created_ms, active holds only (for reconcilers)
@@ -13,6 +15,7 @@
 --   fs:{S:i}:idem:<n>:<uid>:<key>  string "reservation_id|shard|qty|hold_expires_ms", expires
 --   fs:{S:i}:pending-claims  zset: "<reservation id>|<uid>" -> created_ms, claims made for the
 --                               fallback path and not yet confirmed
+--   fs:{S:0}:rebuild-lock string: the token of the stock rebuild running for the sale
 
 -- Reads the stock record; returns nil when the sale has no record on this shard (never set up,
 -- or Redis lost its data: the caller must not treat that as zero stock or as fresh stock).
