@@ -6,6 +6,9 @@
 //!   ([`stock::redis::RedisStockEngine`]) and the per-process sold-out fast path
 //!   ([`stock::SoldOutCache`]).
 //! - [`rate_limit`]: the token-bucket port and its Redis Lua adapter.
+//! - [`expiry`]: the scheduled cleanup of expired PENDING reservations.
+//! - [`reconcile`]: hold reconciliation between Redis and DynamoDB, the stock rebuild after a
+//!   Redis loss, and the scheduled sweep that runs them with the cleanup.
 //! - [`payment`]: the payment provider port, its Stripe adapter, the Redis circuit breaker shared
 //!   by every instance, and Stripe webhook signatures.
 //! - [`health`]: liveness and readiness with dependency probes.
@@ -19,6 +22,7 @@
 pub mod config;
 pub mod domain;
 pub mod events;
+pub mod expiry;
 pub mod health;
 pub mod http;
 pub mod identity;
@@ -26,6 +30,7 @@ pub mod metrics;
 pub mod observability;
 pub mod payment;
 pub mod rate_limit;
+pub mod reconcile;
 pub mod reservation;
 pub mod saga;
 pub mod sale;

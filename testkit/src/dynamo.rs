@@ -24,6 +24,8 @@ pub async fn localstack_client() -> Client {
 pub struct Tables {
     pub sales: String,
     pub reservations: String,
+    /// Orders (written by the saga): key `reservation_id`, GSI `by-sale` (sale_id, reservation_id).
+    pub orders: String,
     client: Client,
 }
 
@@ -44,7 +46,8 @@ fn attr(name: &str, kind: ScalarAttributeType) -> AttributeDefinition {
 }
 
 impl Tables {
-    /// Creates `<prefix>-sales-<id>` and `<prefix>-reservations-<id>` and waits until active.
+    /// Creates `<prefix>-sales-<id>`, `<prefix>-reservations-<id>` and `<prefix>-orders-<id>`.
+    /// Indexes project every attribute (production projects fewer; see infra/lib/data.ts).
     pub async fn create(client: &Client, prefix: &str) -> Self {
         let id = std::process::id().to_string()
             + &format!(
@@ -56,6 +59,7 @@ impl Tables {
             );
         let sales = format!("{prefix}-sales-{id}");
         let reservations = format!("{prefix}-reservations-{id}");
+        let orders = format!("{prefix}-orders-{id}");
         client
             .create_table()
             .table_name(&sales)
@@ -92,16 +96,28 @@ impl Tables {
             .send()
             .await
             .expect("create reservations table");
+        client
+            .create_table()
+            .table_name(&orders)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("reservation_id", ScalarAttributeType::S))
+            .attribute_definitions(attr("sale_id", ScalarAttributeType::S))
+            .key_schema(key("reservation_id", KeyType::Hash))
+            .global_secondary_indexes(gsi("by-sale", "sale_id", "reservation_id"))
+            .send()
+            .await
+            .expect("create orders table");
         Self {
             sales,
             reservations,
+            orders,
             client: client.clone(),
         }
     }
 
-    /// Deletes both tables (tests call this at the end; LocalStack forgets them on restart).
+    /// Deletes the tables (tests call this at the end; LocalStack forgets them on restart).
     pub async fn delete(self) {
-        for table in [&self.sales, &self.reservations] {
+        for table in [&self.sales, &self.reservations, &self.orders] {
             let _ = self.client.delete_table().table_name(table).send().await;
         }
     }

@@ -57,13 +57,15 @@ fn status_of(image: Option<&serde_json::Map<String, Value>>) -> Option<Reservati
     ReservationStatus::parse(attr_s(image?, "status")?)
 }
 
-/// The event a change produces: a new reservation, or a status change. Other changes (and
-/// TTL deletions) produce none.
+/// The event a change produces: a new reservation, or a status change (PENDING -> EXPIRED is
+/// `ReservationExpired`). Other changes (and TTL deletions) produce none, and neither does a
+/// record inserted already finished: that is the hold reconciler's record of an orphan hold
+/// (a reserve that died before answering), which no buyer ever saw.
 pub fn event_of(record: &StreamRecord) -> Option<ReservationEvent> {
     let new = record.dynamodb.new_image.as_ref()?;
     let status = status_of(Some(new))?;
     match record.event_name.as_str() {
-        "INSERT" => {}
+        "INSERT" if status == ReservationStatus::Pending => {}
         "MODIFY" if status_of(record.dynamodb.old_image.as_ref()) != Some(status) => {}
         _ => return None,
     }
@@ -178,6 +180,22 @@ mod tests {
         assert!(event_of(&serde_json::from_value(same).unwrap()).is_none());
         let removed = record("4", "REMOVE", Some(image("r1", "EXPIRED")), None);
         assert!(event_of(&serde_json::from_value(removed).unwrap()).is_none());
+    }
+
+    #[test]
+    fn an_orphan_record_inserted_already_expired_is_not_an_event() {
+        let orphan = record("5", "INSERT", None, Some(image("r9", "EXPIRED")));
+        assert!(event_of(&serde_json::from_value(orphan).unwrap()).is_none());
+        // ...but a reservation that expires later is.
+        let expired = record(
+            "6",
+            "MODIFY",
+            Some(image("r9", "PENDING")),
+            Some(image("r9", "EXPIRED")),
+        );
+        let event = event_of(&serde_json::from_value(expired).unwrap()).unwrap();
+        assert_eq!(event.event_type, EventType::ReservationExpired);
+        assert_eq!(event.event_id, "r9:EXPIRED");
     }
 
     #[tokio::test]

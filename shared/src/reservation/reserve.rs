@@ -262,6 +262,14 @@ where
         now: Timestamp,
     ) -> Result<Reserved, ReserveError> {
         let reservation = Self::reservation(sale, user, hold, now)?;
+        #[cfg(feature = "fault-injection")]
+        if fault::should_kill(&sale.sale_id) {
+            // The process "dies" here: the hold stays, no record is written, nothing is released.
+            tracing::warn!(reservation_id = %hold.reservation_id, "fault injection: reserve killed after the Redis hold");
+            return Err(ReserveError::Store(StoreError::Unavailable(
+                "fault injection: killed between the Redis hold and the durable write".into(),
+            )));
+        }
         match self.store.insert_pending(&reservation).await {
             Ok(_) => Ok(Reserved {
                 reservation,
@@ -319,3 +327,48 @@ where
 
 /// Suggested client back-off for answers that say "try again shortly".
 pub const RETRY_SOON: Duration = Duration::from_secs(1);
+
+/// Test-only fault injection, compiled only with the `fault-injection` feature (never enabled
+/// by a production build). Switches are per sale, so tests running in parallel in one process
+/// do not disturb each other.
+#[cfg(feature = "fault-injection")]
+pub mod fault {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use crate::domain::SaleId;
+
+    fn kills() -> &'static Mutex<HashMap<SaleId, u32>> {
+        static KILLS: OnceLock<Mutex<HashMap<SaleId, u32>>> = OnceLock::new();
+        KILLS.get_or_init(Default::default)
+    }
+
+    /// The next `times` reserves of `sale` that get a new hold die right after it: the hold
+    /// stays in Redis, no durable record is written, nothing is released (a crashed Lambda).
+    pub fn kill_after_hold(sale: &SaleId, times: u32) {
+        kills()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sale.clone(), times);
+    }
+
+    /// Disarms the switch for `sale`.
+    pub fn heal(sale: &SaleId) {
+        kills()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sale);
+    }
+
+    /// Consumes one armed kill for `sale`, if any.
+    pub(crate) fn should_kill(sale: &SaleId) -> bool {
+        let mut kills = kills().lock().unwrap_or_else(|p| p.into_inner());
+        match kills.get_mut(sale) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}

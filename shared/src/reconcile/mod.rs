@@ -1,0 +1,128 @@
+//! Keeping Redis and DynamoDB in agreement (product flows 5 and 6).
+//!
+//! DynamoDB holds the truth (reservations, orders, sales); Redis holds the fast counters and
+//! holds that must match it: for every sale, `initial = available + held + sold`, where held
+//! = PENDING + PAYMENT_PROCESSING reservations and sold = orders. Two things keep them equal:
+//!
+//! - [`holds::HoldReconciler`]: small repairs, every minute, per sale. Holds with no durable
+//!   record after a grace period (a reserve died between its two writes) are released; holds
+//!   whose record says EXPIRED or FAILED (a release that failed) are released; holds of
+//!   CONFIRMED reservations are committed; stale fallback claims are dropped; and durable
+//!   PENDING / PAYMENT_PROCESSING reservations without a hold get it back.
+//! - [`rebuild::StockRebuilder`]: the big repair after Redis lost a sale's data. Selling is
+//!   paused, every shard is recomputed from the durable records, and selling resumes.
+//!
+//! [`sweep::Sweep`] is the scheduled run: expiry cleanup, then per sale rebuild detection and
+//! reconciliation, within one time budget. [`http`] is the admin endpoint of the rebuild.
+
+pub mod dynamo;
+pub mod holds;
+pub mod http;
+pub mod memory;
+pub mod rebuild;
+pub mod sweep;
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use crate::domain::{Quantity, ReservationId, SaleId, Timestamp, UserId};
+use crate::reservation::{InsertOutcome, Reservation, ReservationStatus, StoreError};
+
+/// A reservation as the by-sale index shows it: enough to count it and re-create its hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationSummary {
+    pub reservation_id: ReservationId,
+    pub user_id: UserId,
+    pub quantity: Quantity,
+    pub shard: u16,
+    pub status: ReservationStatus,
+    pub expires_at: Timestamp,
+}
+
+impl ReservationSummary {
+    /// PENDING or PAYMENT_PROCESSING: the units are held.
+    pub fn is_held(&self) -> bool {
+        is_held(self.status)
+    }
+}
+
+pub fn is_held(status: ReservationStatus) -> bool {
+    matches!(
+        status,
+        ReservationStatus::Pending | ReservationStatus::PaymentProcessing
+    )
+}
+
+impl From<&Reservation> for ReservationSummary {
+    fn from(r: &Reservation) -> Self {
+        Self {
+            reservation_id: r.reservation_id,
+            user_id: r.user_id.clone(),
+            quantity: r.quantity,
+            shard: r.shard,
+            status: r.status,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+/// An order as the orders table's by-sale index shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderSummary {
+    pub reservation_id: ReservationId,
+    pub user_id: UserId,
+    pub quantity: Quantity,
+    pub shard: u16,
+}
+
+/// Which reservations of a sale to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    All,
+    /// PENDING and PAYMENT_PROCESSING only.
+    Held,
+}
+
+/// Why the reconciler cancels a PENDING reservation (attribute `failure_reason`).
+pub const STOCK_LOST: &str = "stock_lost";
+
+/// The durable records the reconciler and the rebuild read and (rarely) write.
+pub trait DurableRecords: Send + Sync {
+    /// Strongly consistent reads of whole records by id (absent ids are not in the map).
+    fn get_many(
+        &self,
+        ids: &[ReservationId],
+    ) -> impl Future<Output = Result<HashMap<ReservationId, Reservation>, StoreError>> + Send;
+
+    /// Every reservation of a sale (or only the held ones), from the by-sale index.
+    fn reservations_of_sale(
+        &self,
+        sale: &SaleId,
+        which: Which,
+    ) -> impl Future<Output = Result<Vec<ReservationSummary>, StoreError>> + Send;
+
+    /// Every order of a sale, from the orders table's by-sale index.
+    fn orders_of_sale(
+        &self,
+        sale: &SaleId,
+    ) -> impl Future<Output = Result<Vec<OrderSummary>, StoreError>> + Send;
+
+    /// Writes the record of an orphan hold the reconciler is about to release (status EXPIRED,
+    /// `reconciled = orphan_hold`), unless any record with that id exists. It closes the id:
+    /// a late write of the dying reserve, or a retry with its Idempotency-Key, finds this
+    /// record instead of creating a PENDING one for a unit that is back on sale.
+    fn record_orphan(
+        &self,
+        reservation: &Reservation,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<InsertOutcome, StoreError>> + Send;
+
+    /// PENDING -> FAILED with `failure_reason`, REMOVE `expiry_bucket`, conditional on PENDING.
+    /// False if it was not PENDING any more.
+    fn fail_pending(
+        &self,
+        id: ReservationId,
+        reason: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
