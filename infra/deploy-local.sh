@@ -52,7 +52,7 @@ if ! health="$(curl -fsS --max-time 5 "$endpoint/_localstack/health")"; then
   exit 1
 fi
 # Every service the stack (and cdk bootstrap/deploy) uses must be enabled in LocalStack's SERVICES.
-needed="cloudformation s3 ssm sts iam lambda logs apigateway dynamodb dynamodbstreams sqs sns cloudwatch"
+needed="cloudformation s3 ssm sts iam lambda logs apigateway dynamodb dynamodbstreams sqs sns cloudwatch stepfunctions events"
 node -e '
   const [health, needed] = process.argv.slice(1);
   const services = JSON.parse(health).services || {};
@@ -85,7 +85,11 @@ fi
 
 context=(-c local=true -c arch=x86_64 -c "stage=$stage" -c "redisUrl=$redis_url" -c "lambdaDir=$lambda_dir"
   -c "jwtPublicKeyFile=$jwt_public_key" -c rateIpCapacity=100000 -c rateIpRefillPerSec=10000
-  -c authorizerViaApi=true)
+  -c authorizerViaApi=true
+  # Short waits for the provider's webhook and a short breaker cool-down, so the end-to-end
+  # tests of timeouts and outages finish in seconds (AWS defaults: 600 s / 300 s / 30 s).
+  -c chargeTimeoutSeconds="${CHARGE_TIMEOUT_SECONDS:-30}" -c chargeHeartbeatSeconds="${CHARGE_HEARTBEAT_SECONDS:-15}"
+  -c breakerFailureThreshold=3 -c breakerCooldownMs=5000)
 cdklocal=(node_modules/.bin/cdklocal --no-notices)
 
 # Bootstrap only when the toolkit stack's version parameter is missing. The probe is an SSM
@@ -163,6 +167,15 @@ PY
 
 # The REST API URL on LocalStack: /_aws/execute-api/<id>/<stage> on the gateway.
 api_url="$endpoint/_aws/execute-api/$api_id/$stage_name"
+
+# The payment sandbox (started by localstack/env.sh) delivers its webhooks to this API.
+sandbox="http://127.0.0.1:${FLASHSALE_SANDBOX_PORT:-12111}"
+if curl -fsS --max-time 2 -X POST "$sandbox/_sandbox/switches" -H 'Content-Type: application/json' \
+  -d "{\"webhook_url\": \"$api_url/webhooks/payments\"}" >/dev/null; then
+  echo "payment sandbox: webhooks go to $api_url/webhooks/payments"
+else
+  echo "payment sandbox not reachable at $sandbox: payments will wait for webhooks that never come" >&2
+fi
 echo "outputs: $outputs"
 echo "REST API: $api_url"
 echo "try:      curl -s $api_url/health"

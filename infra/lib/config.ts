@@ -53,6 +53,39 @@ export interface FlashsaleConfig {
    * the deploy. The handlers refuse requests without an authorizer identity (401) regardless.
    */
   readonly authorizerViaApi: boolean;
+  /** The payment provider (Stripe's API, or the local sandbox that speaks it). */
+  readonly payments: PaymentsConfig;
+  /** The expiry cleanup: how often the scheduled rule fires and how the run is bounded. */
+  readonly expiry: ExpiryConfig;
+}
+
+/**
+ * Payment settings. Locally the keys are the sandbox's fixed test values. On AWS the two secrets
+ * come from a Secrets Manager secret (`stripeSecretName`, JSON keys `secret_key` and
+ * `webhook_secrets`) as CloudFormation dynamic references: they never appear in the template.
+ */
+export interface PaymentsConfig {
+  readonly apiBase: string;
+  /** Local mode: the value itself; AWS: undefined (read from `secretName`). */
+  readonly secretKey?: string;
+  readonly webhookSecrets?: string;
+  readonly secretName?: string;
+  /** Charge step: overall timeout and heartbeat of the wait for the provider's webhook. */
+  readonly chargeTimeoutSeconds: number;
+  readonly chargeHeartbeatSeconds: number;
+  readonly breakerFailureThreshold: number;
+  readonly breakerCooldownMs: number;
+}
+
+export interface ExpiryConfig {
+  /** Minutes between two runs of the cleanup (EventBridge rule `rate(n minutes)`). */
+  readonly everyMinutes: number;
+  readonly concurrency: number;
+  readonly pageSize: number;
+  /** Time budget of one run (ms); the function's timeout leaves a margin above it. */
+  readonly budgetMs: number;
+  /** Age after which a Redis hold without a durable record is released (ms). */
+  readonly holdGraceMs: number;
 }
 
 /** What the local `authorizer` function verifies: RS256 signature, issuer and audience. */
@@ -87,6 +120,21 @@ export const DEFAULTS = {
   soldOutCacheMs: 500,
   jwtIssuer: 'flashsale-local',
   jwtAudience: 'flashsale-api',
+  stripeApiBase: 'https://api.stripe.com',
+  // The payment sandbox (tools/payment-sandbox) that ./dev up starts next to LocalStack.
+  sandboxApiBase: 'http://127.0.0.1:12111',
+  sandboxSecretKey: 'sk_test_sandbox',
+  sandboxWebhookSecret: 'whsec_sandbox',
+  stripeSecretName: 'flashsale/stripe',
+  chargeTimeoutSeconds: 600,
+  chargeHeartbeatSeconds: 300,
+  breakerFailureThreshold: 5,
+  breakerCooldownMs: 30000,
+  expiryEveryMinutes: 1,
+  expiryConcurrency: 32,
+  expiryPageSize: 500,
+  expiryBudgetMs: 45000,
+  holdGraceMs: 60000,
 } as const;
 
 /** Reads one context value (`-c key=value` or cdk.json "context"). */
@@ -215,5 +263,48 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
     soldOutCacheMs: int(get, 'soldOutCacheMs', DEFAULTS.soldOutCacheMs, 0),
     localJwt,
     authorizerViaApi: local && bool(get, 'authorizerViaApi'),
+    payments: paymentsFromContext(get, local),
+    expiry: {
+      everyMinutes: int(get, 'expiryEveryMinutes', DEFAULTS.expiryEveryMinutes, 1),
+      concurrency: int(get, 'expiryConcurrency', DEFAULTS.expiryConcurrency, 1),
+      pageSize: int(get, 'expiryPageSize', DEFAULTS.expiryPageSize, 1),
+      budgetMs: int(get, 'expiryBudgetMs', DEFAULTS.expiryBudgetMs, 1000),
+      holdGraceMs: int(get, 'holdGraceMs', DEFAULTS.holdGraceMs, 0),
+    },
+  };
+}
+
+/**
+ * `stripeApiBase`, `chargeTimeoutSeconds`, `chargeHeartbeatSeconds`, `breakerFailureThreshold`,
+ * `breakerCooldownMs`; locally also `stripeSecretKey` and `stripeWebhookSecrets` (defaults: the
+ * sandbox's), on AWS `stripeSecretName`.
+ */
+function paymentsFromContext(get: ContextGetter, local: boolean): PaymentsConfig {
+  const chargeTimeoutSeconds = int(get, 'chargeTimeoutSeconds', DEFAULTS.chargeTimeoutSeconds, 1);
+  const chargeHeartbeatSeconds = int(get, 'chargeHeartbeatSeconds', DEFAULTS.chargeHeartbeatSeconds, 1);
+  if (chargeHeartbeatSeconds >= chargeTimeoutSeconds) {
+    throw new Error('context "chargeHeartbeatSeconds" must be below "chargeTimeoutSeconds"');
+  }
+  const common = {
+    chargeTimeoutSeconds,
+    chargeHeartbeatSeconds,
+    breakerFailureThreshold: int(get, 'breakerFailureThreshold', DEFAULTS.breakerFailureThreshold, 1),
+    breakerCooldownMs: int(get, 'breakerCooldownMs', DEFAULTS.breakerCooldownMs, 1),
+  };
+  if (local) {
+    return {
+      ...common,
+      apiBase: str(get, 'stripeApiBase') ?? DEFAULTS.sandboxApiBase,
+      secretKey: str(get, 'stripeSecretKey') ?? DEFAULTS.sandboxSecretKey,
+      webhookSecrets: str(get, 'stripeWebhookSecrets') ?? DEFAULTS.sandboxWebhookSecret,
+    };
+  }
+  if (str(get, 'stripeSecretKey') !== undefined || str(get, 'stripeWebhookSecrets') !== undefined) {
+    throw new Error('on AWS the Stripe keys come from Secrets Manager (context "stripeSecretName"), never from context');
+  }
+  return {
+    ...common,
+    apiBase: str(get, 'stripeApiBase') ?? DEFAULTS.stripeApiBase,
+    secretName: str(get, 'stripeSecretName') ?? DEFAULTS.stripeSecretName,
   };
 }

@@ -79,7 +79,8 @@ export class Data extends Construct {
       partitionKey: { name: 'sale_id', type: S },
       sortKey: { name: 'reservation_id', type: S },
       projectionType: dynamodb.ProjectionType.INCLUDE,
-      nonKeyAttributes: ['status', 'quantity', 'shard'],
+      // What a stock rebuild needs to re-create holds and per-user claims.
+      nonKeyAttributes: ['status', 'quantity', 'shard', 'user_id', 'expires_at', 'created_at'],
     });
 
     const orders = new dynamodb.Table(this, 'Orders', {
@@ -91,7 +92,7 @@ export class Data extends Construct {
       partitionKey: { name: 'sale_id', type: S },
       sortKey: { name: 'reservation_id', type: S },
       projectionType: dynamodb.ProjectionType.INCLUDE,
-      nonKeyAttributes: ['quantity', 'shard'],
+      nonKeyAttributes: ['quantity', 'shard', 'user_id'],
     });
 
     // Payment-provider webhook event ids, for de-duplication; TTL must outlive the provider's

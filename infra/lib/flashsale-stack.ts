@@ -1,5 +1,8 @@
 import * as path from 'node:path';
-import { CfnOutput, Duration, Stack, type StackProps } from 'aws-cdk-lib';
+import { ArnFormat, CfnOutput, Duration, SecretValue, Stack, type StackProps } from 'aws-cdk-lib';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as eventSources from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -13,6 +16,12 @@ import { Identity } from './identity';
 import { Monitoring } from './monitoring';
 import { Network } from './network';
 import { AslStateMachine } from './workflows';
+
+/** A CloudFormation dynamic reference to a JSON field of the Stripe secret (never a plain value). */
+function stripeSecret(secretName: string | undefined, field: string): string {
+  if (!secretName) throw new Error('payments: neither a key nor a secret name');
+  return SecretValue.secretsManager(secretName, { jsonField: field }).unsafeUnwrap();
+}
 
 export interface FlashsaleStackProps extends StackProps {
   readonly config: FlashsaleConfig;
@@ -82,6 +91,18 @@ export class FlashsaleStack extends Stack {
       RATE_IP_CAPACITY: String(config.rateIpCapacity),
       RATE_IP_REFILL_PER_SEC: String(config.rateIpRefillPerSec),
       SOLD_OUT_CACHE_MS: String(config.soldOutCacheMs),
+      STRIPE_API_BASE: config.payments.apiBase,
+      // On AWS: dynamic references to Secrets Manager, resolved by CloudFormation at deploy time.
+      STRIPE_SECRET_KEY:
+        config.payments.secretKey ?? stripeSecret(config.payments.secretName, 'secret_key'),
+      STRIPE_WEBHOOK_SECRETS:
+        config.payments.webhookSecrets ?? stripeSecret(config.payments.secretName, 'webhook_secrets'),
+      BREAKER_FAILURE_THRESHOLD: String(config.payments.breakerFailureThreshold),
+      BREAKER_COOLDOWN_MS: String(config.payments.breakerCooldownMs),
+      EXPIRY_CONCURRENCY: String(config.expiry.concurrency),
+      EXPIRY_PAGE_SIZE: String(config.expiry.pageSize),
+      EXPIRY_BUDGET_MS: String(config.expiry.budgetMs),
+      HOLD_GRACE_MS: String(config.expiry.holdGraceMs),
       ...(config.localJwt && {
         JWT_PUBLIC_KEY: config.localJwt.publicKeyPem,
         JWT_ISSUER: config.localJwt.issuer,
@@ -142,6 +163,9 @@ export class FlashsaleStack extends Stack {
       );
     }
 
+    this.wireCheckoutSaga(specs);
+    this.wireSchedules(specs);
+
     // Outputs (fixed logical ids, so `cdk deploy --outputs-file` gives stable keys).
     const out = (id: string, value: string, description?: string) =>
       new CfnOutput(this, id, { value, description });
@@ -176,6 +200,72 @@ export class FlashsaleStack extends Stack {
     }
     for (const [name, fn] of this.functions.byName) {
       out(`${pascal(name)}FunctionName`, fn.functionName);
+    }
+  }
+
+  /**
+   * The checkout saga (statemachines/checkout-saga.asl.json): invokes the `sagaStep` functions,
+   * reads and marks reservations directly, notifies on the events queue, parks what it cannot
+   * compensate on the saga DLQ. Functions with `saga` get its ARN and exactly their grants.
+   */
+  private wireCheckoutSaga(specs: readonly FunctionSpec[]): void {
+    const steps = specs.filter((spec) => spec.sagaStep).map((spec) => this.functions.get(spec.name));
+    if (steps.length === 0) return;
+    const { tables, queues } = this.data;
+    const payments = this.config.payments;
+    const saga = this.addStateMachine('CheckoutSaga', 'checkout-saga.asl.json', {
+      substitutions: {
+        SagaStepsFunctionArn: this.functions.get('saga-steps').functionArn,
+        ReservationsTable: tables.reservations.tableName,
+        EventsQueueUrl: queues.events.queueUrl,
+        SagaDlqUrl: queues.sagaDlq.queueUrl,
+        ChargeTimeoutSeconds: String(payments.chargeTimeoutSeconds),
+        ChargeHeartbeatSeconds: String(payments.chargeHeartbeatSeconds),
+      },
+      invokes: steps,
+      sendsTo: [queues.events, queues.sagaDlq],
+    }).stateMachine;
+    // Validate, MarkFailed and ReadOutcome are direct DynamoDB integrations.
+    saga.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'],
+        resources: [tables.reservations.tableArn],
+      }),
+    );
+    for (const spec of specs) {
+      if (!spec.saga?.length) continue;
+      const fn = this.functions.get(spec.name);
+      fn.addEnvironment('SAGA_STATE_MACHINE_ARN', saga.stateMachineArn);
+      if (spec.saga.includes('start')) {
+        saga.grantStartExecution(fn);
+        // An already-started saga answers with its status: DescribeExecution of its executions.
+        fn.addToRolePolicy(
+          new iam.PolicyStatement({
+            actions: ['states:DescribeExecution'],
+            resources: [
+              Stack.of(this).formatArn({
+                service: 'states',
+                resource: 'execution',
+                resourceName: `${saga.stateMachineName}:*`,
+                arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+              }),
+            ],
+          }),
+        );
+      }
+      if (spec.saga.includes('resume')) saga.grantTaskResponse(fn);
+    }
+  }
+
+  /** One EventBridge rule per `scheduled` function: `rate(n minutes)` (fires on LocalStack too). */
+  private wireSchedules(specs: readonly FunctionSpec[]): void {
+    for (const spec of specs.filter((s) => s.scheduled)) {
+      new events.Rule(this, `${pascal(spec.name)}Schedule`, {
+        description: `runs ${spec.name} every ${this.config.expiry.everyMinutes} minute(s)`,
+        schedule: events.Schedule.rate(Duration.minutes(this.config.expiry.everyMinutes)),
+        // A missed run is simply picked up by the next one: no retries piling up.
+        targets: [new targets.LambdaFunction(this.functions.get(spec.name), { retryAttempts: 0 })],
+      });
     }
   }
 

@@ -27,6 +27,17 @@ export type EnvVar =
   | 'RATE_IP_CAPACITY'
   | 'RATE_IP_REFILL_PER_SEC'
   | 'SOLD_OUT_CACHE_MS'
+  // The payment provider (Stripe, or the local sandbox) and the circuit breaker around it.
+  | 'STRIPE_API_BASE'
+  | 'STRIPE_SECRET_KEY'
+  | 'STRIPE_WEBHOOK_SECRETS'
+  | 'BREAKER_FAILURE_THRESHOLD'
+  | 'BREAKER_COOLDOWN_MS'
+  // The expiry cleanup and hold reconciliation.
+  | 'EXPIRY_CONCURRENCY'
+  | 'EXPIRY_PAGE_SIZE'
+  | 'EXPIRY_BUDGET_MS'
+  | 'HOLD_GRACE_MS'
   // The local JWT authorizer (local mode only; on AWS, Cognito checks the tokens).
   | 'JWT_PUBLIC_KEY'
   | 'JWT_ISSUER'
@@ -41,6 +52,7 @@ export type DynamoAction =
   | 'dynamodb:GetItem'
   | 'dynamodb:BatchGetItem'
   | 'dynamodb:Query'
+  | 'dynamodb:Scan'
   | 'dynamodb:PutItem'
   | 'dynamodb:UpdateItem'
   | 'dynamodb:DeleteItem'
@@ -100,6 +112,16 @@ export interface FunctionSpec {
   readonly timeoutSeconds?: number;
   /** Deployed only with `-c local=true` (e.g. the JWT authorizer that stands in for Cognito). */
   readonly localOnly?: boolean;
+  /**
+   * What it does with the checkout saga's state machine (wired in flashsale-stack.ts, which also
+   * sets SAGA_STATE_MACHINE_ARN): `start` = StartExecution + DescribeExecution of its executions;
+   * `resume` = SendTaskSuccess/Failure/Heartbeat.
+   */
+  readonly saga?: readonly ('start' | 'resume')[];
+  /** Invoked by the state machine (lambda:InvokeFunction granted to it). */
+  readonly sagaStep?: boolean;
+  /** Started by the scheduled expiry rule (EventBridge `rate(n minutes)`). */
+  readonly scheduled?: boolean;
 }
 
 /**
@@ -168,6 +190,95 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
     // SendMessageBatch is authorised by sqs:SendMessage.
     queues: [{ queue: 'events', actions: ['sqs:SendMessage'] }],
     timeoutSeconds: 30,
+  },
+  {
+    name: 'pay',
+    description: 'POST /reservations/{reservationId}/payment: PENDING -> PAYMENT_PROCESSING, start the checkout saga',
+    env: ['RESERVATIONS_TABLE', 'ORDERS_TABLE'],
+    tables: [{ table: 'reservations', actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'] }],
+    routes: [{ method: 'POST', path: '/reservations/{reservationId}/payment', authorized: true }],
+    saga: ['start'],
+  },
+  {
+    // Public route: the caller is the payment provider, authenticated by the Stripe-Signature.
+    name: 'payment-webhook',
+    description: 'POST /webhooks/payments: verify the signature, de-duplicate, resume the checkout saga',
+    env: [
+      'WEBHOOK_EVENTS_TABLE',
+      'RESERVATIONS_TABLE',
+      'ORDERS_TABLE',
+      'STRIPE_API_BASE',
+      'STRIPE_SECRET_KEY',
+      'STRIPE_WEBHOOK_SECRETS',
+    ],
+    tables: [
+      { table: 'webhookEvents', actions: ['dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem'] },
+      { table: 'reservations', actions: ['dynamodb:GetItem'] },
+    ],
+    routes: [{ method: 'POST', path: '/webhooks/payments' }],
+    saga: ['resume'],
+    timeoutSeconds: 20,
+  },
+  {
+    name: 'saga-steps',
+    description: 'Checkout saga task steps: charge (via the circuit breaker), create order, commit, refund, release',
+    env: [
+      'REDIS_URL',
+      'REDIS_MODE',
+      'SALES_TABLE',
+      'RESERVATIONS_TABLE',
+      'ORDERS_TABLE',
+      'STRIPE_API_BASE',
+      'STRIPE_SECRET_KEY',
+      'BREAKER_FAILURE_THRESHOLD',
+      'BREAKER_COOLDOWN_MS',
+    ],
+    tables: [
+      { table: 'sales', actions: ['dynamodb:GetItem'] },
+      // The order transaction: Put on orders + conditional Update on reservations.
+      { table: 'reservations', actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'] },
+      { table: 'orders', actions: ['dynamodb:PutItem'] },
+    ],
+    sagaStep: true,
+    timeoutSeconds: 30,
+  },
+  {
+    name: 'expiry-cleanup',
+    description: 'Every minute: expire PENDING reservations past expires_at, reconcile Redis holds, rebuild lost stock',
+    env: [
+      'REDIS_URL',
+      'REDIS_MODE',
+      'SALES_TABLE',
+      'RESERVATIONS_TABLE',
+      'ORDERS_TABLE',
+      'EXPIRY_CONCURRENCY',
+      'EXPIRY_PAGE_SIZE',
+      'EXPIRY_BUDGET_MS',
+      'HOLD_GRACE_MS',
+    ],
+    tables: [
+      // The sales table is small (one item per sale): the run lists the active ones.
+      { table: 'sales', actions: ['dynamodb:GetItem', 'dynamodb:Scan'] },
+      { table: 'reservations', actions: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:UpdateItem'] },
+      { table: 'reservations', index: 'pending-by-expiry', actions: ['dynamodb:Query'] },
+      { table: 'reservations', index: 'by-sale', actions: ['dynamodb:Query'] },
+      { table: 'orders', index: 'by-sale', actions: ['dynamodb:Query'] },
+    ],
+    scheduled: true,
+    memoryMb: 512,
+    timeoutSeconds: 60,
+  },
+  {
+    name: 'rebuild-stock',
+    description: 'POST /sales/{saleId}/stock/rebuild (admins only): pause, recompute stock from the durable records, resume',
+    env: ['REDIS_URL', 'REDIS_MODE', 'SALES_TABLE', 'RESERVATIONS_TABLE', 'ORDERS_TABLE'],
+    tables: [
+      { table: 'sales', actions: ['dynamodb:GetItem'] },
+      { table: 'reservations', index: 'by-sale', actions: ['dynamodb:Query'] },
+      { table: 'orders', index: 'by-sale', actions: ['dynamodb:Query'] },
+    ],
+    routes: [{ method: 'POST', path: '/sales/{saleId}/stock/rebuild', authorized: true }],
+    timeoutSeconds: 29,
   },
   {
     // LocalStack stand-in for the Cognito authorizer: a TOKEN authorizer that verifies the

@@ -37,6 +37,15 @@ export class AslStateMachine extends Construct {
     } catch (e) {
       throw new Error(`${props.definitionFile} is not valid JSON: ${(e as Error).message}`);
     }
+    // CloudFormation reads every `${...}` of the definition as a substitution, a Comment's
+    // included: one that is not a `${Name}` placeholder fails the CDK's CloudFormation validation
+    // (E1029, "embedded parameter outside of an Fn::Sub"), i.e. `cdk synth`. Say it here instead.
+    const stray = [...text.matchAll(/\$\{(?![A-Za-z0-9_]+\})[^}\n]{0,40}\}?/g)].map((m) => m[0]);
+    if (stray.length) {
+      throw new Error(
+        `${path.basename(props.definitionFile)}: "\${" that is not a \${Name} placeholder: [${stray.join(', ')}]`,
+      );
+    }
     const used = new Set([...text.matchAll(/\$\{([A-Za-z0-9_]+)\}/g)].map((m) => m[1]));
     const missing = [...used].filter((k) => !(k in props.substitutions));
     const unused = Object.keys(props.substitutions).filter((k) => !used.has(k));

@@ -17,7 +17,9 @@ describe('cdk synth (CLI)', () => {
       ['synth', '--quiet', '--no-notices', '--no-version-reporting', '-o', out,
         '-c', 'local=true', '-c', 'arch=x86_64', '-c', `lambdaDir=${lambdaDir}`,
         '-c', `jwtPublicKeyFile=${testPublicKeyFile()}`,
-        '-c', 'rateIpCapacity=100000', '-c', 'rateIpRefillPerSec=10000'],
+        '-c', 'rateIpCapacity=100000', '-c', 'rateIpRefillPerSec=10000',
+        '-c', 'chargeTimeoutSeconds=30', '-c', 'chargeHeartbeatSeconds=15',
+        '-c', 'breakerFailureThreshold=3', '-c', 'breakerCooldownMs=5000'],
       {
         cwd: INFRA_DIR,
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -38,6 +40,19 @@ describe('cdk synth (CLI)', () => {
     assert.equal(reserveEnv.RATE_IP_REFILL_PER_SEC, '10000');
     assert.equal(reserveEnv.RATE_USER_CAPACITY, '5');
     assert.equal(byName.get('authorizer').Properties.Environment.Variables.JWT_PUBLIC_KEY, testKeyPair().publicPem);
+    // The checkout saga with the short local waits, and the expiry schedule.
+    const machines = Object.values<any>(template.Resources).filter((r) => r.Type === 'AWS::StepFunctions::StateMachine');
+    assert.equal(machines.length, 1);
+    assert.equal(machines[0].Properties.StateMachineType, 'STANDARD');
+    assert.equal(machines[0].Properties.DefinitionSubstitutions.ChargeTimeoutSeconds, '30');
+    assert.equal(machines[0].Properties.DefinitionSubstitutions.ChargeHeartbeatSeconds, '15');
+    const rules = Object.values<any>(template.Resources).filter((r) => r.Type === 'AWS::Events::Rule');
+    assert.deepEqual(rules.map((r) => r.Properties.ScheduleExpression), ['rate(1 minute)']);
+    const sagaStepsEnv = byName.get('saga-steps').Properties.Environment.Variables;
+    assert.equal(sagaStepsEnv.BREAKER_FAILURE_THRESHOLD, '3');
+    assert.equal(sagaStepsEnv.BREAKER_COOLDOWN_MS, '5000');
+    assert.equal(sagaStepsEnv.STRIPE_API_BASE, 'http://127.0.0.1:12111');
+    assert.equal(sagaStepsEnv.STRIPE_SECRET_KEY, 'sk_test_sandbox');
     assert.ok(!Object.values<any>(template.Resources).some((r) => r.Type.startsWith('AWS::EC2::')));
     assert.ok(!Object.values<any>(template.Resources).some((r) => r.Type.startsWith('AWS::Cognito::')));
     // The function code is the build output, zipped as one asset per function.

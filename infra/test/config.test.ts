@@ -119,3 +119,88 @@ describe('context: local JWT authorizer', () => {
     assert.equal(cfg({ redisNodeType: 'cache.r7g.xlarge' }).redisNodeType, 'cache.r7g.xlarge');
   });
 });
+
+describe('context: payments and expiry', () => {
+  const local = (ctx: Record<string, unknown> = {}) => cfg({ local: 'true', jwtPublicKeyFile: testPublicKeyFile(), ...ctx });
+
+  it('AWS: Stripe API, keys from the Secrets Manager secret flashsale/stripe (no key in the config)', () => {
+    const p = cfg({}).payments;
+    assert.deepEqual(p, {
+      apiBase: 'https://api.stripe.com',
+      secretName: 'flashsale/stripe',
+      chargeTimeoutSeconds: 600,
+      chargeHeartbeatSeconds: 300,
+      breakerFailureThreshold: 5,
+      breakerCooldownMs: 30000,
+    });
+    assert.equal(cfg({ stripeSecretName: 'shop/stripe-live' }).payments.secretName, 'shop/stripe-live');
+  });
+
+  it('AWS: refuses Stripe keys from context (they would land in the template)', () => {
+    assert.throws(() => cfg({ stripeSecretKey: 'sk_live_123' }), /on AWS the Stripe keys come from Secrets Manager/);
+    assert.throws(() => cfg({ stripeWebhookSecrets: 'whsec_123' }), /on AWS the Stripe keys come from Secrets Manager/);
+  });
+
+  it('LocalStack: the payment sandbox and its fixed test keys by default, overridable', () => {
+    const p = local().payments;
+    assert.deepEqual(p, {
+      apiBase: 'http://127.0.0.1:12111',
+      secretKey: 'sk_test_sandbox',
+      webhookSecrets: 'whsec_sandbox',
+      chargeTimeoutSeconds: 600,
+      chargeHeartbeatSeconds: 300,
+      breakerFailureThreshold: 5,
+      breakerCooldownMs: 30000,
+    });
+    const custom = local({
+      stripeApiBase: 'http://127.0.0.1:9999',
+      stripeSecretKey: 'sk_test_other',
+      stripeWebhookSecrets: 'whsec_a,whsec_b',
+      chargeTimeoutSeconds: '30',
+      chargeHeartbeatSeconds: '15',
+      breakerFailureThreshold: '3',
+      breakerCooldownMs: '5000',
+    }).payments;
+    assert.equal(custom.apiBase, 'http://127.0.0.1:9999');
+    assert.equal(custom.secretKey, 'sk_test_other');
+    assert.equal(custom.webhookSecrets, 'whsec_a,whsec_b');
+    assert.equal(custom.chargeTimeoutSeconds, 30);
+    assert.equal(custom.chargeHeartbeatSeconds, 15);
+    assert.equal(custom.breakerFailureThreshold, 3);
+    assert.equal(custom.breakerCooldownMs, 5000);
+    assert.equal(custom.secretName, undefined);
+  });
+
+  it('refuses a heartbeat that is not below the charge timeout', () => {
+    for (const ctx of [
+      { chargeTimeoutSeconds: '300', chargeHeartbeatSeconds: '300' },
+      { chargeTimeoutSeconds: '30', chargeHeartbeatSeconds: '31' },
+      { chargeHeartbeatSeconds: '600' }, // default timeout 600
+      { chargeTimeoutSeconds: '300' }, // default heartbeat 300
+    ]) {
+      assert.throws(() => cfg(ctx), /"chargeHeartbeatSeconds" must be below "chargeTimeoutSeconds"/, JSON.stringify(ctx));
+      assert.throws(() => local(ctx), /"chargeHeartbeatSeconds" must be below "chargeTimeoutSeconds"/, JSON.stringify(ctx));
+    }
+    assert.equal(cfg({ chargeTimeoutSeconds: '30', chargeHeartbeatSeconds: '29' }).payments.chargeHeartbeatSeconds, 29);
+  });
+
+  it('rejects bad payment and expiry values', () => {
+    assert.throws(() => cfg({ chargeTimeoutSeconds: '0' }), /chargeTimeoutSeconds/);
+    assert.throws(() => cfg({ chargeHeartbeatSeconds: '0' }), /chargeHeartbeatSeconds/);
+    assert.throws(() => cfg({ breakerFailureThreshold: '0' }), /breakerFailureThreshold/);
+    assert.throws(() => cfg({ breakerCooldownMs: '1.5' }), /breakerCooldownMs/);
+    assert.throws(() => cfg({ expiryEveryMinutes: '0' }), /expiryEveryMinutes/);
+    assert.throws(() => cfg({ expiryConcurrency: '0' }), /expiryConcurrency/);
+    assert.throws(() => cfg({ expiryPageSize: 'all' }), /expiryPageSize/);
+    assert.throws(() => cfg({ expiryBudgetMs: '999' }), /expiryBudgetMs/);
+    assert.throws(() => cfg({ holdGraceMs: '-1' }), /holdGraceMs/);
+  });
+
+  it('expiry: every minute, 32 in flight, pages of 500, 45 s budget, 60 s hold grace; from context', () => {
+    assert.deepEqual(cfg({}).expiry, { everyMinutes: 1, concurrency: 32, pageSize: 500, budgetMs: 45000, holdGraceMs: 60000 });
+    assert.deepEqual(
+      cfg({ expiryEveryMinutes: '5', expiryConcurrency: '4', expiryPageSize: '50', expiryBudgetMs: '1000', holdGraceMs: '0' }).expiry,
+      { everyMinutes: 5, concurrency: 4, pageSize: 50, budgetMs: 1000, holdGraceMs: 0 },
+    );
+  });
+});

@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { INFRA_DIR } from '../lib/config';
+import { INDEXES } from '../lib/data';
 import { FUNCTIONS } from '../lib/functions';
 import { allActions, asArray, only, resourcesOf, statementsOfRole, synth, testKeyPair } from './helpers';
 
@@ -30,8 +31,10 @@ function fnByName(context: Record<string, string>, name: string): [string, any] 
 
 /**
  * Every (action, resource) pair the function's role is allowed, with resources named after the
- * stack's tables/queues ("sales", "reservations/stream", "eventsDlq", "logs" = its own log
- * group, "*"). The VPC ENI statement is left out (checked separately).
+ * stack's tables/queues ("sales", "reservations/stream", "reservations/index/by-sale",
+ * "eventsDlq", "logs" = its own log group, "checkoutSaga" = the saga's state machine,
+ * "checkoutSaga/executions" = its executions, "*"). The VPC ENI statement is left out (checked
+ * separately).
  */
 function grants(context: Record<string, string>, name: string): string[] {
   const { template, stack } = synth(context);
@@ -41,7 +44,30 @@ function grants(context: Record<string, string>, name: string): string[] {
   for (const [k, t] of Object.entries(stack.data.tables)) {
     names.set(key(t.tableArn), k);
     if (t.tableStreamArn) names.set(key(t.tableStreamArn), `${k}/stream`);
+    for (const index of INDEXES[k as keyof typeof INDEXES]) names.set(key(`${t.tableArn}/index/${index}`), `${k}/index/${index}`);
   }
+  const [smId] = only(template, 'AWS::StepFunctions::StateMachine');
+  names.set(JSON.stringify({ Ref: smId }), 'checkoutSaga');
+  // Written out, not derived: the ARN of the saga's executions, arn:...:execution:<name>:*.
+  names.set(
+    JSON.stringify({
+      'Fn::Join': [
+        '',
+        [
+          'arn:',
+          { Ref: 'AWS::Partition' },
+          ':states:',
+          { Ref: 'AWS::Region' },
+          ':',
+          { Ref: 'AWS::AccountId' },
+          ':execution:',
+          { 'Fn::GetAtt': [smId, 'Name'] },
+          ':*',
+        ],
+      ],
+    }),
+    'checkoutSaga/executions',
+  );
   for (const [k, q] of Object.entries(stack.data.queues)) names.set(key(q.queueArn), k);
   names.set(JSON.stringify({ 'Fn::GetAtt': [fn.Properties.LoggingConfig.LogGroup.Ref, 'Arn'] }), 'logs');
   names.set('"*"', '*');
@@ -125,6 +151,86 @@ describe('function specs of the endpoints', () => {
         'sqs:SendMessage eventsDlq',
       ],
     },
+    pay: {
+      // ORDERS_TABLE names the checkout records' order table; pay itself never touches it.
+      env: ['ORDERS_TABLE', 'RESERVATIONS_TABLE', 'SAGA_STATE_MACHINE_ARN'],
+      grants: [
+        'dynamodb:GetItem reservations',
+        'dynamodb:UpdateItem reservations',
+        'states:DescribeExecution checkoutSaga/executions',
+        'states:StartExecution checkoutSaga',
+      ],
+    },
+    'payment-webhook': {
+      env: [
+        'ORDERS_TABLE',
+        'RESERVATIONS_TABLE',
+        'SAGA_STATE_MACHINE_ARN',
+        'STRIPE_API_BASE',
+        'STRIPE_SECRET_KEY',
+        'STRIPE_WEBHOOK_SECRETS',
+        'WEBHOOK_EVENTS_TABLE',
+      ],
+      grants: [
+        'dynamodb:GetItem reservations',
+        'dynamodb:GetItem webhookEvents',
+        'dynamodb:PutItem webhookEvents',
+        'dynamodb:UpdateItem webhookEvents',
+        'states:SendTaskFailure checkoutSaga',
+        'states:SendTaskHeartbeat checkoutSaga',
+        'states:SendTaskSuccess checkoutSaga',
+      ],
+    },
+    'saga-steps': {
+      env: [
+        'BREAKER_COOLDOWN_MS',
+        'BREAKER_FAILURE_THRESHOLD',
+        'ORDERS_TABLE',
+        'REDIS_MODE',
+        'REDIS_URL',
+        'RESERVATIONS_TABLE',
+        'SALES_TABLE',
+        'STRIPE_API_BASE',
+        'STRIPE_SECRET_KEY',
+      ],
+      grants: [
+        'dynamodb:GetItem reservations',
+        'dynamodb:GetItem sales',
+        'dynamodb:PutItem orders',
+        'dynamodb:UpdateItem reservations',
+      ],
+    },
+    'expiry-cleanup': {
+      env: [
+        'EXPIRY_BUDGET_MS',
+        'EXPIRY_CONCURRENCY',
+        'EXPIRY_PAGE_SIZE',
+        'HOLD_GRACE_MS',
+        'ORDERS_TABLE',
+        'REDIS_MODE',
+        'REDIS_URL',
+        'RESERVATIONS_TABLE',
+        'SALES_TABLE',
+      ],
+      grants: [
+        'dynamodb:BatchGetItem reservations',
+        'dynamodb:GetItem reservations',
+        'dynamodb:GetItem sales',
+        'dynamodb:Query orders/index/by-sale',
+        'dynamodb:Query reservations/index/by-sale',
+        'dynamodb:Query reservations/index/pending-by-expiry',
+        'dynamodb:Scan sales',
+        'dynamodb:UpdateItem reservations',
+      ],
+    },
+    'rebuild-stock': {
+      env: ['ORDERS_TABLE', 'REDIS_MODE', 'REDIS_URL', 'RESERVATIONS_TABLE', 'SALES_TABLE'],
+      grants: [
+        'dynamodb:GetItem sales',
+        'dynamodb:Query orders/index/by-sale',
+        'dynamodb:Query reservations/index/by-sale',
+      ],
+    },
   };
 
   for (const [label, context] of MODES) {
@@ -177,6 +283,10 @@ describe('routes and authorization', () => {
     ['PUT /sales/{saleId}', 'put-sale', true],
     ['POST /sales/{saleId}/reservations', 'reserve', true],
     ['GET /reservations/{reservationId}', 'get-reservation', true],
+    ['POST /reservations/{reservationId}/payment', 'pay', true],
+    // The caller is the payment provider, authenticated by the Stripe-Signature header.
+    ['POST /webhooks/payments', 'payment-webhook', false],
+    ['POST /sales/{saleId}/stock/rebuild', 'rebuild-stock', true],
   ];
 
   for (const [label, context, authType] of [
@@ -349,12 +459,17 @@ describe('deploy-local.sh', () => {
     execFileSync('bash', ['-n', path.join(INFRA_DIR, 'deploy-local.sh')]);
   });
 
-  it('passes the JWT public key and big per-IP rate limits (every local client is 127.0.0.1)', () => {
+  it('passes the JWT public key, big per-IP rate limits (every local client is 127.0.0.1) and short charge waits', () => {
     assert.match(script, /-c "jwtPublicKeyFile=\$jwt_public_key"/);
     assert.match(script, /jwt_public_key="\$repo\/\.local\/jwt\/public\.pem"/);
     assert.match(script, /-c rateIpCapacity=100000 -c rateIpRefillPerSec=10000/);
     assert.match(script, /openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048/);
     assert.match(script, /openssl pkey -in .*private\.pem.* -pubout -out .*public\.pem/);
+    // The saga and the expiry schedule need LocalStack's Step Functions and EventBridge; the
+    // local charge waits are short so timeout tests finish in seconds.
+    assert.match(script, /^needed="[^"]*\bstepfunctions\b[^"]*"$/m);
+    assert.match(script, /^needed="[^"]*\bevents\b[^"]*"$/m);
+    assert.match(script, /-c chargeTimeoutSeconds="\$\{CHARGE_TIMEOUT_SECONDS:-30\}" -c chargeHeartbeatSeconds="\$\{CHARGE_HEARTBEAT_SECONDS:-15\}"/);
     // The post-deploy stage re-deployment stays.
     assert.match(script, /create_deployment\(restApiId=api_id, stageName=stage/);
   });
@@ -368,7 +483,13 @@ describe('LocalStack: authorizer attached through the API (authorizerViaApi)', (
     const outputs = template.toJSON().Outputs;
     assert.deepEqual(
       JSON.parse(outputs.AuthorizedRoutes.Value).sort(),
-      ['GET /reservations/{reservationId}', 'POST /sales/{saleId}/reservations', 'PUT /sales/{saleId}'],
+      [
+        'GET /reservations/{reservationId}',
+        'POST /reservations/{reservationId}/payment',
+        'POST /sales/{saleId}/reservations',
+        'POST /sales/{saleId}/stock/rebuild',
+        'PUT /sales/{saleId}',
+      ],
     );
     const [fnId] = fnByName(context, 'authorizer');
     assert.deepEqual(outputs.AuthorizerFunctionArn.Value, { 'Fn::GetAtt': [fnId, 'Arn'] });

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
+import { REPO_DIR } from '../lib/config';
 import { FUNCTIONS, type FunctionSpec } from '../lib/functions';
 import {
   ALL_FUNCTION_NAMES,
@@ -189,11 +190,18 @@ describe('state machines', () => {
     },
   };
 
-  it('addStateMachine: ASL file + substitutions, exact grants, ExecutionsFailed alarm', () => {
+  /** A statemachines/ folder: the real checkout saga (the stack always adds it) plus `files`. */
+  const aslDir = (files: Record<string, string>): string => {
     const dir = tempDir('asl');
-    fs.writeFileSync(path.join(dir, 'saga.asl.json'), JSON.stringify(asl, null, 2));
+    fs.copyFileSync(path.join(REPO_DIR, 'statemachines', 'checkout-saga.asl.json'), path.join(dir, 'checkout-saga.asl.json'));
+    for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), text);
+    return dir;
+  };
+
+  it('addStateMachine: ASL file + substitutions, exact grants, ExecutionsFailed alarm', () => {
+    const dir = aslDir({ 'saga.asl.json': JSON.stringify(asl, null, 2) });
     const { template, stack } = buildStack({ local: 'true' }, { stateMachinesDir: dir }, (s) => {
-      s.addStateMachine('CheckoutSaga', 'saga.asl.json', {
+      s.addStateMachine('TestSaga', 'saga.asl.json', {
         substitutions: {
           HealthFunctionArn: s.functions.get('health').functionArn,
           SagaDlqUrl: s.data.queues.sagaDlq.queueUrl,
@@ -202,7 +210,11 @@ describe('state machines', () => {
         sendsTo: [s.data.queues.sagaDlq],
       });
     });
-    const [smId, sm] = resourcesOf(template, 'AWS::StepFunctions::StateMachine')[0];
+    // Next to the checkout saga the stack always has.
+    const machines = resourcesOf(template, 'AWS::StepFunctions::StateMachine');
+    assert.equal(machines.length, 2);
+    const testSmId = stack.getLogicalId(stack.node.findChild('TestSaga').node.findChild('StateMachine').node.defaultChild as never);
+    const [smId, sm] = machines.find(([id]) => id === testSmId)!;
     assert.equal(sm.Properties.StateMachineType, 'STANDARD');
     assert.deepEqual(Object.keys(sm.Properties.DefinitionSubstitutions).sort(), ['HealthFunctionArn', 'SagaDlqUrl']);
     assert.ok(JSON.stringify(sm.Properties.DefinitionString).includes('${HealthFunctionArn}'));
@@ -218,20 +230,33 @@ describe('state machines', () => {
       ComparisonOperator: 'GreaterThanThreshold',
       Dimensions: [{ Name: 'StateMachineArn', Value: { Ref: smId } }],
     });
-    template.hasOutput('CheckoutSagaArn', { Value: { Ref: smId } });
+    template.hasOutput('TestSagaArn', { Value: { Ref: smId } });
     assert.ok(stack.node.tryFindChild('CheckoutSaga'));
+    assert.ok(stack.node.tryFindChild('TestSaga'));
     for (const a of allActions(template)) assert.ok(!a.includes('*'), a);
   });
 
   it('addStateMachine: placeholders and substitutions must match', () => {
-    const dir = tempDir('asl');
-    fs.writeFileSync(path.join(dir, 'saga.asl.json'), JSON.stringify(asl));
+    const dir = aslDir({ 'saga.asl.json': JSON.stringify(asl) });
     assert.throws(
       () =>
         buildStack({ local: 'true' }, { stateMachinesDir: dir }, (s) => {
           s.addStateMachine('Saga', 'saga.asl.json', { substitutions: { HealthFunctionArn: 'x', Extra: 'y' } });
         }),
       /without a value: \[SagaDlqUrl\].*without a placeholder: \[Extra\]/,
+    );
+  });
+
+  it('addStateMachine: refuses a "${" that is no placeholder (CloudFormation substitutes the whole definition)', () => {
+    // E.g. in a Comment: the CDK's CloudFormation validation (E1029) fails `cdk synth` on it.
+    const withStray = { ...asl, Comment: 'Substitutions: ${...} from the CDK app.' };
+    const dir = aslDir({ 'saga.asl.json': JSON.stringify(withStray) });
+    assert.throws(
+      () =>
+        buildStack({ local: 'true' }, { stateMachinesDir: dir }, (s) => {
+          s.addStateMachine('Saga', 'saga.asl.json', { substitutions: { HealthFunctionArn: 'x', SagaDlqUrl: 'y' } });
+        }),
+      /saga\.asl\.json: "\$\{" that is not a \$\{Name\} placeholder: \[\$\{\.\.\.\}\]/,
     );
   });
 });

@@ -121,7 +121,13 @@ describe('REST API', () => {
       'HealthFunctionName',
       'ReserveFunctionName',
       'EventPublisherFunctionName',
+      'PayFunctionName',
+      'PaymentWebhookFunctionName',
+      'SagaStepsFunctionName',
+      'ExpiryCleanupFunctionName',
+      'RebuildStockFunctionName',
       'AuthorizerFunctionName',
+      'CheckoutSagaArn',
       'JwtIssuer',
       'JwtAudience',
     ]) {
@@ -186,7 +192,11 @@ describe('DynamoDB', () => {
       { AttributeName: 'reservation_id', KeyType: 'RANGE' },
     ]);
     assert.equal(bySale.Projection.ProjectionType, 'INCLUDE');
-    assert.deepEqual(sorted(bySale.Projection.NonKeyAttributes), sorted(['status', 'quantity', 'shard']));
+    // What a stock rebuild needs to re-create holds and per-user claims.
+    assert.deepEqual(
+      sorted(bySale.Projection.NonKeyAttributes),
+      sorted(['status', 'quantity', 'shard', 'user_id', 'expires_at', 'created_at']),
+    );
   });
 
   it('orders: pk reservation_id and by-sale index', () => {
@@ -198,7 +208,7 @@ describe('DynamoDB', () => {
       { AttributeName: 'reservation_id', KeyType: 'RANGE' },
     ]);
     assert.equal(bySale.Projection.ProjectionType, 'INCLUDE');
-    assert.deepEqual(sorted(bySale.Projection.NonKeyAttributes), sorted(['quantity', 'shard']));
+    assert.deepEqual(sorted(bySale.Projection.NonKeyAttributes), sorted(['quantity', 'shard', 'user_id']));
   });
 
   it('webhook-events: pk event_id with TTL', () => {
@@ -428,8 +438,20 @@ describe('IAM', () => {
 });
 
 describe('defaults', () => {
-  it('creates no state machine yet', () => {
-    assert.equal(resourcesOf(synth(AWS).template, 'AWS::StepFunctions::StateMachine').length, 0);
+  it('creates exactly one state machine, the Standard checkout saga, in either mode', () => {
+    for (const context of [AWS, LOCAL]) {
+      const { template, stack } = synth(context);
+      const [smId, sm] = only(template, 'AWS::StepFunctions::StateMachine');
+      assert.equal(sm.Properties.StateMachineType, 'STANDARD');
+      assert.equal(smId, stack.getLogicalId(stack.node.findChild('CheckoutSaga').node.findChild('StateMachine').node.defaultChild as never));
+    }
+  });
+
+  it('creates exactly one EventBridge rule, the expiry schedule', () => {
+    for (const context of [AWS, LOCAL]) {
+      const [, rule] = only(synth(context).template, 'AWS::Events::Rule');
+      assert.equal(rule.Properties.ScheduleExpression, 'rate(1 minute)');
+    }
   });
 
   it('stack name follows the stage', () => {
