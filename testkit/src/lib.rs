@@ -6,6 +6,10 @@
 //! the test process itself is killed.
 
 pub mod dynamo;
+/// The local Stripe stand-in, started in-process by tests (tools/payment-sandbox).
+pub mod sandbox {
+    pub use payment_sandbox::{Sandbox, SandboxConfig};
+}
 mod process;
 
 use std::time::Duration;
