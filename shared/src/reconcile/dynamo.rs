@@ -115,8 +115,13 @@ impl DynamoDurableRecords {
                 .expression_attribute_values(":sale", str(sale.as_str()))
                 .projection_expression(projection)
                 .set_exclusive_start_key(start.take());
-            if projection.contains("#s") {
-                query = query.expression_attribute_names("#s", "status");
+            // Every projected attribute goes through an alias (`shard` and `status` are
+            // DynamoDB reserved words): "#name" reads attribute "name".
+            for alias in projection.split(',').map(str::trim) {
+                if let Some(name) = alias.strip_prefix('#') {
+                    let name = if name == "s" { "status" } else { name };
+                    query = query.expression_attribute_names(alias, name);
+                }
             }
             if held_only {
                 query = query
@@ -191,7 +196,7 @@ impl DurableRecords for DynamoDurableRecords {
         self.query_by_sale(
             &self.reservations,
             sale,
-            "reservation_id, user_id, quantity, shard, #s, expires_at",
+            "#reservation_id, #user_id, #quantity, #shard, #s, #expires_at",
             which == Which::Held,
             summary_from_item,
         )
@@ -202,7 +207,7 @@ impl DurableRecords for DynamoDurableRecords {
         self.query_by_sale(
             &self.orders,
             sale,
-            "reservation_id, user_id, quantity, shard",
+            "#reservation_id, #user_id, #quantity, #shard",
             false,
             order_from_item,
         )
