@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The local AWS environment: Redis (stand-in for ElastiCache) and LocalStack in host
-# mode with the host Lambda executor. Run install.sh first.
+# The local AWS environment: Redis (stand-in for ElastiCache), LocalStack in host mode with
+# the host Lambda executor, and the payment sandbox (tools/payment-sandbox, a stand-in for
+# Stripe's API that sends signed webhooks). Run install.sh first.
 #
 #   env.sh start     start both (harmless if already running); waits until ready
 #   env.sh stop      stop both, including every Lambda process LocalStack started
@@ -9,7 +10,8 @@
 #
 # Everything listens on 127.0.0.1 only. State, logs and pid files live in <repo>/.local/.
 # Environment: FLASHSALE_REDIS_PORT (default 6379), FLASHSALE_START_TIMEOUT (s, default 90),
-# FLASHSALE_LOCALSTACK_DEBUG=1 for LocalStack's debug log.
+# FLASHSALE_LOCALSTACK_DEBUG=1 for LocalStack's debug log, FLASHSALE_SANDBOX_PORT (default
+# 12111). The sandbox's webhook URL is set by infra/deploy-local.sh once the API exists.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,8 +26,13 @@ LS_PORT=4566
 LS_URL="http://127.0.0.1:$LS_PORT"
 START_TIMEOUT="${FLASHSALE_START_TIMEOUT:-90}"
 
+SANDBOX_PORT="${FLASHSALE_SANDBOX_PORT:-12111}"
+SANDBOX_URL="http://127.0.0.1:$SANDBOX_PORT"
+SANDBOX_BIN="$ROOT/target/debug/payment-sandbox"
+
 REDIS_PID="$RUN/redis.pid"
 LS_PID="$RUN/localstack.pid"
+SANDBOX_PID="$RUN/payment-sandbox.pid"
 
 say() { printf '[env] %s\n' "$*"; }
 die() { printf '[env] error: %s\n' "$*" >&2; exit 1; }
@@ -196,16 +203,47 @@ kill_stragglers() {
     die "leftover processes survived SIGKILL: $left"
 }
 
+sandbox_up() { curl -fsS --max-time 2 "$SANDBOX_URL/_sandbox/switches" >/dev/null 2>&1; }
+
+start_sandbox() {
+    if pid_alive "$SANDBOX_PID" payment-sandbox && sandbox_up; then
+        say "payment sandbox already running (pid $(cat "$SANDBOX_PID"), $SANDBOX_URL)"
+        return
+    fi
+    port_in_use "$SANDBOX_PORT" && die "port $SANDBOX_PORT is taken by another process (set FLASHSALE_SANDBOX_PORT)"
+    # A debug build is enough for a stand-in whose answers take 0.5-2 s on purpose.
+    # ./dev build and ./dev test build it with the workspace; build it here only if missing.
+    if [[ ! -x "$SANDBOX_BIN" ]]; then
+        (cd "$ROOT" && cargo build -q --locked -p payment-sandbox) || die "could not build the payment sandbox"
+    fi
+    [[ -f "$LOGS/payment-sandbox.log" ]] && mv "$LOGS/payment-sandbox.log" "$LOGS/payment-sandbox.log.1"
+    # The keys are the sandbox's fixed test values, which the local stack also uses
+    # (infra/lib/config.ts DEFAULTS). Real Stripe keys never go here.
+    setsid "$SANDBOX_BIN" --listen "127.0.0.1:$SANDBOX_PORT" \
+        --secret-key sk_test_sandbox --webhook-secret whsec_sandbox \
+        </dev/null >>"$LOGS/payment-sandbox.log" 2>&1 &
+    echo $! >"$SANDBOX_PID"
+    for _ in $(seq 1 100); do
+        sandbox_up && { say "payment sandbox up (pid $(cat "$SANDBOX_PID"), $SANDBOX_URL)"; return; }
+        pid_alive "$SANDBOX_PID" payment-sandbox || break
+        sleep 0.05
+    done
+    tail -n 20 "$LOGS/payment-sandbox.log" >&2 || true
+    die "payment sandbox did not start (log: $LOGS/payment-sandbox.log)"
+}
+
 cmd_start() {
     [[ -x "$VENV/bin/python" && -f "$SHIM" ]] || die "not installed: run $HERE/install.sh"
     mkdir -p "$RUN" "$LOGS"
     start_redis
+    start_sandbox
     start_localstack
 }
 
 cmd_stop() {
     stop_session "$LS_PID" localstack.runtime.main localstack
     kill_stragglers
+    stop_session "$SANDBOX_PID" payment-sandbox "payment sandbox"
     stop_session "$REDIS_PID" redis-server redis
     rm -f "$RUN/redis.port"
 }
@@ -216,6 +254,12 @@ cmd_status() {
         say "redis: running (pid $(cat "$REDIS_PID"), 127.0.0.1:$REDIS_PORT)"
     else
         say "redis: not running"
+        ok=3
+    fi
+    if pid_alive "$SANDBOX_PID" payment-sandbox && sandbox_up; then
+        say "payment sandbox: running (pid $(cat "$SANDBOX_PID"), $SANDBOX_URL)"
+    else
+        say "payment sandbox: not running"
         ok=3
     fi
     if pid_alive "$LS_PID" localstack.runtime.main && localstack_up; then

@@ -220,7 +220,9 @@ impl CheckoutRecords for DynamoCheckoutRecords {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(put).build())
             .transact_items(TransactWriteItem::builder().update(update).build())
-            .client_request_token(&order.order_id)
+            // Idempotent for 10 minutes on DynamoDB's side too (a token is at most 36 characters:
+            // the reservation id, one order per reservation).
+            .client_request_token(id.to_string())
             .send()
             .await;
         match result {

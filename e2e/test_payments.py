@@ -1,0 +1,221 @@
+"""The payment saga end to end: API Gateway -> pay -> Step Functions (saga-steps, direct
+DynamoDB/SQS integrations) -> the payment sandbox (Stripe's HTTP shapes, signed webhooks) ->
+payment-webhook -> the waiting saga. Every scenario ends with the invariant."""
+
+import concurrent.futures
+import json
+import time
+
+import pytest
+import requests
+
+from conftest import aws, new_sale, token
+from payments import (
+    BREAKER_KEY, DEFAULT_SWITCHES, SANDBOX, assert_invariant, events_for, events_of, intents_of, order_item,
+    pay, redis, redis_levels, reservation_item, reserve, stats, status_of, switches, wait_for_status,
+)
+
+SHARDS = 4
+
+
+@pytest.fixture(autouse=True)
+def sandbox_defaults():
+    """Every test starts and ends with the sandbox's default switches and a closed circuit."""
+    switches(**DEFAULT_SWITCHES)
+    redis("DEL", BREAKER_KEY)
+    yield
+    switches(**DEFAULT_SWITCHES)
+    redis("DEL", BREAKER_KEY)
+
+
+def test_happy_path_confirms_commits_and_notifies(api, http, admin_token, outputs):
+    sale_id = new_sale(http, api, admin_token, stock=3, shards=SHARDS)
+    tok = token("pay-happy")
+    rid = reserve(http, api, sale_id, tok)["reservation_id"]
+    r = pay(http, api, rid, tok, key="pay-once")
+    assert r.status_code == 202, r.text
+    assert r.json() == {"reservation_id": rid, "status": "PAYMENT_PROCESSING"}
+    assert wait_for_status(http, api, rid, tok, {"CONFIRMED", "FAILED"}) == "CONFIRMED"
+    order = order_item(outputs, rid)
+    assert order is not None and order["order_id"]["S"] == f"ord_{rid}"
+    (intent,) = intents_of(rid)
+    assert intent["status"] == "succeeded" and intent["refunds"] == [] and intent["amount"] == 1999
+    assert order["payment_intent_id"]["S"] == intent["id"]
+    levels = redis_levels(sale_id, SHARDS)
+    assert (levels["available"], levels["held"], levels["sold"]) == (2, 0, 1)
+    assert events_for(outputs, rid, "OrderConfirmed"), "no OrderConfirmed notification"
+    # A retry with the same key answers with the status; another key is a conflict.
+    again = pay(http, api, rid, tok, key="pay-once")
+    assert again.status_code == 202 and again.json()["status"] == "CONFIRMED"
+    other = pay(http, api, rid, tok, key="pay-twice")
+    assert other.status_code == 409 and other.json()["type"] == "/problems/already-paid"
+    assert len(intents_of(rid)) == 1
+    assert_invariant(sale_id, SHARDS, outputs)
+
+
+def test_declined_cards_compensate_the_unit_goes_back(api, http, admin_token, outputs):
+    sale_id = new_sale(http, api, admin_token, stock=2, shards=SHARDS)
+    cases = [("pay-declined", "pm_card_chargeDeclined"), ("pay-poor", "pm_card_chargeDeclinedInsufficientFunds")]
+    ids = {}
+    for user, card in cases:
+        tok = token(user)
+        rid = reserve(http, api, sale_id, tok)["reservation_id"]
+        assert pay(http, api, rid, tok, method=card).status_code == 202
+        ids[rid] = tok
+    for rid, tok in ids.items():
+        assert wait_for_status(http, api, rid, tok, {"CONFIRMED", "FAILED"}) == "FAILED"
+        assert reservation_item(outputs, rid)["failure_reason"]["S"] == "PaymentDeclined"
+        assert order_item(outputs, rid) is None
+        (intent,) = intents_of(rid)
+        assert intent["status"] == "requires_payment_method" and intent["refunds"] == []
+        assert events_for(outputs, rid, "PaymentFailed"), "no PaymentFailed notification"
+        refused = pay(http, api, rid, tok)
+        assert refused.status_code == 409 and refused.json()["type"] == "/problems/payment-failed"
+    levels = redis_levels(sale_id, SHARDS)
+    assert (levels["available"], levels["held"], levels["sold"]) == (2, 0, 0)
+    assert_invariant(sale_id, SHARDS, outputs)
+
+
+def test_no_webhook_times_out_and_refunds_the_charge(api, http, admin_token, outputs):
+    switches(drop_webhooks=True)
+    sale_id = new_sale(http, api, admin_token, stock=1, shards=SHARDS)
+    tok = token("pay-silent")
+    rid = reserve(http, api, sale_id, tok)["reservation_id"]
+    started = time.monotonic()
+    assert pay(http, api, rid, tok).status_code == 202
+    # The provider charged but never called back: the Charge task's heartbeat/timeout fires.
+    assert wait_for_status(http, api, rid, tok, {"CONFIRMED", "FAILED"}, timeout=90) == "FAILED"
+    assert time.monotonic() - started >= 10, "compensated before the task timeout"
+    reason = reservation_item(outputs, rid)["failure_reason"]["S"]
+    assert reason in ("States.HeartbeatTimeout", "States.Timeout"), reason
+    (intent,) = intents_of(rid)
+    assert intent["status"] == "succeeded"
+    assert [r["amount"] for r in intent["refunds"]] == [intent["amount"]]
+    assert order_item(outputs, rid) is None
+    assert_invariant(sale_id, SHARDS, outputs)
+
+
+def test_duplicate_and_reordered_webhooks_make_one_order_and_one_charge(api, http, admin_token, outputs):
+    # The slow card sends `processing`, then `succeeded` 300 ms later; the sandbox holds events
+    # for 1.5 s and delivers the newest first, each twice.
+    switches(duplicate_webhooks=True, reorder_webhooks=True, slow_ms=300)
+    sale_id = new_sale(http, api, admin_token, stock=5, shards=SHARDS)
+    buyers = {}
+    for i in range(4):
+        tok = token(f"pay-dup-{i}")
+        rid = reserve(http, api, sale_id, tok)["reservation_id"]
+        assert pay(http, api, rid, tok, method="pm_card_sandbox_slow").status_code == 202
+        buyers[rid] = tok
+    for rid, tok in buyers.items():
+        assert wait_for_status(http, api, rid, tok, {"CONFIRMED", "FAILED"}) == "CONFIRMED"
+        (intent,) = intents_of(rid)
+        assert intent["create_calls"] == 1 and intent["refunds"] == []
+        delivered = [e for e in events_of(intent["id"]) if e["type"].startswith("payment_intent.")]
+        kinds = [e["type"] for e in delivered]
+        assert kinds.count("payment_intent.succeeded") >= 2, kinds  # the duplicate was sent too
+        assert order_item(outputs, rid)["payment_intent_id"]["S"] == intent["id"]
+    levels = redis_levels(sale_id, SHARDS)
+    assert (levels["available"], levels["held"], levels["sold"]) == (1, 0, 4)
+    assert_invariant(sale_id, SHARDS, outputs)
+
+
+def test_a_success_after_compensation_is_refunded(api, http, admin_token, outputs):
+    # The slow card stays `processing` for 25 s: one heartbeat (the `processing` webhook), then
+    # silence past the heartbeat limit; the saga compensates; then the money arrives.
+    switches(slow_ms=25000)
+    sale_id = new_sale(http, api, admin_token, stock=1, shards=SHARDS)
+    tok = token("pay-late")
+    rid = reserve(http, api, sale_id, tok)["reservation_id"]
+    assert pay(http, api, rid, tok, method="pm_card_sandbox_slow").status_code == 202
+    assert wait_for_status(http, api, rid, tok, {"CONFIRMED", "FAILED"}, timeout=90) == "FAILED"
+    (intent,) = intents_of(rid)
+    assert intent["status"] == "processing" and intent["refunds"] == []
+    assert redis_levels(sale_id, SHARDS)["available"] == 1  # the unit is back on sale
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        (intent,) = intents_of(rid)
+        if intent["status"] == "succeeded" and intent["refunds"]:
+            break
+        time.sleep(0.5)
+    assert intent["status"] == "succeeded"
+    assert [r["amount"] for r in intent["refunds"]] == [intent["amount"]], intent
+    assert order_item(outputs, rid) is None
+    assert status_of(http, api, rid, tok) == "FAILED"
+    assert_invariant(sale_id, SHARDS, outputs)
+
+
+def test_the_circuit_opens_under_an_outage_fails_fast_and_closes_after_recovery(api, http, admin_token, outputs):
+    switches(outage=True, latency_ms=[0, 20])
+    sale_id = new_sale(http, api, admin_token, stock=10, shards=SHARDS, per_user_limit=1)
+    # Enough failing charges to trip the breaker (threshold 3 locally, each charge retried).
+    first = []
+    for i in range(3):
+        tok = token(f"pay-outage-{i}")
+        rid = reserve(http, api, sale_id, tok)["reservation_id"]
+        assert pay(http, api, rid, tok).status_code == 202
+        first.append((rid, tok))
+    for rid, tok in first:
+        assert wait_for_status(http, api, rid, tok, {"CONFIRMED", "FAILED"}, timeout=90) == "FAILED"
+        assert reservation_item(outputs, rid)["failure_reason"]["S"] in ("ProviderUnavailable", "CircuitOpen")
+    assert redis("HGET", BREAKER_KEY, "state") == "open"
+    # While open, a charge fails fast: no call reaches the provider.
+    calls_before = stats()["api_calls"]
+    tok = token("pay-outage-fast")
+    rid = reserve(http, api, sale_id, tok)["reservation_id"]
+    started = time.monotonic()
+    assert pay(http, api, rid, tok).status_code == 202
+    assert wait_for_status(http, api, rid, tok, {"CONFIRMED", "FAILED"}, timeout=60) == "FAILED"
+    assert reservation_item(outputs, rid)["failure_reason"]["S"] == "CircuitOpen"
+    assert stats()["api_calls"] == calls_before
+    assert intents_of(rid) == []
+    fast = time.monotonic() - started
+    # Recovery: after the cool-down (5 s locally) one probe goes through and closes the circuit.
+    switches(outage=False)
+    time.sleep(max(0.0, 5.5 - fast))
+    tok = token("pay-outage-recovered")
+    rid = reserve(http, api, sale_id, tok)["reservation_id"]
+    assert pay(http, api, rid, tok).status_code == 202
+    assert wait_for_status(http, api, rid, tok, {"CONFIRMED", "FAILED"}, timeout=60) == "CONFIRMED"
+    assert redis("HGET", BREAKER_KEY, "state") == "closed"
+    assert_invariant(sale_id, SHARDS, outputs)
+
+
+def test_payment_refusals_are_clear_problems(api, http, admin_token, outputs):
+    sale_id = new_sale(http, api, admin_token, stock=2, shards=SHARDS)
+    tok = token("pay-refusals")
+    rid = reserve(http, api, sale_id, tok)["reservation_id"]
+    # Someone else's reservation does not exist for them.
+    r = pay(http, api, rid, token("pay-intruder"))
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    # Bad input: no key, no payment method, a malformed one, a malformed id.
+    headers = {"Authorization": f"Bearer {tok}"}
+    r = http.post(f"{api}/reservations/{rid}/payment", json={"payment_method": "pm_card_visa"}, headers=headers, timeout=30)
+    assert r.status_code == 400 and r.json()["type"] == "/problems/missing-idempotency-key"
+    r = http.post(f"{api}/reservations/{rid}/payment", json={}, headers={**headers, "Idempotency-Key": "k"}, timeout=30)
+    assert r.status_code == 422 and r.json()["type"] == "/problems/missing-payment-method"
+    r = pay(http, api, rid, tok, method="pm card; drop")
+    assert r.status_code == 422 and r.json()["type"] == "/problems/invalid-payment-method"
+    r = pay(http, api, "not-a-uuid", tok)
+    assert r.status_code == 400 and r.json()["type"] == "/problems/invalid-reservation-id"
+    # None of that touched the reservation or the provider.
+    assert status_of(http, api, rid, tok) == "PENDING" and intents_of(rid) == []
+    # Two different payment requests for one reservation: the second is a conflict.
+    assert pay(http, api, rid, tok, key="first").status_code == 202
+    second = pay(http, api, rid, tok, key="second")
+    assert second.status_code in (409,), second.text
+    assert second.json()["type"] in ("/problems/payment-in-progress", "/problems/already-paid")
+    wait_for_status(http, api, rid, tok, {"CONFIRMED", "FAILED"})
+    assert_invariant(sale_id, SHARDS, outputs)
+
+
+def test_forged_stale_and_malformed_webhooks_are_refused(api, http, outputs):
+    url = f"{api}/webhooks/payments"
+    body = json.dumps({"id": "evt_forged", "object": "event", "type": "payment_intent.succeeded", "data": {"object": {"id": "pi_x"}}})
+    now = int(time.time())
+    for header in [None, "", "t=abc,v1=00", f"t={now},v1=" + "0" * 64, f"t={now - 301},v1=" + "0" * 64, f"t={now},v0=" + "0" * 64]:
+        headers = {"Content-Type": "application/json"}
+        if header is not None:
+            headers["Stripe-Signature"] = header
+        r = http.post(url, data=body, headers=headers, timeout=30)
+        assert r.status_code == 400, (header, r.status_code, r.text)
+        assert r.json()["type"] == "/problems/invalid-signature"
