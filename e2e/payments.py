@@ -77,6 +77,26 @@ def wait_for_status(http, api, reservation_id, tok, wanted, timeout=60):
     raise AssertionError(f"{reservation_id} is {seen} after {timeout} s, wanted {wanted}")
 
 
+def wait_for_saga(outputs, reservation_id, timeout=90):
+    """Waits until the reservation's saga execution has ended (the compensations after FAILED
+    run after the status changes); returns its status."""
+    sfn = aws("stepfunctions")
+    arn = outputs["CheckoutSagaArn"].replace(":stateMachine:", ":execution:") + ":" + reservation_id
+    deadline = time.monotonic() + timeout
+    while True:
+        status = sfn.describe_execution(executionArn=arn)["status"]
+        if status != "RUNNING" or time.monotonic() > deadline:
+            return status
+        time.sleep(0.25)
+
+
+def settle(http, api, outputs, reservation_id, tok, timeout=90):
+    """The reservation's final status once its saga has completely ended."""
+    status = wait_for_status(http, api, reservation_id, tok, {"CONFIRMED", "FAILED"}, timeout=timeout)
+    assert wait_for_saga(outputs, reservation_id, timeout=timeout) == "SUCCEEDED"
+    return status
+
+
 def reservation_item(outputs, reservation_id):
     item = aws("dynamodb").get_item(TableName=outputs["ReservationsTableName"], Key={"reservation_id": {"S": reservation_id}}, ConsistentRead=True).get("Item")
     assert item is not None, reservation_id
