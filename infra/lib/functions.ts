@@ -57,7 +57,9 @@ export type DynamoAction =
   | 'dynamodb:UpdateItem'
   | 'dynamodb:DeleteItem'
   | 'dynamodb:BatchWriteItem'
-  | 'dynamodb:ConditionCheckItem';
+  | 'dynamodb:ConditionCheckItem'
+  // BatchExecuteStatement of PartiQL UPDATEs (the expiry cleanup's batched conditional writes).
+  | 'dynamodb:PartiQLUpdate';
 
 /** SQS actions a function may be granted (an event-source consumer gets its own set, see below). */
 export type SqsAction =
@@ -259,7 +261,18 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
     tables: [
       // The sales table is small (one item per sale): the run lists the active ones.
       { table: 'sales', actions: ['dynamodb:GetItem', 'dynamodb:Scan'] },
-      { table: 'reservations', actions: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:UpdateItem'] },
+      // PENDING -> EXPIRED in PartiQL batches of 25; PutItem records a hold whose reserve died
+      // before its durable write (as EXPIRED, so its unit is released exactly once).
+      {
+        table: 'reservations',
+        actions: [
+          'dynamodb:GetItem',
+          'dynamodb:BatchGetItem',
+          'dynamodb:UpdateItem',
+          'dynamodb:PutItem',
+          'dynamodb:PartiQLUpdate',
+        ],
+      },
       { table: 'reservations', index: 'pending-by-expiry', actions: ['dynamodb:Query'] },
       { table: 'reservations', index: 'by-sale', actions: ['dynamodb:Query'] },
       { table: 'orders', index: 'by-sale', actions: ['dynamodb:Query'] },

@@ -216,6 +216,8 @@ describe('function specs of the endpoints', () => {
         'dynamodb:BatchGetItem reservations',
         'dynamodb:GetItem reservations',
         'dynamodb:GetItem sales',
+        'dynamodb:PartiQLUpdate reservations',
+        'dynamodb:PutItem reservations',
         'dynamodb:Query orders/index/by-sale',
         'dynamodb:Query reservations/index/by-sale',
         'dynamodb:Query reservations/index/pending-by-expiry',
