@@ -88,7 +88,7 @@ context=(-c local=true -c arch=x86_64 -c "stage=$stage" -c "redisUrl=$redis_url"
   -c authorizerViaApi=true
   # Short waits for the provider's webhook and a short breaker cool-down, so the end-to-end
   # tests of timeouts and outages finish in seconds (AWS defaults: 600 s / 300 s / 30 s).
-  -c chargeTimeoutSeconds="${CHARGE_TIMEOUT_SECONDS:-30}" -c chargeHeartbeatSeconds="${CHARGE_HEARTBEAT_SECONDS:-15}"
+  -c chargeTimeoutSeconds="${CHARGE_TIMEOUT_SECONDS:-50}" -c chargeHeartbeatSeconds="${CHARGE_HEARTBEAT_SECONDS:-25}"
   -c breakerFailureThreshold=3 -c breakerCooldownMs=5000)
 cdklocal=(node_modules/.bin/cdklocal --no-notices)
 

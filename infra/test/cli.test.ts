@@ -18,7 +18,7 @@ describe('cdk synth (CLI)', () => {
         '-c', 'local=true', '-c', 'arch=x86_64', '-c', `lambdaDir=${lambdaDir}`,
         '-c', `jwtPublicKeyFile=${testPublicKeyFile()}`,
         '-c', 'rateIpCapacity=100000', '-c', 'rateIpRefillPerSec=10000',
-        '-c', 'chargeTimeoutSeconds=30', '-c', 'chargeHeartbeatSeconds=15',
+        '-c', 'chargeTimeoutSeconds=50', '-c', 'chargeHeartbeatSeconds=25',
         '-c', 'breakerFailureThreshold=3', '-c', 'breakerCooldownMs=5000'],
       {
         cwd: INFRA_DIR,
@@ -44,8 +44,8 @@ describe('cdk synth (CLI)', () => {
     const machines = Object.values<any>(template.Resources).filter((r) => r.Type === 'AWS::StepFunctions::StateMachine');
     assert.equal(machines.length, 1);
     assert.equal(machines[0].Properties.StateMachineType, 'STANDARD');
-    assert.equal(machines[0].Properties.DefinitionSubstitutions.ChargeTimeoutSeconds, '30');
-    assert.equal(machines[0].Properties.DefinitionSubstitutions.ChargeHeartbeatSeconds, '15');
+    assert.equal(machines[0].Properties.DefinitionSubstitutions.ChargeTimeoutSeconds, '50');
+    assert.equal(machines[0].Properties.DefinitionSubstitutions.ChargeHeartbeatSeconds, '25');
     const rules = Object.values<any>(template.Resources).filter((r) => r.Type === 'AWS::Events::Rule');
     assert.deepEqual(rules.map((r) => r.Properties.ScheduleExpression), ['rate(1 minute)']);
     const sagaStepsEnv = byName.get('saga-steps').Properties.Environment.Variables;

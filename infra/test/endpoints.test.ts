@@ -471,7 +471,7 @@ describe('deploy-local.sh', () => {
     // local charge waits are short so timeout tests finish in seconds.
     assert.match(script, /^needed="[^"]*\bstepfunctions\b[^"]*"$/m);
     assert.match(script, /^needed="[^"]*\bevents\b[^"]*"$/m);
-    assert.match(script, /-c chargeTimeoutSeconds="\$\{CHARGE_TIMEOUT_SECONDS:-30\}" -c chargeHeartbeatSeconds="\$\{CHARGE_HEARTBEAT_SECONDS:-15\}"/);
+    assert.match(script, /-c chargeTimeoutSeconds="\$\{CHARGE_TIMEOUT_SECONDS:-50\}" -c chargeHeartbeatSeconds="\$\{CHARGE_HEARTBEAT_SECONDS:-25\}"/);
     // The post-deploy stage re-deployment stays.
     assert.match(script, /create_deployment\(restApiId=api_id, stageName=stage/);
   });
