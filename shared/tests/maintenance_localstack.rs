@@ -14,7 +14,7 @@ use flashsale_core::domain::{
     Timestamp, UserId,
 };
 use flashsale_core::expiry::dynamo::{DynamoExpiryStore, ExpiryWrites};
-use flashsale_core::expiry::{ExpiryConfig, ExpiryService};
+use flashsale_core::expiry::{ExpireOutcome, ExpiryConfig, ExpiryService, ExpiryStore};
 use flashsale_core::identity::context_for;
 use flashsale_core::rate_limit::redis::RedisRateLimiter;
 use flashsale_core::reconcile::dynamo::DynamoDurableRecords;
@@ -22,7 +22,7 @@ use flashsale_core::reconcile::holds::{HoldReconciler, ReconcileConfig};
 use flashsale_core::reconcile::http as rebuild_http;
 use flashsale_core::reconcile::rebuild::{RebuildConfig, StockRebuilder, Trigger};
 use flashsale_core::reconcile::{DurableRecords, Which};
-use flashsale_core::reservation::dynamo::{to_item, DynamoReservationStore};
+use flashsale_core::reservation::dynamo::{expiry_bucket, to_item, DynamoReservationStore};
 use flashsale_core::reservation::http as reservation_http;
 use flashsale_core::reservation::reserve::{
     fault, RatePolicies, ReserveCommand, ReserveError, ReserveService,
@@ -322,8 +322,13 @@ async fn expiry_through_dynamodb(writes: ExpiryWrites) {
 }
 
 #[tokio::test]
+async fn expiry_through_dynamodb_with_transactions() {
+    expiry_through_dynamodb(ExpiryWrites::Transact(100)).await;
+}
+
+#[tokio::test]
 async fn expiry_through_dynamodb_with_partiql_batches() {
-    expiry_through_dynamodb(ExpiryWrites::Batched(25)).await;
+    expiry_through_dynamodb(ExpiryWrites::Partiql(25)).await;
 }
 
 #[tokio::test]
@@ -331,41 +336,75 @@ async fn expiry_through_dynamodb_with_one_update_item_each() {
     expiry_through_dynamodb(ExpiryWrites::PerItem).await;
 }
 
-#[tokio::test]
-async fn a_payment_that_claims_a_reservation_first_makes_the_expiry_skip_it() {
+async fn a_payment_that_claims_first_wins(writes: ExpiryWrites) {
     let w = world().await;
     let sale = w.open_sale(5, 1, 1).await;
-    let r = w.reserve(&sale, "racer").await;
-    let store = DynamoExpiryStore::new(
-        w.client.clone(),
-        &w.tables.reservations,
-        ExpiryWrites::Batched(25),
-    );
+    let racer = w.reserve(&sale, "racer").await;
+    let others = [
+        w.reserve(&sale, "other-1").await,
+        w.reserve(&sale, "other-2").await,
+    ];
+    let store = DynamoExpiryStore::new(w.client.clone(), &w.tables.reservations, writes);
     let at = SystemClock.now().plus(Duration::from_secs(601));
-    // GIVEN the expiry read the item from the index, then a payment claimed it
-    use flashsale_core::expiry::ExpiryStore;
+    // GIVEN the cleanup read them from the index, then a payment claimed one
     let page = store
-        .due(
-            &flashsale_core::reservation::dynamo::expiry_bucket(r.reservation_id),
-            at,
-            10,
-            None,
-        )
+        .due(&expiry_bucket(racer.reservation_id), at, 10, None)
         .await
         .unwrap();
-    assert_eq!(page.items.len(), 1);
-    w.set_status(&r, ReservationStatus::PaymentProcessing).await;
-    // WHEN the conditional write runs THEN it loses and nothing is released
-    let outcomes = store.expire(&[r.reservation_id], at).await;
+    assert!(page
+        .items
+        .iter()
+        .any(|d| d.reservation_id == racer.reservation_id));
+    w.set_status(&racer, ReservationStatus::PaymentProcessing)
+        .await;
+    // WHEN the conditional writes run, in one call
+    let ids = [
+        racer.reservation_id,
+        others[0].reservation_id,
+        others[1].reservation_id,
+    ];
+    let outcomes = store.expire(&ids, at).await;
+    // THEN the claimed one loses, the others expire
     assert!(
-        matches!(
-            outcomes[0],
-            Ok(flashsale_core::expiry::ExpireOutcome::NotPending)
-        ),
+        matches!(outcomes[0], Ok(ExpireOutcome::NotPending)),
         "{outcomes:?}"
     );
-    assert_eq!(w.engine().levels(&sale.stock()).await.unwrap().held(), 1);
+    assert!(
+        matches!(outcomes[1], Ok(ExpireOutcome::Expired)),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[2], Ok(ExpireOutcome::Expired)),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        w.status_of(racer.reservation_id).await,
+        Some(ReservationStatus::PaymentProcessing)
+    );
+    assert_eq!(
+        w.status_of(others[1].reservation_id).await,
+        Some(ReservationStatus::Expired)
+    );
+    // AND a second attempt on an expired one is a skip, not an error
+    let again = store.expire(&ids[1..], at).await;
+    assert!(
+        again
+            .iter()
+            .all(|o| matches!(o, Ok(ExpireOutcome::NotPending))),
+        "{again:?}"
+    );
     w.tables.delete().await;
+}
+
+#[tokio::test]
+async fn a_payment_that_claims_a_reservation_first_makes_the_expiry_skip_it() {
+    for writes in [
+        ExpiryWrites::Transact(100),
+        ExpiryWrites::Partiql(25),
+        ExpiryWrites::PerItem,
+    ] {
+        a_payment_that_claims_first_wins(writes).await;
+    }
 }
 
 #[tokio::test]
