@@ -842,3 +842,42 @@ async fn the_sweep_expires_reconciles_and_rebuilds_a_lost_sale_by_itself() {
     w.assert_invariant(&lost).await;
     let _ = kept;
 }
+
+#[tokio::test]
+async fn a_rebuild_drops_holds_no_record_backs_and_counts_their_units_as_available() {
+    let w = world().await;
+    let sale = w.open_sale("dropped", 6, 2, 1).await;
+    let kept = w.reserve(&sale, "kept", ReservationStatus::Pending).await;
+    let orphan = w.hold_only(&sale, "orphan").await;
+    assert_eq!(w.engine.levels(&sale.stock()).await.unwrap().held(), 2);
+
+    let report = w
+        .rebuilder()
+        .rebuild(&sale.sale_id, Trigger::Admin)
+        .await
+        .unwrap();
+
+    let dropped: u32 = report.shards.iter().map(|s| s.dropped_holds).sum();
+    assert_eq!(dropped, 1, "{report:?}");
+    assert!(!report.unchanged);
+    w.assert_invariant(&sale).await;
+    let levels = w.engine.levels(&sale.stock()).await.unwrap();
+    assert_eq!((levels.available(), levels.held()), (5, 1));
+    // The dropped hold reads as released; the kept one is still active.
+    assert_eq!(
+        w.engine
+            .release(&sale.stock(), orphan.shard, orphan.reservation_id)
+            .await
+            .unwrap(),
+        ReleaseOutcome::AlreadyReleased
+    );
+    let held = w
+        .engine
+        .holds(&sale.stock(), kept.shard, &[kept.reservation_id])
+        .await
+        .unwrap();
+    assert_eq!(
+        held[0].as_ref().map(|h| h.state),
+        Some(flashsale_core::stock::maintenance::HoldState::Held)
+    );
+}
