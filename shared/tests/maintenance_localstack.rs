@@ -723,3 +723,69 @@ async fn sales_are_listed_for_the_sweep() {
     assert_eq!(listed, vec![a.sale_id, b.sale_id]);
     w.tables.delete().await;
 }
+
+#[tokio::test]
+async fn the_sweep_runs_cleanup_reconciliation_and_rebuild_through_dynamodb() {
+    use flashsale_core::reconcile::sweep::{Sweep, SweepConfig};
+    let w = world().await;
+    let healthy = w.open_sale(5, 2, 1).await;
+    let lost = w.open_sale(6, 2, 1).await;
+    let due = w.reserve(&healthy, "due").await;
+    // A reservation whose expiry has passed, and a reserve that died after its hold.
+    w.set_status(
+        &Reservation {
+            expires_at: SystemClock.now().minus(Duration::from_secs(1)),
+            ..due.clone()
+        },
+        ReservationStatus::Pending,
+    )
+    .await;
+    fault::kill_after_hold(&healthy.sale_id, 1);
+    assert!(w.try_reserve(&healthy, "doomed").await.is_err());
+    fault::heal(&healthy.sale_id);
+    w.reserve(&lost, "kept").await;
+    // Redis loses the second sale's stock records.
+    for shard in lost.shards.all() {
+        w.server
+            .cli(&["DEL", &ShardKeys::new(&lost.sale_id, shard).stock()]);
+    }
+
+    let expiry_store = DynamoExpiryStore::new(
+        w.client.clone(),
+        &w.tables.reservations,
+        ExpiryWrites::default(),
+    );
+    let mut config = SweepConfig::default();
+    config.reconcile.grace = Duration::ZERO;
+    config.rebuild.settle = Duration::from_millis(50);
+    let sweep = Sweep {
+        expiry_store: &expiry_store,
+        stock: w.engine(),
+        records: &w.records,
+        catalog: &w.service.catalog,
+        clock: &SystemClock,
+        config,
+    };
+    let report = sweep.run(Duration::from_secs(30)).await;
+
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(report.expiry.expired, 1, "{report:?}");
+    assert_eq!(
+        w.status_of(due.reservation_id).await,
+        Some(ReservationStatus::Expired)
+    );
+    let rebuilt: Vec<&str> = report.rebuilt.iter().map(|r| r.sale_id.as_str()).collect();
+    assert_eq!(rebuilt, vec![lost.sale_id.as_str()]);
+    let reconciled: Vec<_> = report
+        .reconciled
+        .iter()
+        .filter(|r| r.sale_id == healthy.sale_id.as_str())
+        .collect();
+    assert_eq!(reconciled.len(), 1, "{report:?}");
+    assert_eq!(reconciled[0].orphans_released, 1, "{report:?}");
+    w.assert_invariant(&healthy).await;
+    w.assert_invariant(&lost).await;
+    let report_json = serde_json::to_value(&report).unwrap();
+    assert_eq!(report_json["expiry"]["expired"], 1);
+    w.tables.delete().await;
+}

@@ -9,7 +9,8 @@
 //! whose stock is gone would only see missing holds everywhere.
 //!
 //! The cleanup gets at most `expiry_share` of the budget, so a large backlog of expired
-//! reservations cannot starve the reconciliation; whatever is left over goes to the sales.
+//! reservations cannot starve the reconciliation; whatever is left over goes to the sales,
+//! starting with a different sale each minute.
 
 use std::time::{Duration, Instant};
 
@@ -133,10 +134,16 @@ where
                 return self.finish(report, started);
             }
         };
-        let sales: Vec<Sale> = sales
+        let mut sales: Vec<Sale> = sales
             .into_iter()
             .filter(|s| s.needs_maintenance_at(now))
             .collect();
+        // Start at another sale each minute, so a budget that runs out before the last sale
+        // does not leave the same sales unchecked run after run.
+        if !sales.is_empty() {
+            let start = (now.as_secs().max(0) / 60) as usize % sales.len();
+            sales.rotate_left(start);
+        }
         report.sales = sales.len() as u64;
         let reconciler = HoldReconciler {
             stock: self.stock,
