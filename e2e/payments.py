@@ -133,16 +133,25 @@ def query_all(table, index, sale_id):
             return items
 
 
-def events_for(outputs, reservation_id, event_type, timeout=20):
-    """Messages on the events queue about this reservation (left visible for other readers)."""
-    sqs, found, deadline = aws("sqs"), [], time.monotonic() + timeout
-    while time.monotonic() < deadline and not found:
-        got = sqs.receive_message(QueueUrl=outputs["EventsQueueUrl"], MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=1)
+# Every events-queue message this test session drained, so one test's drain cannot hide a
+# message another check of the session still looks for.
+DRAINED = []
+
+
+def events_for(outputs, reservation_id, event_type, timeout=30):
+    """Messages on the events queue about this reservation and of this type. Drains the queue
+    (receive + delete, like test_reservations.py), keeping what it read in DRAINED."""
+    sqs, deadline = aws("sqs"), time.monotonic() + timeout
+
+    def matching():
+        return [b for b in DRAINED if reservation_id in b and event_type in b]
+
+    while not matching() and time.monotonic() < deadline:
+        got = sqs.receive_message(QueueUrl=outputs["EventsQueueUrl"], MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in got.get("Messages", []):
-            body = message["Body"]
-            if reservation_id in body and event_type in body:
-                found.append(body)
-    return found
+            DRAINED.append(message["Body"])
+            sqs.delete_message(QueueUrl=outputs["EventsQueueUrl"], ReceiptHandle=message["ReceiptHandle"])
+    return matching()
 
 
 def assert_invariant(sale_id, shards, outputs, settle_timeout=90):
