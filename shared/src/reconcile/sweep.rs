@@ -202,7 +202,11 @@ where
         let now = self.clock.now();
         let mut paused_recently = false;
         for state in states {
-            if *state == ShardState::Missing {
+            // A placeholder always carries its pause time; one without is broken: rebuild.
+            if matches!(
+                state,
+                ShardState::Missing | ShardState::Placeholder { paused_at: None }
+            ) {
                 return Verdict::Rebuild;
             }
             if let Some(since) = state.paused_at() {
