@@ -13,10 +13,13 @@
 //! - [`ExpiryWrites::PerItem`]: one `UpdateItem` per reservation.
 //!
 //! Why batching, and why transactions by default: on LocalStack (DynamoDB Local behind
-//! LocalStack's Python gateway, 2 cores) the per-request overhead dominates. Measured with an
-//! idle machine on 10,000 reservations (tools/expiry-bench): PartiQL batches of 25 took 34 s;
-//! transactions of 100 stay well inside the 30 s goal; single UpdateItems are an order of
-//! magnitude slower. On AWS all three are fast; only the WCU cost differs.
+//! LocalStack's Python gateway, 2 cores) the per-request overhead dominates. Measured with
+//! tools/expiry-bench (10,000 expired reservations, concurrency 32, warm LocalStack, a machine
+//! shared with other work): transactions of 100: 13.7 to 23.9 s (about 20 s typical; 34 s for
+//! the first run after LocalStack starts, while DynamoDB Local's JVM warms up); PartiQL batches
+//! of 25: 33 to 34 s; one UpdateItem each: 69 per second (about 145 s). Concurrency between 8
+//! and 64 made no consistent difference: LocalStack is the bottleneck. On AWS all three are
+//! fast; only the WCU cost differs.
 
 use std::time::Duration;
 
