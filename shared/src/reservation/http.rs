@@ -60,6 +60,24 @@ pub fn path_param(request: &Request, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The required `Idempotency-Key` header; `why` tells a client that omitted it what it protects.
+pub fn idempotency_key(request: &Request, why: &str) -> Result<IdempotencyKey, Problem> {
+    let key = request
+        .headers()
+        .get("idempotency-key")
+        .ok_or_else(|| bad_request("missing-idempotency-key", "Idempotency-Key required", why))?;
+    key.to_str()
+        .ok()
+        .and_then(|k| IdempotencyKey::parse(k).ok())
+        .ok_or_else(|| {
+            bad_request(
+                "invalid-idempotency-key",
+                "Invalid Idempotency-Key",
+                "The key must be 1 to 128 printable characters without spaces.",
+            )
+        })
+}
+
 pub fn bad_request(slug: &str, title: &str, detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, slug, title, detail)
 }
@@ -106,24 +124,10 @@ pub fn parse_reserve(request: &Request) -> Result<ReserveCommand, Problem> {
                 "The sale id in the path is malformed.",
             )
         })?;
-    let key = request.headers().get("idempotency-key").ok_or_else(|| {
-        bad_request(
-            "missing-idempotency-key",
-            "Idempotency-Key required",
-            "Send an Idempotency-Key header (a UUID works well) so a retry cannot reserve twice.",
-        )
-    })?;
-    let key = key
-        .to_str()
-        .ok()
-        .and_then(|k| IdempotencyKey::parse(k).ok())
-        .ok_or_else(|| {
-            bad_request(
-                "invalid-idempotency-key",
-                "Invalid Idempotency-Key",
-                "The key must be 1 to 128 printable characters without spaces.",
-            )
-        })?;
+    let key = idempotency_key(
+        request,
+        "Send an Idempotency-Key header (a UUID works well) so a retry cannot reserve twice.",
+    )?;
     let bytes = body_bytes(request)?;
     let body: ReserveBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         ReserveBody { quantity: None }

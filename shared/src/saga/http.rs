@@ -10,10 +10,10 @@ use super::control::SagaControl;
 use super::pay::{PayCommand, PayError, PayService, PaymentMethod};
 use super::records::CheckoutRecords;
 use super::webhook::{WebhookError, WebhookEventLog, WebhookOutcome, WebhookService};
-use crate::domain::{Clock, IdempotencyKey, ReservationId};
+use crate::domain::{Clock, ReservationId};
 use crate::http::{json, Problem};
 use crate::payment::PaymentProvider;
-use crate::reservation::http::{bad_request, body_bytes, identity_of, path_param};
+use crate::reservation::http::{bad_request, body_bytes, idempotency_key, identity_of, path_param};
 
 /// How soon a client should retry after a 503 here.
 const RETRY_AFTER_SECS: &str = "1";
@@ -38,24 +38,10 @@ pub fn parse_pay(request: &Request) -> Result<PayCommand, Problem> {
                 "The reservation id in the path is malformed.",
             )
         })?;
-    let key = request.headers().get("idempotency-key").ok_or_else(|| {
-        bad_request(
-            "missing-idempotency-key",
-            "Idempotency-Key required",
-            "Send an Idempotency-Key header so a retried payment request cannot pay twice.",
-        )
-    })?;
-    let payment_key = key
-        .to_str()
-        .ok()
-        .and_then(|k| IdempotencyKey::parse(k).ok())
-        .ok_or_else(|| {
-            bad_request(
-                "invalid-idempotency-key",
-                "Invalid Idempotency-Key",
-                "The key must be 1 to 128 printable characters without spaces.",
-            )
-        })?;
+    let payment_key = idempotency_key(
+        request,
+        "Send an Idempotency-Key header so a retried payment request cannot pay twice.",
+    )?;
     let body: PayBody = serde_json::from_slice(body_bytes(request)?).map_err(|e| {
         bad_request(
             "malformed-body",
