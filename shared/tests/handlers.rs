@@ -15,6 +15,7 @@ use flashsale_core::sale::http as sale_http;
 use flashsale_core::sale::memory::InMemorySaleCatalog;
 use flashsale_core::sale::{Sale, SaleCatalog};
 use flashsale_core::stock::memory::InMemoryStockEngine;
+use flashsale_core::stock::repair::memory::RecordedRepairs;
 use flashsale_core::stock::{ShardCount, StockEngine, StockSetup};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -28,6 +29,7 @@ type Service = ReserveService<
     InMemorySaleCatalog,
     InMemoryReservationStore,
     ManualClock,
+    RecordedRepairs,
 >;
 
 fn sale(id: &str, units: u64, limit: u32) -> Sale {
@@ -55,6 +57,7 @@ async fn service_with(sales: &[Sale]) -> Service {
         catalog: InMemorySaleCatalog::default(),
         store: InMemoryReservationStore::default(),
         clock,
+        repairs: RecordedRepairs::default(),
         policies: RatePolicies {
             per_user: BucketPolicy::new(3, 1.0).unwrap(),
             per_ip: BucketPolicy::new(100, 100.0).unwrap(),

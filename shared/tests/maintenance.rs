@@ -10,7 +10,7 @@ use common::*;
 use flashsale_core::domain::{Currency, ManualClock, Money, Quantity, SaleId, Timestamp, UserId};
 use flashsale_core::expiry::{ExpiryConfig, ExpiryService};
 use flashsale_core::reconcile::holds::{HoldReconciler, ReconcileConfig};
-use flashsale_core::reconcile::memory::InMemoryLedger;
+use flashsale_core::reconcile::memory::{InMemoryLedger, RecordedPaymentChecks};
 use flashsale_core::reconcile::rebuild::{RebuildConfig, StockRebuilder, Trigger};
 use flashsale_core::reconcile::sweep::{Sweep, SweepConfig};
 use flashsale_core::reservation::{Reservation, ReservationStatus};
@@ -33,6 +33,7 @@ struct World {
     ledger: InMemoryLedger,
     catalog: InMemorySaleCatalog,
     clock: ManualClock,
+    payments: RecordedPaymentChecks,
 }
 
 async fn world() -> World {
@@ -44,6 +45,7 @@ async fn world() -> World {
         ledger: InMemoryLedger::default(),
         catalog: InMemorySaleCatalog::default(),
         clock: ManualClock::at(now()),
+        payments: RecordedPaymentChecks::default(),
     }
 }
 
@@ -107,10 +109,11 @@ impl World {
         }
     }
 
-    fn reconciler(&self) -> HoldReconciler<'_, Engine, InMemoryLedger> {
+    fn reconciler(&self) -> HoldReconciler<'_, Engine, InMemoryLedger, RecordedPaymentChecks> {
         HoldReconciler {
             stock: &self.engine,
             records: &self.ledger,
+            payments: &self.payments,
             config: ReconcileConfig::default(),
         }
     }
@@ -776,8 +779,11 @@ async fn only_one_rebuild_of_a_sale_runs_at_a_time() {
 async fn top_ups_keep_every_shard_at_its_share_of_the_total() {
     let w = world().await;
     let sale = w.open_sale("topup", 3, 4, 1).await;
-    w.engine.top_up(&sale.stock(), 1).await.unwrap();
-    w.engine.top_up(&sale.stock(), 6).await.unwrap();
+    w.engine.grow_to(&sale.stock(), 4).await.unwrap();
+    w.engine.grow_to(&sale.stock(), 10).await.unwrap();
+    // Converges: the same target again, or a smaller one, changes nothing.
+    w.engine.grow_to(&sale.stock(), 10).await.unwrap();
+    w.engine.grow_to(&sale.stock(), 7).await.unwrap();
     let initial: Vec<i64> = w
         .engine
         .levels(&sale.stock())
@@ -821,6 +827,7 @@ async fn the_sweep_expires_reconciles_and_rebuilds_a_lost_sale_by_itself() {
         records: &w.ledger,
         catalog: &w.catalog,
         clock: &w.clock,
+        payments: &w.payments,
         config: SweepConfig {
             rebuild: RebuildConfig {
                 settle: Duration::from_millis(10),

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use flashsale_core::rate_limit::redis::RedisRateLimiter;
-use flashsale_core::rate_limit::{BucketPolicy, RateKey, RateLimiter};
+use flashsale_core::rate_limit::{BucketPolicy, RateKey, RateLimiter, RequestId};
 use testkit::RedisServer;
 
 fn key(name: &str) -> RateKey {
@@ -24,7 +24,12 @@ async fn admitted_requests_match_capacity_plus_refill_over_a_measured_window() {
     let mut asked = 0u32;
     while started.elapsed() < Duration::from_millis(1_500) {
         asked += 1;
-        if limiter.check(&key, policy).await.unwrap().allowed {
+        if limiter
+            .check(&key, policy, &RequestId::random())
+            .await
+            .unwrap()
+            .allowed
+        {
             admitted += 1;
         }
     }
@@ -49,16 +54,28 @@ async fn decisions_carry_what_the_rate_limit_headers_need() {
     let policy = BucketPolicy::new(3, 2.0).unwrap();
     let key = key("headers");
 
-    let first = limiter.check(&key, policy).await.unwrap();
+    let first = limiter
+        .check(&key, policy, &RequestId::random())
+        .await
+        .unwrap();
     assert!(first.allowed);
     assert_eq!((first.limit, first.remaining), (3, 2));
     assert_eq!(first.retry_after, Duration::ZERO);
     // One token spent at 2 tokens/s: full again within 500 ms.
     assert!(first.reset_after <= Duration::from_millis(500), "{first:?}");
 
-    limiter.check(&key, policy).await.unwrap();
-    limiter.check(&key, policy).await.unwrap();
-    let refused = limiter.check(&key, policy).await.unwrap();
+    limiter
+        .check(&key, policy, &RequestId::random())
+        .await
+        .unwrap();
+    limiter
+        .check(&key, policy, &RequestId::random())
+        .await
+        .unwrap();
+    let refused = limiter
+        .check(&key, policy, &RequestId::random())
+        .await
+        .unwrap();
     assert!(!refused.allowed);
     assert_eq!(refused.remaining, 0);
     // The next token comes within 1/rate = 500 ms, and the bucket is full within 1.5 s.
@@ -73,7 +90,13 @@ async fn decisions_carry_what_the_rate_limit_headers_need() {
 
     // Waiting Retry-After is enough.
     tokio::time::sleep(refused.retry_after + Duration::from_millis(20)).await;
-    assert!(limiter.check(&key, policy).await.unwrap().allowed);
+    assert!(
+        limiter
+            .check(&key, policy, &RequestId::random())
+            .await
+            .unwrap()
+            .allowed
+    );
 }
 
 #[tokio::test]
@@ -83,9 +106,27 @@ async fn buckets_are_independent_per_key_and_scope() {
     let policy = BucketPolicy::new(1, 0.1).unwrap();
     let user = RateKey::User("same".into());
     let ip = RateKey::SourceIp("same".into());
-    assert!(limiter.check(&user, policy).await.unwrap().allowed);
-    assert!(!limiter.check(&user, policy).await.unwrap().allowed);
-    assert!(limiter.check(&ip, policy).await.unwrap().allowed);
+    assert!(
+        limiter
+            .check(&user, policy, &RequestId::random())
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        !limiter
+            .check(&user, policy, &RequestId::random())
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        limiter
+            .check(&ip, policy, &RequestId::random())
+            .await
+            .unwrap()
+            .allowed
+    );
 }
 
 #[tokio::test]
@@ -94,7 +135,11 @@ async fn idle_buckets_expire_from_redis() {
     let limiter = RedisRateLimiter::new(server.connection().await);
     let key = key("expiry");
     limiter
-        .check(&key, BucketPolicy::new(5, 100.0).unwrap())
+        .check(
+            &key,
+            BucketPolicy::new(5, 100.0).unwrap(),
+            &RequestId::random(),
+        )
         .await
         .unwrap();
     let mut conn = server.connection().await;

@@ -212,3 +212,43 @@ fn the_graph_is_closed_and_every_state_is_reachable() {
         assert!(targets.contains(&name.as_str()), "{name} is unreachable");
     }
 }
+
+#[test]
+fn the_definitions_direct_writes_use_the_records_statuses_and_transitions() {
+    use flashsale_core::reservation::item::{attr, transition};
+    use flashsale_core::reservation::ReservationStatus;
+    let asl = definition();
+    let all = states(&asl);
+
+    let mark = &all["MarkFailed"]["Parameters"];
+    let t = transition("mark_failed");
+    assert_eq!(mark["ExpressionAttributeNames"]["#s"], attr::STATUS);
+    assert_eq!(
+        mark["ExpressionAttributeValues"][":failed"]["S"],
+        t.to.as_str()
+    );
+    assert_eq!(
+        mark["ExpressionAttributeValues"][":processing"]["S"],
+        t.from.as_str()
+    );
+    assert_eq!(mark["ConditionExpression"], "#s = :processing");
+    let update = mark["UpdateExpression"].as_str().unwrap();
+    assert!(update.contains(attr::FAILURE_REASON) && update.contains(attr::CHARGE_TOKEN));
+    assert_eq!(mark["Key"][attr::RESERVATION_ID]["S.$"], "$.reservation_id");
+
+    // Validate charges only what begin_payment produced.
+    let payable = &all["IsPayable"]["Choices"][0]["And"][1];
+    assert_eq!(
+        payable["Variable"],
+        format!("$.record.Item.{}.S", attr::STATUS)
+    );
+    assert_eq!(
+        payable["StringEquals"],
+        transition("begin_payment").to.as_str()
+    );
+    // Every status the definition compares with is one the code writes.
+    for choice in all["AfterMark"]["Choices"].as_array().unwrap() {
+        let status = choice["And"][1]["StringEquals"].as_str().unwrap();
+        assert!(ReservationStatus::parse(status).is_some(), "{status}");
+    }
+}

@@ -559,7 +559,7 @@ async fn top_up_during_a_sale_brings_a_sold_out_sale_back() {
             .unwrap(),
         ReserveOutcome::SoldOut
     );
-    engine.top_up(&sale, 3).await.unwrap();
+    engine.grow_to(&sale, 4).await.unwrap();
     reserve_one(&engine, &sale, "second").await;
     let levels = engine.levels(&sale).await.unwrap();
     assert_eq!(

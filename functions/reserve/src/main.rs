@@ -11,6 +11,7 @@ use flashsale_core::reservation::reserve::{RatePolicies, ReserveService};
 use flashsale_core::sale::cached::CachedSaleCatalog;
 use flashsale_core::sale::dynamo::DynamoSaleCatalog;
 use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
+use flashsale_core::stock::repair::sqs::SqsRepairRequests;
 use flashsale_core::stock::{SoldOutCache, SoldOutCacheConfig};
 use flashsale_core::store::redis::{RedisConnection, RedisSettings};
 use flashsale_core::{config, observability, store};
@@ -20,8 +21,9 @@ use lambda_http::{service_fn, Error, Request};
 async fn main() -> Result<(), Error> {
     observability::init();
     let redis = RedisConnection::connect(&RedisSettings::from_env()?).await?;
-    let dynamo = store::dynamo::client().await;
-    let engine = RedisStockEngine::new(redis.clone(), RedisStockConfig::default());
+    let aws = store::aws_config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let engine = RedisStockEngine::new(redis.clone(), RedisStockConfig::from_env()?);
     if let Err(error) = engine.preload_scripts().await {
         tracing::warn!(%error, "could not preload scripts; they load on first use");
     }
@@ -42,6 +44,10 @@ async fn main() -> Result<(), Error> {
         ),
         store: DynamoReservationStore::new(dynamo, config::required("RESERVATIONS_TABLE")?),
         clock: SystemClock,
+        repairs: SqsRepairRequests::new(
+            aws_sdk_sqs::Client::new(&aws),
+            config::required("REPAIR_QUEUE_URL")?,
+        ),
         policies: RatePolicies::from_env()?,
     };
     let service = &service;

@@ -12,6 +12,12 @@
 //!   its own conditional write (1 WCU each).
 //! - [`ExpiryWrites::PerItem`]: one `UpdateItem` per reservation.
 //!
+//! A condition that fails on a record already EXPIRED counts as expired (its hold is released):
+//! that is this write's own earlier attempt whose answer was lost (the SDK retried it), or a
+//! concurrent run of the cleanup; releasing is idempotent either way. Every write asks for the
+//! old item on a failed condition (`ReturnValuesOnConditionCheckFailure = ALL_OLD`) to tell.
+//! Throttling, conflicts and 5xx are retried ([`crate::store::write`]).
+//!
 //! Why batching, and why transactions by default: on LocalStack (DynamoDB Local behind
 //! LocalStack's Python gateway, 2 cores) the per-request overhead dominates. Measured with
 //! tools/expiry-bench (10,000 expired reservations, concurrency 32, warm LocalStack, a machine
@@ -25,16 +31,28 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{BatchStatementRequest, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    BatchStatementRequest, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use aws_sdk_dynamodb::Client;
 
 use super::{DuePage, DueReservation, ExpireOutcome, ExpiryStore};
 use crate::config::{parsed_or, ConfigError};
 use crate::domain::{Quantity, ReservationId, SaleId, Timestamp, UserId};
-use crate::reservation::StoreError;
+use crate::reservation::item::{attr, status_of, transition};
+use crate::reservation::{ReservationStatus, StoreError};
 use crate::store::item::{self, num, str, Item};
+use crate::store::write::{self, unavailable, RetryPolicy, WriteFailure};
 
-pub const INDEX: &str = "pending-by-expiry";
+pub const INDEX: &str = crate::reservation::item::index::PENDING_BY_EXPIRY;
+
+/// The outcome of a write whose condition failed, from the old item it returned.
+fn condition_failed(old: Option<&Item>) -> ExpireOutcome {
+    match old.map(status_of) {
+        Some(Ok(ReservationStatus::Expired)) => ExpireOutcome::Expired,
+        _ => ExpireOutcome::NotPending,
+    }
+}
 /// DynamoDB's limit of statements per `BatchExecuteStatement`.
 pub const MAX_STATEMENTS: usize = 25;
 /// DynamoDB's limit of actions per `TransactWriteItems`.
@@ -99,9 +117,14 @@ impl DynamoExpiryStore {
     pub fn new(client: Client, table: impl Into<String>, writes: ExpiryWrites) -> Self {
         let table = table.into();
         let update_statement = format!(
-            "UPDATE \"{}\" SET \"status\" = ? SET expired_at = ? REMOVE expiry_bucket \
-             WHERE reservation_id = ? AND \"status\" = ? AND expires_at <= ?",
-            table.replace('"', "")
+            "UPDATE \"{}\" SET \"{status}\" = ? SET {expired} = ? REMOVE {bucket} \
+             WHERE {id} = ? AND \"{status}\" = ? AND {expires} <= ?",
+            table.replace('"', ""),
+            status = attr::STATUS,
+            expired = attr::EXPIRED_AT,
+            bucket = attr::EXPIRY_BUCKET,
+            id = attr::RESERVATION_ID,
+            expires = attr::EXPIRES_AT,
         );
         Self {
             client,
@@ -116,23 +139,30 @@ impl DynamoExpiryStore {
         id: ReservationId,
         now: Timestamp,
     ) -> Result<ExpireOutcome, StoreError> {
-        let result = self
+        let t = transition("expire");
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key("reservation_id", str(id.to_string()))
-            .update_expression("SET #s = :expired, expired_at = :now REMOVE expiry_bucket")
-            .condition_expression("#s = :pending AND expires_at <= :now")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":expired", str("EXPIRED"))
-            .expression_attribute_values(":pending", str("PENDING"))
+            .key(attr::RESERVATION_ID, str(id.to_string()))
+            .update_expression(UPDATE_EXPRESSION)
+            .condition_expression(CONDITION)
+            .expression_attribute_names("#s", attr::STATUS)
+            .expression_attribute_values(":to", str(t.to.as_str()))
+            .expression_attribute_values(":from", str(t.from.as_str()))
             .expression_attribute_values(":now", num(now.as_millis()))
-            .send()
-            .await;
-        match result {
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match write::with_retries(
+            RetryPolicy::BACKGROUND,
+            "expire",
+            write::classify_update,
+            || request.clone().send(),
+        )
+        .await?
+        {
             Ok(_) => Ok(ExpireOutcome::Expired),
-            Err(e) if item::is_conditional_check_failed(&e) => Ok(ExpireOutcome::NotPending),
-            Err(e) => Err(unavailable(e)),
+            Err(WriteFailure::ConditionFailed { old, .. }) => Ok(condition_failed(old.as_ref())),
+            Err(other) => Err(StoreError::Unavailable(format!("{other:?}"))),
         }
     }
 
@@ -146,11 +176,14 @@ impl DynamoExpiryStore {
             .map(|id| {
                 BatchStatementRequest::builder()
                     .statement(&self.update_statement)
-                    .parameters(str("EXPIRED"))
+                    .parameters(str(ReservationStatus::Expired.as_str()))
                     .parameters(num(now.as_millis()))
                     .parameters(str(id.to_string()))
-                    .parameters(str("PENDING"))
+                    .parameters(str(ReservationStatus::Pending.as_str()))
                     .parameters(num(now.as_millis()))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
                     .build()
             })
             .collect();
@@ -163,16 +196,28 @@ impl DynamoExpiryStore {
                     .collect()
             }
         };
-        let output = match self
+        let request = self
             .client
             .batch_execute_statement()
-            .set_statements(Some(statements))
-            .send()
-            .await
+            .set_statements(Some(statements));
+        let output = match write::with_retries(
+            RetryPolicy::BACKGROUND,
+            "expire batch",
+            write::classify,
+            || request.clone().send(),
+        )
+        .await
         {
-            Ok(output) => output,
+            Ok(Ok(output)) => output,
+            Ok(Err(failure)) => {
+                let message = format!("{failure:?}");
+                return ids
+                    .iter()
+                    .map(|_| Err(StoreError::Unavailable(message.clone())))
+                    .collect();
+            }
             Err(e) => {
-                let message = DisplayErrorContext(&e).to_string();
+                let message = e.to_string();
                 return ids
                     .iter()
                     .map(|_| Err(StoreError::Unavailable(message.clone())))
@@ -186,7 +231,7 @@ impl DynamoExpiryStore {
                 None if i < responses.len() => Ok(ExpireOutcome::Expired),
                 None => Err(StoreError::Malformed("missing statement response".into())),
                 Some(error) => match error.code().map(|c| c.as_str()) {
-                    Some("ConditionalCheckFailed") => Ok(ExpireOutcome::NotPending),
+                    Some("ConditionalCheckFailed") => Ok(condition_failed(error.item())),
                     code => Err(StoreError::Unavailable(format!(
                         "{}: {}",
                         code.unwrap_or("unknown"),
@@ -204,15 +249,17 @@ impl DynamoExpiryStore {
         id: ReservationId,
         now: Timestamp,
     ) -> Result<TransactWriteItem, StoreError> {
+        let t = transition("expire");
         let update = Update::builder()
             .table_name(&self.table)
-            .key("reservation_id", str(id.to_string()))
-            .update_expression("SET #s = :expired, expired_at = :now REMOVE expiry_bucket")
-            .condition_expression("#s = :pending AND expires_at <= :now")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":expired", str("EXPIRED"))
-            .expression_attribute_values(":pending", str("PENDING"))
+            .key(attr::RESERVATION_ID, str(id.to_string()))
+            .update_expression(UPDATE_EXPRESSION)
+            .condition_expression(CONDITION)
+            .expression_attribute_names("#s", attr::STATUS)
+            .expression_attribute_values(":to", str(t.to.as_str()))
+            .expression_attribute_values(":from", str(t.from.as_str()))
             .expression_attribute_values(":now", num(now.as_millis()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(|e| StoreError::Malformed(e.to_string()))?;
         Ok(TransactWriteItem::builder().update(update).build())
@@ -260,6 +307,18 @@ impl DynamoExpiryStore {
                     }
                     pending.clear();
                 }
+                Err(error)
+                    if matches!(write::classify(&error), WriteFailure::Transient(_))
+                        && !matches!(
+                            error.as_service_error(),
+                            Some(TransactWriteItemsError::TransactionCanceledException(_))
+                        ) =>
+                {
+                    // Throttled as a whole, a 5xx, or a lost answer: send them all again (a
+                    // committed attempt comes back as failed conditions on EXPIRED items).
+                    tracing::warn!(error = %DisplayErrorContext(&error), "expiry transaction failed transiently; retrying");
+                    continue;
+                }
                 Err(SdkError::ServiceError(service)) => {
                     let TransactWriteItemsError::TransactionCanceledException(cancelled) =
                         service.err()
@@ -280,7 +339,7 @@ impl DynamoExpiryStore {
                     for (&i, reason) in pending.iter().zip(reasons) {
                         match reason.code() {
                             Some("ConditionalCheckFailed") => {
-                                results[i] = Some(Ok(ExpireOutcome::NotPending))
+                                results[i] = Some(Ok(condition_failed(reason.item())))
                             }
                             // Cancelled because of another item, or a conflict or throttle
                             // on this one: send it again.
@@ -321,13 +380,9 @@ impl DynamoExpiryStore {
     }
 }
 
-fn unavailable<E, R>(error: SdkError<E, R>) -> StoreError
-where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    StoreError::Unavailable(DisplayErrorContext(&error).to_string())
-}
+/// PENDING -> EXPIRED (the `expire` transition), leaving the expiry index.
+const UPDATE_EXPRESSION: &str = "SET #s = :to, expired_at = :now REMOVE expiry_bucket";
+const CONDITION: &str = "#s = :from AND expires_at <= :now";
 
 /// Reads what the index projects (production: `sale_id, user_id, quantity, shard, status`
 /// plus the keys).

@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use crate::config::{parsed_or, ConfigError};
 use crate::domain::{Quantity, ReservationId, SaleId, Timestamp, UserId};
-use crate::reservation::dynamo::EXPIRY_BUCKETS;
+use crate::reservation::item::EXPIRY_BUCKETS;
 use crate::reservation::StoreError;
 use crate::sale::SaleCatalog;
 use crate::stock::{ReleaseOutcome, SaleStock, StockEngine, StockMaintenance};

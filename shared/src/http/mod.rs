@@ -1,6 +1,9 @@
-//! HTTP helpers for the `lambda_http` handlers: JSON bodies and RFC 9457 problem details.
+//! HTTP helpers for the `lambda_http` handlers: reading requests ([`request`]), JSON bodies,
+//! and RFC 9457 problem details ([`Problem`], the shared catalogue in [`problems`]).
 
 mod problem;
+pub mod problems;
+pub mod request;
 
 use lambda_http::http::{header, StatusCode};
 use lambda_http::{Body, Response};

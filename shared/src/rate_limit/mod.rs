@@ -61,6 +61,43 @@ impl RateKey {
             RateKey::SourceIp(ip) => format!("fs:{{rl:ip:{ip}}}"),
         }
     }
+
+    /// The key that remembers one request's decision on this bucket (same slot).
+    pub fn request_key(&self, request: &RequestId) -> String {
+        format!("{}:req:{}", self.redis_key(), request.0)
+    }
+}
+
+/// Names one request to the limiter, so a check that runs twice (a re-sent script) spends once
+/// and a refund gives back only what that request spent. Any unique string: the API Gateway
+/// request id, or a random id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// At most 128 bytes of letters, digits, '-', '_' and '.'; anything else gets a random id.
+    pub fn from_gateway(raw: Option<&str>) -> Self {
+        match raw {
+            Some(raw)
+                if !raw.is_empty()
+                    && raw.len() <= 128
+                    && raw
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                Self(raw.to_owned())
+            }
+            _ => Self::random(),
+        }
+    }
+
+    pub fn random() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// The outcome of one check.
@@ -87,11 +124,23 @@ pub enum RateLimitError {
 
 /// The port.
 pub trait RateLimiter: Send + Sync {
+    /// Spends one token of `key`'s bucket for `request`, if there is one. Running it twice for
+    /// the same request spends once and answers the same.
     fn check(
         &self,
         key: &RateKey,
         policy: BucketPolicy,
+        request: &RequestId,
     ) -> impl Future<Output = Result<RateDecision, RateLimitError>> + Send;
+
+    /// Gives back the token `request` spent on `key` (a later check refused the request, and a
+    /// refused request must cost no other budget). Only once, and only if it spent one.
+    fn refund(
+        &self,
+        key: &RateKey,
+        policy: BucketPolicy,
+        request: &RequestId,
+    ) -> impl Future<Output = Result<(), RateLimitError>> + Send;
 }
 
 #[cfg(test)]

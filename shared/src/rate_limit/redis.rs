@@ -6,7 +6,10 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::Script;
 
-use super::{BucketPolicy, RateDecision, RateKey, RateLimitError, RateLimiter};
+use super::{BucketPolicy, RateDecision, RateKey, RateLimitError, RateLimiter, RequestId};
+
+/// How long a request's decision is remembered (a re-sent script comes within a second).
+const REQUEST_MEMORY: Duration = Duration::from_secs(10);
 
 static TOKEN_BUCKET: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("token_bucket.lua")));
@@ -24,6 +27,26 @@ where
         Self { conn }
     }
 
+    async fn run(
+        &self,
+        key: &RateKey,
+        policy: BucketPolicy,
+        request: &RequestId,
+        op: &str,
+    ) -> Result<Vec<i64>, RateLimitError> {
+        let mut conn = self.conn.clone();
+        Ok(TOKEN_BUCKET
+            .key(key.redis_key())
+            .key(key.request_key(request))
+            .arg(policy.capacity())
+            .arg(policy.refill_per_sec())
+            .arg(1)
+            .arg(op)
+            .arg(REQUEST_MEMORY.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
     pub async fn preload_script(&self) -> Result<(), RateLimitError> {
         let mut conn = self.conn.clone();
         TOKEN_BUCKET.prepare_invoke().load_async(&mut conn).await?;
@@ -39,15 +62,9 @@ where
         &self,
         key: &RateKey,
         policy: BucketPolicy,
+        request: &RequestId,
     ) -> Result<RateDecision, RateLimitError> {
-        let mut conn = self.conn.clone();
-        let reply: Vec<i64> = TOKEN_BUCKET
-            .key(key.redis_key())
-            .arg(policy.capacity())
-            .arg(policy.refill_per_sec())
-            .arg(1)
-            .invoke_async(&mut conn)
-            .await?;
+        let reply = self.run(key, policy, request, "take").await?;
         let [allowed, remaining, full_in_ms, retry_after_ms] = reply[..] else {
             return Err(RateLimitError::UnexpectedReply(format!("{reply:?}")));
         };
@@ -58,5 +75,15 @@ where
             reset_after: Duration::from_millis(full_in_ms.max(0) as u64),
             retry_after: Duration::from_millis(retry_after_ms.max(0) as u64),
         })
+    }
+
+    async fn refund(
+        &self,
+        key: &RateKey,
+        policy: BucketPolicy,
+        request: &RequestId,
+    ) -> Result<(), RateLimitError> {
+        self.run(key, policy, request, "refund").await?;
+        Ok(())
     }
 }

@@ -1,25 +1,32 @@
-//! The DynamoDB adapter of [`DurableRecords`]: the reservations table (by id, and its `by-sale`
-//! index) and the orders table's `by-sale` index.
+//! The DynamoDB adapter of [`DurableRecords`]: the reservations table (by id, and its by-sale
+//! index, spread over [`item::SALE_BUCKETS`] partitions per sale) and the orders table's
+//! `by-sale` index.
 //!
-//! The by-sale queries read only what the indexes project in production: reservations
-//! `reservation_id, user_id, status, quantity, shard, expires_at`; orders `reservation_id,
-//! user_id, quantity, shard`. Index reads are eventually consistent; decisions that change
-//! anything re-read the records by id with strong consistency ([`DurableRecords::get_many`]).
+//! The by-sale queries read only what the indexes project in production
+//! ([`ReservationSummary::PROJECTION`]; orders `reservation_id, user_id, quantity, shard`).
+//! Index reads are eventually consistent; decisions that change anything re-read the records by
+//! id with strong consistency ([`DurableRecords::get_many`]).
+//!
+//! Orders keep one partition per sale in their index: they are written at the payment rate,
+//! which the stock bounds (a sale of 10,000 units writes at most 10,000 orders), far from a
+//! partition's 1,000 writes per second for long.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::KeysAndAttributes;
+use aws_sdk_dynamodb::types::{KeysAndAttributes, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
+use futures::future::try_join_all;
 
 use super::{DurableRecords, OrderSummary, ReservationSummary, Which};
 use crate::domain::{Quantity, ReservationId, SaleId, Timestamp, UserId};
-use crate::reservation::dynamo::{from_item, to_item};
+use crate::reservation::item::{self, attr, status_of, to_item, transition};
 use crate::reservation::{InsertOutcome, Reservation, ReservationStatus, StoreError};
-use crate::store::item::{self, num, str, Item};
+use crate::store::item::{num, str, Item};
+use crate::store::write::{self, unavailable, RetryPolicy, WriteFailure};
 
-pub const BY_SALE: &str = "by-sale";
+/// The orders table's index of a sale's orders (partition `sale_id`).
+pub const ORDERS_BY_SALE: &str = "by-sale";
 /// DynamoDB's limit of keys per BatchGetItem.
 const BATCH_GET: usize = 100;
 /// Unprocessed keys (throttling) are retried this many times, with a growing pause.
@@ -77,7 +84,7 @@ impl DynamoDurableRecords {
                 .and_then(|r| r.get(&self.reservations))
             {
                 for raw in items {
-                    let r = from_item(raw).map_err(StoreError::Malformed)?;
+                    let r = Reservation::try_from(raw).map_err(StoreError::Malformed)?;
                     found.insert(r.reservation_id, r);
                 }
             }
@@ -94,40 +101,45 @@ impl DynamoDurableRecords {
         Ok(())
     }
 
-    /// Runs a by-sale query to the end and parses every item.
-    async fn query_by_sale<T>(
+    /// Runs one index query (one partition) to the end and parses every item.
+    #[allow(clippy::too_many_arguments)]
+    async fn query_partition<T>(
         &self,
         table: &str,
-        sale: &SaleId,
-        projection: &str,
-        held_only: bool,
-        parse: impl Fn(&Item) -> Result<T, String>,
+        index: &str,
+        key_name: &str,
+        key: String,
+        projection: &[&str],
+        statuses: Option<&[ReservationStatus]>,
+        parse: &(impl Fn(&Item) -> Result<T, String> + Sync),
     ) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
+        // Every projected attribute goes through an alias (`shard` and `status` are DynamoDB
+        // reserved words): "#a3" reads attribute projection[3].
+        let aliases: Vec<String> = (0..projection.len()).map(|i| format!("#a{i}")).collect();
         loop {
             let mut query = self
                 .client
                 .query()
                 .table_name(table)
-                .index_name(BY_SALE)
-                .key_condition_expression("sale_id = :sale")
-                .expression_attribute_values(":sale", str(sale.as_str()))
-                .projection_expression(projection)
+                .index_name(index)
+                .key_condition_expression("#k = :key")
+                .expression_attribute_names("#k", key_name)
+                .expression_attribute_values(":key", str(&key))
+                .projection_expression(aliases.join(", "))
                 .set_exclusive_start_key(start.take());
-            // Every projected attribute goes through an alias (`shard` and `status` are
-            // DynamoDB reserved words): "#name" reads attribute "name".
-            for alias in projection.split(',').map(str::trim) {
-                if let Some(name) = alias.strip_prefix('#') {
-                    let name = if name == "s" { "status" } else { name };
-                    query = query.expression_attribute_names(alias, name);
-                }
+            for (alias, name) in aliases.iter().zip(projection) {
+                query = query.expression_attribute_names(alias, *name);
             }
-            if held_only {
+            if let Some(statuses) = statuses {
+                let values: Vec<String> = (0..statuses.len()).map(|i| format!(":s{i}")).collect();
                 query = query
-                    .filter_expression("#s IN (:pending, :processing)")
-                    .expression_attribute_values(":pending", str("PENDING"))
-                    .expression_attribute_values(":processing", str("PAYMENT_PROCESSING"));
+                    .filter_expression(format!("#st IN ({})", values.join(", ")))
+                    .expression_attribute_names("#st", attr::STATUS);
+                for (value, status) in values.iter().zip(statuses) {
+                    query = query.expression_attribute_values(value, str(status.as_str()));
+                }
             }
             let output = query.send().await.map_err(unavailable)?;
             for raw in output.items() {
@@ -141,35 +153,14 @@ impl DynamoDurableRecords {
     }
 }
 
-fn unavailable<E, R>(error: SdkError<E, R>) -> StoreError
-where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    StoreError::Unavailable(DisplayErrorContext(&error).to_string())
-}
-
-fn summary_from_item(raw: &Item) -> Result<ReservationSummary, String> {
-    let status = item::s(raw, "status")?;
-    Ok(ReservationSummary {
-        reservation_id: ReservationId::parse(&item::s(raw, "reservation_id")?)
-            .map_err(|e| e.to_string())?,
-        user_id: UserId::parse(item::s(raw, "user_id")?).map_err(|e| e.to_string())?,
-        quantity: Quantity::new(item::n(raw, "quantity")?).map_err(|e| e.to_string())?,
-        shard: item::n(raw, "shard")?,
-        status: ReservationStatus::parse(&status)
-            .ok_or_else(|| format!("unknown status {status}"))?,
-        expires_at: Timestamp::from_millis(item::n(raw, "expires_at")?),
-    })
-}
-
 fn order_from_item(raw: &Item) -> Result<OrderSummary, String> {
+    use crate::store::item as field;
     Ok(OrderSummary {
-        reservation_id: ReservationId::parse(&item::s(raw, "reservation_id")?)
+        reservation_id: ReservationId::parse(&field::s(raw, "reservation_id")?)
             .map_err(|e| e.to_string())?,
-        user_id: UserId::parse(item::s(raw, "user_id")?).map_err(|e| e.to_string())?,
-        quantity: Quantity::new(item::n(raw, "quantity")?).map_err(|e| e.to_string())?,
-        shard: item::n(raw, "shard")?,
+        user_id: UserId::parse(field::s(raw, "user_id")?).map_err(|e| e.to_string())?,
+        quantity: Quantity::new(field::n(raw, "quantity")?).map_err(|e| e.to_string())?,
+        shard: field::n(raw, "shard")?,
     })
 }
 
@@ -188,81 +179,119 @@ impl DurableRecords for DynamoDurableRecords {
         Ok(found)
     }
 
+    /// The sale's partitions of the by-sale index, read concurrently.
     async fn reservations_of_sale(
         &self,
         sale: &SaleId,
         which: Which,
     ) -> Result<Vec<ReservationSummary>, StoreError> {
-        self.query_by_sale(
-            &self.reservations,
-            sale,
-            "#reservation_id, #user_id, #quantity, #shard, #s, #expires_at",
-            which == Which::Held,
-            summary_from_item,
-        )
-        .await
+        use ReservationStatus::*;
+        let statuses: Option<&[ReservationStatus]> = match which {
+            Which::All => None,
+            Which::Held => Some(&[Pending, PaymentProcessing]),
+            Which::Live => Some(&[Pending, PaymentProcessing, Confirmed]),
+        };
+        let parse = |raw: &Item| ReservationSummary::try_from(raw);
+        let parts = try_join_all(item::sale_buckets(sale).map(|bucket| {
+            self.query_partition(
+                &self.reservations,
+                item::index::BY_SALE,
+                attr::SALE_BUCKET,
+                bucket,
+                &ReservationSummary::PROJECTION,
+                statuses,
+                &parse,
+            )
+        }))
+        .await?;
+        Ok(parts.into_iter().flatten().collect())
     }
 
     async fn orders_of_sale(&self, sale: &SaleId) -> Result<Vec<OrderSummary>, StoreError> {
-        self.query_by_sale(
+        self.query_partition(
             &self.orders,
-            sale,
-            "#reservation_id, #user_id, #quantity, #shard",
-            false,
-            order_from_item,
+            ORDERS_BY_SALE,
+            "sale_id",
+            sale.to_string(),
+            &["reservation_id", "user_id", "quantity", "shard"],
+            None,
+            &order_from_item,
         )
         .await
     }
 
+    /// A conditional put on an id Redis chose. A condition failure means a record exists:
+    /// the late write of the dying reserve, or this call's own earlier attempt.
     async fn record_orphan(
         &self,
         reservation: &Reservation,
         now: Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
         let mut record = to_item(reservation);
-        record.insert("reconciled".into(), str("orphan_hold"));
-        record.insert("expired_at".into(), num(now.as_millis()));
-        let result = self
+        record.insert(attr::RECONCILED.into(), str("orphan_hold"));
+        record.insert(attr::EXPIRED_AT.into(), num(now.as_millis()));
+        let request = self
             .client
             .put_item()
             .table_name(&self.reservations)
             .set_item(Some(record))
-            .condition_expression("attribute_not_exists(reservation_id)")
-            .send()
-            .await;
-        match result {
+            .condition_expression(format!("attribute_not_exists({})", attr::RESERVATION_ID));
+        match write::with_retries(
+            RetryPolicy::BACKGROUND,
+            "record orphan",
+            write::classify,
+            || request.clone().send(),
+        )
+        .await?
+        {
             Ok(_) => Ok(InsertOutcome::Inserted),
-            Err(e) if item::is_conditional_check_failed(&e) => Ok(InsertOutcome::AlreadyExists),
-            Err(e) => Err(unavailable(e)),
+            Err(WriteFailure::ConditionFailed { .. }) => Ok(InsertOutcome::AlreadyExists),
+            Err(other) => Err(StoreError::Unavailable(format!("{other:?}"))),
         }
     }
 
+    /// PENDING -> FAILED. The old image comes back when the condition fails: if it is already
+    /// FAILED for the same reason, this is our own earlier attempt whose answer was lost.
     async fn fail_pending(
         &self,
         id: ReservationId,
         reason: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let result = self
+        let t = transition("fail_pending");
+        let request = self
             .client
             .update_item()
             .table_name(&self.reservations)
-            .key("reservation_id", str(id.to_string()))
-            .update_expression(
-                "SET #s = :failed, failure_reason = :reason, failed_at = :now REMOVE expiry_bucket",
-            )
-            .condition_expression("#s = :pending")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":failed", str("FAILED"))
-            .expression_attribute_values(":pending", str("PENDING"))
+            .key(attr::RESERVATION_ID, str(id.to_string()))
+            .update_expression(format!(
+                "SET #s = :to, {reason} = :reason, {at} = :now REMOVE {bucket}",
+                reason = attr::FAILURE_REASON,
+                at = attr::FAILED_AT,
+                bucket = attr::EXPIRY_BUCKET
+            ))
+            .condition_expression("#s = :from")
+            .expression_attribute_names("#s", attr::STATUS)
+            .expression_attribute_values(":to", str(t.to.as_str()))
+            .expression_attribute_values(":from", str(t.from.as_str()))
             .expression_attribute_values(":reason", str(reason))
             .expression_attribute_values(":now", num(now.as_millis()))
-            .send()
-            .await;
-        match result {
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match write::with_retries(
+            RetryPolicy::BACKGROUND,
+            "fail pending",
+            write::classify_update,
+            || request.clone().send(),
+        )
+        .await?
+        {
             Ok(_) => Ok(true),
-            Err(e) if item::is_conditional_check_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable(e)),
+            Err(WriteFailure::ConditionFailed { old, .. }) => Ok(old.is_some_and(|old| {
+                status_of(&old) == Ok(t.to)
+                    && crate::store::item::opt_s(&old, attr::FAILURE_REASON).as_deref()
+                        == Some(reason)
+            })),
+            Err(other) => Err(StoreError::Unavailable(format!("{other:?}"))),
         }
     }
 }

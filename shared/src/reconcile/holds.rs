@@ -12,11 +12,24 @@
 //!
 //! Fallback claims never confirmed (pending-claims) older than the grace period are dropped.
 //!
-//! DynamoDB -> Redis: every PENDING / PAYMENT_PROCESSING reservation of the sale (by-sale
-//! index) whose hold is not active (gone after a failover, or released by a reserve whose
-//! durable write only looked failed) and that is older than the grace period gets its hold
-//! back from `available`, with the buyer's claim. If the shard has no units left, two buyers
-//! now own one unit; the safe action depends on whether money is moving:
+//! DynamoDB -> Redis: every reservation of the sale that owns units (by-sale index: PENDING,
+//! PAYMENT_PROCESSING, CONFIRMED), older than the grace period, is checked in Redis:
+//!
+//! | record                      | hold in Redis         | action                                |
+//! |-----------------------------|-----------------------|---------------------------------------|
+//! | PENDING, PAYMENT_PROCESSING | held                  | keep                                  |
+//! | PENDING, PAYMENT_PROCESSING | missing, released     | re-hold (below)                       |
+//! | PENDING, PAYMENT_PROCESSING | sold                  | anomaly: logged, counted, alarmed     |
+//! | CONFIRMED                   | sold                  | keep                                  |
+//! | CONFIRMED                   | held                  | commit                                |
+//! | CONFIRMED                   | missing, released     | take as sold again, into debt if need |
+//! |                             |                       | be (a paid order keeps its units)     |
+//! | PAYMENT_PROCESSING, payment asked for before the grace | (any) | no saga running? start one ([`super::PaymentRecovery`]) |
+//!
+//! A held reservation whose hold is not active (gone after a failover, or released by a
+//! reserve whose durable write only looked failed) gets its hold back from `available`, with
+//! the buyer's claim. If the shard has no units left, two buyers now own one unit; the safe
+//! action depends on whether money is moving:
 //! - PENDING (nothing charged): the reservation is cancelled, PENDING -> FAILED with
 //!   `failure_reason = stock_lost` (conditional: if a payment claimed it meanwhile, the next
 //!   rule applies). The buyer loses a reservation; nobody is sold a unit that does not exist.
@@ -33,7 +46,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{is_held, DurableRecords, ReservationSummary, Which, STOCK_LOST};
+use super::{
+    is_held, DurableRecords, PaymentCheck, PaymentRecovery, ReservationSummary, Which, STOCK_LOST,
+};
 use crate::config::{parsed_or, ConfigError};
 use crate::domain::{ReservationId, Timestamp};
 use crate::reservation::{InsertOutcome, Reservation, ReservationStatus, StoreError};
@@ -101,23 +116,30 @@ pub struct SaleReconcileReport {
     pub cancelled: u64,
     /// Units re-held beyond the shard's stock (PAYMENT_PROCESSING, no unit left): oversold.
     pub oversold: u64,
+    /// Units of CONFIRMED reservations whose hold Redis had lost or released, taken as sold.
+    pub sold_retaken: u64,
+    /// Payments with no running saga that got one (started, or restarted).
+    pub payments_restarted: u64,
     /// States that should not exist (a sold hold under an unpaid record, ...): logged, untouched.
     pub anomalies: u64,
     /// The budget ran out before the sale was fully checked.
     pub incomplete: bool,
 }
 
-/// The reconciler. Borrows its dependencies.
-pub struct HoldReconciler<'a, S, R> {
+/// The reconciler. Borrows its dependencies: `S` stock, `R` durable records, `P` payment
+/// recovery.
+pub struct HoldReconciler<'a, S, R, P> {
     pub stock: &'a S,
     pub records: &'a R,
+    pub payments: &'a P,
     pub config: ReconcileConfig,
 }
 
-impl<S, R> HoldReconciler<'_, S, R>
+impl<S, R, P> HoldReconciler<'_, S, R, P>
 where
     S: StockEngine + StockMaintenance,
     R: DurableRecords,
+    P: PaymentRecovery,
 {
     /// Reconciles one sale whose shards are all set up and selling (the caller checks; a sale
     /// being rebuilt is left to the rebuild).
@@ -158,8 +180,7 @@ where
             report.incomplete = true;
             return Ok(report);
         }
-        self.records_without_holds(sale, cutoff, now, &mut report)
-            .await?;
+        self.compare_records(sale, cutoff, now, &mut report).await?;
         Ok(report)
     }
 
@@ -259,7 +280,9 @@ where
                         report.anomalies += 1;
                         Ok(true)
                     }
-                    CommitOutcome::NotFound | CommitOutcome::SaleNotSetUp => Ok(false),
+                    CommitOutcome::NotFound
+                    | CommitOutcome::SaleNotSetUp
+                    | CommitOutcome::Retaken { .. } => Ok(false),
                 }
             }
         }
@@ -288,8 +311,9 @@ where
         }
     }
 
-    /// DynamoDB -> Redis: held reservations without an active hold.
-    async fn records_without_holds(
+    /// DynamoDB -> Redis: every reservation that owns units against its hold (the second
+    /// table of the module doc), and payments with no running saga.
+    async fn compare_records(
         &self,
         sale: &Sale,
         cutoff: Timestamp,
@@ -297,13 +321,16 @@ where
         report: &mut SaleReconcileReport,
     ) -> Result<(), ReconcileError> {
         let stock = sale.stock();
-        let held = self
+        let live = self
             .records
-            .reservations_of_sale(&sale.sale_id, Which::Held)
+            .reservations_of_sale(&sale.sale_id, Which::Live)
             .await?;
-        report.records_checked += held.len() as u64;
+        report.records_checked += live.len() as u64;
         let mut by_shard: BTreeMap<u16, Vec<&ReservationSummary>> = BTreeMap::new();
-        for r in held.iter().filter(|r| r.is_held()) {
+        for r in live
+            .iter()
+            .filter(|r| Which::Live.includes(r.status) && r.created_at <= cutoff)
+        {
             by_shard.entry(r.shard).or_default().push(r);
         }
         let mut candidates: Vec<ReservationId> = Vec::new();
@@ -312,14 +339,40 @@ where
                 let ids: Vec<ReservationId> = chunk.iter().map(|r| r.reservation_id).collect();
                 let holds = self.stock.holds(&stock, shard, &ids).await?;
                 for (record, hold) in chunk.iter().zip(holds) {
-                    match hold.map(|h| h.state) {
-                        Some(HoldState::Held) => {}
-                        Some(HoldState::Committed) => {
+                    let state = hold.map(|h| h.state);
+                    let agrees = match (record.status, state) {
+                        (ReservationStatus::Confirmed, Some(HoldState::Committed)) => true,
+                        (_, Some(HoldState::Held)) => record.status.is_held(),
+                        (_, Some(HoldState::Committed)) => {
                             tracing::error!(reservation_id = %record.reservation_id, status = record.status.as_str(), "a held reservation's hold is committed in Redis");
                             report.anomalies += 1;
+                            true
                         }
-                        Some(HoldState::Released) | None => candidates.push(record.reservation_id),
+                        _ => false,
+                    };
+                    if !agrees {
+                        candidates.push(record.reservation_id);
                     }
+                }
+            }
+        }
+        // Payments asked for before the grace period whose saga may not run.
+        let stuck: Vec<ReservationId> = live
+            .iter()
+            .filter(|r| {
+                r.status == ReservationStatus::PaymentProcessing
+                    && r.payment_started_at.is_some_and(|t| t <= cutoff)
+            })
+            .map(|r| r.reservation_id)
+            .collect();
+        for id in stuck {
+            match self.payments.settle(id).await {
+                Ok(PaymentCheck::Started | PaymentCheck::Restarted) => {
+                    report.payments_restarted += 1
+                }
+                Ok(PaymentCheck::Running | PaymentCheck::NotProcessing) => {}
+                Err(error) => {
+                    tracing::warn!(%error, reservation_id = %id, "could not check a payment's saga; next run retries");
                 }
             }
         }
@@ -332,10 +385,50 @@ where
             let Some(record) = fresh.get(&id) else {
                 continue;
             };
-            if !is_held(record.status) || record.created_at > cutoff {
+            if record.created_at > cutoff {
                 continue;
             }
-            self.repair(sale, record, now, report).await?;
+            if record.status == ReservationStatus::Confirmed {
+                self.retake_sold(sale, record, now, report).await?;
+            } else if is_held(record.status) {
+                self.repair(sale, record, now, report).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A CONFIRMED reservation whose hold is not sold in Redis: commit it, or take its units as
+    /// sold again if Redis lost or released the hold (into debt if the shard has none left).
+    async fn retake_sold(
+        &self,
+        sale: &Sale,
+        record: &Reservation,
+        now: Timestamp,
+        report: &mut SaleReconcileReport,
+    ) -> Result<(), ReconcileError> {
+        let stock = sale.stock();
+        match self
+            .stock
+            .commit_paid(&stock, &spec_of(record), now)
+            .await?
+        {
+            CommitOutcome::Committed => {
+                tracing::info!(reservation_id = %record.reservation_id, "committed the hold of a confirmed reservation");
+                report.committed += 1;
+            }
+            CommitOutcome::Retaken { available_after } => {
+                self.stock
+                    .restore_claims(&stock, &[claim_of(record)])
+                    .await?;
+                report.sold_retaken += u64::from(record.quantity.get());
+                if available_after < 0 {
+                    tracing::error!(reservation_id = %record.reservation_id, sale_id = %sale.sale_id, shard = record.shard, available_after, "OVERSOLD: a paid order's hold was lost and its units had been sold again; taken into debt, a person must resolve it");
+                    report.oversold += u64::from(record.quantity.get());
+                } else {
+                    tracing::warn!(reservation_id = %record.reservation_id, "a paid order's hold was lost: its units are sold again");
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -348,13 +441,7 @@ where
         report: &mut SaleReconcileReport,
     ) -> Result<(), ReconcileError> {
         let stock = sale.stock();
-        let spec = HoldSpec {
-            reservation_id: record.reservation_id,
-            user: record.user_id.clone(),
-            quantity: record.quantity,
-            shard: record.shard,
-            expires_at: record.expires_at,
-        };
+        let spec = spec_of(record);
         let mut status = record.status;
         let mut allow_debt = status == ReservationStatus::PaymentProcessing;
         loop {
@@ -384,6 +471,7 @@ where
                 }
                 RestoreOutcome::AlreadyHeld
                 | RestoreOutcome::Paused
+                | RestoreOutcome::Fenced
                 | RestoreOutcome::SaleNotSetUp => return Ok(()),
                 RestoreOutcome::WasCommitted => {
                     report.anomalies += 1;
@@ -429,6 +517,16 @@ where
     }
 }
 
+fn spec_of(record: &Reservation) -> HoldSpec {
+    HoldSpec {
+        reservation_id: record.reservation_id,
+        user: record.user_id.clone(),
+        quantity: record.quantity,
+        shard: record.shard,
+        expires_at: record.expires_at,
+    }
+}
+
 fn claim_of(record: &Reservation) -> Claim {
     Claim {
         user: record.user_id.clone(),
@@ -467,6 +565,8 @@ pub fn totals<'r>(
             ("HoldsCommitted", r.committed),
             ("ClaimsDropped", r.claims_dropped),
             ("HoldsRepaired", r.repaired),
+            ("SoldUnitsRetaken", r.sold_retaken),
+            ("PaymentsRestarted", r.payments_restarted),
             ("ReservationsCancelled", r.cancelled),
             ("UnitsOversold", r.oversold),
             ("Anomalies", r.anomalies),

@@ -2,14 +2,15 @@
 //! the durable records and answers with the report. 404 for an unknown sale, 409 while another
 //! rebuild of the sale runs, 503 when a dependency fails (the sale then stays paused; retry).
 
-use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 
 use super::rebuild::{RebuildError, StockRebuilder, Trigger};
 use super::DurableRecords;
-use crate::domain::{Clock, SaleId};
-use crate::http::{json, Problem};
-use crate::reservation::http::{bad_request, identity_of, path_param};
+use crate::domain::Clock;
+use crate::http::request::identity_of;
+use crate::http::{json, problems, Problem};
+use crate::sale::http::sale_id_of;
 use crate::sale::SaleCatalog;
 use crate::stock::{StockEngine, StockMaintenance};
 
@@ -53,57 +54,28 @@ where
 {
     let identity = identity_of(request)?;
     if !identity.is_admin() {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Admin only",
+        return Err(problems::admin_only(
             "Rebuilding stock needs the admin group.",
         ));
     }
-    let sale_id = path_param(request, "saleId")
-        .and_then(|raw| SaleId::parse(raw).ok())
-        .ok_or_else(|| {
-            bad_request(
-                "invalid-sale-id",
-                "Invalid sale id",
-                "Sale ids are 1 to 64 letters, digits, '-' or '_'.",
-            )
-        })?;
+    let sale_id = sale_id_of(request)?;
     tracing::info!(sale_id = %sale_id, admin = %identity.user_id, "stock rebuild requested");
     match rebuilder.rebuild(&sale_id, Trigger::Admin).await {
         Ok(report) => Ok(json(StatusCode::OK, &report)),
-        Err(RebuildError::SaleNotFound) => Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "sale-not-found",
-            "Sale not found",
-            "There is no sale with this id.",
-        )),
-        Err(RebuildError::AlreadyRunning) => {
-            let mut response = Problem::new(
-                StatusCode::CONFLICT,
-                "rebuild-in-progress",
-                "Rebuild in progress",
-                "A rebuild of this sale's stock is running; retry when it is done.",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            Ok(response)
-        }
+        Err(RebuildError::SaleNotFound) => Err(problems::sale_not_found()),
+        Err(RebuildError::AlreadyRunning) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "rebuild-in-progress",
+            "Rebuild in progress",
+            "A rebuild of this sale's stock is running; retry when it is done.",
+        )
+        .with_retry_after(5)),
         Err(error) => {
             tracing::error!(%error, sale_id = %sale_id, "stock rebuild failed");
-            let mut response = Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "dependency-unavailable",
-                "Temporarily unavailable",
+            Err(problems::dependency_unavailable(
                 "The rebuild could not finish; the sale stays paused. Retry the rebuild.",
             )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            Ok(response)
+            .with_retry_after(5))
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use super::{DurableRecords, OrderSummary, ReservationSummary, Which};
 use crate::domain::{ReservationId, SaleId, Timestamp};
 use crate::expiry::{DuePage, DueReservation, ExpireOutcome, ExpiryStore};
-use crate::reservation::dynamo::expiry_bucket;
+use crate::reservation::item::expiry_bucket;
 use crate::reservation::{InsertOutcome, Reservation, ReservationStatus, StoreError};
 
 #[derive(Default)]
@@ -109,7 +109,7 @@ impl DurableRecords for InMemoryLedger {
         let mut out: Vec<ReservationSummary> = all
             .values()
             .filter(|r| &r.sale_id == sale)
-            .filter(|r| which == Which::All || super::is_held(r.status))
+            .filter(|r| which.includes(r.status))
             .map(ReservationSummary::from)
             .collect();
         out.sort_by_key(|r| r.reservation_id);
@@ -226,5 +226,37 @@ impl ExpiryStore for InMemoryLedger {
 
     fn max_batch(&self) -> usize {
         25
+    }
+}
+
+/// A [`super::PaymentRecovery`] for tests of the reconciler: it records which payments it was
+/// asked about and answers with a fixed check.
+pub struct RecordedPaymentChecks {
+    pub answer: super::PaymentCheck,
+    asked: Mutex<Vec<ReservationId>>,
+}
+
+impl Default for RecordedPaymentChecks {
+    fn default() -> Self {
+        Self {
+            answer: super::PaymentCheck::Running,
+            asked: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl RecordedPaymentChecks {
+    pub fn asked(&self) -> Vec<ReservationId> {
+        self.asked.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl super::PaymentRecovery for RecordedPaymentChecks {
+    async fn settle(&self, id: ReservationId) -> Result<super::PaymentCheck, super::RecoveryError> {
+        self.asked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
+        Ok(self.answer)
     }
 }

@@ -4,11 +4,14 @@
 //! holds that must match it: for every sale, `initial = available + held + sold`, where held
 //! = PENDING + PAYMENT_PROCESSING reservations and sold = orders. Two things keep them equal:
 //!
-//! - [`holds::HoldReconciler`]: small repairs, every minute, per sale. Holds with no durable
-//!   record after a grace period (a reserve died between its two writes) are released; holds
-//!   whose record says EXPIRED or FAILED (a release that failed) are released; holds of
-//!   CONFIRMED reservations are committed; stale fallback claims are dropped; and durable
-//!   PENDING / PAYMENT_PROCESSING reservations without a hold get it back.
+//! - [`holds::HoldReconciler`]: small repairs, every minute, per sale, in both directions.
+//!   Holds with no durable record after a grace period (a reserve died between its two writes)
+//!   are released; holds whose record says EXPIRED or FAILED (a release that failed) are
+//!   released; holds of CONFIRMED reservations are committed; stale fallback claims are
+//!   dropped. And every durable reservation that owns units is checked in Redis: PENDING and
+//!   PAYMENT_PROCESSING ones without a hold get it back, CONFIRMED ones whose hold is not sold
+//!   get their units as sold (a paid order keeps its units, into debt if need be, reported),
+//!   and PAYMENT_PROCESSING ones with no running saga are handed to [`PaymentRecovery`].
 //! - [`rebuild::StockRebuilder`]: the big repair after Redis lost a sale's data. Selling is
 //!   paused, every shard is recomputed from the durable records, and selling resumes.
 //!
@@ -28,42 +31,35 @@ use std::future::Future;
 use crate::domain::{Quantity, ReservationId, SaleId, Timestamp, UserId};
 use crate::reservation::{InsertOutcome, Reservation, ReservationStatus, StoreError};
 
-/// A reservation as the by-sale index shows it: enough to count it and re-create its hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReservationSummary {
-    pub reservation_id: ReservationId,
-    pub user_id: UserId,
-    pub quantity: Quantity,
-    pub shard: u16,
-    pub status: ReservationStatus,
-    pub expires_at: Timestamp,
-}
-
-impl ReservationSummary {
-    /// PENDING or PAYMENT_PROCESSING: the units are held.
-    pub fn is_held(&self) -> bool {
-        is_held(self.status)
-    }
-}
+pub use crate::reservation::ReservationSummary;
 
 pub fn is_held(status: ReservationStatus) -> bool {
-    matches!(
-        status,
-        ReservationStatus::Pending | ReservationStatus::PaymentProcessing
-    )
+    status.is_held()
 }
 
-impl From<&Reservation> for ReservationSummary {
-    fn from(r: &Reservation) -> Self {
-        Self {
-            reservation_id: r.reservation_id,
-            user_id: r.user_id.clone(),
-            quantity: r.quantity,
-            shard: r.shard,
-            status: r.status,
-            expires_at: r.expires_at,
-        }
-    }
+/// What [`PaymentRecovery::settle`] did with a PAYMENT_PROCESSING reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentCheck {
+    /// Its saga runs: nothing to do.
+    Running,
+    /// No saga had been started: started now.
+    Started,
+    /// Its saga ended without settling it: a new attempt was started.
+    Restarted,
+    /// It is not PAYMENT_PROCESSING any more.
+    NotProcessing,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("payment recovery failed: {0}")]
+pub struct RecoveryError(pub String);
+
+/// Moves on a payment no process is moving on (implemented by [`crate::saga::recovery`]).
+pub trait PaymentRecovery: Send + Sync {
+    fn settle(
+        &self,
+        id: ReservationId,
+    ) -> impl Future<Output = Result<PaymentCheck, RecoveryError>> + Send;
 }
 
 /// An order as the orders table's by-sale index shows it.
@@ -81,6 +77,18 @@ pub enum Which {
     All,
     /// PENDING and PAYMENT_PROCESSING only.
     Held,
+    /// PENDING, PAYMENT_PROCESSING and CONFIRMED: every reservation that owns units.
+    Live,
+}
+
+impl Which {
+    pub fn includes(self, status: ReservationStatus) -> bool {
+        match self {
+            Which::All => true,
+            Which::Held => status.is_held(),
+            Which::Live => status.is_held() || status == ReservationStatus::Confirmed,
+        }
+    }
 }
 
 /// Why the reconciler cancels a PENDING reservation (attribute `failure_reason`).

@@ -15,6 +15,11 @@
 //! payment confirmed between the two reads is counted once, as sold. A CONFIRMED reservation
 //! whose order the (eventually consistent) orders index does not show yet still counts as sold.
 //!
+//! The by-sale index is eventually consistent: a reservation written a moment ago may not be in
+//! it yet. Before a shard is written, every hold Redis still has active on it that the index
+//! did not show is read back by id with strong consistency, and kept if its record owns units;
+//! nothing is dropped on the index's word alone.
+//!
 //! Oversold shards keep a negative `available` rather than 0: with 0, the next hold released
 //! there would put a unit on sale that does not exist, and sell it a second time.
 //!
@@ -92,8 +97,11 @@ pub enum RebuildError {
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     Admin,
-    /// The sweep found a shard without its stock record, or a pause left by a dead rebuild.
+    /// The sweep found a shard without its stock record, a fenced shard, or a pause left by a
+    /// dead rebuild.
     Automatic,
+    /// A request on the repair queue (the reserve path met a fenced shard).
+    Requested,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -201,6 +209,63 @@ where
         result
     }
 
+    /// Active holds in Redis the index did not show: kept if their record, read by id with
+    /// strong consistency, owns units (see the module doc).
+    async fn add_unindexed(
+        &self,
+        stock: &crate::stock::SaleStock,
+        sale: &Sale,
+        holds: &mut HashMap<ReservationId, RebuiltHold>,
+    ) -> Result<(), RebuildError> {
+        const PAGE: usize = 500;
+        let everything = self.clock.now().plus(Duration::from_secs(366 * 24 * 3600));
+        let mut unseen = Vec::new();
+        for shard in sale.shards.all() {
+            let mut offset = 0;
+            loop {
+                let page = self
+                    .stock
+                    .stale_holds(stock, shard, everything, offset, PAGE)
+                    .await?;
+                unseen.extend(
+                    page.iter()
+                        .filter(|h| !holds.contains_key(&h.reservation_id))
+                        .map(|h| h.reservation_id),
+                );
+                if page.len() < PAGE {
+                    break;
+                }
+                offset += PAGE;
+            }
+        }
+        if unseen.is_empty() {
+            return Ok(());
+        }
+        let fresh = self.records.get_many(&unseen).await?;
+        for r in fresh.values() {
+            let committed = match r.status {
+                ReservationStatus::Pending | ReservationStatus::PaymentProcessing => false,
+                ReservationStatus::Confirmed => true,
+                ReservationStatus::Expired | ReservationStatus::Failed => continue,
+            };
+            tracing::info!(reservation_id = %r.reservation_id, "rebuild: a record the index did not show yet is kept");
+            holds.insert(
+                r.reservation_id,
+                RebuiltHold {
+                    hold: HoldSpec {
+                        reservation_id: r.reservation_id,
+                        user: r.user_id.clone(),
+                        quantity: r.quantity,
+                        shard: r.shard,
+                        expires_at: r.expires_at,
+                    },
+                    committed,
+                },
+            );
+        }
+        Ok(())
+    }
+
     async fn locked(&self, sale: &Sale, trigger: Trigger) -> Result<RebuildReport, RebuildError> {
         let started = Instant::now();
         let stock = sale.stock();
@@ -255,6 +320,8 @@ where
                     committed: true,
                 });
         }
+
+        self.add_unindexed(&stock, sale, &mut holds).await?;
 
         let initial = split_evenly(sale.total_stock, sale.shards);
         let mut per_shard: BTreeMap<u16, Vec<RebuiltHold>> = BTreeMap::new();

@@ -3,8 +3,9 @@
 //! one time budget.
 //!
 //! Per sale, detection comes first: a sale with a shard whose stock record is gone (Redis lost
-//! it) is rebuilt automatically, and so is one whose pause is older than `stale_pause` (a
-//! rebuild died midway). A sale paused more recently has a rebuild running and is left alone.
+//! it) or fenced (served by another Redis process than the one it was verified on: a failover
+//! may have lost writes) is rebuilt automatically, and so is one whose pause is older than
+//! `stale_pause` (a rebuild died midway). A sale paused more recently has a rebuild running and is left alone.
 //! Only sales whose shards are all present and selling are reconciled; reconciling a sale
 //! whose stock is gone would only see missing holds everywhere.
 //!
@@ -18,7 +19,7 @@ use serde::Serialize;
 
 use super::holds::{totals, HoldReconciler, ReconcileConfig, SaleReconcileReport};
 use super::rebuild::{RebuildConfig, RebuildError, RebuildReport, StockRebuilder, Trigger};
-use super::DurableRecords;
+use super::{DurableRecords, PaymentRecovery};
 use crate::config::{parsed_or, ConfigError};
 use crate::domain::Clock;
 use crate::expiry::{ExpiryConfig, ExpiryReport, ExpiryService, ExpiryStore};
@@ -83,13 +84,15 @@ pub struct SweepReport {
     pub more_remaining: bool,
 }
 
-/// The sweep. Borrows its dependencies.
-pub struct Sweep<'a, E, S, R, C, K> {
+/// The sweep. Borrows its dependencies: `E` expiry store, `S` stock, `R` durable records,
+/// `C` sale catalog, `K` clock, `P` payment recovery.
+pub struct Sweep<'a, E, S, R, C, K, P> {
     pub expiry_store: &'a E,
     pub stock: &'a S,
     pub records: &'a R,
     pub catalog: &'a C,
     pub clock: &'a K,
+    pub payments: &'a P,
     pub config: SweepConfig,
 }
 
@@ -99,13 +102,14 @@ enum Verdict {
     Rebuilding,
 }
 
-impl<E, S, R, C, K> Sweep<'_, E, S, R, C, K>
+impl<E, S, R, C, K, P> Sweep<'_, E, S, R, C, K, P>
 where
     E: ExpiryStore,
     S: StockEngine + StockMaintenance,
     R: DurableRecords,
     C: SaleCatalog,
     K: Clock,
+    P: PaymentRecovery,
 {
     pub async fn run(&self, budget: Duration) -> SweepReport {
         let started = Instant::now();
@@ -148,6 +152,7 @@ where
         let reconciler = HoldReconciler {
             stock: self.stock,
             records: self.records,
+            payments: self.payments,
             config: self.config.reconcile,
         };
         let rebuilder = StockRebuilder {
@@ -198,14 +203,44 @@ where
         self.finish(report, started)
     }
 
+    /// A rebuild asked for on the repair queue: done if the sale needs one (a fenced or missing
+    /// shard, or a stale pause), otherwise nothing (a duplicate request after the rebuild).
+    /// Returns the report, or `None` when nothing was needed.
+    pub async fn rebuild_requested(
+        &self,
+        sale_id: &crate::domain::SaleId,
+    ) -> Result<Option<RebuildReport>, RebuildError> {
+        let Some(sale) = self.catalog.get(sale_id).await? else {
+            return Err(RebuildError::SaleNotFound);
+        };
+        let states = self.stock.shard_states(&sale.stock()).await?;
+        if !matches!(self.verdict(&states), Verdict::Rebuild) {
+            return Ok(None);
+        }
+        let rebuilder = StockRebuilder {
+            stock: self.stock,
+            records: self.records,
+            catalog: self.catalog,
+            clock: self.clock,
+            config: self.config.rebuild,
+        };
+        rebuilder
+            .rebuild(sale_id, Trigger::Requested)
+            .await
+            .map(Some)
+    }
+
     fn verdict(&self, states: &[ShardState]) -> Verdict {
         let now = self.clock.now();
         let mut paused_recently = false;
         for state in states {
             // A placeholder always carries its pause time; one without is broken: rebuild.
+            // A fenced shard may have lost writes: rebuild now, before its units sell again.
             if matches!(
                 state,
-                ShardState::Missing | ShardState::Placeholder { paused_at: None }
+                ShardState::Missing
+                    | ShardState::Placeholder { paused_at: None }
+                    | ShardState::Ready { fenced: true, .. }
             ) {
                 return Verdict::Rebuild;
             }

@@ -3,7 +3,7 @@
 //! place that maps reserve errors to statuses.
 
 use lambda_http::http::{header, HeaderValue, StatusCode};
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
 use super::reserve::{
@@ -11,76 +11,15 @@ use super::reserve::{
 };
 use super::{ReservationStore, ReservationView};
 use crate::domain::Clock;
-use crate::domain::{IdempotencyKey, Quantity, ReservationId, SaleId};
-use crate::http::{json, Problem};
-use crate::identity::{self, Identity};
-use crate::rate_limit::RateDecision;
-use crate::rate_limit::RateLimiter;
+use crate::domain::{Quantity, ReservationId, SaleId};
+use crate::http::request::{
+    bad_request, body_bytes, gateway_request_id, idempotency_key, identity_of, path_param,
+};
+use crate::http::{json, problems, Problem};
+use crate::rate_limit::{RateDecision, RateLimiter, RequestId};
 use crate::sale::SaleCatalog;
+use crate::stock::repair::RepairRequests;
 use crate::stock::StockEngine;
-
-/// Request bodies are tiny; anything larger is refused before parsing.
-pub const MAX_BODY_BYTES: usize = 4 * 1024;
-
-pub fn unauthenticated() -> Problem {
-    Problem::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-        "Authentication required",
-        "The request has no valid bearer token.",
-    )
-}
-
-pub fn identity_of(request: &Request) -> Result<Identity, Problem> {
-    identity::from_request(request).map_err(|_| unauthenticated())
-}
-
-pub fn body_bytes(request: &Request) -> Result<&[u8], Problem> {
-    let bytes: &[u8] = match request.body() {
-        Body::Empty => &[],
-        Body::Text(text) => text.as_bytes(),
-        Body::Binary(bytes) => bytes,
-        _ => &[],
-    };
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
-            "Request body too large",
-            format!("The body must be at most {MAX_BODY_BYTES} bytes."),
-        ));
-    }
-    Ok(bytes)
-}
-
-pub fn path_param(request: &Request, name: &str) -> Option<String> {
-    request
-        .path_parameters_ref()
-        .and_then(|params| params.first(name))
-        .map(str::to_owned)
-}
-
-/// The required `Idempotency-Key` header; `why` tells a client that omitted it what it protects.
-pub fn idempotency_key(request: &Request, why: &str) -> Result<IdempotencyKey, Problem> {
-    let key = request
-        .headers()
-        .get("idempotency-key")
-        .ok_or_else(|| bad_request("missing-idempotency-key", "Idempotency-Key required", why))?;
-    key.to_str()
-        .ok()
-        .and_then(|k| IdempotencyKey::parse(k).ok())
-        .ok_or_else(|| {
-            bad_request(
-                "invalid-idempotency-key",
-                "Invalid Idempotency-Key",
-                "The key must be 1 to 128 printable characters without spaces.",
-            )
-        })
-}
-
-pub fn bad_request(slug: &str, title: &str, detail: impl Into<String>) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, slug, title, detail)
-}
 
 /// The reserve body. Unknown fields (a `user_id`, say) are ignored: identity comes only from
 /// the authorizer.
@@ -143,6 +82,7 @@ pub fn parse_reserve(request: &Request) -> Result<ReserveCommand, Problem> {
     Ok(ReserveCommand {
         user: identity.user_id,
         source_ip: identity.source_ip,
+        request_id: RequestId::from_gateway(gateway_request_id(request).as_deref()),
         sale_id,
         quantity: parse_quantity(body.quantity)?,
         idempotency_key: key,
@@ -164,9 +104,10 @@ pub fn reserve_error_problem(error: &ReserveError) -> Problem {
         LimitReached { claimed, limit } => p(StatusCode::CONFLICT, "limit-reached", "Per-buyer limit reached", format!("You hold {claimed} of at most {limit} units in this sale.")),
         KeyReused => p(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused", "This Idempotency-Key was used for a different request; use a new key."),
         InProgress => p(StatusCode::CONFLICT, "request-in-progress", "Request in progress", "A request with this Idempotency-Key is still being processed; retry shortly."),
+        KeySpent => p(StatusCode::CONFLICT, "idempotency-key-spent", "Idempotency-Key spent", "The reservation made with this Idempotency-Key no longer exists (its units went back on sale); send a new key to reserve again."),
         Paused => p(StatusCode::SERVICE_UNAVAILABLE, "sale-paused", "Sale paused", "Selling is paused while stock is being rebuilt; retry shortly."),
         StockNotReady => p(StatusCode::SERVICE_UNAVAILABLE, "stock-unavailable", "Stock unavailable", "This sale's stock is being restored; retry shortly."),
-        Stock(_) | Catalog(_) | Store(_) | RateStore(_) => p(StatusCode::SERVICE_UNAVAILABLE, "dependency-unavailable", "Temporarily unavailable", "A dependency did not answer; it is safe to retry with the same Idempotency-Key."),
+        Stock(_) | Catalog(_) | Store(_) | RateStore(_) => problems::dependency_unavailable("A dependency did not answer; it is safe to retry with the same Idempotency-Key."),
     }
 }
 
@@ -231,8 +172,8 @@ pub fn reserve_response(response: ReserveResponse) -> Response<Body> {
 }
 
 /// `POST /sales/{saleId}/reservations`: parse, reserve, answer, and emit metrics.
-pub async fn reserve<S, L, C, R, K>(
-    service: &ReserveService<S, L, C, R, K>,
+pub async fn reserve<S, L, C, R, K, P>(
+    service: &ReserveService<S, L, C, R, K, P>,
     request: &Request,
 ) -> Response<Body>
 where
@@ -241,6 +182,7 @@ where
     C: SaleCatalog,
     R: ReservationStore,
     K: Clock,
+    P: RepairRequests,
 {
     let started = std::time::Instant::now();
     let command = match parse_reserve(request) {
@@ -281,12 +223,7 @@ pub async fn get_reservation<R: ReservationStore>(store: &R, request: &Request) 
     let Some(id) =
         path_param(request, "reservationId").and_then(|raw| ReservationId::parse(&raw).ok())
     else {
-        return bad_request(
-            "invalid-reservation-id",
-            "Invalid reservation id",
-            "The reservation id must be a UUID.",
-        )
-        .into_response();
+        return problems::invalid_reservation_id().into_response();
     };
     match store.get(id).await {
         Ok(Some(r)) if r.user_id == identity.user_id => {
@@ -295,13 +232,7 @@ pub async fn get_reservation<R: ReservationStore>(store: &R, request: &Request) 
         Ok(_) => not_found_reservation().into_response(),
         Err(error) => {
             tracing::error!(%error, "reading a reservation failed");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "dependency-unavailable",
-                "Temporarily unavailable",
-                "Retry shortly.",
-            )
-            .into_response()
+            problems::dependency_unavailable("Retry shortly.").into_response()
         }
     }
 }

@@ -3,8 +3,11 @@
 
 pub mod dynamo;
 pub mod http;
+pub mod item;
 pub mod memory;
 pub mod reserve;
+
+pub use item::ReservationSummary;
 
 use std::future::Future;
 
@@ -31,6 +34,11 @@ impl ReservationStatus {
             Self::Failed => "FAILED",
             Self::Expired => "EXPIRED",
         }
+    }
+
+    /// PENDING or PAYMENT_PROCESSING: the reservation holds its units.
+    pub fn is_held(self) -> bool {
+        matches!(self, Self::Pending | Self::PaymentProcessing)
     }
 
     pub fn parse(raw: &str) -> Option<Self> {

@@ -4,17 +4,33 @@
 //! change stream feeds the event publisher, so an event cannot be lost between two writes.
 //!
 //! Failure between the Redis step and the durable write:
-//! 1. the write fails → the hold is released at once, the buyer gets 503 and may retry;
+//! 1. the write fails → the attempt is rolled back at once ([`StockEngine::rollback`]: the hold
+//!    is voided, the claim dropped and the Idempotency-Key freed, in one step on the buyer's
+//!    home shard); the buyer gets 503 and a retry with the same key is a new request;
 //! 2. the process dies → the hold stays; a retry with the same Idempotency-Key finds it
-//!    (Duplicate) and writes the missing record; without a retry, the hold reconciler releases
-//!    holds that have no record after a grace period. Either way no unit is lost.
+//!    (Duplicate), checks that the hold still stands, and writes the missing record; without a
+//!    retry, the hold reconciler releases holds that have no record after a grace period.
+//!    Either way no unit is lost, and no replay answers for a unit that went back on sale.
+//!
+//! Rate limits: the per-user bucket first, then the per-IP bucket. A request the user bucket
+//! refuses never touches the IP bucket, and one the IP bucket refuses gets its user token
+//! back, so a refused request spends no other budget (one greedy buyer behind a carrier NAT
+//! cannot drain the address's bucket for everyone else).
+//!
+//! A fenced shard (Redis may have lost writes in a failover) answers 503 and asks for an
+//! immediate rebuild of the sale ([`crate::stock::repair`]).
 
 use std::time::Duration;
 
 use crate::domain::{Clock, IdempotencyKey, Quantity, SaleId, Timestamp, UserId};
-use crate::rate_limit::{BucketPolicy, RateDecision, RateKey, RateLimitError, RateLimiter};
+use crate::rate_limit::{
+    BucketPolicy, RateDecision, RateKey, RateLimitError, RateLimiter, RequestId,
+};
 use crate::sale::{CatalogError, Sale, SaleCatalog, SaleWindow};
-use crate::stock::{Hold, ReserveOutcome, ReserveRequest, StockEngine, StockError, Unavailable};
+use crate::stock::repair::RepairRequests;
+use crate::stock::{
+    Hold, HoldState, ReserveOutcome, ReserveRequest, StockEngine, StockError, Unavailable,
+};
 
 use super::{InsertOutcome, Reservation, ReservationStatus, ReservationStore, StoreError};
 use crate::domain::ReservationId;
@@ -62,6 +78,8 @@ impl Default for RatePolicies {
 pub struct ReserveCommand {
     pub user: UserId,
     pub source_ip: Option<String>,
+    /// Names this request to the rate limiter (see [`RequestId`]).
+    pub request_id: RequestId,
     pub sale_id: SaleId,
     pub quantity: Quantity,
     pub idempotency_key: IdempotencyKey,
@@ -94,6 +112,10 @@ pub enum ReserveError {
     KeyReused,
     #[error("a request with this idempotency key is still in progress")]
     InProgress,
+    /// The key's first attempt no longer holds anything and has no record (its units went
+    /// back): it cannot be replayed, and it is not free either. A new key starts over.
+    #[error("the reservation made with this idempotency key no longer exists")]
+    KeySpent,
     #[error("selling is paused")]
     Paused,
     #[error("sale stock is not available")]
@@ -115,12 +137,15 @@ pub struct ReserveResponse {
     pub rate: Option<RateDecision>,
 }
 
-pub struct ReserveService<S, L, C, R, K> {
+/// The reserve use case. `S` stock engine, `L` rate limiter, `C` sale catalog, `R` reservation
+/// store, `K` clock, `P` repair requests.
+pub struct ReserveService<S, L, C, R, K, P> {
     pub stock: S,
     pub limiter: L,
     pub catalog: C,
     pub store: R,
     pub clock: K,
+    pub repairs: P,
     pub policies: RatePolicies,
 }
 
@@ -146,13 +171,14 @@ fn stricter(a: RateDecision, b: RateDecision) -> RateDecision {
     }
 }
 
-impl<S, L, C, R, K> ReserveService<S, L, C, R, K>
+impl<S, L, C, R, K, P> ReserveService<S, L, C, R, K, P>
 where
     S: StockEngine,
     L: RateLimiter,
     C: SaleCatalog,
     R: ReservationStore,
     K: Clock,
+    P: RepairRequests,
 {
     pub async fn reserve(&self, command: ReserveCommand) -> ReserveResponse {
         let rate = match self.check_rate(&command).await {
@@ -176,18 +202,31 @@ where
         }
     }
 
+    /// The user's bucket, then the IP's; a refusal by the IP bucket gives the user's token back
+    /// (see the module doc).
     async fn check_rate(&self, command: &ReserveCommand) -> Result<RateDecision, RateLimitError> {
         let user_key = RateKey::User(command.user.to_string());
-        let by_user = self.limiter.check(&user_key, self.policies.per_user);
-        match &command.source_ip {
-            Some(ip) => {
-                let ip_key = RateKey::SourceIp(ip.clone());
-                let (user, ip) =
-                    futures::join!(by_user, self.limiter.check(&ip_key, self.policies.per_ip));
-                Ok(stricter(user?, ip?))
-            }
-            None => by_user.await,
+        let by_user = self
+            .limiter
+            .check(&user_key, self.policies.per_user, &command.request_id)
+            .await?;
+        let Some(ip) = &command.source_ip else {
+            return Ok(by_user);
+        };
+        if !by_user.allowed {
+            return Ok(by_user);
         }
+        let ip_key = RateKey::SourceIp(ip.clone());
+        let by_ip = self
+            .limiter
+            .check(&ip_key, self.policies.per_ip, &command.request_id)
+            .await?;
+        if !by_ip.allowed {
+            self.limiter
+                .refund(&user_key, self.policies.per_user, &command.request_id)
+                .await?;
+        }
+        Ok(stricter(by_user, by_ip))
     }
 
     async fn reserve_allowed(&self, command: ReserveCommand) -> Result<Reserved, ReserveError> {
@@ -216,7 +255,10 @@ where
             expires_at: now.plus(sale.hold),
         };
         match self.stock.reserve(&request).await? {
-            ReserveOutcome::Reserved(hold) => self.record(&sale, &command.user, hold, now).await,
+            ReserveOutcome::Reserved(hold) => {
+                self.record(&sale, &command.user, &command.idempotency_key, hold, now)
+                    .await
+            }
             ReserveOutcome::Duplicate(hold) => self.replay(&sale, &command.user, hold, now).await,
             ReserveOutcome::SoldOut => Err(ReserveError::SoldOut),
             ReserveOutcome::InsufficientStock => Err(ReserveError::InsufficientStock),
@@ -226,6 +268,14 @@ where
             ReserveOutcome::KeyReused { .. } => Err(ReserveError::KeyReused),
             ReserveOutcome::InProgress { .. } => Err(ReserveError::InProgress),
             ReserveOutcome::Unavailable(Unavailable::Paused) => Err(ReserveError::Paused),
+            ReserveOutcome::Unavailable(Unavailable::Fenced) => {
+                tracing::warn!(sale_id = %sale.sale_id, "stock fenced (Redis may have lost writes): asking for a rebuild now");
+                if let Err(error) = self.repairs.request_rebuild(&sale.sale_id).await {
+                    // The sweep finds the fenced shard within a minute anyway.
+                    tracing::error!(%error, sale_id = %sale.sale_id, "could not ask for a rebuild");
+                }
+                Err(ReserveError::Paused)
+            }
             ReserveOutcome::Unavailable(Unavailable::NotSetUp) => Err(ReserveError::StockNotReady),
         }
     }
@@ -258,6 +308,7 @@ where
         &self,
         sale: &Sale,
         user: &UserId,
+        key: &IdempotencyKey,
         hold: Hold,
         now: Timestamp,
     ) -> Result<Reserved, ReserveError> {
@@ -270,20 +321,21 @@ where
                 "fault injection: killed between the Redis hold and the durable write".into(),
             )));
         }
+        // The store retries throttling and lost answers itself (an insert whose answer was lost
+        // and that finds its own record on the retry is Inserted); an error here is final.
         match self.store.insert_pending(&reservation).await {
             Ok(_) => Ok(Reserved {
                 reservation,
                 replayed: false,
             }),
             Err(error) => {
-                tracing::warn!(%error, reservation_id = %hold.reservation_id, "durable write failed; releasing the hold");
-                if let Err(release_error) = self
-                    .stock
-                    .release(&sale.stock(), hold.shard, hold.reservation_id)
-                    .await
+                tracing::warn!(%error, reservation_id = %hold.reservation_id, "durable write failed; rolling the reservation back");
+                if let Err(rollback_error) =
+                    self.stock.rollback(&sale.stock(), &hold, user, key).await
                 {
-                    // The hold reconciler releases it later (no durable record past the grace).
-                    tracing::error!(%release_error, reservation_id = %hold.reservation_id, "release after failed write failed");
+                    // The hold stays without a record: a retry with the key writes it, or the
+                    // hold reconciler releases it after its grace period.
+                    tracing::error!(%rollback_error, reservation_id = %hold.reservation_id, "rollback after a failed write failed");
                 }
                 Err(error.into())
             }
@@ -291,7 +343,8 @@ where
     }
 
     /// A repeated key: answer with the original reservation, writing its record if the first
-    /// attempt died before it could.
+    /// attempt died before it could, but only while its hold still stands (a hold released
+    /// meanwhile put its units back on sale: recording it now would sell them twice).
     async fn replay(
         &self,
         sale: &Sale,
@@ -304,6 +357,14 @@ where
                 reservation,
                 replayed: true,
             });
+        }
+        let state = self
+            .stock
+            .hold_state(&sale.stock(), hold.shard, hold.reservation_id)
+            .await?;
+        if state != Some(HoldState::Held) {
+            tracing::warn!(reservation_id = %hold.reservation_id, ?state, "replay of a key whose hold is gone and has no record: refused");
+            return Err(ReserveError::KeySpent);
         }
         let reservation = Self::reservation(sale, user, hold, now)?;
         let reservation = match self.store.insert_pending(&reservation).await? {

@@ -21,6 +21,16 @@ pub enum Resumed {
     TaskEnded,
 }
 
+/// Where an execution stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutionState {
+    Running,
+    /// SUCCEEDED, FAILED, TIMED_OUT or ABORTED.
+    Ended(String),
+    /// No execution with this name.
+    NotFound,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("workflow engine unavailable: {0}")]
@@ -49,4 +59,10 @@ pub trait SagaControl: Send + Sync {
     ) -> impl Future<Output = Result<Resumed, ControlError>> + Send;
 
     fn heartbeat(&self, token: &str) -> impl Future<Output = Result<Resumed, ControlError>> + Send;
+
+    /// The state of the execution named `name`.
+    fn describe(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<ExecutionState, ControlError>> + Send;
 }

@@ -1,18 +1,24 @@
 //! The DynamoDB adapter of [`CheckoutRecords`]: payment attributes live on the reservation
-//! item (`payment_key`, `payment_method`, `payment_started_at`, `charge_token`,
-//! `payment_intent_id`, `order_id`, `confirmed_at`, `failure_reason`); orders in the orders
-//! table (key `reservation_id`, one order per reservation).
+//! item (names in [`crate::reservation::item::attr`]); orders in the orders table (key
+//! `reservation_id`, one order per reservation).
+//!
+//! Every write goes through [`crate::store::write`]: throttling, conflicts and 5xx are retried
+//! with backoff, and only a failed condition is a business outcome. A retried write whose
+//! first attempt committed (its answer lost) fails its condition; each method below says how
+//! it tells its own earlier effect from someone else's.
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
+use sha2::{Digest, Sha256};
 
 use super::records::{BeginPayment, CheckoutRecord, CheckoutRecords, ConfirmOutcome, Order};
 use super::webhook::{Claim, EventLogError, WebhookEventLog, EVENT_RETENTION};
 use crate::domain::{ReservationId, Timestamp, UserId};
-use crate::reservation::dynamo::{expiry_bucket, from_item};
-use crate::reservation::{ReservationStatus, StoreError};
+use crate::reservation::item::{attr, transition};
+use crate::reservation::{Reservation, ReservationStatus, StoreError};
 use crate::store::item::{self, num, str, Item};
+use crate::store::write::{self, unavailable, RetryPolicy, WriteFailure};
 
 #[derive(Clone)]
 pub struct DynamoCheckoutRecords {
@@ -29,26 +35,55 @@ impl DynamoCheckoutRecords {
             orders: orders.into(),
         }
     }
+
+    /// An UpdateItem on a reservation, retried as [`write::with_retries`] says. `Ok(true)` when
+    /// it happened, `Ok(false)` when its condition failed.
+    async fn conditional_update(
+        &self,
+        what: &'static str,
+        request: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    ) -> Result<bool, StoreError> {
+        match write::with_retries(RetryPolicy::BACKGROUND, what, write::classify, || {
+            request.clone().send()
+        })
+        .await?
+        {
+            Ok(_) => Ok(true),
+            Err(WriteFailure::ConditionFailed { .. }) => Ok(false),
+            Err(other) => Err(StoreError::Unavailable(format!("{what}: {other:?}"))),
+        }
+    }
+
+    fn update(
+        &self,
+        id: ReservationId,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.reservations)
+            .key(attr::RESERVATION_ID, str(id.to_string()))
+            .expression_attribute_names("#s", attr::STATUS)
+    }
 }
 
-fn unavailable<E, R>(error: SdkError<E, R>) -> StoreError
-where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    StoreError::Unavailable(DisplayErrorContext(&error).to_string())
-}
+impl TryFrom<&Item> for CheckoutRecord {
+    type Error = String;
 
-pub fn record_from_item(item: &Item) -> Result<CheckoutRecord, String> {
-    Ok(CheckoutRecord {
-        reservation: from_item(item)?,
-        payment_key: item::opt_s(item, "payment_key"),
-        payment_method: item::opt_s(item, "payment_method"),
-        charge_token: item::opt_s(item, "charge_token"),
-        payment_intent_id: item::opt_s(item, "payment_intent_id"),
-        order_id: item::opt_s(item, "order_id"),
-        failure_reason: item::opt_s(item, "failure_reason"),
-    })
+    fn try_from(item: &Item) -> Result<Self, String> {
+        Ok(CheckoutRecord {
+            reservation: Reservation::try_from(item)?,
+            payment_key: item::opt_s(item, attr::PAYMENT_KEY),
+            payment_method: item::opt_s(item, attr::PAYMENT_METHOD),
+            charge_token: item::opt_s(item, attr::CHARGE_TOKEN),
+            payment_intent_id: item::opt_s(item, attr::PAYMENT_INTENT_ID),
+            order_id: item::opt_s(item, attr::ORDER_ID),
+            failure_reason: item::opt_s(item, attr::FAILURE_REASON),
+            payment_started_at: item::n::<i64>(item, attr::PAYMENT_STARTED_AT)
+                .ok()
+                .map(Timestamp::from_millis),
+            saga_attempt: item::n(item, attr::SAGA_ATTEMPT).unwrap_or(1),
+        })
+    }
 }
 
 pub fn order_item(record: &CheckoutRecord, order: &Order) -> Item {
@@ -70,8 +105,27 @@ pub fn order_item(record: &CheckoutRecord, order: &Order) -> Item {
     ])
 }
 
-const PENDING: &str = "PENDING";
-const PROCESSING: &str = "PAYMENT_PROCESSING";
+/// The `ClientRequestToken` of the confirming transaction: a digest of everything it writes.
+/// DynamoDB answers a repeated token within 10 minutes with the first call's result, but only
+/// if the parameters are identical (otherwise `IdempotentParameterMismatchException`), so the
+/// token must change whenever the parameters do: a saga step retried a second later builds an
+/// order with a new `created_at`, and then its transaction is simply refused by the condition
+/// (and recognised as our own by re-reading the record). At most 36 characters.
+fn request_token(record: &CheckoutRecord, order: &Order) -> String {
+    let mut digest = Sha256::new();
+    let mut fields: Vec<(String, String)> = order_item(record, order)
+        .into_iter()
+        .map(|(k, v)| (k, format!("{v:?}")))
+        .collect();
+    fields.sort();
+    for (k, v) in fields {
+        digest.update(k.as_bytes());
+        digest.update(b"=");
+        digest.update(v.as_bytes());
+        digest.update(b";");
+    }
+    hex::encode(digest.finalize())[..36].to_owned()
+}
 
 impl CheckoutRecords for DynamoCheckoutRecords {
     async fn get(&self, id: ReservationId) -> Result<Option<CheckoutRecord>, StoreError> {
@@ -79,14 +133,14 @@ impl CheckoutRecords for DynamoCheckoutRecords {
             .client
             .get_item()
             .table_name(&self.reservations)
-            .key("reservation_id", str(id.to_string()))
+            .key(attr::RESERVATION_ID, str(id.to_string()))
             .consistent_read(true)
             .send()
             .await
             .map_err(unavailable)?;
         output
             .item
-            .map(|item| record_from_item(&item).map_err(StoreError::Malformed))
+            .map(|item| CheckoutRecord::try_from(&item).map_err(StoreError::Malformed))
             .transpose()
     }
 
@@ -98,95 +152,85 @@ impl CheckoutRecords for DynamoCheckoutRecords {
         payment_method: &str,
         now: Timestamp,
     ) -> Result<BeginPayment, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.reservations)
-            .key("reservation_id", str(id.to_string()))
-            .update_expression(
-                "SET #s = :processing, payment_key = :key, payment_method = :pm, \
-                 payment_started_at = :now REMOVE expiry_bucket",
-            )
-            .condition_expression("#s = :pending AND user_id = :user AND expires_at > :now")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":processing", str(PROCESSING))
-            .expression_attribute_values(":pending", str(PENDING))
+        let t = transition("begin_payment");
+        let request = self
+            .update(id)
+            .update_expression(format!(
+                "SET #s = :to, {key} = :key, {pm} = :pm, {started} = :now, {attempt} = :one \
+                 REMOVE {bucket}",
+                key = attr::PAYMENT_KEY,
+                pm = attr::PAYMENT_METHOD,
+                started = attr::PAYMENT_STARTED_AT,
+                attempt = attr::SAGA_ATTEMPT,
+                bucket = attr::EXPIRY_BUCKET,
+            ))
+            .condition_expression(format!(
+                "#s = :from AND {user} = :user AND {expires} > :now",
+                user = attr::USER_ID,
+                expires = attr::EXPIRES_AT
+            ))
+            .expression_attribute_values(":to", str(t.to.as_str()))
+            .expression_attribute_values(":from", str(t.from.as_str()))
             .expression_attribute_values(":key", str(payment_key))
             .expression_attribute_values(":pm", str(payment_method))
             .expression_attribute_values(":user", str(user.as_str()))
             .expression_attribute_values(":now", num(now.as_millis()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(BeginPayment::Started),
-            Err(e) if item::is_conditional_check_failed(&e) => Ok(BeginPayment::Refused),
-            Err(e) => Err(unavailable(e)),
-        }
+            .expression_attribute_values(":one", num(1));
+        Ok(
+            if self.conditional_update("begin payment", request).await? {
+                BeginPayment::Started
+            } else {
+                BeginPayment::Refused
+            },
+        )
     }
 
-    async fn abandon_payment(
-        &self,
-        id: ReservationId,
-        payment_key: &str,
-    ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.reservations)
-            .key("reservation_id", str(id.to_string()))
-            .update_expression(
-                "SET #s = :pending, expiry_bucket = :bucket \
-                 REMOVE payment_key, payment_method, payment_started_at",
-            )
-            .condition_expression(
-                "#s = :processing AND payment_key = :key AND attribute_not_exists(charge_token)",
-            )
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":processing", str(PROCESSING))
-            .expression_attribute_values(":pending", str(PENDING))
-            .expression_attribute_values(":key", str(payment_key))
-            .expression_attribute_values(":bucket", str(expiry_bucket(id)))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if item::is_conditional_check_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
+    async fn next_saga_attempt(&self, id: ReservationId, attempt: u32) -> Result<bool, StoreError> {
+        let t = transition("settle_stuck");
+        let request = self
+            .update(id)
+            .update_expression(format!("SET {a} = :next REMOVE {token}", a = attr::SAGA_ATTEMPT, token = attr::CHARGE_TOKEN))
+            .condition_expression(format!(
+                "#s = :from AND ({a} = :attempt OR (attribute_not_exists({a}) AND :attempt = :one))",
+                a = attr::SAGA_ATTEMPT
+            ))
+            .expression_attribute_values(":from", str(t.from.as_str()))
+            .expression_attribute_values(":attempt", num(attempt))
+            .expression_attribute_values(":one", num(1))
+            .expression_attribute_values(":next", num(attempt + 1));
+        self.conditional_update("next saga attempt", request).await
     }
 
     async fn store_charge_token(&self, id: ReservationId, token: &str) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.reservations)
-            .key("reservation_id", str(id.to_string()))
-            .update_expression("SET charge_token = :token")
+        let request = self
+            .update(id)
+            .update_expression(format!("SET {} = :token", attr::CHARGE_TOKEN))
             .condition_expression("#s = :processing")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":processing", str(PROCESSING))
-            .expression_attribute_values(":token", str(token))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if item::is_conditional_check_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
+            .expression_attribute_values(
+                ":processing",
+                str(ReservationStatus::PaymentProcessing.as_str()),
+            )
+            .expression_attribute_values(":token", str(token));
+        self.conditional_update("store charge token", request).await
     }
 
     async fn store_payment_intent(&self, id: ReservationId, pi: &str) -> Result<(), StoreError> {
-        self.client
+        let request = self
+            .client
             .update_item()
             .table_name(&self.reservations)
-            .key("reservation_id", str(id.to_string()))
-            .update_expression("SET payment_intent_id = :pi")
-            .condition_expression("attribute_exists(reservation_id)")
-            .expression_attribute_values(":pi", str(pi))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .key(attr::RESERVATION_ID, str(id.to_string()))
+            .update_expression(format!("SET {} = :pi", attr::PAYMENT_INTENT_ID))
+            .condition_expression(format!("attribute_exists({})", attr::RESERVATION_ID))
+            .expression_attribute_values(":pi", str(pi));
+        if self
+            .conditional_update("store payment intent", request)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(StoreError::Malformed(format!("no reservation {id}")))
+        }
     }
 
     async fn confirm_with_order(
@@ -195,6 +239,7 @@ impl CheckoutRecords for DynamoCheckoutRecords {
         order: &Order,
     ) -> Result<ConfirmOutcome, StoreError> {
         let id = record.reservation.reservation_id;
+        let t = transition("confirm");
         let put = Put::builder()
             .table_name(&self.orders)
             .set_item(Some(order_item(record, order)))
@@ -203,36 +248,40 @@ impl CheckoutRecords for DynamoCheckoutRecords {
             .map_err(|e| StoreError::Malformed(e.to_string()))?;
         let update = Update::builder()
             .table_name(&self.reservations)
-            .key("reservation_id", str(id.to_string()))
-            .update_expression(
-                "SET #s = :confirmed, order_id = :order, confirmed_at = :now REMOVE charge_token",
-            )
-            .condition_expression("#s = :processing")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":confirmed", str("CONFIRMED"))
-            .expression_attribute_values(":processing", str(PROCESSING))
+            .key(attr::RESERVATION_ID, str(id.to_string()))
+            .update_expression(format!(
+                "SET #s = :to, {order} = :order, {at} = :now REMOVE {token}",
+                order = attr::ORDER_ID,
+                at = attr::CONFIRMED_AT,
+                token = attr::CHARGE_TOKEN
+            ))
+            .condition_expression("#s = :from")
+            .expression_attribute_names("#s", attr::STATUS)
+            .expression_attribute_values(":to", str(t.to.as_str()))
+            .expression_attribute_values(":from", str(t.from.as_str()))
             .expression_attribute_values(":order", str(&order.order_id))
             .expression_attribute_values(":now", num(order.created_at.as_millis()))
             .build()
             .map_err(|e| StoreError::Malformed(e.to_string()))?;
-        let result = self
+        // The same parameters on every retry of this call (see request_token).
+        let request = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(put).build())
             .transact_items(TransactWriteItem::builder().update(update).build())
-            // Idempotent for 10 minutes on DynamoDB's side too (a token is at most 36 characters:
-            // the reservation id, one order per reservation).
-            .client_request_token(id.to_string())
-            .send()
-            .await;
-        match result {
+            .client_request_token(request_token(record, order));
+        match write::with_retries(
+            RetryPolicy::BACKGROUND,
+            "confirm with order",
+            write::classify_transaction,
+            || request.clone().send(),
+        )
+        .await?
+        {
             Ok(_) => Ok(ConfirmOutcome::Confirmed),
-            Err(e)
-                if e.as_service_error().and_then(|s| s.code())
-                    == Some("TransactionCanceledException") =>
-            {
-                // A condition failed: either an earlier attempt committed (its answer was lost)
-                // or the reservation left PAYMENT_PROCESSING. The record says which.
+            Err(WriteFailure::ConditionFailed { .. }) => {
+                // Either an earlier attempt committed (its answer was lost) or the reservation
+                // left PAYMENT_PROCESSING. The record says which.
                 match self.get(id).await? {
                     Some(now) if now.reservation.status == ReservationStatus::Confirmed => {
                         Ok(ConfirmOutcome::AlreadyConfirmed)
@@ -240,7 +289,7 @@ impl CheckoutRecords for DynamoCheckoutRecords {
                     _ => Ok(ConfirmOutcome::NotProcessing),
                 }
             }
-            Err(e) => Err(unavailable(e)),
+            Err(other) => Err(StoreError::Unavailable(format!("{other:?}"))),
         }
     }
 }
@@ -262,13 +311,15 @@ impl DynamoWebhookEventLog {
 }
 
 impl WebhookEventLog for DynamoWebhookEventLog {
+    /// A conditional put. A condition failure (a redelivery, or this call's own earlier attempt
+    /// whose answer was lost) reads the record: `done` only once `complete` ran.
     async fn claim(
         &self,
         event_id: &str,
         event_type: &str,
         now: Timestamp,
     ) -> Result<Claim, EventLogError> {
-        let result = self
+        let request = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -277,12 +328,18 @@ impl WebhookEventLog for DynamoWebhookEventLog {
             .item("state", str("received"))
             .item("received_at", num(now.as_millis()))
             .item("ttl", num(now.plus(EVENT_RETENTION).as_secs()))
-            .condition_expression("attribute_not_exists(event_id)")
-            .send()
-            .await;
+            .condition_expression("attribute_not_exists(event_id)");
+        let result = write::with_retries(
+            RetryPolicy::INTERACTIVE,
+            "claim webhook event",
+            write::classify,
+            || request.clone().send(),
+        )
+        .await
+        .map_err(|e| EventLogError(e.to_string()))?;
         match result {
             Ok(_) => Ok(Claim::New),
-            Err(e) if item::is_conditional_check_failed(&e) => {
+            Err(WriteFailure::ConditionFailed { .. }) => {
                 let existing = self
                     .client
                     .get_item()
@@ -299,22 +356,80 @@ impl WebhookEventLog for DynamoWebhookEventLog {
                     .is_some_and(|s| s == "done");
                 Ok(if done { Claim::Done } else { Claim::Unfinished })
             }
-            Err(e) => Err(EventLogError(DisplayErrorContext(&e).to_string())),
+            Err(other) => Err(EventLogError(format!("{other:?}"))),
         }
     }
 
     async fn complete(&self, event_id: &str, outcome: &str) -> Result<(), EventLogError> {
-        self.client
+        let request = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key("event_id", str(event_id))
             .update_expression("SET #st = :done, outcome = :outcome")
             .expression_attribute_names("#st", "state")
             .expression_attribute_values(":done", str("done"))
-            .expression_attribute_values(":outcome", str(outcome))
-            .send()
-            .await
-            .map_err(|e| EventLogError(DisplayErrorContext(&e).to_string()))?;
-        Ok(())
+            .expression_attribute_values(":outcome", str(outcome));
+        match write::with_retries(
+            RetryPolicy::INTERACTIVE,
+            "complete webhook event",
+            write::classify,
+            || request.clone().send(),
+        )
+        .await
+        .map_err(|e| EventLogError(e.to_string()))?
+        {
+            Ok(_) => Ok(()),
+            Err(other) => Err(EventLogError(format!("{other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Currency, Money, Quantity, SaleId};
+
+    fn record() -> CheckoutRecord {
+        CheckoutRecord {
+            reservation: Reservation {
+                reservation_id: ReservationId::new(),
+                sale_id: SaleId::parse("drop").unwrap(),
+                user_id: UserId::parse("u1").unwrap(),
+                quantity: Quantity::ONE,
+                shard: 0,
+                status: ReservationStatus::PaymentProcessing,
+                amount: Money::new(500, Currency::parse("EUR").unwrap()).unwrap(),
+                created_at: Timestamp::from_millis(1),
+                expires_at: Timestamp::from_millis(2),
+            },
+            payment_key: Some("k".into()),
+            payment_method: Some("pm_card_visa".into()),
+            charge_token: None,
+            payment_intent_id: Some("pi_1".into()),
+            order_id: None,
+            failure_reason: None,
+            payment_started_at: None,
+            saga_attempt: 1,
+        }
+    }
+
+    fn order(record: &CheckoutRecord, at: i64) -> Order {
+        Order {
+            order_id: format!("ord_{}", record.reservation.reservation_id),
+            reservation_id: record.reservation.reservation_id,
+            payment_intent_id: "pi_1".into(),
+            amount: record.reservation.amount,
+            created_at: Timestamp::from_millis(at),
+        }
+    }
+
+    #[test]
+    fn the_request_token_is_stable_for_the_same_parameters_and_changes_with_them() {
+        let r = record();
+        let a = request_token(&r, &order(&r, 10));
+        assert_eq!(a, request_token(&r, &order(&r, 10)));
+        assert_ne!(a, request_token(&r, &order(&r, 11)));
+        assert_eq!(a.len(), 36);
     }
 }

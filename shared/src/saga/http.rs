@@ -11,9 +11,9 @@ use super::pay::{PayCommand, PayError, PayService, PaymentMethod};
 use super::records::CheckoutRecords;
 use super::webhook::{WebhookError, WebhookEventLog, WebhookOutcome, WebhookService};
 use crate::domain::{Clock, ReservationId};
+use crate::http::request::{bad_request, body_bytes, idempotency_key, identity_of, path_param};
 use crate::http::{json, Problem};
 use crate::payment::PaymentProvider;
-use crate::reservation::http::{bad_request, body_bytes, idempotency_key, identity_of, path_param};
 
 /// How soon a client should retry after a 503 here.
 const RETRY_AFTER_SECS: &str = "1";
@@ -99,6 +99,12 @@ pub fn pay_error_problem(error: &PayError) -> Problem {
             "payment-failed",
             "Payment failed",
             format!("The payment for this reservation failed ({reason}); reserve again."),
+        ),
+        PayError::KeyReused => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+            "This Idempotency-Key was used with another payment method; use a new key.",
         ),
         PayError::InProgress => Problem::new(
             StatusCode::CONFLICT,

@@ -25,11 +25,24 @@ pub mod dynamo;
 pub mod http;
 pub mod pay;
 pub mod records;
+pub mod recovery;
 pub mod sfn;
 pub mod steps;
 pub mod webhook;
 
 use crate::domain::ReservationId;
+
+/// The name of a payment's saga execution: the reservation id for the first (so a retried
+/// payment request cannot start two), `<id>-r<n>` when the sweep restarts a saga that is not
+/// running. Step Functions keeps names of Standard executions for 90 days and refuses to reuse
+/// them, which is why a restart needs a new name.
+pub fn execution_name(reservation: ReservationId, attempt: u32) -> String {
+    if attempt <= 1 {
+        reservation.to_string()
+    } else {
+        format!("{reservation}-r{attempt}")
+    }
+}
 
 /// The idempotency key of a reservation's charge at the provider: one charge per reservation,
 /// however often the Charge step is retried.
@@ -65,6 +78,12 @@ pub mod error_types {
     pub const ORDER_REJECTED: &str = "OrderRejected";
     /// The Redis hold was missing or already released when it should have been committed.
     pub const HOLD_LOST: &str = "HoldLost";
+    /// The reservation lost its units before it was charged (Redis lost its hold and the shard
+    /// has no unit left for it): nothing is charged, the saga compensates.
+    pub const STOCK_LOST: &str = "StockLost";
+    /// The charge had succeeded before this execution's Charge step (a restarted saga): its
+    /// webhook resumed the earlier execution. The definition reads the charge and goes on.
+    pub const ALREADY_CHARGED: &str = "AlreadyCharged";
     /// The step's input does not describe a known reservation (a bug: never retried).
     pub const INVALID_INPUT: &str = "InvalidStepInput";
 }

@@ -2,9 +2,17 @@
 //! unexpired reservation; a conditional write moves it to PAYMENT_PROCESSING (which takes it out
 //! of the expiry worker's hands) and the saga starts, named after the reservation.
 //!
-//! Retries: the same Idempotency-Key answers with the current status (and re-starts the saga
-//! if the first attempt died between the write and the start: the start is idempotent by name).
-//! Another key for a reservation already being paid is a conflict.
+//! Retries: the same Idempotency-Key with the same body answers with the current status (and
+//! starts the saga if the first attempt died between the write and the start: the start is
+//! idempotent by name). The same key with another payment method is refused (422), like any
+//! reused key with a changed body. Another key for a reservation already being paid is a
+//! conflict.
+//!
+//! If the saga cannot be started (the call fails, or its answer is lost), the reservation stays
+//! PAYMENT_PROCESSING and the buyer gets 503: a retry with the same key starts it; without a
+//! retry, the sweep finds the payment with no running saga and starts one
+//! ([`super::recovery`]). Giving the reservation back to PENDING instead would race an
+//! execution that did start and leave a saga name that can never be used again.
 
 use serde::Serialize;
 use serde_json::json;
@@ -63,6 +71,9 @@ pub enum PayError {
     /// Another payment request (another Idempotency-Key) is being processed.
     #[error("a payment is already in progress")]
     InProgress,
+    /// This Idempotency-Key was used with another payment method.
+    #[error("idempotency key reused with a different request")]
+    KeyReused,
     #[error("dependency unavailable: {0}")]
     Unavailable(String),
 }
@@ -98,7 +109,7 @@ impl<R: CheckoutRecords, S: SagaControl, C: Clock> PayService<R, S, C> {
                 .await
                 .map_err(|e| PayError::Unavailable(e.to_string()))?;
             if begun == BeginPayment::Started {
-                return self.start_saga(command).await;
+                return self.start_saga(command, 1).await;
             }
             // Lost a race (the expiry worker, or a concurrent request): answer from the record.
             let record = self.load(command).await?;
@@ -120,7 +131,11 @@ impl<R: CheckoutRecords, S: SagaControl, C: Clock> PayService<R, S, C> {
         command: &PayCommand,
         record: &CheckoutRecord,
     ) -> Result<PayAccepted, PayError> {
-        let same_request = record.payment_key.as_deref() == Some(command.payment_key.as_str());
+        let same_key = record.payment_key.as_deref() == Some(command.payment_key.as_str());
+        if same_key && record.payment_method.as_deref() != Some(command.payment_method.as_str()) {
+            return Err(PayError::KeyReused);
+        }
+        let same_request = same_key;
         let accepted = |status| PayAccepted {
             reservation_id: command.reservation_id.to_string(),
             status,
@@ -133,7 +148,7 @@ impl<R: CheckoutRecords, S: SagaControl, C: Clock> PayService<R, S, C> {
             ReservationStatus::Expired => Err(PayError::Expired),
             ReservationStatus::PaymentProcessing if same_request => {
                 // A retry: the first attempt may have died before starting the saga.
-                self.start_saga(command).await
+                self.start_saga(command, record.saga_attempt).await
             }
             ReservationStatus::PaymentProcessing => Err(PayError::InProgress),
             status @ (ReservationStatus::Confirmed | ReservationStatus::Failed) if same_request => {
@@ -149,9 +164,13 @@ impl<R: CheckoutRecords, S: SagaControl, C: Clock> PayService<R, S, C> {
         }
     }
 
-    async fn start_saga(&self, command: &PayCommand) -> Result<PayAccepted, PayError> {
+    async fn start_saga(
+        &self,
+        command: &PayCommand,
+        attempt: u32,
+    ) -> Result<PayAccepted, PayError> {
         let input = saga_input(command.reservation_id, command.payment_method.as_str());
-        let name = command.reservation_id.to_string();
+        let name = super::execution_name(command.reservation_id, attempt);
         match self.saga.start(&name, &input).await {
             Ok(Started::Started | Started::AlreadyStarted { .. }) => {
                 // The reservation's status is what the buyer follows (GET /reservations/{id}).
@@ -164,21 +183,14 @@ impl<R: CheckoutRecords, S: SagaControl, C: Clock> PayService<R, S, C> {
                     .map(|r| r.reservation.status)
                     .unwrap_or(ReservationStatus::PaymentProcessing);
                 Ok(PayAccepted {
-                    reservation_id: name,
+                    reservation_id: command.reservation_id.to_string(),
                     status,
                 })
             }
             Err(error) => {
-                // Give the reservation back to the buyer (and the expiry worker) rather than
-                // leave it PAYMENT_PROCESSING with no saga; the buyer retries.
-                tracing::error!(%error, reservation = %name, "could not start the payment saga");
-                if let Err(undo) = self
-                    .records
-                    .abandon_payment(command.reservation_id, command.payment_key.as_str())
-                    .await
-                {
-                    tracing::error!(error = %undo, reservation = %name, "could not undo PAYMENT_PROCESSING");
-                }
+                // The execution may or may not exist now. The reservation stays
+                // PAYMENT_PROCESSING (see the module doc): a retry or the sweep starts it.
+                tracing::error!(%error, execution = %name, "could not start the payment saga");
                 Err(PayError::Unavailable(error.to_string()))
             }
         }

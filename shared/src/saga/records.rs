@@ -18,6 +18,18 @@ pub struct CheckoutRecord {
     pub payment_intent_id: Option<String>,
     pub order_id: Option<String>,
     pub failure_reason: Option<String>,
+    /// When the payment was asked for (PAYMENT_PROCESSING and after).
+    pub payment_started_at: Option<Timestamp>,
+    /// Which saga execution owns the payment: 1 for the one the intake starts, more when the
+    /// sweep restarted a saga that was not running ([`super::execution_name`]).
+    pub saga_attempt: u32,
+}
+
+impl CheckoutRecord {
+    /// The name of the saga execution that owns this payment now.
+    pub fn execution_name(&self) -> String {
+        super::execution_name(self.reservation.reservation_id, self.saga_attempt)
+    }
 }
 
 /// The order written when a charge succeeded (orders table, key `reservation_id`).
@@ -56,8 +68,10 @@ pub trait CheckoutRecords: Send + Sync {
         id: ReservationId,
     ) -> impl Future<Output = Result<Option<CheckoutRecord>, StoreError>> + Send;
 
-    /// PENDING ─▶ PAYMENT_PROCESSING if the record belongs to `user` and `now < expires_at`.
-    /// Leaves the expiry index (the expiry worker no longer sees it).
+    /// PENDING ─▶ PAYMENT_PROCESSING if the record belongs to `user` and `now < expires_at`,
+    /// with `saga_attempt = 1`. Leaves the expiry index (the expiry worker no longer sees it).
+    /// A retry whose first attempt committed (its answer lost) reads as `Refused`; the caller
+    /// re-reads the record and finds its own payment key.
     fn begin_payment(
         &self,
         id: ReservationId,
@@ -67,12 +81,13 @@ pub trait CheckoutRecords: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = Result<BeginPayment, StoreError>> + Send;
 
-    /// Undoes [`CheckoutRecords::begin_payment`] when the saga could not be started (only if it
-    /// is still PAYMENT_PROCESSING under the same key and no charge was attempted).
-    fn abandon_payment(
+    /// PAYMENT_PROCESSING at `attempt` ─▶ PAYMENT_PROCESSING at `attempt + 1`: the sweep
+    /// found no running saga for the payment and starts a new execution. Conditional on the
+    /// attempt, so two sweeps cannot both restart it. False if the record moved on.
+    fn next_saga_attempt(
         &self,
         id: ReservationId,
-        payment_key: &str,
+        attempt: u32,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Stores the Charge step's task token; false when the record is not PAYMENT_PROCESSING.

@@ -4,7 +4,7 @@ use aws_sdk_sfn::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sfn::Client;
 use serde_json::Value;
 
-use super::control::{ControlError, Resumed, SagaControl, Started};
+use super::control::{ControlError, ExecutionState, Resumed, SagaControl, Started};
 
 #[derive(Clone)]
 pub struct StepFunctionsControl {
@@ -110,6 +110,27 @@ impl SagaControl for StepFunctionsControl {
                 .send()
                 .await,
         )
+    }
+
+    async fn describe(&self, name: &str) -> Result<ExecutionState, ControlError> {
+        match self
+            .client
+            .describe_execution()
+            .execution_arn(self.execution_arn(name))
+            .send()
+            .await
+        {
+            Ok(described) => Ok(match described.status().as_str() {
+                "RUNNING" | "PENDING_REDRIVE" => ExecutionState::Running,
+                other => ExecutionState::Ended(other.to_owned()),
+            }),
+            Err(e)
+                if e.as_service_error().and_then(|s| s.code()) == Some("ExecutionDoesNotExist") =>
+            {
+                Ok(ExecutionState::NotFound)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     async fn heartbeat(&self, token: &str) -> Result<Resumed, ControlError> {

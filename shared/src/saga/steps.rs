@@ -15,17 +15,18 @@ use super::records::{CheckoutRecord, CheckoutRecords, ConfirmOutcome, Order};
 use super::{charge_idempotency_key, refund_idempotency_key};
 use crate::domain::{Clock, Money, ReservationId};
 use crate::payment::{
-    ChargeOutcome, ChargeRequest, PaymentError, PaymentIntentId, PaymentProvider, PaymentStatus,
-    RefundOutcome,
+    ChargeOutcome, ChargeRequest, PaymentError, PaymentIntent, PaymentIntentId, PaymentProvider,
+    PaymentStatus, RefundOutcome,
 };
 use crate::reservation::ReservationStatus;
 use crate::sale::SaleCatalog;
-use crate::stock::{CommitOutcome, ReleaseOutcome, StockEngine};
+use crate::stock::{CommitOutcome, HoldSpec, ReleaseOutcome, RestoreOutcome, StockEngine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
     Charge,
+    ReadCharge,
     CreateOrder,
     CommitHold,
     Refund,
@@ -33,8 +34,9 @@ pub enum StepKind {
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 5] = [
+    pub const ALL: [StepKind; 6] = [
         Self::Charge,
+        Self::ReadCharge,
         Self::CreateOrder,
         Self::CommitHold,
         Self::Refund,
@@ -44,6 +46,7 @@ impl StepKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Charge => "charge",
+            Self::ReadCharge => "read_charge",
             Self::CreateOrder => "create_order",
             Self::CommitHold => "commit_hold",
             Self::Refund => "refund",
@@ -63,14 +66,24 @@ impl StepKind {
             Self::Charge => &[
                 INPUT,
                 STORE,
+                STOCK,
                 PROVIDER,
+                (et::STOCK_LOST, false),
+                (et::ALREADY_CHARGED, false),
                 (et::CIRCUIT_OPEN, false),
                 (et::PROVIDER_REJECTED, false),
                 (et::PAYMENT_DECLINED, false),
                 (et::RESERVATION_NOT_PAYABLE, false),
             ],
+            Self::ReadCharge => &[
+                INPUT,
+                STORE,
+                PROVIDER,
+                (et::PROVIDER_REJECTED, false),
+                (et::PAYMENT_DECLINED, false),
+            ],
             Self::CreateOrder => &[INPUT, STORE, (et::ORDER_REJECTED, false)],
-            Self::CommitHold => &[INPUT, STORE, STOCK, (et::HOLD_LOST, false)],
+            Self::CommitHold => &[INPUT, STORE, STOCK],
             Self::Refund => &[INPUT, STORE, PROVIDER, (et::PROVIDER_REJECTED, false)],
             Self::ReleaseHold => &[INPUT, STORE, STOCK, (et::HOLD_LOST, false)],
         }
@@ -179,6 +192,7 @@ where
             .ok_or_else(|| StepError::new(et::INVALID_INPUT, format!("no reservation {id}")))?;
         match input.step {
             StepKind::Charge => self.charge(&record, &input).await,
+            StepKind::ReadCharge => self.read_charge(&record).await,
             StepKind::CreateOrder => self.create_order(&record, input.charge.as_ref()).await,
             StepKind::CommitHold => self.commit_hold(&record).await,
             StepKind::Refund => self.refund(&record).await,
@@ -186,8 +200,12 @@ where
         }
     }
 
-    /// Stores the task token, then asks the provider to charge (idempotently per reservation).
-    /// The task then waits for the provider's webhook.
+    /// Stores the task token, makes sure the reservation still holds its units, then asks the
+    /// provider to charge (idempotently per reservation). The task then waits for the
+    /// provider's webhook, unless the charge had already succeeded (a restarted saga, whose
+    /// webhook went to the earlier execution): then it fails with
+    /// [`et::ALREADY_CHARGED`], which the definition routes to ReadCharge and on to
+    /// CreateOrder.
     async fn charge(&self, record: &CheckoutRecord, input: &StepInput) -> Result<Value, StepError> {
         let r = &record.reservation;
         let (Some(token), Some(method)) = (&input.token, &input.payment_method) else {
@@ -208,6 +226,7 @@ where
                 format!("reservation is {}", r.status.as_str()),
             ));
         }
+        self.ensure_held(record).await?;
         let request = ChargeRequest {
             reservation_id: r.reservation_id,
             amount: r.amount,
@@ -220,6 +239,17 @@ where
                     .store_payment_intent(r.reservation_id, intent.id.as_str())
                     .await
                     .map_err(store_error)?;
+                if record.payment_intent_id.is_some() {
+                    // An earlier attempt charged already: the provider replays its first answer,
+                    // so ask for the intent as it is now. Its webhook went to the earlier task.
+                    let now = self.refunds.retrieve(&intent.id).await?;
+                    if now.status == PaymentStatus::Succeeded {
+                        return Err(StepError::new(
+                            et::ALREADY_CHARGED,
+                            format!("{} succeeded before this execution", now.id),
+                        ));
+                    }
+                }
                 Ok(json!({ "payment_intent_id": intent.id.as_str(), "waiting_for": "webhook" }))
             }
             ChargeOutcome::Declined { intent, decline } => {
@@ -233,6 +263,65 @@ where
                 Err(StepError::new(et::PAYMENT_DECLINED, reason))
             }
         }
+    }
+
+    /// A reservation about to be charged must still hold its units in Redis: a failover may
+    /// have lost the hold (and put the units back on sale). A lost hold is taken again if the
+    /// shard has the units; if not, nothing is charged and the saga compensates (StockLost).
+    async fn ensure_held(&self, record: &CheckoutRecord) -> Result<(), StepError> {
+        let r = &record.reservation;
+        let sale = self.sale_stock(record).await?;
+        match self
+            .stock
+            .ensure_held(&sale, &spec_of(record), self.clock.now())
+            .await
+            .map_err(stock_error)?
+        {
+            RestoreOutcome::AlreadyHeld | RestoreOutcome::WasCommitted => Ok(()),
+            RestoreOutcome::Restored { .. } => {
+                tracing::warn!(reservation_id = %r.reservation_id, "the hold of a reservation being paid was lost; taken again before charging");
+                Ok(())
+            }
+            RestoreOutcome::NoUnits { available } => {
+                tracing::error!(reservation_id = %r.reservation_id, available, "the hold of a reservation being paid was lost and no unit is left: not charging");
+                Err(StepError::new(
+                    et::STOCK_LOST,
+                    "the reservation's units were lost before payment",
+                ))
+            }
+            // Redis is being rebuilt or lost the sale: retried with backoff.
+            other @ (RestoreOutcome::Paused
+            | RestoreOutcome::Fenced
+            | RestoreOutcome::SaleNotSetUp) => Err(StepError::new(
+                et::STOCK_UNAVAILABLE,
+                format!("stock not ready: {other:?}"),
+            )),
+        }
+    }
+
+    /// What the provider says of this reservation's charge, in the shape the webhook sends
+    /// (`{payment_intent_id, amount_received}`): for a charge that had succeeded before this
+    /// execution's Charge step (see [`Self::charge`]).
+    async fn read_charge(&self, record: &CheckoutRecord) -> Result<Value, StepError> {
+        let Some(pi) = record.payment_intent_id.as_deref() else {
+            return Err(StepError::new(
+                et::INVALID_INPUT,
+                "no payment intent recorded",
+            ));
+        };
+        let id = PaymentIntentId::parse(pi)
+            .map_err(|e| StepError::new(et::INVALID_INPUT, e.to_string()))?;
+        let intent: PaymentIntent = self.refunds.retrieve(&id).await?;
+        if intent.status != PaymentStatus::Succeeded {
+            return Err(StepError::new(
+                et::PAYMENT_DECLINED,
+                format!("the charge is {}", intent.status.as_str()),
+            ));
+        }
+        Ok(json!({
+            "payment_intent_id": intent.id.as_str(),
+            "amount_received": intent.amount_minor,
+        }))
     }
 
     /// One transaction: the order and PAYMENT_PROCESSING ─▶ CONFIRMED. A retry after a lost
@@ -301,20 +390,38 @@ where
             .ok_or_else(|| StepError::new(et::INVALID_INPUT, format!("no sale {sale_id}")))
     }
 
-    /// The held unit becomes sold.
+    /// The held unit becomes sold. The reservation is paid (CONFIRMED, an order exists), so it
+    /// keeps its units even if Redis lost or released its hold: they are taken as sold again,
+    /// into debt if the shard has none left (reported: OVERSOLD, a person must resolve it).
     async fn commit_hold(&self, record: &CheckoutRecord) -> Result<Value, StepError> {
         let r = &record.reservation;
         let sale = self.sale_stock(record).await?;
         match self
             .stock
-            .commit(&sale, r.shard, r.reservation_id)
+            .commit_paid(&sale, &spec_of(record), self.clock.now())
             .await
             .map_err(stock_error)?
         {
             CommitOutcome::Committed | CommitOutcome::AlreadyCommitted => {
                 Ok(json!({ "committed": true }))
             }
-            other => Err(StepError::new(et::HOLD_LOST, format!("{other:?}"))),
+            CommitOutcome::Retaken { available_after } => {
+                if available_after < 0 {
+                    tracing::error!(reservation_id = %r.reservation_id, sale_id = %r.sale_id, shard = r.shard, available_after, "OVERSOLD: a paid order's hold was lost and its units had been sold again; taken into debt, a person must resolve it");
+                    crate::metrics::emit(
+                        "saga-steps",
+                        &[("UnitsOversold", u64::from(r.quantity.get()))],
+                        0.0,
+                    );
+                } else {
+                    tracing::warn!(reservation_id = %r.reservation_id, "a paid order's hold was lost: its units are taken as sold again");
+                }
+                Ok(
+                    json!({ "committed": true, "retaken": true, "available_after": available_after }),
+                )
+            }
+            // The sale's stock is being rebuilt (the rebuild counts this order as sold).
+            other => Err(StepError::new(et::STOCK_UNAVAILABLE, format!("{other:?}"))),
         }
     }
 
@@ -386,6 +493,17 @@ where
             )),
             outcome => Ok(json!({ "released": format!("{outcome:?}") })),
         }
+    }
+}
+
+fn spec_of(record: &CheckoutRecord) -> HoldSpec {
+    let r = &record.reservation;
+    HoldSpec {
+        reservation_id: r.reservation_id,
+        user: r.user_id.clone(),
+        quantity: r.quantity,
+        shard: r.shard,
+        expires_at: r.expires_at,
     }
 }
 

@@ -86,10 +86,22 @@ impl DynamoSaleCatalog {
         if let Some(version) = expected_version {
             put = put.expression_attribute_values(":expected", version);
         }
-        match put.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if item::is_conditional_check_failed(&e) => Err(CatalogError::Conflict),
-            Err(e) => Err(store_error(e)),
+        // A condition failure after a lost answer looks like a conflict; the put-sale use case
+        // reads the sale back and recognises its own write (sale/put.rs).
+        match crate::store::write::with_retries(
+            crate::store::write::RetryPolicy::INTERACTIVE,
+            "put sale",
+            crate::store::write::classify,
+            || put.clone().send(),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(crate::store::write::WriteFailure::ConditionFailed { .. })) => {
+                Err(CatalogError::Conflict)
+            }
+            Ok(Err(other)) => Err(CatalogError::Store(format!("{other:?}"))),
+            Err(e) => Err(CatalogError::Store(e.to_string())),
         }
     }
 }

@@ -8,11 +8,12 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{CatalogError, Sale, SaleCatalog, SaleWindow};
+use super::put::PutSaleError;
+use super::{Sale, SaleCatalog, SaleWindow};
 use crate::domain::{Clock, Currency, Money, SaleId, Timestamp};
-use crate::http::{json, Problem};
-use crate::reservation::http::{bad_request, body_bytes, identity_of, path_param};
-use crate::stock::{ShardCount, StockEngine, StockSetup};
+use crate::http::request::{body_bytes, identity_of, path_param};
+use crate::http::{json, problems, Problem};
+use crate::stock::{ShardCount, StockEngine};
 
 #[derive(Debug, Serialize)]
 pub struct SaleView {
@@ -54,34 +55,11 @@ fn view(sale: &Sale, available: Option<i64>, now: Timestamp) -> SaleView {
     }
 }
 
-fn unavailable() -> Problem {
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "dependency-unavailable",
-        "Temporarily unavailable",
-        "A dependency did not answer; retry shortly.",
-    )
-}
-
-fn sale_not_found() -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        "sale-not-found",
-        "Sale not found",
-        "There is no sale with this id.",
-    )
-}
-
-fn sale_id_of(request: &Request) -> Result<SaleId, Problem> {
+/// The `{saleId}` path parameter (400 if malformed).
+pub fn sale_id_of(request: &Request) -> Result<SaleId, Problem> {
     path_param(request, "saleId")
         .and_then(|raw| SaleId::parse(raw).ok())
-        .ok_or_else(|| {
-            bad_request(
-                "invalid-sale-id",
-                "Invalid sale id",
-                "Sale ids are 1 to 64 letters, digits, '-' or '_'.",
-            )
-        })
+        .ok_or_else(problems::invalid_sale_id)
 }
 
 async fn available<S: StockEngine>(stock: &S, sale: &Sale) -> Option<i64> {
@@ -111,10 +89,11 @@ pub async fn get_sale<C: SaleCatalog, S: StockEngine, K: Clock>(
             let available = available(stock, &sale).await;
             json(StatusCode::OK, &view(&sale, available, clock.now()))
         }
-        Ok(None) => sale_not_found().into_response(),
+        Ok(None) => problems::sale_not_found().into_response(),
         Err(error) => {
             tracing::error!(%error, "reading a sale failed");
-            unavailable().into_response()
+            problems::dependency_unavailable("A dependency did not answer; retry shortly.")
+                .into_response()
         }
     }
 }
@@ -175,13 +154,8 @@ fn parse_time(name: &str, raw: &str) -> Result<Timestamp, Problem> {
 
 /// Validates the body into the sale it describes (id, times and version filled in later).
 fn parse_put(sale_id: SaleId, body: &[u8], now: Timestamp) -> Result<Sale, Problem> {
-    let body: PutSaleBody = serde_json::from_slice(body).map_err(|e| {
-        bad_request(
-            "malformed-body",
-            "Malformed JSON body",
-            format!("The body is not a valid sale: {e}"),
-        )
-    })?;
+    let body: PutSaleBody = serde_json::from_slice(body)
+        .map_err(|e| problems::malformed_body(format!("The body is not a valid sale: {e}")))?;
     if body.total_stock > MAX_TOTAL_STOCK {
         return Err(invalid(format!(
             "total_stock must be at most {MAX_TOTAL_STOCK}"
@@ -222,11 +196,8 @@ fn parse_put(sale_id: SaleId, body: &[u8], now: Timestamp) -> Result<Sale, Probl
     })
 }
 
-/// `PUT /sales/{saleId}` (admin). Creates the sale, or updates price, window, hold time,
-/// per-user limit, and stock (increase only: a top-up). The shard count is fixed at creation.
-///
-/// Order: the durable record first (it is the source of truth a stock rebuild reads), then
-/// Redis. Every Redis step is idempotent, so a retried PUT completes a half-done one.
+/// `PUT /sales/{saleId}` (admin): parses and validates the body, then runs
+/// [`super::put::put_sale`].
 pub async fn put_sale<C: SaleCatalog, S: StockEngine, K: Clock>(
     catalog: &C,
     stock: &S,
@@ -247,125 +218,50 @@ async fn put_sale_inner<C: SaleCatalog, S: StockEngine, K: Clock>(
 ) -> Result<Response<Body>, Problem> {
     let identity = identity_of(request)?;
     if !identity.is_admin() {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Admin only",
+        return Err(problems::admin_only(
             "Managing sales needs the admin group.",
         ));
     }
     let sale_id = sale_id_of(request)?;
     let now = clock.now();
     let wanted = parse_put(sale_id, body_bytes(request)?, now)?;
-    let dependency = |error: &dyn std::fmt::Display| {
-        tracing::error!(%error, "put sale: dependency failed");
-        unavailable()
-    };
-
-    let existing = catalog
-        .get(&wanted.sale_id)
+    let outcome = super::put::put_sale(catalog, stock, clock, wanted)
         .await
-        .map_err(|e| dependency(&e))?;
-    let (sale, created, previous) = match existing {
-        None => match catalog.create(&wanted).await {
-            Ok(()) => (wanted, true, None),
-            Err(CatalogError::Conflict) => {
-                return Err(conflict("The sale was created concurrently; retry."))
-            }
-            Err(e) => return Err(dependency(&e)),
-        },
-        Some(old) => {
-            // Missing shards on an existing sale mean Redis lost them (or a create died before
-            // seeding them). Seeding them here would be fresh stock for units that may be held
-            // or sold: only a rebuild from the durable records may restore them.
-            let levels = stock
-                .levels(&old.stock())
-                .await
-                .map_err(|e| dependency(&e))?;
-            if !levels.is_complete() {
-                return Err(Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "stock-rebuild-needed",
-                    "Stock must be rebuilt first",
-                    format!(
-                        "The sale's stock is missing in Redis. Run POST /sales/{}/stock/rebuild, then retry.",
-                        old.sale_id
-                    ),
-                ));
-            }
-            if old.shards != wanted.shards {
-                return Err(conflict(format!(
-                    "shards is fixed at creation ({}).",
-                    old.shards.get()
-                )));
-            }
-            if wanted.total_stock < old.total_stock {
-                return Err(conflict(format!(
-                    "total_stock can only grow during a sale (now {}).",
-                    old.total_stock
-                )));
-            }
-            let updated = Sale {
-                created_at: old.created_at,
-                version: old.version + 1,
-                ..wanted
-            };
-            match catalog.update(&updated).await {
-                Ok(()) => (updated, false, Some(old)),
-                Err(CatalogError::Conflict) => {
-                    return Err(conflict("The sale changed concurrently; retry."))
-                }
-                Err(e) => return Err(dependency(&e)),
-            }
-        }
-    };
-
-    // Seed (or re-seed after a half-done PUT) the stock with the totals before this change,
-    // then apply the change. setup never overwrites an existing shard.
-    let base_stock = previous
-        .as_ref()
-        .map_or(sale.total_stock, |p| p.total_stock);
-    let base_limit = previous
-        .as_ref()
-        .map_or(sale.per_user_limit, |p| p.per_user_limit);
-    stock
-        .setup(
-            &sale.stock(),
-            &StockSetup {
-                total_units: base_stock,
-                per_user_limit: base_limit,
-            },
-        )
-        .await
-        .map_err(|e| dependency(&e))?;
-    if let Some(old) = &previous {
-        if sale.total_stock > old.total_stock {
-            stock
-                .top_up(&sale.stock(), sale.total_stock - old.total_stock)
-                .await
-                .map_err(|e| dependency(&e))?;
-        }
-        if sale.per_user_limit != old.per_user_limit {
-            stock
-                .set_per_user_limit(&sale.stock(), sale.per_user_limit)
-                .await
-                .map_err(|e| dependency(&e))?;
-        }
-    }
-    let available = available(stock, &sale).await;
-    let status = if created {
+        .map_err(|e| put_error_problem(&e))?;
+    let available = available(stock, &outcome.sale).await;
+    let status = if outcome.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok(json(status, &view(&sale, available, now)))
+    Ok(json(status, &view(&outcome.sale, available, now)))
 }
 
-fn conflict(detail: impl Into<String>) -> Problem {
-    Problem::new(
-        StatusCode::CONFLICT,
-        "sale-conflict",
-        "Conflicting change",
-        detail,
-    )
+/// The one mapping of put-sale errors to problems.
+fn put_error_problem(error: &PutSaleError) -> Problem {
+    let conflict = |detail: String| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "sale-conflict",
+            "Conflicting change",
+            detail,
+        )
+    };
+    match error {
+        PutSaleError::Conflict => conflict("The sale changed concurrently; retry.".into()),
+        PutSaleError::ShardsFixed(_) | PutSaleError::StockCannotShrink(_) => {
+            conflict(format!("{error}."))
+        }
+        PutSaleError::RebuildNeeded => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stock-rebuild-needed",
+            "Stock must be rebuilt first",
+            "The sale's stock is missing in Redis. Run POST /sales/{saleId}/stock/rebuild (the sweep also does within a minute), then retry.",
+        )
+        .with_retry_after(60),
+        PutSaleError::Catalog(_) | PutSaleError::Stock(_) => {
+            tracing::error!(%error, "put sale: dependency failed");
+            problems::dependency_unavailable("A dependency did not answer; retrying the same PUT is safe and finishes the change.")
+        }
+    }
 }

@@ -6,6 +6,7 @@ pub mod cached;
 pub mod dynamo;
 pub mod http;
 pub mod memory;
+pub mod put;
 
 use std::future::Future;
 use std::time::Duration;

@@ -8,16 +8,9 @@
 use std::future::Future;
 use std::time::Duration;
 
+pub use super::{HoldSpec, HoldState, RestoreOutcome};
 use super::{SaleStock, StockError};
-use crate::domain::{Quantity, ReservationId, Timestamp, UserId};
-
-/// Where a hold stands in Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HoldState {
-    Held,
-    Committed,
-    Released,
-}
+use crate::domain::{ReservationId, Timestamp, UserId};
 
 /// A hold as stored on its shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,42 +32,12 @@ pub struct PendingClaim {
     pub claimed_at: Timestamp,
 }
 
-/// A hold to (re-)create from a durable reservation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HoldSpec {
-    pub reservation_id: ReservationId,
-    pub user: UserId,
-    pub quantity: Quantity,
-    pub shard: u16,
-    pub expires_at: Timestamp,
-}
-
 /// A buyer's claim on their home shard: reservation id -> quantity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     pub user: UserId,
     pub reservation_id: ReservationId,
     pub quantity: u32,
-}
-
-/// The result of [`StockMaintenance::restore_hold`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestoreOutcome {
-    /// The units were taken from the shard again. `available_after` < 0 only when the restore
-    /// was allowed to go into debt.
-    Restored {
-        available_after: i64,
-    },
-    /// The hold is active: nothing to do.
-    AlreadyHeld,
-    /// The hold was sold: nothing changed.
-    WasCommitted,
-    /// The shard has fewer units than the hold needs; nothing changed.
-    NoUnits {
-        available: i64,
-    },
-    Paused,
-    SaleNotSetUp,
 }
 
 /// What Redis has for one shard of a sale.
@@ -84,20 +47,30 @@ pub enum ShardState {
     Missing,
     /// A paused placeholder left by a rebuild that has not written this shard yet.
     Placeholder { paused_at: Option<Timestamp> },
-    /// A complete record; `paused_at` is set while a rebuild has selling paused.
-    Ready { paused_at: Option<Timestamp> },
+    /// A complete record; `paused_at` is set while a rebuild has selling paused, `fenced` while
+    /// the pause is the fence's (the data may have lost writes: rebuild at once).
+    Ready {
+        paused_at: Option<Timestamp>,
+        fenced: bool,
+    },
 }
 
 impl ShardState {
     pub fn is_ready_and_selling(self) -> bool {
-        matches!(self, Self::Ready { paused_at: None })
+        matches!(
+            self,
+            Self::Ready {
+                paused_at: None,
+                ..
+            }
+        )
     }
 
     /// When selling was paused, if it is.
     pub fn paused_at(self) -> Option<Timestamp> {
         match self {
             Self::Missing => None,
-            Self::Placeholder { paused_at } | Self::Ready { paused_at } => paused_at,
+            Self::Placeholder { paused_at } | Self::Ready { paused_at, .. } => paused_at,
         }
     }
 }
@@ -171,7 +144,7 @@ pub trait StockMaintenance: Send + Sync {
 
     /// Re-creates a hold from its durable reservation (not the claim: see
     /// [`StockMaintenance::restore_claims`]). With `allow_debt`, takes the units even if the
-    /// shard has fewer (it goes negative).
+    /// shard has fewer (it goes negative). Checks the fence like a reserve does.
     fn restore_hold(
         &self,
         sale: &SaleStock,

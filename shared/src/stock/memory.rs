@@ -1,16 +1,25 @@
 //! An in-memory [`StockEngine`] for fast unit tests of the code above the engine. One pool of
-//! units per sale (shards are reported as 0), the per-user limit, idempotency by
-//! (user, key). The real semantics are tested against Redis; this only has to be faithful
-//! enough for the handlers' branches.
+//! units per sale (every hold is on shard 0), the per-user limit, idempotency by
+//! (user, key), rollbacks, and the re-taking of lost holds. The real semantics are tested
+//! against Redis; this only has to be faithful enough for the services' branches.
+//! [`InMemoryStockEngine::lose_hold`] simulates what a failover can do to a hold.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{
-    CommitOutcome, Hold, ReleaseOutcome, ReserveOutcome, ReserveRequest, SaleStock, SetupOutcome,
-    ShardLevel, StockEngine, StockError, StockLevels, StockSetup,
+    split_evenly, CommitOutcome, Hold, HoldSpec, HoldState, ReleaseOutcome, ReserveOutcome,
+    ReserveRequest, RestoreOutcome, SaleStock, SetupOutcome, ShardLevel, StockEngine, StockError,
+    StockLevels, StockSetup,
 };
-use crate::domain::{ReservationId, SaleId, UserId};
+use crate::domain::{IdempotencyKey, ReservationId, SaleId, Timestamp, UserId};
+
+#[derive(Debug, Clone)]
+struct HoldEntry {
+    user: UserId,
+    qty: u32,
+    state: HoldState,
+}
 
 #[derive(Default)]
 struct SaleState {
@@ -19,9 +28,44 @@ struct SaleState {
     held: i64,
     sold: i64,
     limit: u32,
-    claims: HashMap<UserId, u32>,
-    holds: HashMap<ReservationId, (UserId, u32, char)>,
+    claims: HashMap<UserId, HashMap<ReservationId, u32>>,
+    holds: HashMap<ReservationId, HoldEntry>,
     keys: HashMap<(UserId, String), Hold>,
+}
+
+impl SaleState {
+    fn claimed(&self, user: &UserId) -> u32 {
+        self.claims.get(user).map_or(0, |c| c.values().sum())
+    }
+
+    fn unclaim(&mut self, user: &UserId, id: ReservationId) {
+        if let Some(c) = self.claims.get_mut(user) {
+            c.remove(&id);
+        }
+    }
+
+    /// Takes `qty` units into a hold (or a sale), even below zero.
+    fn take(&mut self, spec: &HoldSpec, state: HoldState) -> i64 {
+        let qty = spec.quantity.get();
+        self.available -= i64::from(qty);
+        match state {
+            HoldState::Committed => self.sold += i64::from(qty),
+            _ => self.held += i64::from(qty),
+        }
+        self.holds.insert(
+            spec.reservation_id,
+            HoldEntry {
+                user: spec.user.clone(),
+                qty,
+                state,
+            },
+        );
+        self.claims
+            .entry(spec.user.clone())
+            .or_default()
+            .insert(spec.reservation_id, qty);
+        self.available
+    }
 }
 
 #[derive(Default)]
@@ -34,6 +78,28 @@ impl InMemoryStockEngine {
         let mut sales = self.sales.lock().unwrap_or_else(|p| p.into_inner());
         f(sales.get_mut(sale))
     }
+
+    /// What a failover that lost an acknowledged write does to a hold: the hold is gone, its
+    /// units are available again and the buyer's claim is gone. Returns false if there was no
+    /// active hold.
+    pub fn lose_hold(&self, sale: &SaleId, id: ReservationId) -> bool {
+        self.with(sale, |state| {
+            let Some(s) = state else { return false };
+            match s.holds.remove(&id) {
+                Some(entry) if entry.state == HoldState::Held => {
+                    s.available += i64::from(entry.qty);
+                    s.held -= i64::from(entry.qty);
+                    s.unclaim(&entry.user, id);
+                    true
+                }
+                Some(entry) => {
+                    s.holds.insert(id, entry);
+                    false
+                }
+                None => false,
+            }
+        })
+    }
 }
 
 impl StockEngine for InMemoryStockEngine {
@@ -44,7 +110,9 @@ impl StockEngine for InMemoryStockEngine {
             };
             let key = (req.user.clone(), req.idempotency_key.as_str().to_owned());
             if let Some(hold) = s.keys.get(&key) {
-                return if hold.quantity == req.quantity {
+                return if hold.reservation_id == req.reservation_id {
+                    ReserveOutcome::Reserved(*hold)
+                } else if hold.quantity == req.quantity {
                     ReserveOutcome::Duplicate(*hold)
                 } else {
                     ReserveOutcome::KeyReused {
@@ -53,7 +121,7 @@ impl StockEngine for InMemoryStockEngine {
                 };
             }
             let qty = req.quantity.get();
-            let claimed = s.claims.get(&req.user).copied().unwrap_or(0);
+            let claimed = s.claimed(&req.user);
             if claimed + qty > s.limit {
                 return ReserveOutcome::LimitReached {
                     claimed,
@@ -61,23 +129,28 @@ impl StockEngine for InMemoryStockEngine {
                 };
             }
             if s.available < i64::from(qty) {
-                return if s.available == 0 {
+                return if s.available <= 0 {
                     ReserveOutcome::SoldOut
                 } else {
                     ReserveOutcome::InsufficientStock
                 };
             }
-            s.available -= i64::from(qty);
-            s.held += i64::from(qty);
-            *s.claims.entry(req.user.clone()).or_default() += qty;
             let hold = Hold {
                 reservation_id: req.reservation_id,
                 shard: 0,
                 quantity: req.quantity,
                 expires_at: req.expires_at,
             };
-            s.holds
-                .insert(req.reservation_id, (req.user.clone(), qty, 'H'));
+            s.take(
+                &HoldSpec {
+                    reservation_id: req.reservation_id,
+                    user: req.user.clone(),
+                    quantity: req.quantity,
+                    shard: 0,
+                    expires_at: req.expires_at,
+                },
+                HoldState::Held,
+            );
             s.keys.insert(key, hold);
             ReserveOutcome::Reserved(hold)
         }))
@@ -93,20 +166,21 @@ impl StockEngine for InMemoryStockEngine {
             let Some(s) = state else {
                 return ReleaseOutcome::SaleNotSetUp;
             };
-            match s.holds.get_mut(&id) {
-                None => ReleaseOutcome::NotFound,
-                Some((_, _, 'R')) => ReleaseOutcome::AlreadyReleased,
-                Some((_, _, 'C')) => ReleaseOutcome::WasCommitted,
-                Some((user, qty, state)) => {
-                    *state = 'R';
-                    s.available += i64::from(*qty);
-                    s.held -= i64::from(*qty);
-                    if let Some(c) = s.claims.get_mut(user) {
-                        *c -= *qty;
-                    }
+            let Some(entry) = s.holds.get_mut(&id) else {
+                return ReleaseOutcome::NotFound;
+            };
+            match entry.state {
+                HoldState::Released | HoldState::Voided => ReleaseOutcome::AlreadyReleased,
+                HoldState::Committed => ReleaseOutcome::WasCommitted,
+                HoldState::Held => {
+                    entry.state = HoldState::Released;
+                    let (user, qty) = (entry.user.clone(), entry.qty);
+                    s.available += i64::from(qty);
+                    s.held -= i64::from(qty);
+                    s.unclaim(&user, id);
                     ReleaseOutcome::Released {
-                        user: user.clone(),
-                        quantity: *qty,
+                        user,
+                        quantity: qty,
                     }
                 }
             }
@@ -123,17 +197,105 @@ impl StockEngine for InMemoryStockEngine {
             let Some(s) = state else {
                 return CommitOutcome::SaleNotSetUp;
             };
-            match s.holds.get_mut(&id) {
-                None => CommitOutcome::NotFound,
-                Some((_, _, 'C')) => CommitOutcome::AlreadyCommitted,
-                Some((_, _, 'R')) => CommitOutcome::WasReleased,
-                Some((_, qty, state)) => {
-                    *state = 'C';
-                    s.held -= i64::from(*qty);
-                    s.sold += i64::from(*qty);
+            let Some(entry) = s.holds.get_mut(&id) else {
+                return CommitOutcome::NotFound;
+            };
+            match entry.state {
+                HoldState::Committed => CommitOutcome::AlreadyCommitted,
+                HoldState::Released | HoldState::Voided => CommitOutcome::WasReleased,
+                HoldState::Held => {
+                    entry.state = HoldState::Committed;
+                    let qty = i64::from(entry.qty);
+                    s.held -= qty;
+                    s.sold += qty;
                     CommitOutcome::Committed
                 }
             }
+        }))
+    }
+
+    async fn commit_paid(
+        &self,
+        sale: &SaleStock,
+        hold: &HoldSpec,
+        _now: Timestamp,
+    ) -> Result<CommitOutcome, StockError> {
+        let outcome = self.commit(sale, hold.shard, hold.reservation_id).await?;
+        if !matches!(
+            outcome,
+            CommitOutcome::NotFound | CommitOutcome::WasReleased
+        ) {
+            return Ok(outcome);
+        }
+        Ok(self.with(&sale.sale_id, |state| match state {
+            None => CommitOutcome::SaleNotSetUp,
+            Some(s) => CommitOutcome::Retaken {
+                available_after: s.take(hold, HoldState::Committed),
+            },
+        }))
+    }
+
+    async fn ensure_held(
+        &self,
+        sale: &SaleStock,
+        hold: &HoldSpec,
+        _now: Timestamp,
+    ) -> Result<RestoreOutcome, StockError> {
+        Ok(self.with(&sale.sale_id, |state| {
+            let Some(s) = state else {
+                return RestoreOutcome::SaleNotSetUp;
+            };
+            match s.holds.get(&hold.reservation_id).map(|e| e.state) {
+                Some(HoldState::Held) => RestoreOutcome::AlreadyHeld,
+                Some(HoldState::Committed) => RestoreOutcome::WasCommitted,
+                _ if s.available < i64::from(hold.quantity.get()) => RestoreOutcome::NoUnits {
+                    available: s.available,
+                },
+                _ => RestoreOutcome::Restored {
+                    available_after: s.take(hold, HoldState::Held),
+                },
+            }
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        sale: &SaleStock,
+        hold: &Hold,
+        user: &UserId,
+        key: &IdempotencyKey,
+    ) -> Result<(), StockError> {
+        self.with(&sale.sale_id, |state| {
+            let Some(s) = state else { return };
+            if let Some(entry) = s.holds.get_mut(&hold.reservation_id) {
+                match entry.state {
+                    HoldState::Committed => return,
+                    HoldState::Held => {
+                        let qty = i64::from(entry.qty);
+                        s.available += qty;
+                        s.held -= qty;
+                    }
+                    HoldState::Released | HoldState::Voided => {}
+                }
+                entry.state = HoldState::Voided;
+            }
+            s.unclaim(user, hold.reservation_id);
+            let k = (user.clone(), key.as_str().to_owned());
+            if s.keys.get(&k).map(|h| h.reservation_id) == Some(hold.reservation_id) {
+                s.keys.remove(&k);
+            }
+        });
+        Ok(())
+    }
+
+    async fn hold_state(
+        &self,
+        sale: &SaleStock,
+        _shard: u16,
+        id: ReservationId,
+    ) -> Result<Option<HoldState>, StockError> {
+        Ok(self.with(&sale.sale_id, |state| {
+            state.and_then(|s| s.holds.get(&id).map(|e| e.state))
         }))
     }
 
@@ -160,16 +322,16 @@ impl StockEngine for InMemoryStockEngine {
         Ok(SetupOutcome::Created)
     }
 
-    async fn top_up(&self, sale: &SaleStock, units: u64) -> Result<(), StockError> {
+    async fn grow_to(&self, sale: &SaleStock, total_units: u64) -> Result<(), StockError> {
+        let target: u64 = split_evenly(total_units, sale.shards).iter().sum();
         self.with(&sale.sale_id, |state| match state {
             Some(s) => {
-                s.initial += units as i64;
-                s.available += units as i64;
+                let add = (target as i64 - s.initial).max(0);
+                s.initial += add;
+                s.available += add;
                 Ok(())
             }
-            None => Err(StockError::InvalidSetup(
-                "cannot top up a sale that is not set up",
-            )),
+            None => Err(StockError::InvalidSetup("the sale's stock is not set up")),
         })
     }
 

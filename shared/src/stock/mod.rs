@@ -19,11 +19,34 @@
 //! stays in one Redis Cluster slot. The buyer's claims always live on the home shard, which is
 //! why the per-user limit holds across shards; claiming before taking (step 3) means one
 //! buyer's concurrent requests cannot hold more units than the limit even for a moment.
+//!
+//! # Faults the engine is built for
+//! - **A script that runs twice** (a client re-sends it after a dropped connection): every
+//!   script leaves the same state after two runs as after one (`tests/script_reruns.rs` runs
+//!   each one twice). A reserve, claim or confirm that finds its own idempotency record answers
+//!   as its first run did.
+//! - **A reserve whose durable write failed**: [`StockEngine::rollback`] voids the hold, drops
+//!   the claim and frees the Idempotency-Key in one step on the home shard, so a retry with the
+//!   same key is a new request rather than a replay of an attempt that left nothing behind.
+//! - **Lost writes after a failover** (replication is asynchronous): the *fence*. Every shard
+//!   record names the Redis process it was created or rebuilt on (its `run_id`); a script that
+//!   would take units on another process pauses the shard and answers
+//!   [`Unavailable::Fenced`], and nothing sells there until a rebuild from the durable records has
+//!   verified it. A failover therefore costs a short pause per sale, never a unit sold twice.
+//!   (A per-shard sequence number checked against the records would only notice the loss after
+//!   the next durable write, by which time the lost units may have been sold again.)
+//! - **"Sold out"** is said only when every shard's level is known and none can serve even one
+//!   unit; a shard that is missing or paused is *unknown* (the answer is Unavailable), and a
+//!   request larger than any shard's stock is [`ReserveOutcome::InsufficientStock`]. A
+//!   reservation lives on one shard (its release and commit are one atomic step there), so a
+//!   multi-unit request is not split over shards: near the end of a sale it may hear
+//!   "insufficient" while single units remain on several shards.
 
 mod keys;
 pub mod maintenance;
 pub mod memory;
 pub mod redis;
+pub mod repair;
 mod sold_out_cache;
 
 use std::future::Future;
@@ -138,6 +161,11 @@ pub enum Unavailable {
     NotSetUp,
     /// Selling is paused while stock is rebuilt from the durable records.
     Paused,
+    /// This request found that the shard's data may have lost writes (another Redis process
+    /// serves it than the one it was verified on: a failover). The shard is paused now; the
+    /// caller should ask for a rebuild of the sale at once (only the first caller sees this;
+    /// later ones see [`Unavailable::Paused`]).
+    Fenced,
 }
 
 /// The result of a reservation attempt. Expected business outcomes are values, not errors.
@@ -188,6 +216,55 @@ pub enum CommitOutcome {
     /// The hold was released before; a commit changes nothing.
     WasReleased,
     NotFound,
+    SaleNotSetUp,
+    /// [`StockEngine::commit_paid`] only: the hold was missing or released (Redis lost it), and
+    /// its units were taken as sold again. `available_after` < 0 means the shard is oversold by
+    /// that much (a debt the next released units pay back).
+    Retaken {
+        available_after: i64,
+    },
+}
+
+/// Where a hold stands in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldState {
+    Held,
+    Committed,
+    Released,
+    /// Rolled back: the reserve's durable write failed and the attempt left nothing behind.
+    Voided,
+}
+
+/// A hold to (re-)create from a durable reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldSpec {
+    pub reservation_id: ReservationId,
+    pub user: UserId,
+    pub quantity: Quantity,
+    pub shard: u16,
+    pub expires_at: Timestamp,
+}
+
+/// The result of re-creating a hold ([`StockEngine::ensure_held`],
+/// [`StockMaintenance::restore_hold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreOutcome {
+    /// The units were taken from the shard again. `available_after` < 0 only when the restore
+    /// was allowed to go into debt.
+    Restored {
+        available_after: i64,
+    },
+    /// The hold is active: nothing to do.
+    AlreadyHeld,
+    /// The hold was sold: nothing changed.
+    WasCommitted,
+    /// The shard has fewer units than the hold needs; nothing changed.
+    NoUnits {
+        available: i64,
+    },
+    Paused,
+    /// The shard was fenced just now (see [`Unavailable::Fenced`]); nothing changed.
+    Fenced,
     SaleNotSetUp,
 }
 
@@ -281,6 +358,47 @@ pub trait StockEngine: Send + Sync {
         reservation_id: ReservationId,
     ) -> impl Future<Output = Result<CommitOutcome, StockError>> + Send;
 
+    /// The commit of a reservation that is paid for (an order exists): like
+    /// [`StockEngine::commit`], but a hold Redis lost or released is taken as sold again, even
+    /// into debt ([`CommitOutcome::Retaken`]). A paid order always keeps its units. Safe to
+    /// repeat.
+    fn commit_paid(
+        &self,
+        sale: &SaleStock,
+        hold: &HoldSpec,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<CommitOutcome, StockError>> + Send;
+
+    /// Makes sure a reservation about to be charged still holds its units: an active hold is
+    /// left alone; a lost or released one is taken again if the shard has the units, never into
+    /// debt ([`RestoreOutcome::NoUnits`] then: do not charge). Safe to repeat.
+    fn ensure_held(
+        &self,
+        sale: &SaleStock,
+        hold: &HoldSpec,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<RestoreOutcome, StockError>> + Send;
+
+    /// Undoes a reservation whose durable record could not be written: its hold is voided (the
+    /// units go back), the buyer's claim is dropped and the Idempotency-Key is freed, so a retry
+    /// with that key is a new request. A hold that was committed meanwhile is left alone. Safe
+    /// to repeat.
+    fn rollback(
+        &self,
+        sale: &SaleStock,
+        hold: &Hold,
+        user: &UserId,
+        idempotency_key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<(), StockError>> + Send;
+
+    /// The state of one hold, `None` if the shard has no hold with that id.
+    fn hold_state(
+        &self,
+        sale: &SaleStock,
+        shard: u16,
+        reservation_id: ReservationId,
+    ) -> impl Future<Output = Result<Option<HoldState>, StockError>> + Send;
+
     /// Creates a sale's stock across its shards. Safe to repeat after a partial failure.
     fn setup(
         &self,
@@ -288,11 +406,14 @@ pub trait StockEngine: Send + Sync {
         setup: &StockSetup,
     ) -> impl Future<Output = Result<SetupOutcome, StockError>> + Send;
 
-    /// Adds units to a running sale, spread over its shards.
-    fn top_up(
+    /// Grows a running sale's stock to `total_units`, each shard to its even share
+    /// ([`split_evenly`]). Converges: it compares Redis with the target and adds what is
+    /// missing, so running it again after a half-done change, or twice, gives the same stock.
+    /// Never shrinks a shard.
+    fn grow_to(
         &self,
         sale: &SaleStock,
-        units: u64,
+        total_units: u64,
     ) -> impl Future<Output = Result<(), StockError>> + Send;
 
     fn levels(

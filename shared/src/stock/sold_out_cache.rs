@@ -13,10 +13,10 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use super::{
-    CommitOutcome, ReleaseOutcome, ReserveOutcome, ReserveRequest, SaleStock, SetupOutcome,
-    StockEngine, StockError, StockLevels, StockSetup,
+    CommitOutcome, Hold, HoldSpec, HoldState, ReleaseOutcome, ReserveOutcome, ReserveRequest,
+    RestoreOutcome, SaleStock, SetupOutcome, StockEngine, StockError, StockLevels, StockSetup,
 };
-use crate::domain::{Clock, ReservationId, SaleId, Timestamp};
+use crate::domain::{Clock, IdempotencyKey, ReservationId, SaleId, Timestamp, UserId};
 
 #[derive(Debug, Clone, Copy)]
 pub struct SoldOutCacheConfig {
@@ -123,10 +123,50 @@ impl<E: StockEngine, K: Clock> StockEngine for SoldOutCache<E, K> {
         self.inner.setup(sale, setup).await
     }
 
-    async fn top_up(&self, sale: &SaleStock, units: u64) -> Result<(), StockError> {
-        self.inner.top_up(sale, units).await?;
+    async fn grow_to(&self, sale: &SaleStock, total_units: u64) -> Result<(), StockError> {
+        self.inner.grow_to(sale, total_units).await?;
         self.forget(&sale.sale_id);
         Ok(())
+    }
+
+    async fn commit_paid(
+        &self,
+        sale: &SaleStock,
+        hold: &HoldSpec,
+        now: Timestamp,
+    ) -> Result<CommitOutcome, StockError> {
+        self.inner.commit_paid(sale, hold, now).await
+    }
+
+    async fn ensure_held(
+        &self,
+        sale: &SaleStock,
+        hold: &HoldSpec,
+        now: Timestamp,
+    ) -> Result<RestoreOutcome, StockError> {
+        self.inner.ensure_held(sale, hold, now).await
+    }
+
+    async fn rollback(
+        &self,
+        sale: &SaleStock,
+        hold: &Hold,
+        user: &UserId,
+        key: &IdempotencyKey,
+    ) -> Result<(), StockError> {
+        self.inner.rollback(sale, hold, user, key).await?;
+        // Units went back: a remembered sold-out may be false now.
+        self.forget(&sale.sale_id);
+        Ok(())
+    }
+
+    async fn hold_state(
+        &self,
+        sale: &SaleStock,
+        shard: u16,
+        id: ReservationId,
+    ) -> Result<Option<HoldState>, StockError> {
+        self.inner.hold_state(sale, shard, id).await
     }
 
     async fn levels(&self, sale: &SaleStock) -> Result<StockLevels, StockError> {

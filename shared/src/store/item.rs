@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -36,10 +35,4 @@ pub fn num(v: impl ToString) -> AttributeValue {
 
 pub fn str(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
-}
-
-/// True when a conditional write lost (the item existed, or changed): an expected outcome the
-/// adapters report as a value, not a store failure.
-pub fn is_conditional_check_failed<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
-    error.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
 }

@@ -25,7 +25,7 @@ use flashsale_core::expiry::dynamo::{DynamoExpiryStore, ExpiryWrites};
 use flashsale_core::expiry::{ExpiryConfig, ExpiryService, ExpiryStore};
 use flashsale_core::reconcile::dynamo::DynamoDurableRecords;
 use flashsale_core::reconcile::{DurableRecords, Which};
-use flashsale_core::reservation::dynamo::to_item;
+use flashsale_core::reservation::item::to_item;
 use flashsale_core::reservation::{Reservation, ReservationStatus};
 use flashsale_core::sale::dynamo::DynamoSaleCatalog;
 use flashsale_core::sale::{Sale, SaleCatalog};

@@ -124,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             ),
             store: DynamoReservationStore::new(dynamo, &tables.reservations),
             clock: SystemClock,
+            repairs: flashsale_core::stock::repair::memory::RecordedRepairs::default(),
             policies: RatePolicies {
                 per_user: BucketPolicy::new(5, 1.0)?,
                 per_ip: BucketPolicy::new(1_000_000, 1_000_000.0)?,

@@ -19,17 +19,23 @@ use crate::stock::{SaleStock, ShardKeys, StockError};
 /// Claims restored per script call (all on one home shard, so one slot).
 const CLAIMS_PER_CALL: usize = 200;
 
+/// The state letter that starts an encoded hold.
+pub(super) fn hold_state_of(raw: &str) -> Result<HoldState, StockError> {
+    Ok(match raw.split('|').next() {
+        Some("H") => HoldState::Held,
+        Some("C") => HoldState::Committed,
+        Some("R") => HoldState::Released,
+        Some("X") => HoldState::Voided,
+        _ => return Err(unexpected("holds", format!("malformed hold {raw:?}"))),
+    })
+}
+
 /// Decodes a hold "state|qty|expires_ms|created_ms|user" (the user comes last: it may hold '|').
 fn decode_hold(id: ReservationId, shard: u16, raw: &str) -> Result<HoldRecord, StockError> {
     let bad = || unexpected("holds", format!("malformed hold {raw:?}"));
-    let mut parts = raw.splitn(5, '|');
+    let state = hold_state_of(raw)?;
+    let mut parts = raw.splitn(5, '|').skip(1);
     let mut next = || parts.next().ok_or_else(bad);
-    let state = match next()? {
-        "H" => HoldState::Held,
-        "C" => HoldState::Committed,
-        "R" => HoldState::Released,
-        _ => return Err(bad()),
-    };
     let quantity = next()?.parse().map_err(|_| bad())?;
     let expires_at = Timestamp::from_millis(next()?.parse().map_err(|_| bad())?);
     let created_at = Timestamp::from_millis(next()?.parse().map_err(|_| bad())?);
@@ -64,6 +70,47 @@ impl<C> RedisStockEngine<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
+    /// restore_hold.lua: re-takes a lost hold's units (see [`StockMaintenance::restore_hold`]).
+    pub(super) async fn restore(
+        &self,
+        sale: &SaleStock,
+        hold: &HoldSpec,
+        now: Timestamp,
+        allow_debt: bool,
+    ) -> Result<RestoreOutcome, StockError> {
+        let keys = ShardKeys::new(&sale.sale_id, hold.shard);
+        let reply = self
+            .run(
+                "restore_hold",
+                &scripts::RESTORE_HOLD,
+                &[keys.stock(), keys.holds(), keys.hold_times()],
+                &[
+                    hold.reservation_id.to_string(),
+                    hold.user.to_string(),
+                    hold.quantity.get().to_string(),
+                    hold.expires_at.as_millis().to_string(),
+                    now.as_millis().to_string(),
+                    if allow_debt { "1" } else { "0" }.to_string(),
+                    self.fence_arg(),
+                ],
+            )
+            .await?;
+        Ok(match reply.status.as_str() {
+            "RESTORED" => RestoreOutcome::Restored {
+                available_after: reply.int(0)?,
+            },
+            "HELD" => RestoreOutcome::AlreadyHeld,
+            "COMMITTED" => RestoreOutcome::WasCommitted,
+            "NO_UNITS" => RestoreOutcome::NoUnits {
+                available: reply.int(0)?,
+            },
+            "PAUSED" => RestoreOutcome::Paused,
+            "FENCED" => RestoreOutcome::Fenced,
+            "UNKNOWN_SALE" => RestoreOutcome::SaleNotSetUp,
+            _ => return Err(reply.unknown_status()),
+        })
+    }
+
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StockError> {
         let mut conn = self.conn.clone();
         Ok(cmd.query_async(&mut conn).await?)
@@ -203,35 +250,7 @@ where
         now: Timestamp,
         allow_debt: bool,
     ) -> Result<RestoreOutcome, StockError> {
-        let keys = ShardKeys::new(&sale.sale_id, hold.shard);
-        let reply = self
-            .run(
-                "restore_hold",
-                &scripts::RESTORE_HOLD,
-                &[keys.stock(), keys.holds(), keys.hold_times()],
-                &[
-                    hold.reservation_id.to_string(),
-                    hold.user.to_string(),
-                    hold.quantity.get().to_string(),
-                    hold.expires_at.as_millis().to_string(),
-                    now.as_millis().to_string(),
-                    if allow_debt { "1" } else { "0" }.to_string(),
-                ],
-            )
-            .await?;
-        Ok(match reply.status.as_str() {
-            "RESTORED" => RestoreOutcome::Restored {
-                available_after: reply.int(0)?,
-            },
-            "HELD" => RestoreOutcome::AlreadyHeld,
-            "COMMITTED" => RestoreOutcome::WasCommitted,
-            "NO_UNITS" => RestoreOutcome::NoUnits {
-                available: reply.int(0)?,
-            },
-            "PAUSED" => RestoreOutcome::Paused,
-            "UNKNOWN_SALE" => RestoreOutcome::SaleNotSetUp,
-            _ => return Err(reply.unknown_status()),
-        })
+        self.restore(sale, hold, now, allow_debt).await
     }
 
     async fn restore_claims(&self, sale: &SaleStock, claims: &[Claim]) -> Result<u64, StockError> {
@@ -267,7 +286,14 @@ where
                 .query(
                     redis::cmd("HMGET")
                         .arg(ShardKeys::new(&sale.sale_id, shard).stock())
-                        .arg(&["initial", "available", "paused", "paused_at", "placeholder"]),
+                        .arg(&[
+                            "initial",
+                            "available",
+                            "paused",
+                            "paused_at",
+                            "placeholder",
+                            "fenced",
+                        ]),
                 )
                 .await?;
             let get = |i: usize| fields.get(i).cloned().flatten();
@@ -280,7 +306,10 @@ where
             let paused_at = paused.then(|| paused_at.unwrap_or(Timestamp::from_millis(0)));
             Ok::<_, StockError>(match (get(0), get(1), get(4)) {
                 (_, _, Some(_)) | (None, Some(_), None) => ShardState::Placeholder { paused_at },
-                (Some(_), Some(_), None) => ShardState::Ready { paused_at },
+                (Some(_), Some(_), None) => ShardState::Ready {
+                    paused_at,
+                    fenced: get(5).as_deref() == Some("1"),
+                },
                 _ => ShardState::Missing,
             })
         });
@@ -417,7 +446,11 @@ mod tests {
         assert_eq!((hold.quantity, hold.shard), (2, 3));
         assert_eq!(hold.state, HoldState::Held);
         assert_eq!(hold.expires_at, Timestamp::from_millis(600));
-        assert!(decode_hold(id, 0, "X|1|1|1|u").is_err());
+        assert_eq!(
+            decode_hold(id, 0, "X|1|1|1|u").unwrap().state,
+            HoldState::Voided
+        );
+        assert!(decode_hold(id, 0, "Z|1|1|1|u").is_err());
         assert!(decode_hold(id, 0, "H|1|1").is_err());
     }
 }

@@ -13,9 +13,9 @@ use redis::{Script, Value};
 
 use self::reply::{unexpected, Reply};
 use super::{
-    split_evenly, CommitOutcome, Hold, ReleaseOutcome, ReserveOutcome, ReserveRequest, SaleStock,
-    SetupOutcome, ShardKeys, ShardLevel, StockEngine, StockError, StockLevels, StockSetup,
-    Unavailable,
+    split_evenly, CommitOutcome, Hold, HoldSpec, HoldState, ReleaseOutcome, ReserveOutcome,
+    ReserveRequest, RestoreOutcome, SaleStock, SetupOutcome, ShardKeys, ShardLevel, StockEngine,
+    StockError, StockLevels, StockSetup, Unavailable,
 };
 use crate::domain::{IdempotencyKey, Quantity, ReservationId, Timestamp, UserId};
 
@@ -28,6 +28,10 @@ pub struct RedisStockConfig {
     /// How long a fallback reservation may stay between claim and confirm before a retry of
     /// the same key is allowed to start over.
     pub in_progress_ttl: Duration,
+    /// The fence against lost writes (see the module doc of [`crate::stock`]). On by default;
+    /// turn it off only for a store that cannot lose acknowledged writes (ElastiCache for Valkey
+    /// with synchronous writes) or that does not expose `INFO server` to scripts.
+    pub fencing: bool,
 }
 
 impl Default for RedisStockConfig {
@@ -35,7 +39,29 @@ impl Default for RedisStockConfig {
         Self {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             in_progress_ttl: Duration::from_secs(30),
+            fencing: true,
         }
+    }
+}
+
+impl RedisStockConfig {
+    /// `STOCK_FENCING` (`on`, the default, or `off`).
+    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
+        let raw: String = crate::config::parsed_or("STOCK_FENCING", "on".to_string())?;
+        let fencing = match raw.as_str() {
+            "on" => true,
+            "off" => false,
+            other => {
+                return Err(crate::config::ConfigError::Invalid {
+                    name: "STOCK_FENCING",
+                    reason: format!("{other:?} is not on or off"),
+                })
+            }
+        };
+        Ok(Self {
+            fencing,
+            ..Self::default()
+        })
     }
 }
 
@@ -89,24 +115,34 @@ where
         self.config.idempotency_ttl.as_secs().max(1).to_string()
     }
 
+    fn fence_arg(&self) -> String {
+        if self.config.fencing { "1" } else { "0" }.to_string()
+    }
+
     /// Steps 2-5 of the module diagram: find another shard with stock, claim the buyer's
-    /// allowance at home, take the unit there, and confirm the claim.
+    /// allowance at home, take the unit there, and confirm the claim. `home_level` is what the
+    /// home shard had (too few for this request).
     async fn reserve_elsewhere(
         &self,
         req: &ReserveRequest,
         home: u16,
+        home_level: i64,
     ) -> Result<ReserveOutcome, StockError> {
         let sale = &req.sale;
         let qty = i64::from(req.quantity.get());
         let others: Vec<u16> = sale.shards.ring_after(home).collect();
         // Concurrent reads ride one multiplexed connection (pipelined per node).
-        let levels = join_all(others.iter().map(|&shard| self.available(sale, shard))).await;
+        let levels = join_all(others.iter().map(|&shard| self.selling_level(sale, shard))).await;
         let mut known: Vec<(u16, i64)> = Vec::with_capacity(others.len());
+        let mut unknown = false;
         for (&shard, level) in others.iter().zip(levels) {
-            known.push((shard, level?));
+            match level? {
+                Some(level) => known.push((shard, level)),
+                None => unknown = true,
+            }
         }
         if !known.iter().any(|&(_, level)| level >= qty) {
-            return Ok(shortage(known.iter().map(|&(_, level)| level)));
+            return Ok(shortage(home_level, known.iter().map(|&(_, l)| l), unknown));
         }
 
         let home_keys = ShardKeys::new(&sale.sale_id, home);
@@ -130,7 +166,7 @@ where
             )
             .await?;
         if claim.status != "CLAIMED" {
-            return common_outcome(&claim, sale);
+            return common_outcome(&claim, req);
         }
 
         for (shard, level) in known.iter_mut() {
@@ -150,6 +186,7 @@ where
                         req.expires_at.as_millis().to_string(),
                         req.now.as_millis().to_string(),
                         sale.shards.get().to_string(),
+                        self.fence_arg(),
                     ],
                 )
                 .await?;
@@ -167,6 +204,7 @@ where
                     .await?;
                     return match status {
                         "PAUSED" => Ok(ReserveOutcome::Unavailable(Unavailable::Paused)),
+                        "FENCED" => Ok(ReserveOutcome::Unavailable(Unavailable::Fenced)),
                         "UNKNOWN_SALE" => Ok(ReserveOutcome::Unavailable(Unavailable::NotSetUp)),
                         "LAYOUT_MISMATCH" => Err(layout_mismatch(sale, &taken)?),
                         _ => Err(taken.unknown_status()),
@@ -181,7 +219,7 @@ where
             Some(&req.idempotency_key),
         )
         .await?;
-        Ok(shortage(known.iter().map(|&(_, level)| level)))
+        Ok(shortage(home_level, known.iter().map(|&(_, l)| l), unknown))
     }
 
     async fn confirm(
@@ -232,7 +270,7 @@ where
         if confirmed.status == "CLAIM_LOST" {
             return Err(StockError::ClaimLost);
         }
-        common_outcome(&confirmed, &req.sale)
+        common_outcome(&confirmed, req)
     }
 
     /// Frees a claim; with the request's idempotency key, also drops its pending marker.
@@ -258,14 +296,92 @@ where
         Ok(())
     }
 
-    async fn available(&self, sale: &SaleStock, shard: u16) -> Result<i64, StockError> {
+    /// What a shard can sell now: `None` when that is unknown (no record, a placeholder, or
+    /// paused), which must never be read as zero.
+    async fn selling_level(&self, sale: &SaleStock, shard: u16) -> Result<Option<i64>, StockError> {
         let mut conn = self.conn.clone();
-        let value: Option<i64> = redis::cmd("HGET")
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(ShardKeys::new(&sale.sale_id, shard).stock())
-            .arg("available")
+            .arg(&["initial", "available", "paused"])
             .query_async(&mut conn)
             .await?;
-        Ok(value.unwrap_or(0))
+        Ok(match fields.as_slice() {
+            [Some(_), Some(available), paused] if paused.as_deref() != Some("1") => Some(
+                available
+                    .parse()
+                    .map_err(|_| unexpected("levels", format!("available is {available:?}")))?,
+            ),
+            _ => None,
+        })
+    }
+
+    /// The idempotency record named a hold on another shard that a rollback voided, but the
+    /// process died before the home shard's part: finish it, so the key is free.
+    async fn finish_rollback(&self, req: &ReserveRequest, hold: &Hold) -> Result<(), StockError> {
+        let home = ShardKeys::new(&req.sale.sale_id, req.sale.shards.home_of(&req.user));
+        let reply = self
+            .run(
+                "rollback",
+                &scripts::ROLLBACK,
+                &[
+                    home.stock(),
+                    home.holds(),
+                    home.hold_times(),
+                    home.user(&req.user),
+                    home.idempotency(&req.user, &req.idempotency_key),
+                    home.pending_claims(),
+                ],
+                &[
+                    hold.reservation_id.to_string(),
+                    req.user.to_string(),
+                    "0".to_string(),
+                ],
+            )
+            .await?;
+        match reply.status.as_str() {
+            "ROLLED_BACK" => Ok(()),
+            _ => Err(reply.unknown_status()),
+        }
+    }
+
+    async fn reserve_once(&self, req: &ReserveRequest) -> Result<ReserveOutcome, StockError> {
+        let sale = &req.sale;
+        let home = sale.shards.home_of(&req.user);
+        let keys = ShardKeys::new(&sale.sale_id, home);
+        let reply = self
+            .run(
+                "reserve",
+                &scripts::RESERVE,
+                &[
+                    keys.stock(),
+                    keys.holds(),
+                    keys.hold_times(),
+                    keys.user(&req.user),
+                    keys.idempotency(&req.user, &req.idempotency_key),
+                ],
+                &[
+                    req.reservation_id.to_string(),
+                    req.user.to_string(),
+                    req.quantity.get().to_string(),
+                    req.expires_at.as_millis().to_string(),
+                    req.now.as_millis().to_string(),
+                    sale.shards.get().to_string(),
+                    home.to_string(),
+                    self.ttl_secs(),
+                    self.fence_arg(),
+                ],
+            )
+            .await?;
+        match reply.status.as_str() {
+            "RESERVED" => Ok(ReserveOutcome::Reserved(Hold {
+                reservation_id: req.reservation_id,
+                shard: shard_field(&reply, 0)?,
+                quantity: req.quantity,
+                expires_at: req.expires_at,
+            })),
+            "HOME_EMPTY" => self.reserve_elsewhere(req, home, reply.int(0)?).await,
+            _ => common_outcome(&reply, req),
+        }
     }
 
     /// Runs a one-argument admin script (top_up.lua, configure.lua) on every shard that
@@ -306,26 +422,38 @@ where
     }
 }
 
-/// No shard can serve the request: sold out if every shard is empty, else insufficient.
-fn shortage(levels: impl Iterator<Item = i64>) -> ReserveOutcome {
-    let mut levels = levels;
+/// No shard can serve the request. Sold out only if every shard's level is known and none
+/// has a unit; unknown levels make it Unavailable; units left somewhere make it insufficient.
+fn shortage(home: i64, others: impl Iterator<Item = i64>, unknown: bool) -> ReserveOutcome {
+    let mut levels = std::iter::once(home).chain(others);
     if levels.any(|level| level > 0) {
         ReserveOutcome::InsufficientStock
+    } else if unknown {
+        ReserveOutcome::Unavailable(Unavailable::NotSetUp)
     } else {
         ReserveOutcome::SoldOut
     }
 }
 
 /// Statuses that reserve.lua, claim.lua and confirm.lua share.
-fn common_outcome(reply: &Reply, sale: &SaleStock) -> Result<ReserveOutcome, StockError> {
+fn common_outcome(reply: &Reply, req: &ReserveRequest) -> Result<ReserveOutcome, StockError> {
+    let sale = &req.sale;
     Ok(match reply.status.as_str() {
-        "DUPLICATE" => ReserveOutcome::Duplicate(Hold {
-            reservation_id: parse_id(reply, 0)?,
-            shard: shard_field(reply, 1)?,
-            quantity: Quantity::new(reply.int(2)? as u32)
-                .map_err(|e| unexpected("reserve", e.to_string()))?,
-            expires_at: Timestamp::from_millis(reply.int(3)?),
-        }),
+        "DUPLICATE" => {
+            let hold = Hold {
+                reservation_id: parse_id(reply, 0)?,
+                shard: shard_field(reply, 1)?,
+                quantity: Quantity::new(reply.int(2)? as u32)
+                    .map_err(|e| unexpected("reserve", e.to_string()))?,
+                expires_at: Timestamp::from_millis(reply.int(3)?),
+            };
+            // Our own record: this request ran twice (a re-sent script); it is our reservation.
+            if hold.reservation_id == req.reservation_id {
+                ReserveOutcome::Reserved(hold)
+            } else {
+                ReserveOutcome::Duplicate(hold)
+            }
+        }
         "KEY_REUSED" => ReserveOutcome::KeyReused {
             original: parse_id(reply, 0)?,
         },
@@ -337,6 +465,7 @@ fn common_outcome(reply: &Reply, sale: &SaleStock) -> Result<ReserveOutcome, Sto
             limit: reply.int(1)? as u32,
         },
         "PAUSED" => ReserveOutcome::Unavailable(Unavailable::Paused),
+        "FENCED" => ReserveOutcome::Unavailable(Unavailable::Fenced),
         "UNKNOWN_SALE" => ReserveOutcome::Unavailable(Unavailable::NotSetUp),
         "LAYOUT_MISMATCH" => return Err(layout_mismatch(sale, reply)?),
         _ => return Err(reply.unknown_status()),
@@ -368,42 +497,23 @@ where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     async fn reserve(&self, req: &ReserveRequest) -> Result<ReserveOutcome, StockError> {
-        let sale = &req.sale;
-        let home = sale.shards.home_of(&req.user);
-        let keys = ShardKeys::new(&sale.sale_id, home);
-        let reply = self
-            .run(
-                "reserve",
-                &scripts::RESERVE,
-                &[
-                    keys.stock(),
-                    keys.holds(),
-                    keys.hold_times(),
-                    keys.user(&req.user),
-                    keys.idempotency(&req.user, &req.idempotency_key),
-                ],
-                &[
-                    req.reservation_id.to_string(),
-                    req.user.to_string(),
-                    req.quantity.get().to_string(),
-                    req.expires_at.as_millis().to_string(),
-                    req.now.as_millis().to_string(),
-                    sale.shards.get().to_string(),
-                    home.to_string(),
-                    self.ttl_secs(),
-                ],
-            )
-            .await?;
-        match reply.status.as_str() {
-            "RESERVED" => Ok(ReserveOutcome::Reserved(Hold {
-                reservation_id: req.reservation_id,
-                shard: shard_field(&reply, 0)?,
-                quantity: req.quantity,
-                expires_at: req.expires_at,
-            })),
-            "HOME_EMPTY" => self.reserve_elsewhere(req, home).await,
-            _ => common_outcome(&reply, sale),
+        let outcome = self.reserve_once(req).await?;
+        // A duplicate whose hold lives on another shard may name an attempt that was rolled
+        // back there while its key survived at home (the rollback's two steps were cut): the
+        // key is then freed and the request runs as new, once.
+        if let ReserveOutcome::Duplicate(hold) = &outcome {
+            let home = req.sale.shards.home_of(&req.user);
+            if hold.shard != home
+                && self
+                    .hold_state(&req.sale, hold.shard, hold.reservation_id)
+                    .await?
+                    == Some(HoldState::Voided)
+            {
+                self.finish_rollback(req, hold).await?;
+                return self.reserve_once(req).await;
+            }
         }
+        Ok(outcome)
     }
 
     async fn release(
@@ -506,34 +616,119 @@ where
         })
     }
 
-    /// Spreads the units so that each shard's `initial` stays `split_evenly(total)[i]` of the
-    /// new total: a stock rebuild can then recompute every shard's initial from the sale
-    /// record alone. (Splitting only the added units would drift: 3 units over 4 shards
-    /// [1,1,1,0] plus 1 would give [2,1,1,0], not [1,1,1,1].) A sale whose shards do not follow
-    /// the even split (older layouts) gets the added units split evenly instead.
-    async fn top_up(&self, sale: &SaleStock, units: u64) -> Result<(), StockError> {
-        let levels = self.levels(sale).await?;
-        if !levels.is_complete() {
-            return Err(StockError::InvalidSetup("the sale's stock is not set up"));
-        }
-        let current: Vec<i64> = levels.shards.iter().flatten().map(|l| l.initial).collect();
-        let before = u64::try_from(current.iter().sum::<i64>()).unwrap_or(0);
-        let target = split_evenly(before.saturating_add(units), sale.shards);
-        let deltas: Vec<i64> = target
-            .iter()
-            .zip(&current)
-            .map(|(&t, &c)| t as i64 - c)
-            .collect();
-        let parts: Vec<u64> = if deltas.iter().all(|&d| d >= 0) {
-            deltas.iter().map(|&d| d as u64).collect()
-        } else {
-            split_evenly(units, sale.shards)
-        };
+    /// Each shard grows to `split_evenly(total)[i]`: a stock rebuild can then recompute every
+    /// shard's initial from the sale record alone.
+    async fn grow_to(&self, sale: &SaleStock, total_units: u64) -> Result<(), StockError> {
+        let targets = split_evenly(total_units, sale.shards);
         self.on_every_shard(sale, "top_up", &scripts::TOP_UP, |shard| {
-            let part = parts[usize::from(shard)];
-            (part > 0).then(|| part.to_string())
+            Some(targets[usize::from(shard)].to_string())
         })
         .await
+    }
+
+    async fn commit_paid(
+        &self,
+        sale: &SaleStock,
+        hold: &HoldSpec,
+        now: Timestamp,
+    ) -> Result<CommitOutcome, StockError> {
+        let keys = ShardKeys::new(&sale.sale_id, hold.shard);
+        let reply = self
+            .run(
+                "commit",
+                &scripts::COMMIT,
+                &[keys.stock(), keys.holds(), keys.hold_times()],
+                &[
+                    hold.reservation_id.to_string(),
+                    hold.user.to_string(),
+                    hold.quantity.get().to_string(),
+                    hold.expires_at.as_millis().to_string(),
+                    now.as_millis().to_string(),
+                ],
+            )
+            .await?;
+        Ok(match reply.status.as_str() {
+            "COMMITTED" => CommitOutcome::Committed,
+            "ALREADY_COMMITTED" => CommitOutcome::AlreadyCommitted,
+            "RETAKEN" => CommitOutcome::Retaken {
+                available_after: reply.int(1)?,
+            },
+            "UNKNOWN_SALE" => CommitOutcome::SaleNotSetUp,
+            _ => return Err(reply.unknown_status()),
+        })
+    }
+
+    async fn ensure_held(
+        &self,
+        sale: &SaleStock,
+        hold: &HoldSpec,
+        now: Timestamp,
+    ) -> Result<RestoreOutcome, StockError> {
+        self.restore(sale, hold, now, false).await
+    }
+
+    async fn rollback(
+        &self,
+        sale: &SaleStock,
+        hold: &Hold,
+        user: &UserId,
+        key: &IdempotencyKey,
+    ) -> Result<(), StockError> {
+        let home = sale.shards.home_of(user);
+        if hold.shard != home {
+            // The fallback path: void the hold where it lives first (see rollback.lua).
+            let keys = ShardKeys::new(&sale.sale_id, hold.shard);
+            let reply = self
+                .run(
+                    "release",
+                    &scripts::RELEASE,
+                    &[keys.stock(), keys.holds(), keys.hold_times()],
+                    &[hold.reservation_id.to_string(), "void".to_string()],
+                )
+                .await?;
+            if reply.status == "COMMITTED" {
+                return Ok(());
+            }
+        }
+        let keys = ShardKeys::new(&sale.sale_id, home);
+        let reply = self
+            .run(
+                "rollback",
+                &scripts::ROLLBACK,
+                &[
+                    keys.stock(),
+                    keys.holds(),
+                    keys.hold_times(),
+                    keys.user(user),
+                    keys.idempotency(user, key),
+                    keys.pending_claims(),
+                ],
+                &[
+                    hold.reservation_id.to_string(),
+                    user.to_string(),
+                    if hold.shard == home { "1" } else { "0" }.to_string(),
+                ],
+            )
+            .await?;
+        match reply.status.as_str() {
+            "ROLLED_BACK" | "COMMITTED" => Ok(()),
+            _ => Err(reply.unknown_status()),
+        }
+    }
+
+    async fn hold_state(
+        &self,
+        sale: &SaleStock,
+        shard: u16,
+        id: ReservationId,
+    ) -> Result<Option<HoldState>, StockError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = redis::cmd("HGET")
+            .arg(ShardKeys::new(&sale.sale_id, shard).holds())
+            .arg(id.to_string())
+            .query_async(&mut conn)
+            .await?;
+        raw.map(|raw| maintenance::hold_state_of(&raw)).transpose()
     }
 
     async fn set_per_user_limit(&self, sale: &SaleStock, limit: u32) -> Result<(), StockError> {

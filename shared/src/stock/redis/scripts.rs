@@ -34,10 +34,21 @@ pub static PAUSE: LazyLock<Script> = stock_script!("pause.lua");
 pub static REBUILD_SHARD: LazyLock<Script> = stock_script!("rebuild_shard.lua");
 pub static RESUME: LazyLock<Script> = stock_script!("resume.lua");
 pub static UNLOCK: LazyLock<Script> = stock_script!("unlock.lua");
+pub static ROLLBACK: LazyLock<Script> = stock_script!("rollback.lua");
 
-/// Every stock script, for loading them all at start-up (cold start does it once).
-pub fn all() -> [&'static Script; 9] {
+/// The scripts of the request paths, loaded at start-up (cold start does it once).
+pub fn all() -> [&'static Script; 11] {
     [
-        &RESERVE, &CLAIM, &TAKE, &CONFIRM, &UNCLAIM, &RELEASE, &COMMIT, &SETUP, &TOP_UP,
+        &RESERVE,
+        &CLAIM,
+        &TAKE,
+        &CONFIRM,
+        &UNCLAIM,
+        &RELEASE,
+        &COMMIT,
+        &SETUP,
+        &TOP_UP,
+        &ROLLBACK,
+        &RESTORE_HOLD,
     ]
 }

@@ -3,6 +3,7 @@
 -- many units "in transit" at once and starve everyone else until they were refused.
 -- The claim is pending until confirm.lua turns it into a reservation or unclaim.lua drops it;
 -- pending claims are listed in pending-claims so a reconciler can drop those a crash left.
+-- Safe to run twice: the second run finds its own pending marker and answers CLAIMED again.
 --
 -- KEYS[1]: fs:{S:h}:stock           stock record of the home shard h (limit, pause)
 -- KEYS[2]: fs:{S:h}:user:<uid>      the buyer's claims
@@ -23,7 +24,17 @@ if not stock then
   return { 'UNKNOWN_SALE' }
 end
 local qty = tonumber(ARGV[2])
-local refusal = refuse_claim(stock, KEYS[3], KEYS[2], qty)
+local found = lookup_idempotency(KEYS[3], qty, ARGV[1])
+if found and found.own and found.pending then
+  return { 'CLAIMED' }
+end
+if found then
+  return idempotency_reply(found)
+end
+if stock.paused then
+  return { 'PAUSED' }
+end
+local refusal = limit_refusal(stock, KEYS[2], qty)
 if refusal then
   return refusal
 end

@@ -7,9 +7,13 @@
 --
 --   fs:{S:i}:stock        hash: initial, available, held, sold, shards, limit, paused,
 --                               paused_at (ms, while a rebuild runs), placeholder (1 on a
---                               paused shard whose record was lost: no `initial` until rebuilt)
+--                               paused shard whose record was lost: no `initial` until rebuilt),
+--                               writer (run id of the Redis process the record was created or
+--                               last rebuilt on), fenced (1 while paused by the fence below)
 --   fs:{S:i}:holds        hash: reservation id -> "state|qty|expires_ms|created_ms|user"
---                               state H (held), C (committed), R (released)
+--                               state H (held), C (committed), R (released), X (voided: the
+--                               reserve's durable write failed and it was rolled back; the key
+--                               that made it is free again)
 --   fs:{S:i}:hold-times   zset: reservation id -> created_ms, active holds only (for reconcilers)
 --   fs:{S:i}:user:<uid>   hash: reservation id -> qty, claims of users whose home shard is i
 --   fs:{S:i}:idem:<n>:<uid>:<key>  string "reservation_id|shard|qty|hold_expires_ms", expires
@@ -20,7 +24,7 @@
 -- Reads the stock record; returns nil when the sale has no record on this shard (never set up,
 -- or Redis lost its data: the caller must not treat that as zero stock or as fresh stock).
 local function load_stock(stock_key)
-  local v = redis.call('HMGET', stock_key, 'available', 'shards', 'limit', 'paused')
+  local v = redis.call('HMGET', stock_key, 'available', 'shards', 'limit', 'paused', 'writer')
   if v[1] == false then
     return nil
   end
@@ -29,7 +33,30 @@ local function load_stock(stock_key)
     shards = tonumber(v[2]),
     limit = tonumber(v[3]),
     paused = v[4] == '1',
+    writer = v[5],
   }
+end
+
+-- The run id of the Redis process running this script. It changes when another process serves
+-- the data: a promoted replica after a failover, or a restart that reloaded a snapshot.
+local function current_run_id()
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+end
+
+-- The fence against lost writes. Replication is asynchronous, so the process that serves a shard
+-- after a failover may miss the last holds the old primary acknowledged: their units would read
+-- as available and be sold twice. A shard's record names its `writer`, the process it was created
+-- or last rebuilt on; a script that takes units first checks that it runs there. If not, it
+-- pauses the shard (`fenced`), and nothing sells from it until a rebuild from the durable records
+-- has re-verified it and written the new writer. `check` is the caller's switch ('1' on; off only
+-- where the store cannot lose acknowledged writes or INFO is not available).
+-- Returns nil to go on, or the reply to send ({"FENCED"} the first time, then PAUSED).
+local function fence(stock_key, stock, check, now_ms)
+  if check ~= '1' or stock.writer == current_run_id() then
+    return nil
+  end
+  redis.call('HSET', stock_key, 'paused', 1, 'paused_at', now_ms, 'fenced', 1)
+  return { 'FENCED' }
 end
 
 local function encode_hold(state, qty, expires_ms, created_ms, user)
@@ -63,9 +90,11 @@ local function claimed_by(user_key)
 end
 
 -- Idempotency: nil when the key is new, else the stored outcome and whether the request matches.
+-- `for_id` is the reservation id of the request asking: a record that names it is this very
+-- request run a second time (a client re-sent the script after a lost answer), `own` below.
 -- A record is final ("<id>|<shard>|<qty>|<expires_ms>") or, while a fallback reservation is under way,
 -- pending ("pending|<id>|<qty>", short-lived so a crashed attempt does not block retries).
-local function lookup_idempotency(idem_key, qty)
+local function lookup_idempotency(idem_key, qty, for_id)
   local raw = redis.call('GET', idem_key)
   if not raw then
     return nil
@@ -73,11 +102,29 @@ local function lookup_idempotency(idem_key, qty)
   local pending_id, pending_qty = string.match(raw, '^pending|([^|]+)|(%d+)$')
   if pending_id then
     return { pending = true, id = pending_id, qty = tonumber(pending_qty),
-             same_request = tonumber(pending_qty) == qty }
+             same_request = tonumber(pending_qty) == qty, own = pending_id == for_id }
   end
   local id, shard, stored_qty, expires_ms = string.match(raw, '^([^|]+)|(%d+)|(%d+)|(%-?%d+)$')
   return { id = id, shard = tonumber(shard), qty = tonumber(stored_qty), expires_ms = expires_ms,
-           same_request = tonumber(stored_qty) == qty }
+           same_request = tonumber(stored_qty) == qty, own = id == for_id }
+end
+
+-- Drops an idempotency record (finished or pending) if, and only if, it names reservation `id`.
+local function forget_idempotency(idem_key, id)
+  local raw = redis.call('GET', idem_key)
+  if raw and (string.sub(raw, 1, #id + 1) == id .. '|'
+      or string.sub(raw, 1, #id + 9) == 'pending|' .. id .. '|') then
+    redis.call('DEL', idem_key)
+  end
+end
+
+-- The state letter of a hold on this shard, or nil.
+local function hold_state(holds_key, id)
+  local raw = redis.call('HGET', holds_key, id)
+  if not raw then
+    return nil
+  end
+  return string.sub(raw, 1, 1)
 end
 
 local function idempotency_reply(found)
@@ -90,17 +137,8 @@ local function idempotency_reply(found)
   return { 'DUPLICATE', found.id, found.shard, found.qty, found.expires_ms }
 end
 
--- The gate every new claim passes, in this order: a repeated idempotency key answers with the
--- first outcome; a paused sale sells nothing; the buyer's claims stay within the limit.
--- Returns the refusal to send, or nil to go on.
-local function refuse_claim(stock, idem_key, user_key, qty)
-  local found = lookup_idempotency(idem_key, qty)
-  if found then
-    return idempotency_reply(found)
-  end
-  if stock.paused then
-    return { 'PAUSED' }
-  end
+-- The per-user limit: the refusal to send, or nil when `qty` more units fit.
+local function limit_refusal(stock, user_key, qty)
   local claimed = claimed_by(user_key)
   if claimed + qty > stock.limit then
     return { 'LIMIT', claimed, stock.limit }

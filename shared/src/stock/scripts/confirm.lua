@@ -1,5 +1,6 @@
 -- confirm.lua: turns a pending claim into a reservation once take.lua has created the hold on
 -- shard j, and replaces the pending idempotency marker with the final outcome.
+-- Safe to run twice: the second run finds its own final record and answers RESERVED again.
 --
 -- KEYS[1]: fs:{S:h}:user:<uid>
 -- KEYS[2]: fs:{S:h}:idem:<n>:<uid>:<key>
@@ -17,8 +18,11 @@
 --   {"CLAIM_LOST"}                                       a reconciler dropped the claim as stale
 -- On anything but RESERVED the caller releases the hold on j and runs unclaim.lua.
 local qty = tonumber(ARGV[2])
-local found = lookup_idempotency(KEYS[2], qty)
-if found and not (found.pending and found.id == ARGV[1]) then
+local found = lookup_idempotency(KEYS[2], qty, ARGV[1])
+if found and found.own and not found.pending then
+  return { 'RESERVED', found.shard }
+end
+if found and not (found.pending and found.own) then
   return idempotency_reply(found)
 end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then

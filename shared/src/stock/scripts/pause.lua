@@ -8,6 +8,7 @@
 -- ARGV[2]: per-user limit
 -- ARGV[3]: now, ms since epoch (paused_at: a pause left by a crashed rebuild is found by age)
 -- Returns {"PAUSED"} (the shard had its record) or {"PLACEHOLDER"}
+-- Safe to run twice with the same arguments (it only sets fields to the same values).
 if redis.call('HEXISTS', KEYS[1], 'initial') == 1 then
   redis.call('HSET', KEYS[1], 'paused', 1, 'paused_at', ARGV[3])
   return { 'PAUSED' }

@@ -2,7 +2,8 @@
 -- the counters, every hold the records back (H for PENDING / PAYMENT_PROCESSING, C for sold),
 -- and the active-holds index. Active holds the records do not back are marked released (the
 -- units they had are already counted as available). The shard stays paused; resume.lua
--- reopens it once every shard is written.
+-- reopens it once every shard is written. The record names this Redis process as its writer
+-- and is no longer fenced: it was verified against the durable records here (common.lua).
 --
 -- available = initial - held - sold. If that is negative the shard is oversold: it is kept
 -- negative (a debt), so units released later pay it back instead of being sold again.
@@ -55,6 +56,6 @@ end
 local initial = tonumber(ARGV[1])
 local available = initial - held - sold
 redis.call('HSET', KEYS[1], 'initial', initial, 'available', available, 'held', held,
-  'sold', sold, 'shards', ARGV[2], 'limit', ARGV[3], 'paused', 1)
-redis.call('HDEL', KEYS[1], 'placeholder')
+  'sold', sold, 'shards', ARGV[2], 'limit', ARGV[3], 'paused', 1, 'writer', current_run_id())
+redis.call('HDEL', KEYS[1], 'placeholder', 'fenced')
 return { 'OK', available, held, sold, dropped }

@@ -14,18 +14,17 @@
 -- ARGV[5]: now, ms since epoch
 -- ARGV[6]: "1" to take the units even if fewer are available (available goes negative: the
 --          shard owes units, and the next ones released pay the debt instead of being resold)
+-- ARGV[7]: '1' to check the fence against lost writes (common.lua), '0' not to
 -- Returns one of:
 --   {"RESTORED", available_after}
 --   {"HELD"}                 the hold is active already: nothing changed
 --   {"COMMITTED"}            the hold was sold: nothing changed
 --   {"NO_UNITS", available}  nothing changed
---   {"PAUSED"} | {"UNKNOWN_SALE"}
+--   {"PAUSED"} | {"FENCED"} | {"UNKNOWN_SALE"}
+-- Safe to run twice: the second run finds the hold active and answers HELD.
 local stock = load_stock(KEYS[1])
 if not stock then
   return { 'UNKNOWN_SALE' }
-end
-if stock.paused then
-  return { 'PAUSED' }
 end
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
 if raw then
@@ -36,6 +35,13 @@ if raw then
   if hold.state == 'C' then
     return { 'COMMITTED' }
   end
+end
+if stock.paused then
+  return { 'PAUSED' }
+end
+local fenced = fence(KEYS[1], stock, ARGV[7], ARGV[5])
+if fenced then
+  return fenced
 end
 local qty = tonumber(ARGV[3])
 if stock.available < qty and ARGV[6] ~= '1' then

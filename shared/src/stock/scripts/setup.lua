@@ -1,5 +1,6 @@
 -- setup.lua: creates one shard's stock record. Never overwrites: re-running a setup after a
--- partial failure completes the missing shards and leaves existing ones alone.
+-- partial failure completes the missing shards and leaves existing ones alone. The record
+-- names this Redis process as its writer (the fence in common.lua).
 --
 -- KEYS[1]: fs:{S:i}:stock
 -- ARGV[1]: units for this shard (>= 0)
@@ -12,5 +13,5 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 redis.call('HSET', KEYS[1],
   'initial', ARGV[1], 'available', ARGV[1], 'held', 0, 'sold', 0,
-  'shards', ARGV[2], 'limit', ARGV[3], 'paused', 0)
+  'shards', ARGV[2], 'limit', ARGV[3], 'paused', 0, 'writer', current_run_id())
 return { 'CREATED' }

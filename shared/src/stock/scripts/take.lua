@@ -13,10 +13,12 @@
 -- ARGV[4]: hold expiry, ms since epoch
 -- ARGV[5]: now, ms since epoch
 -- ARGV[6]: shard count the caller assumes
+-- ARGV[7]: '1' to check the fence against lost writes (common.lua), '0' not to
 -- Returns one of:
---   {"TAKEN", available_after}   (also when this reservation id already holds here)
+--   {"TAKEN", available_after}   (also when this reservation id already holds here: a second
+--                                 run with the same arguments changes nothing)
 --   {"EMPTY", available}
---   {"UNKNOWN_SALE"} | {"PAUSED"} | {"LAYOUT_MISMATCH", shards}
+--   {"UNKNOWN_SALE"} | {"PAUSED"} | {"FENCED"} | {"LAYOUT_MISMATCH", shards}
 local stock = load_stock(KEYS[1])
 if not stock then
   return { 'UNKNOWN_SALE' }
@@ -24,11 +26,15 @@ end
 if stock.shards ~= tonumber(ARGV[6]) then
   return { 'LAYOUT_MISMATCH', stock.shards }
 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  return { 'TAKEN', stock.available }
+end
 if stock.paused then
   return { 'PAUSED' }
 end
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
-  return { 'TAKEN', stock.available }
+local fenced = fence(KEYS[1], stock, ARGV[7], ARGV[5])
+if fenced then
+  return fenced
 end
 local qty = tonumber(ARGV[3])
 if stock.available < qty then

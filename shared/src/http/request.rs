@@ -1,0 +1,74 @@
+//! Reading a `lambda_http` request: the caller's identity (from the authorizer only), path
+//! parameters, the body (bounded), the `Idempotency-Key` header and API Gateway's request id.
+//! Every failure is a [`Problem`] ready to send.
+
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt};
+
+use super::problems;
+use super::Problem;
+use crate::domain::IdempotencyKey;
+use crate::identity::{self, Identity};
+
+/// Request bodies are tiny; anything larger is refused before parsing.
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
+
+pub fn identity_of(request: &Request) -> Result<Identity, Problem> {
+    identity::from_request(request).map_err(|_| problems::unauthenticated())
+}
+
+/// The body's bytes, at most [`MAX_BODY_BYTES`] (413 beyond).
+pub fn body_bytes(request: &Request) -> Result<&[u8], Problem> {
+    let bytes: &[u8] = match request.body() {
+        Body::Empty => &[],
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(problems::body_too_large(MAX_BODY_BYTES));
+    }
+    Ok(bytes)
+}
+
+pub fn path_param(request: &Request, name: &str) -> Option<String> {
+    request
+        .path_parameters_ref()
+        .and_then(|params| params.first(name))
+        .map(str::to_owned)
+}
+
+/// The required `Idempotency-Key` header; `why` tells a client that omitted it what it protects.
+pub fn idempotency_key(request: &Request, why: &str) -> Result<IdempotencyKey, Problem> {
+    let key = request
+        .headers()
+        .get("idempotency-key")
+        .ok_or_else(|| bad_request("missing-idempotency-key", "Idempotency-Key required", why))?;
+    key.to_str()
+        .ok()
+        .and_then(|k| IdempotencyKey::parse(k).ok())
+        .ok_or_else(|| {
+            bad_request(
+                "invalid-idempotency-key",
+                "Invalid Idempotency-Key",
+                "The key must be 1 to 128 printable characters without spaces.",
+            )
+        })
+}
+
+/// API Gateway's id of this request (`requestContext.requestId`), when there is one.
+pub fn gateway_request_id(request: &Request) -> Option<String> {
+    match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(context)) => context.request_id.clone(),
+        _ => None,
+    }
+}
+
+pub fn bad_request(slug: &str, title: &str, detail: impl Into<String>) -> Problem {
+    Problem::new(
+        lambda_http::http::StatusCode::BAD_REQUEST,
+        slug,
+        title,
+        detail,
+    )
+}
