@@ -9,6 +9,8 @@ export interface ApiProps {
   readonly throttleRateLimit: number;
   /** Stage-wide burst limit (requests). */
   readonly throttleBurstLimit: number;
+  /** Method-level limits, by the `throttle` pool a route names (see CapacityConfig). */
+  readonly methodThrottles: Record<'reserve' | 'payment', { rateLimit: number; burstLimit: number }>;
   /** Routes come from the function specs. */
   readonly specs: readonly FunctionSpec[];
   readonly functions: ReadonlyMap<string, lambda.IFunction>;
@@ -29,6 +31,19 @@ export class Api extends Construct {
 
   constructor(scope: Construct, id: string, props: ApiProps) {
     super(scope, id);
+    // "<path>/<METHOD>" -> its own throttle: API Gateway applies method settings within the
+    // stage's limit, so reserve's cap below the stage limit leaves the rest to other routes.
+    const methodOptions: Record<string, apigateway.MethodDeploymentOptions> = {};
+    for (const spec of props.specs) {
+      for (const route of spec.routes ?? []) {
+        if (!route.throttle) continue;
+        const limits = props.methodThrottles[route.throttle];
+        methodOptions[`${route.path}/${route.method}`] = {
+          throttlingRateLimit: limits.rateLimit,
+          throttlingBurstLimit: limits.burstLimit,
+        };
+      }
+    }
     this.restApi = new apigateway.RestApi(this, 'RestApi', {
       restApiName: `flashsale-${props.stage}`,
       description: 'flashsale backend',
@@ -43,6 +58,7 @@ export class Api extends Construct {
         throttlingRateLimit: props.throttleRateLimit,
         throttlingBurstLimit: props.throttleBurstLimit,
         metricsEnabled: true,
+        methodOptions,
       },
     });
 

@@ -57,6 +57,30 @@ export interface FlashsaleConfig {
   readonly payments: PaymentsConfig;
   /** The expiry cleanup: how often the scheduled rule fires and how the run is bounded. */
   readonly expiry: ExpiryConfig;
+  /** Who gets which share of the API's and Lambda's capacity (see CapacityConfig). */
+  readonly capacity: CapacityConfig;
+}
+
+/**
+ * Capacity kept apart so the crowd at reserve cannot starve the payment path. API Gateway's
+ * stage throttle and the account's Lambda concurrency are shared by every method and function:
+ * without limits of their own, a sale's opening burst at reserve would get the provider's
+ * webhooks and the saga's steps throttled until heartbeats expire and good charges are refunded.
+ * - reserve's method is throttled below the stage limit, so the stage always has room for the
+ *   payment routes (`reserveRateLimit` < `throttleRateLimit`);
+ * - the payment routes (pay, webhook) have method limits of their own;
+ * - Lambda reserved concurrency caps reserve (the seed's concurrency limit at the service
+ *   layer) and guarantees pay, the webhook intake and the saga steps their own executions.
+ */
+export interface CapacityConfig {
+  readonly reserveRateLimit: number;
+  readonly reserveBurstLimit: number;
+  readonly paymentRateLimit: number;
+  readonly paymentBurstLimit: number;
+  /** Reserved concurrency of `reserve` (a cap as much as a guarantee). */
+  readonly reserveConcurrency: number;
+  /** Reserved concurrency of each payment-path function (pay, payment-webhook, saga-steps). */
+  readonly paymentConcurrency: number;
 }
 
 /**
@@ -135,6 +159,12 @@ export const DEFAULTS = {
   expiryPageSize: 500,
   expiryBudgetMs: 45000,
   holdGraceMs: 60000,
+  reserveRateLimit: 4000,
+  reserveBurstLimit: 1500,
+  paymentRateLimit: 500,
+  paymentBurstLimit: 200,
+  reserveConcurrency: 400,
+  paymentConcurrency: 50,
 } as const;
 
 /** Reads one context value (`-c key=value` or cdk.json "context"). */
@@ -241,14 +271,30 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
       audience: str(get, 'jwtAudience') ?? DEFAULTS.jwtAudience,
     };
   }
+  const throttleRateLimit = int(get, 'throttleRateLimit', DEFAULTS.throttleRateLimit, 1);
+  const throttleBurstLimit = int(get, 'throttleBurstLimit', DEFAULTS.throttleBurstLimit, 1);
+  const capacity: CapacityConfig = {
+    reserveRateLimit: int(get, 'reserveRateLimit', Math.min(DEFAULTS.reserveRateLimit, Math.floor(throttleRateLimit * 0.8)), 1),
+    reserveBurstLimit: int(get, 'reserveBurstLimit', Math.min(DEFAULTS.reserveBurstLimit, Math.floor(throttleBurstLimit * 0.8)), 1),
+    paymentRateLimit: int(get, 'paymentRateLimit', DEFAULTS.paymentRateLimit, 1),
+    paymentBurstLimit: int(get, 'paymentBurstLimit', DEFAULTS.paymentBurstLimit, 1),
+    reserveConcurrency: int(get, 'reserveConcurrency', DEFAULTS.reserveConcurrency, 1),
+    paymentConcurrency: int(get, 'paymentConcurrency', DEFAULTS.paymentConcurrency, 1),
+  };
+  if (capacity.reserveRateLimit >= throttleRateLimit) {
+    throw new Error(
+      `context "reserveRateLimit" (${capacity.reserveRateLimit}) must stay below the stage's "throttleRateLimit" (${throttleRateLimit}), or the crowd at reserve can use up the payment path's share`,
+    );
+  }
   return {
     stage,
     arch,
     local,
     redisUrl: str(get, 'redisUrl') ?? DEFAULTS.redisUrl,
     lambdaDir,
-    throttleRateLimit: int(get, 'throttleRateLimit', DEFAULTS.throttleRateLimit, 1),
-    throttleBurstLimit: int(get, 'throttleBurstLimit', DEFAULTS.throttleBurstLimit, 1),
+    throttleRateLimit,
+    throttleBurstLimit,
+    capacity,
     // No burstable t4g nodes: their CPU credits run out exactly when a sale opens. Production gets
     // memory-optimised Graviton nodes, other stages the general-purpose size of the same family.
     redisNodeType: str(get, 'redisNodeType') ?? (stage === 'prod' ? 'cache.r7g.large' : 'cache.m7g.large'),

@@ -6,12 +6,12 @@ import { Construct } from 'constructs';
 /** Logical names of the tables; function specs refer to tables by these keys. */
 export type TableKey = 'sales' | 'reservations' | 'orders' | 'webhookEvents';
 /** Logical names of the queues; function specs refer to queues by these keys. */
-export type QueueKey = 'events' | 'eventsDlq' | 'sagaDlq';
+export type QueueKey = 'events' | 'eventsDlq' | 'sagaDlq' | 'repair' | 'repairDlq';
 
 /** Names of the global secondary indexes, per table (checked when a function asks for an index). */
 export const INDEXES: Record<TableKey, readonly string[]> = {
   sales: [],
-  reservations: ['pending-by-expiry', 'by-sale'],
+  reservations: ['pending-by-expiry', 'by-sale-bucketed'],
   orders: ['by-sale'],
   webhookEvents: [],
 };
@@ -25,6 +25,19 @@ export const EVENTS_MAX_RECEIVE_COUNT = 5;
  * consumes the queue (the notifier, a later issue; its timeout should stay <= 30 s).
  */
 export const EVENTS_VISIBILITY_TIMEOUT = Duration.seconds(180);
+/**
+ * Visibility timeout of the repair queue: 6x the timeout of its consumer (`expiry-cleanup`, 60 s),
+ * as AWS recommends for SQS event sources, so a rebuild in progress is not delivered twice.
+ */
+export const REPAIR_VISIBILITY_TIMEOUT = Duration.seconds(360);
+/** Receives before a repair request moves to its DLQ (the sweep rebuilds fenced sales anyway). */
+export const REPAIR_MAX_RECEIVE_COUNT = 5;
+/**
+ * Partitions of the reservations' by-sale index per sale (`sale_bucket` = `<sale>#00`..`#15`), as
+ * in shared/src/reservation/item.rs. One partition per sale would cap a sale at about 1,000
+ * reservation writes per second: a GSI partition that cannot keep up throttles the table's writes.
+ */
+export const SALE_BUCKETS = 16;
 
 export interface DataProps {
   /** LocalStack: tables are destroyed with the stack and have no point-in-time recovery. */
@@ -73,14 +86,24 @@ export class Data extends Construct {
       projectionType: dynamodb.ProjectionType.INCLUDE,
       nonKeyAttributes: ['sale_id', 'user_id', 'quantity', 'shard', 'status'],
     });
-    // All reservations of a sale (reconciliation of the Redis stock counters).
+    // All reservations of a sale (reconciliation of the Redis stock counters, stock rebuilds),
+    // spread over SALE_BUCKETS partitions per sale.
     reservations.addGlobalSecondaryIndex({
-      indexName: 'by-sale',
-      partitionKey: { name: 'sale_id', type: S },
+      indexName: 'by-sale-bucketed',
+      partitionKey: { name: 'sale_bucket', type: S },
       sortKey: { name: 'reservation_id', type: S },
       projectionType: dynamodb.ProjectionType.INCLUDE,
-      // What a stock rebuild needs to re-create holds and per-user claims.
-      nonKeyAttributes: ['status', 'quantity', 'shard', 'user_id', 'expires_at', 'created_at'],
+      // What a stock rebuild needs to re-create holds and per-user claims, and what the
+      // reconciler needs to find payments with no running saga (ReservationSummary::PROJECTION).
+      nonKeyAttributes: [
+        'status',
+        'quantity',
+        'shard',
+        'user_id',
+        'expires_at',
+        'created_at',
+        'payment_started_at',
+      ],
     });
 
     const orders = new dynamodb.Table(this, 'Orders', {
@@ -128,7 +151,19 @@ export class Data extends Construct {
       retentionPeriod: DLQ_RETENTION,
     });
 
-    this.queues = { events, eventsDlq, sagaDlq };
-    this.deadLetterQueues = [eventsDlq, sagaDlq];
+    // Requests to rebuild a sale's stock now (the reserve path met a fenced shard after a Redis
+    // failover); consumed by `expiry-cleanup`.
+    const repairDlq = new sqs.Queue(this, 'RepairDlq', {
+      encryption,
+      retentionPeriod: DLQ_RETENTION,
+    });
+    const repair = new sqs.Queue(this, 'Repair', {
+      encryption,
+      visibilityTimeout: REPAIR_VISIBILITY_TIMEOUT,
+      deadLetterQueue: { queue: repairDlq, maxReceiveCount: REPAIR_MAX_RECEIVE_COUNT },
+    });
+
+    this.queues = { events, eventsDlq, sagaDlq, repair, repairDlq };
+    this.deadLetterQueues = [eventsDlq, sagaDlq, repairDlq];
   }
 }

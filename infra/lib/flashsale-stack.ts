@@ -86,6 +86,7 @@ export class FlashsaleStack extends Stack {
       WEBHOOK_EVENTS_TABLE: tables.webhookEvents.tableName,
       EVENTS_QUEUE_URL: queues.events.queueUrl,
       SAGA_DLQ_URL: queues.sagaDlq.queueUrl,
+      REPAIR_QUEUE_URL: queues.repair.queueUrl,
       RATE_USER_CAPACITY: String(config.rateUserCapacity),
       RATE_USER_REFILL_PER_SEC: String(config.rateUserRefillPerSec),
       RATE_IP_CAPACITY: String(config.rateIpCapacity),
@@ -119,6 +120,10 @@ export class FlashsaleStack extends Stack {
       tables,
       queues,
       logRetention: config.local ? logs.RetentionDays.ONE_WEEK : logs.RetentionDays.ONE_MONTH,
+      concurrency: {
+        reserve: config.capacity.reserveConcurrency,
+        payment: config.capacity.paymentConcurrency,
+      },
       vpc: this.network && {
         vpc: this.network.vpc,
         subnets: { subnetType: this.network.subnetType },
@@ -139,6 +144,10 @@ export class FlashsaleStack extends Stack {
       stage: config.stage,
       throttleRateLimit: config.throttleRateLimit,
       throttleBurstLimit: config.throttleBurstLimit,
+      methodThrottles: {
+        reserve: { rateLimit: config.capacity.reserveRateLimit, burstLimit: config.capacity.reserveBurstLimit },
+        payment: { rateLimit: config.capacity.paymentRateLimit, burstLimit: config.capacity.paymentBurstLimit },
+      },
       specs,
       functions: this.functions.byName,
       authorizer: this.identity.authorizer,
@@ -163,6 +172,21 @@ export class FlashsaleStack extends Stack {
       );
     }
 
+    // Repair requests: one per invocation (a rebuild takes seconds), failures reported per item.
+    for (const spec of specs.filter((s) => s.repairConsumer)) {
+      this.functions.get(spec.name).addEventSource(
+        new eventSources.SqsEventSource(queues.repair, { batchSize: 1, reportBatchItemFailures: true }),
+      );
+    }
+
+    // Faults that must page someone, from the functions' EMF metrics (shared/src/metrics.rs).
+    this.monitoring.alarmOnEmfCount('UnitsOversold', 'UnitsOversold', ['saga-steps', 'expiry-cleanup'],
+      'Units sold beyond stock (a paid order whose hold was lost was taken into debt): a person must decide which buyer to refund');
+    this.monitoring.alarmOnEmfCount('RebuildOversold', 'RebuildOversoldUnits', ['expiry-cleanup'],
+      'A stock rebuild found more units held or sold than the sale has');
+    this.monitoring.alarmOnEmfCount('StockAnomalies', 'Anomalies', ['expiry-cleanup'],
+      'Redis and the durable records disagree in a way the reconciler does not repair by itself');
+
     this.wireCheckoutSaga(specs);
     this.wireSchedules(specs);
 
@@ -182,6 +206,8 @@ export class FlashsaleStack extends Stack {
     out('EventsDlqName', queues.eventsDlq.queueName);
     out('SagaDlqUrl', queues.sagaDlq.queueUrl);
     out('SagaDlqName', queues.sagaDlq.queueName);
+    out('RepairQueueUrl', queues.repair.queueUrl);
+    out('RepairDlqUrl', queues.repairDlq.queueUrl);
     out('AlarmTopicArn', this.monitoring.topic.topicArn);
     out('RedisUrl', this.functionEnv.REDIS_URL!, 'REDIS_URL handed to the functions');
     if (this.identity.userPool && this.identity.userPoolClient) {

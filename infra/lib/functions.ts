@@ -21,6 +21,8 @@ export type EnvVar =
   | 'WEBHOOK_EVENTS_TABLE'
   | 'EVENTS_QUEUE_URL'
   | 'SAGA_DLQ_URL'
+  // Requests to rebuild a sale's stock at once (reserve met a fenced shard).
+  | 'REPAIR_QUEUE_URL'
   // Rate limits and the sold-out fast path of `reserve` (values from context).
   | 'RATE_USER_CAPACITY'
   | 'RATE_USER_REFILL_PER_SEC'
@@ -87,6 +89,8 @@ export interface Route {
   readonly method: HttpMethod;
   /** Resource path, e.g. `/health` or `/sales/{saleId}/reservations`. */
   readonly path: string;
+  /** Method-level throttle: `reserve` or `payment` limits from the capacity config. */
+  readonly throttle?: 'reserve' | 'payment';
   /**
    * Default false (public). True: the API's authorizer runs first (Cognito user pool on AWS, the
    * local JWT `authorizer` function on LocalStack) and the function reads the caller from the
@@ -114,6 +118,13 @@ export interface FunctionSpec {
   readonly timeoutSeconds?: number;
   /** Deployed only with `-c local=true` (e.g. the JWT authorizer that stands in for Cognito). */
   readonly localOnly?: boolean;
+  /**
+   * Lambda reserved concurrency from the capacity config: `reserve` (a cap on the crowd's
+   * function) or `payment` (each payment-path function keeps its own executions).
+   */
+  readonly reservedConcurrency?: 'reserve' | 'payment';
+  /** Consumes the repair queue (SQS event source, one request per invocation). */
+  readonly repairConsumer?: boolean;
   /**
    * What it does with the checkout saga's state machine (wired in flashsale-stack.ts, which also
    * sets SAGA_STATE_MACHINE_ARN): `start` = StartExecution + DescribeExecution of its executions;
@@ -155,12 +166,17 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
       'RATE_IP_CAPACITY',
       'RATE_IP_REFILL_PER_SEC',
       'SOLD_OUT_CACHE_MS',
+      'REPAIR_QUEUE_URL',
     ],
     tables: [
       { table: 'sales', actions: ['dynamodb:GetItem'] },
       { table: 'reservations', actions: ['dynamodb:PutItem', 'dynamodb:GetItem'] },
     ],
-    routes: [{ method: 'POST', path: '/sales/{saleId}/reservations', authorized: true }],
+    queues: [{ queue: 'repair', actions: ['sqs:SendMessage'] }],
+    routes: [
+      { method: 'POST', path: '/sales/{saleId}/reservations', authorized: true, throttle: 'reserve' },
+    ],
+    reservedConcurrency: 'reserve',
   },
   {
     name: 'get-reservation',
@@ -198,8 +214,11 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
     description: 'POST /reservations/{reservationId}/payment: PENDING -> PAYMENT_PROCESSING, start the checkout saga',
     env: ['RESERVATIONS_TABLE', 'ORDERS_TABLE'],
     tables: [{ table: 'reservations', actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'] }],
-    routes: [{ method: 'POST', path: '/reservations/{reservationId}/payment', authorized: true }],
+    routes: [
+      { method: 'POST', path: '/reservations/{reservationId}/payment', authorized: true, throttle: 'payment' },
+    ],
     saga: ['start'],
+    reservedConcurrency: 'payment',
   },
   {
     // Public route: the caller is the payment provider, authenticated by the Stripe-Signature.
@@ -217,9 +236,10 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
       { table: 'webhookEvents', actions: ['dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem'] },
       { table: 'reservations', actions: ['dynamodb:GetItem'] },
     ],
-    routes: [{ method: 'POST', path: '/webhooks/payments' }],
+    routes: [{ method: 'POST', path: '/webhooks/payments', throttle: 'payment' }],
     saga: ['resume'],
     timeoutSeconds: 20,
+    reservedConcurrency: 'payment',
   },
   {
     name: 'saga-steps',
@@ -243,10 +263,11 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
     ],
     sagaStep: true,
     timeoutSeconds: 30,
+    reservedConcurrency: 'payment',
   },
   {
     name: 'expiry-cleanup',
-    description: 'Every minute: expire PENDING reservations past expires_at, reconcile Redis holds, rebuild lost stock',
+    description: 'Every minute: expire PENDING reservations, reconcile Redis holds and stuck payments, rebuild lost or fenced stock; and on the repair queue: rebuild one sale now',
     env: [
       'REDIS_URL',
       'REDIS_MODE',
@@ -274,10 +295,13 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
         ],
       },
       { table: 'reservations', index: 'pending-by-expiry', actions: ['dynamodb:Query'] },
-      { table: 'reservations', index: 'by-sale', actions: ['dynamodb:Query'] },
+      { table: 'reservations', index: 'by-sale-bucketed', actions: ['dynamodb:Query'] },
       { table: 'orders', index: 'by-sale', actions: ['dynamodb:Query'] },
     ],
+    // Payments with no running saga get one (StartExecution, DescribeExecution).
+    saga: ['start'],
     scheduled: true,
+    repairConsumer: true,
     memoryMb: 512,
     timeoutSeconds: 60,
   },
@@ -287,7 +311,9 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
     env: ['REDIS_URL', 'REDIS_MODE', 'SALES_TABLE', 'RESERVATIONS_TABLE', 'ORDERS_TABLE'],
     tables: [
       { table: 'sales', actions: ['dynamodb:GetItem'] },
-      { table: 'reservations', index: 'by-sale', actions: ['dynamodb:Query'] },
+      // Holds the index did not show yet are read back by id before anything is dropped.
+      { table: 'reservations', actions: ['dynamodb:BatchGetItem'] },
+      { table: 'reservations', index: 'by-sale-bucketed', actions: ['dynamodb:Query'] },
       { table: 'orders', index: 'by-sale', actions: ['dynamodb:Query'] },
     ],
     routes: [{ method: 'POST', path: '/sales/{saleId}/stock/rebuild', authorized: true }],
@@ -316,6 +342,8 @@ export interface FunctionsProps {
   readonly tables: Record<TableKey, dynamodb.ITable>;
   readonly queues: Record<QueueKey, sqs.IQueue>;
   readonly logRetention: logs.RetentionDays;
+  /** Reserved concurrency per `reservedConcurrency` pool. */
+  readonly concurrency: { readonly reserve: number; readonly payment: number };
   /** AWS mode: run the functions in these subnets with this security group. */
   readonly vpc?: {
     readonly vpc: ec2.IVpc;
@@ -406,6 +434,9 @@ export class Functions extends Construct {
         environment,
         role,
         logGroup,
+        ...(spec.reservedConcurrency
+          ? { reservedConcurrentExecutions: props.concurrency[spec.reservedConcurrency] }
+          : {}),
         ...(props.vpc
           ? {
               vpc: props.vpc.vpc,

@@ -7,6 +7,9 @@ import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 
+/** The CloudWatch namespace of the functions' EMF metrics (shared/src/metrics.rs `NAMESPACE`). */
+export const EMF_NAMESPACE = 'Flashsale';
+
 export interface MonitoringProps {
   /** Optional e-mail subscription of the alarm topic. */
   readonly alarmEmail?: string;
@@ -57,6 +60,32 @@ export class Monitoring extends Construct {
         evaluationPeriods: 1,
         treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
       }),
+    );
+  }
+
+  /**
+   * Alarms when the EMF counter `metricName` (namespace Flashsale, dimension `function`) is above
+   * zero in any minute, for any of `functions`. One alarm per function: EMF publishes one series
+   * per dimension value.
+   */
+  alarmOnEmfCount(id: string, metricName: string, functions: readonly string[], description: string): cloudwatch.Alarm[] {
+    return functions.map((fn) =>
+      this.add(
+        new cloudwatch.Alarm(this, `${id}${fn.replace(/(^|-)(\w)/g, (_m, _d, c: string) => c.toUpperCase())}`, {
+          alarmDescription: `${description} (${fn})`,
+          metric: new cloudwatch.Metric({
+            namespace: EMF_NAMESPACE,
+            metricName,
+            dimensionsMap: { function: fn },
+            period: Duration.minutes(1),
+            statistic: cloudwatch.Stats.SUM,
+          }),
+          threshold: 0,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+          evaluationPeriods: 1,
+          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        }),
+      ),
     );
   }
 

@@ -116,11 +116,18 @@ describe('function specs of the endpoints', () => {
         'RATE_USER_REFILL_PER_SEC',
         'REDIS_MODE',
         'REDIS_URL',
+        'REPAIR_QUEUE_URL',
         'RESERVATIONS_TABLE',
         'SALES_TABLE',
         'SOLD_OUT_CACHE_MS',
       ],
-      grants: ['dynamodb:GetItem reservations', 'dynamodb:GetItem sales', 'dynamodb:PutItem reservations'],
+      grants: [
+        'dynamodb:GetItem reservations',
+        'dynamodb:GetItem sales',
+        'dynamodb:PutItem reservations',
+        // A fenced shard (Redis failover) asks for a rebuild at once.
+        'sqs:SendMessage repair',
+      ],
     },
     'get-reservation': {
       env: ['RESERVATIONS_TABLE'],
@@ -210,6 +217,7 @@ describe('function specs of the endpoints', () => {
         'REDIS_MODE',
         'REDIS_URL',
         'RESERVATIONS_TABLE',
+        'SAGA_STATE_MACHINE_ARN',
         'SALES_TABLE',
       ],
       grants: [
@@ -219,18 +227,28 @@ describe('function specs of the endpoints', () => {
         'dynamodb:PartiQLUpdate reservations',
         'dynamodb:PutItem reservations',
         'dynamodb:Query orders/index/by-sale',
-        'dynamodb:Query reservations/index/by-sale',
+        'dynamodb:Query reservations/index/by-sale-bucketed',
         'dynamodb:Query reservations/index/pending-by-expiry',
         'dynamodb:Scan sales',
         'dynamodb:UpdateItem reservations',
+        // The repair queue's event source mapping (granted by SqsEventSource).
+        'sqs:ChangeMessageVisibility repair',
+        'sqs:DeleteMessage repair',
+        'sqs:GetQueueAttributes repair',
+        'sqs:GetQueueUrl repair',
+        'sqs:ReceiveMessage repair',
+        // Payments with no running saga get one.
+        'states:DescribeExecution checkoutSaga/executions',
+        'states:StartExecution checkoutSaga',
       ],
     },
     'rebuild-stock': {
       env: ['ORDERS_TABLE', 'REDIS_MODE', 'REDIS_URL', 'RESERVATIONS_TABLE', 'SALES_TABLE'],
       grants: [
+        'dynamodb:BatchGetItem reservations',
         'dynamodb:GetItem sales',
         'dynamodb:Query orders/index/by-sale',
-        'dynamodb:Query reservations/index/by-sale',
+        'dynamodb:Query reservations/index/by-sale-bucketed',
       ],
     },
   };
@@ -438,7 +456,11 @@ describe('reservations stream -> event-publisher', () => {
         if (id !== reservationsId) assert.equal(t.Properties.StreamSpecification, undefined, id);
       }
       const [fnId] = fnByName(context, 'event-publisher');
-      const [, esm] = only(template, 'AWS::Lambda::EventSourceMapping');
+      const streams = resourcesOf(template, 'AWS::Lambda::EventSourceMapping').filter(
+        ([, m]) => JSON.stringify(m.Properties.EventSourceArn).includes('StreamArn'),
+      );
+      assert.equal(streams.length, 1, 'one stream mapping');
+      const [, esm] = streams[0];
       assert.deepEqual(esm.Properties, {
         FunctionName: { Ref: fnId },
         EventSourceArn: { 'Fn::GetAtt': [reservationsId, 'StreamArn'] },
@@ -452,6 +474,96 @@ describe('reservations stream -> event-publisher', () => {
       });
     });
   }
+});
+
+describe('repair queue -> expiry-cleanup', () => {
+  for (const [label, context] of MODES) {
+    it(`${label}: one request per invocation, failures reported per item, a DLQ with an alarm`, () => {
+      const { template, stack } = synth(context);
+      const repairId = stack.getLogicalId(stack.data.queues.repair.node.defaultChild as never);
+      const repairDlqId = stack.getLogicalId(stack.data.queues.repairDlq.node.defaultChild as never);
+      const [fnId] = fnByName(context, 'expiry-cleanup');
+      const mappings = resourcesOf(template, 'AWS::Lambda::EventSourceMapping').filter(
+        ([, m]) => JSON.stringify(m.Properties.EventSourceArn).includes(repairId),
+      );
+      assert.equal(mappings.length, 1);
+      assert.deepEqual(mappings[0][1].Properties, {
+        FunctionName: { Ref: fnId },
+        EventSourceArn: { 'Fn::GetAtt': [repairId, 'Arn'] },
+        BatchSize: 1,
+        FunctionResponseTypes: ['ReportBatchItemFailures'],
+      });
+      const queue = template.toJSON().Resources[repairId];
+      assert.deepEqual(queue.Properties.RedrivePolicy, {
+        deadLetterTargetArn: { 'Fn::GetAtt': [repairDlqId, 'Arn'] },
+        maxReceiveCount: 5,
+      });
+      // 6x the consumer's 60 s timeout, as AWS recommends for SQS event sources.
+      assert.equal(queue.Properties.VisibilityTimeout, 360);
+      const alarms = resourcesOf(template, 'AWS::CloudWatch::Alarm').filter(([, a]) =>
+        JSON.stringify(a.Properties.Dimensions ?? []).includes(repairDlqId),
+      );
+      assert.equal(alarms.length, 1, 'the repair DLQ has a depth alarm');
+    });
+  }
+});
+
+describe('capacity: the crowd at reserve cannot starve the payment path', () => {
+  for (const [label, context] of MODES) {
+    it(`${label}: reserve is throttled below the stage, the payment routes have their own limits`, () => {
+      const { template } = synth(context);
+      const [, stage] = only(template, 'AWS::ApiGateway::Stage');
+      const settings = stage.Properties.MethodSettings as Array<Record<string, unknown>>;
+      const byPath = new Map(settings.map((m) => [`${m.HttpMethod} ${m.ResourcePath}`, m]));
+      const reserve = byPath.get('POST /~1sales~1{saleId}~1reservations');
+      assert.ok(reserve, JSON.stringify([...byPath.keys()]));
+      assert.equal(reserve.ThrottlingRateLimit, 4000);
+      assert.equal(reserve.ThrottlingBurstLimit, 1500);
+      const stageWide = byPath.get('* /*');
+      assert.ok((reserve.ThrottlingRateLimit as number) < (stageWide!.ThrottlingRateLimit as number));
+      for (const route of ['POST /~1webhooks~1payments', 'POST /~1reservations~1{reservationId}~1payment']) {
+        const m = byPath.get(route);
+        assert.ok(m, route);
+        assert.equal(m.ThrottlingRateLimit, 500, route);
+        assert.equal(m.ThrottlingBurstLimit, 200, route);
+      }
+    });
+
+    it(`${label}: reserved concurrency caps reserve and keeps executions for pay, the webhook and the saga steps`, () => {
+      const reserved = (name: string) => fnByName(context, name)[1].Properties.ReservedConcurrentExecutions;
+      assert.equal(reserved('reserve'), 400);
+      for (const name of ['pay', 'payment-webhook', 'saga-steps']) assert.equal(reserved(name), 50, name);
+      for (const name of ['get-sale', 'health', 'expiry-cleanup']) assert.equal(reserved(name), undefined, name);
+    });
+  }
+
+  it('reserve may not take the whole stage: a reserve limit at or above the stage limit is refused', () => {
+    assert.throws(
+      () => synth({ ...AWS, throttleRateLimit: '1000', reserveRateLimit: '1000' }),
+      /reserveRateLimit.*must stay below/,
+    );
+  });
+});
+
+describe('alarms on faults the functions count (EMF)', () => {
+  it('oversold units, rebuild oversells and anomalies page the alarm topic', () => {
+    const { template } = synth(AWS);
+    const alarms = resourcesOf(template, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties);
+    const emf = alarms.filter((a) => a.Namespace === 'Flashsale');
+    const seen = emf.map((a) => `${a.MetricName} ${a.Dimensions[0].Value}`).sort();
+    assert.deepEqual(seen, [
+      'Anomalies expiry-cleanup',
+      'RebuildOversoldUnits expiry-cleanup',
+      'UnitsOversold expiry-cleanup',
+      'UnitsOversold saga-steps',
+    ]);
+    for (const a of emf) {
+      assert.equal(a.Threshold, 0);
+      assert.equal(a.ComparisonOperator, 'GreaterThanThreshold');
+      assert.equal(a.Statistic, 'Sum');
+      assert.equal(a.AlarmActions.length, 1);
+    }
+  });
 });
 
 describe('deploy-local.sh', () => {

@@ -246,7 +246,7 @@ describe('checkout saga: state machine', () => {
       for (const n of needed) assert.ok(grants.includes(n), n);
     });
 
-    it(`${label}: only pay may start (and describe) executions, only payment-webhook may answer tasks`, () => {
+    it(`${label}: only pay and the sweep (stuck payments) may start and describe executions, only payment-webhook may answer tasks`, () => {
       const { template } = synth(context);
       const { smId, roleId } = saga(context);
       const roles = functionOfRole(context);
@@ -268,6 +268,8 @@ describe('checkout saga: state machine', () => {
         }
       }
       assert.deepEqual(found.sort(), [
+        'expiry-cleanup states:DescribeExecution executions',
+        'expiry-cleanup states:StartExecution stateMachine',
         'pay states:DescribeExecution executions',
         'pay states:StartExecution stateMachine',
         'payment-webhook states:SendTaskFailure stateMachine',
@@ -284,12 +286,13 @@ describe('checkout saga: state machine', () => {
       assert.deepEqual(invokers, [roleId]);
     });
 
-    it(`${label}: SAGA_STATE_MACHINE_ARN reaches pay and payment-webhook only`, () => {
+    it(`${label}: SAGA_STATE_MACHINE_ARN reaches pay, payment-webhook and expiry-cleanup only`, () => {
       const { smId } = saga(context);
       const withArn = resourcesOf(synth(context).template, 'AWS::Lambda::Function')
         .filter(([, f]) => 'SAGA_STATE_MACHINE_ARN' in f.Properties.Environment.Variables)
         .map(([, f]) => [f.Properties.FunctionName, f.Properties.Environment.Variables.SAGA_STATE_MACHINE_ARN]);
       assert.deepEqual(withArn.sort(), [
+        ['Flashsale-dev-expiry-cleanup', { Ref: smId }],
         ['Flashsale-dev-pay', { Ref: smId }],
         ['Flashsale-dev-payment-webhook', { Ref: smId }],
       ]);

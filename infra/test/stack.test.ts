@@ -170,13 +170,13 @@ describe('DynamoDB', () => {
     assert.equal(t.Properties.TimeToLiveSpecification, undefined);
   });
 
-  it('reservations: pk, TTL and the two sparse/by-sale indexes', () => {
+  it('reservations: pk, TTL, the sparse expiry index and the bucketed by-sale index', () => {
     const t = tableByKey(AWS, 'reservation_id', (x) => x.Properties.TimeToLiveSpecification);
     assert.deepEqual(t.Properties.KeySchema, [{ AttributeName: 'reservation_id', KeyType: 'HASH' }]);
     assert.deepEqual(t.Properties.TimeToLiveSpecification, { AttributeName: 'ttl', Enabled: true });
     assert.deepEqual(
       sorted(t.Properties.AttributeDefinitions.map((a: any) => `${a.AttributeName}:${a.AttributeType}`)),
-      sorted(['reservation_id:S', 'expiry_bucket:S', 'expires_at:N', 'sale_id:S']),
+      sorted(['reservation_id:S', 'expiry_bucket:S', 'expires_at:N', 'sale_bucket:S']),
     );
     assert.equal(t.Properties.GlobalSecondaryIndexes.length, 2);
     const pending = gsi(t, 'pending-by-expiry');
@@ -186,16 +186,18 @@ describe('DynamoDB', () => {
     ]);
     assert.equal(pending.Projection.ProjectionType, 'INCLUDE');
     assert.deepEqual(sorted(pending.Projection.NonKeyAttributes), sorted(['sale_id', 'user_id', 'quantity', 'shard', 'status']));
-    const bySale = gsi(t, 'by-sale');
+    // Spread over <sale>#00..#15 so a sale's burst of reservations is not one hot partition.
+    const bySale = gsi(t, 'by-sale-bucketed');
     assert.deepEqual(bySale.KeySchema, [
-      { AttributeName: 'sale_id', KeyType: 'HASH' },
+      { AttributeName: 'sale_bucket', KeyType: 'HASH' },
       { AttributeName: 'reservation_id', KeyType: 'RANGE' },
     ]);
     assert.equal(bySale.Projection.ProjectionType, 'INCLUDE');
-    // What a stock rebuild needs to re-create holds and per-user claims.
+    // What a stock rebuild needs to re-create holds and per-user claims, and what the reconciler
+    // needs to find payments with no running saga.
     assert.deepEqual(
       sorted(bySale.Projection.NonKeyAttributes),
-      sorted(['status', 'quantity', 'shard', 'user_id', 'expires_at', 'created_at']),
+      sorted(['status', 'quantity', 'shard', 'user_id', 'expires_at', 'created_at', 'payment_started_at']),
     );
   });
 
@@ -264,7 +266,7 @@ describe('SQS and alarms', () => {
         const target = q.Properties.RedrivePolicy?.deadLetterTargetArn?.['Fn::GetAtt']?.[0];
         if (target) dlqIds.add(target);
       }
-      assert.equal(queues.length, 3);
+      assert.equal(queues.length, 5);
       for (const [id, q] of queues) {
         assert.equal(q.Properties.SqsManagedSseEnabled, true, `${id} SSE`);
         if (q.Properties.RedrivePolicy) {
@@ -272,12 +274,12 @@ describe('SQS and alarms', () => {
           assert.ok(queues.some(([qid]) => qid === target), `${id} DLQ in stack`);
           assert.equal(q.Properties.RedrivePolicy.maxReceiveCount, 5);
         } else {
-          // A queue without a redrive policy is itself a dead-letter queue (the events DLQ, or
-          // the saga DLQ that the state machine sends failed compensations to).
+          // A queue without a redrive policy is itself a dead-letter queue (the events and
+          // repair DLQs, or the saga DLQ that the state machine sends failed compensations to).
           dlqIds.add(id);
         }
       }
-      assert.equal(dlqIds.size, 2);
+      assert.equal(dlqIds.size, 3);
       for (const id of dlqIds) {
         assert.ok(hasDepthAlarm(id), `depth alarm on DLQ ${id}`);
         const dlq = queues.find(([qid]) => qid === id)![1];
