@@ -32,6 +32,7 @@ type Service = ReserveService<
     DynamoSaleCatalog,
     DynamoReservationStore,
     SystemClock,
+    flashsale_core::stock::repair::memory::RecordedRepairs,
 >;
 
 async fn service(server: &RedisServer, tables: &Tables, reservations_table: &str) -> Service {
@@ -43,6 +44,7 @@ async fn service(server: &RedisServer, tables: &Tables, reservations_table: &str
         catalog: DynamoSaleCatalog::new(client.clone(), &tables.sales),
         store: DynamoReservationStore::new(client, reservations_table),
         clock: SystemClock,
+        repairs: Default::default(),
         policies: RatePolicies::default(),
     }
 }

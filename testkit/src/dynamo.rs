@@ -24,6 +24,8 @@ pub async fn localstack_client() -> Client {
 pub struct Tables {
     pub sales: String,
     pub reservations: String,
+    /// Reservations: key `reservation_id`, GSIs `pending-by-expiry` (expiry_bucket, expires_at)
+    /// and `by-sale-bucketed` (sale_bucket, reservation_id).
     /// Orders (written by the saga): key `reservation_id`, GSI `by-sale` (sale_id, reservation_id).
     pub orders: String,
     client: Client,
@@ -89,10 +91,10 @@ impl Tables {
             .attribute_definitions(attr("reservation_id", ScalarAttributeType::S))
             .attribute_definitions(attr("expiry_bucket", ScalarAttributeType::S))
             .attribute_definitions(attr("expires_at", ScalarAttributeType::N))
-            .attribute_definitions(attr("sale_id", ScalarAttributeType::S))
+            .attribute_definitions(attr("sale_bucket", ScalarAttributeType::S))
             .key_schema(key("reservation_id", KeyType::Hash))
             .global_secondary_indexes(gsi("pending-by-expiry", "expiry_bucket", "expires_at"))
-            .global_secondary_indexes(gsi("by-sale", "sale_id", "reservation_id"))
+            .global_secondary_indexes(gsi("by-sale-bucketed", "sale_bucket", "reservation_id"))
             .send()
             .await
             .expect("create reservations table");
