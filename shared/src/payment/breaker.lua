@@ -1,6 +1,10 @@
 -- breaker.lua: one circuit breaker shared by every Lambda instance. One key, so one cluster
 -- slot; time comes from the caller (ARGV[2]) like the stock scripts, so tests can move it.
 --
+-- Safe to run twice with the same arguments (a client that re-sends it after a lost answer):
+-- an acquire by the caller that already holds the probe answers "probe" again, and every
+-- record names its permit (ARGV[6]); a permit's failure counts once (KEYS[2] remembers it).
+--
 -- KEYS[1]: fs:breaker:{<name>}  hash:
 --   state        closed | open | half_open   (no key = closed, no failures)
 --   failures     consecutive failures while closed
@@ -12,9 +16,10 @@
 -- ARGV[3]: failure threshold (>= 1)
 -- ARGV[4]: cooldown, ms
 -- ARGV[5]: probe lease, ms
--- ARGV[6]: acquire: the token a probe permit would carry; record: the permit's token ('' when
---          the permit was not a probe)
+-- KEYS[2]: fs:breaker:{<name>}:rec:<token>  record only: set once the permit's verdict counted
+-- ARGV[6]: acquire: the token the permit will carry; record: the permit's token
 -- ARGV[7]: record: 1 = success, 0 = failure
+-- ARGV[8]: record: 1 if the permit was the probe, 0 if it was let through a closed circuit
 --
 -- acquire returns {1, 0, 0} (pass), {1, 1, 0} (pass as the probe) or
 --                 {0, retry_after_ms, state} (refused; state 1 = open, 2 = half_open)
@@ -54,6 +59,7 @@ end
 if op == 'acquire' then
   if state == 'closed' then return {1, 0, 0} end
   if state == 'open' and now < open_until then return {0, open_until - now, 1} end
+  if state == 'half_open' and probe == ARGV[6] then return {1, 1, 0} end
   if state == 'half_open' and now < probe_until then return {0, probe_until - now, 2} end
   -- Cooldown over, or the last probe's lease ran out (it crashed or hung): this caller probes.
   redis.call('HSET', key, 'state', 'half_open', 'probe', ARGV[6], 'probe_until', tostring(now + lease))
@@ -64,7 +70,7 @@ end
 if op == 'record' then
   local token = ARGV[6]
   local success = ARGV[7] == '1'
-  if token ~= '' then
+  if ARGV[8] == '1' then
     -- A probe's verdict counts only while it still holds the lease.
     if state == 'half_open' and probe == token then
       if success then
@@ -81,6 +87,12 @@ if op == 'record' then
   if state ~= 'closed' then return {code(state)} end
   if success then
     if failures > 0 then redis.call('DEL', key) end
+    return {0}
+  end
+  -- A failure counts once per permit, even if this record runs twice (remembered for a minute:
+  -- a re-sent script arrives within seconds). A probe's record needs no such memory: it clears
+  -- the probe, so a second run no longer matches it.
+  if redis.call('SET', KEYS[2], '1', 'NX', 'PX', 60000) == false then
     return {0}
   end
   failures = failures + 1

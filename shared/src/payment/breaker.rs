@@ -51,7 +51,8 @@ use super::{
 use crate::config::{self, ConfigError};
 use crate::domain::Clock;
 
-static BREAKER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("breaker.lua")));
+/// breaker.lua (public for the test that runs every script twice).
+pub static BREAKER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("breaker.lua")));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerConfig {
@@ -129,8 +130,8 @@ pub struct Permit {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PermitKind {
-    /// The circuit was closed.
-    Pass,
+    /// The circuit was closed. The token names the permit, so its verdict counts once.
+    Pass(String),
     /// The one call allowed through a half-open circuit, identified by its lease token.
     Probe(String),
     /// The breaker could not be asked (its store failed); the call went through anyway.
@@ -150,9 +151,9 @@ impl Permit {
         }
     }
 
-    pub(crate) fn pass() -> Self {
+    pub(crate) fn pass(token: String) -> Self {
         Self {
-            kind: PermitKind::Pass,
+            kind: PermitKind::Pass(token),
         }
     }
 
@@ -165,7 +166,15 @@ impl Permit {
     pub(crate) fn probe_token(&self) -> Option<&str> {
         match &self.kind {
             PermitKind::Probe(token) => Some(token),
-            PermitKind::Pass | PermitKind::Unchecked => None,
+            PermitKind::Pass(_) | PermitKind::Unchecked => None,
+        }
+    }
+
+    /// The permit's own token (a fresh one for an unchecked permit).
+    fn token(&self) -> String {
+        match &self.kind {
+            PermitKind::Pass(token) | PermitKind::Probe(token) => token.clone(),
+            PermitKind::Unchecked => uuid::Uuid::now_v7().simple().to_string(),
         }
     }
 }
@@ -244,10 +253,17 @@ where
         Ok(())
     }
 
-    async fn run(&self, op: &str, token: &str, success: bool) -> Result<Vec<i64>, PaymentError> {
+    async fn run(
+        &self,
+        op: &str,
+        token: &str,
+        success: bool,
+        probe: bool,
+    ) -> Result<Vec<i64>, PaymentError> {
         let mut conn = self.conn.clone();
         BREAKER
             .key(&self.key)
+            .key(format!("{}:rec:{token}", self.key))
             .arg(op)
             .arg(self.clock.now().as_millis())
             .arg(self.config.failure_threshold)
@@ -255,6 +271,7 @@ where
             .arg(millis(self.config.probe_timeout))
             .arg(token)
             .arg(if success { 1 } else { 0 })
+            .arg(if probe { 1 } else { 0 })
             .invoke_async(&mut conn)
             .await
             .map_err(store_error)
@@ -262,9 +279,9 @@ where
 
     pub async fn acquire(&self) -> Result<Permit, PaymentError> {
         let token = uuid::Uuid::now_v7().simple().to_string();
-        let reply = self.run("acquire", &token, false).await?;
+        let reply = self.run("acquire", &token, false, false).await?;
         match reply[..] {
-            [1, 0, _] => Ok(Permit::pass()),
+            [1, 0, _] => Ok(Permit::pass(token)),
             [1, 1, _] => Ok(Permit::probe(token)),
             [0, retry_after_ms, _] => Err(PaymentError::CircuitOpen {
                 retry_after: Duration::from_millis(retry_after_ms.max(0) as u64),
@@ -274,13 +291,14 @@ where
     }
 
     pub async fn record(&self, permit: Permit, success: bool) -> Result<(), PaymentError> {
-        let token = permit.probe_token().unwrap_or("");
-        let reply = self.run("record", token, success).await?;
+        let reply = self
+            .run("record", &permit.token(), success, permit.is_probe())
+            .await?;
         state_of(&reply).map(|_| ())
     }
 
     pub async fn state(&self) -> Result<BreakerState, PaymentError> {
-        let reply = self.run("state", "", false).await?;
+        let reply = self.run("state", "", false, false).await?;
         state_of(&reply)
     }
 }

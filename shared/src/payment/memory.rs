@@ -54,7 +54,9 @@ impl<K: Clock> CircuitBreaker for InMemoryCircuitBreaker<K> {
             retry_after: now.until(until),
         };
         match &*circuit {
-            Circuit::Closed { .. } => return Ok(Permit::pass()),
+            Circuit::Closed { .. } => {
+                return Ok(Permit::pass(uuid::Uuid::now_v7().simple().to_string()))
+            }
             Circuit::Open { until } if now < *until => return Err(refused(*until)),
             Circuit::HalfOpen { until, .. } if now < *until => return Err(refused(*until)),
             _ => {}

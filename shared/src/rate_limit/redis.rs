@@ -11,7 +11,8 @@ use super::{BucketPolicy, RateDecision, RateKey, RateLimitError, RateLimiter, Re
 /// How long a request's decision is remembered (a re-sent script comes within a second).
 const REQUEST_MEMORY: Duration = Duration::from_secs(10);
 
-static TOKEN_BUCKET: LazyLock<Script> =
+/// token_bucket.lua (public for the test that runs every script twice).
+pub static TOKEN_BUCKET: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("token_bucket.lua")));
 
 #[derive(Clone)]

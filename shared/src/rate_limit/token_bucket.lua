@@ -17,7 +17,8 @@
 -- Returns, for take: {allowed (1|0), remaining (whole tokens), full_in_ms, retry_after_ms}
 --   full_in_ms: time until the bucket is full again (X-RateLimit-Reset)
 --   retry_after_ms: 0 when allowed, else time until `cost` tokens are available
--- for refund: {1} if the tokens went back now, {0} if there was nothing (left) to refund
+-- for refund: {1} if the request's tokens are back (now, or by an earlier run), {0} if the
+--   request spent none
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local capacity = tonumber(ARGV[1])
@@ -44,8 +45,11 @@ local function save(tokens_left)
 end
 
 if ARGV[4] == 'refund' then
-  if not remembered or string.sub(remembered, 1, 1) ~= '1' or string.sub(remembered, -1) == 'R' then
+  if not remembered or string.sub(remembered, 1, 1) ~= '1' then
     return { 0 }
+  end
+  if string.sub(remembered, -1) == 'R' then
+    return { 1 }
   end
   save(math.min(capacity, tokens + cost))
   redis.call('SET', KEYS[2], remembered .. 'R', 'KEEPTTL')
