@@ -120,10 +120,16 @@ def redis(*args):
     return subprocess.run(["redis-cli", "-p", "6379", *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def query_all(table, index, sale_id):
+# The reservations' by-sale index is spread over 16 partitions per sale (sale_bucket =
+# "<sale>#00".."#15", shared/src/reservation/item.rs); the orders' has one (sale_id).
+SALE_BUCKETS = 16
+
+
+def query_partition(table, index, key_name, key):
     ddb, items, start = aws("dynamodb"), [], None
     while True:
-        kwargs = {"TableName": table, "IndexName": index, "KeyConditionExpression": "sale_id = :s", "ExpressionAttributeValues": {":s": {"S": sale_id}}}
+        kwargs = {"TableName": table, "IndexName": index, "KeyConditionExpression": "#k = :s",
+                  "ExpressionAttributeNames": {"#k": key_name}, "ExpressionAttributeValues": {":s": {"S": key}}}
         if start:
             kwargs["ExclusiveStartKey"] = start
         page = ddb.query(**kwargs)
@@ -131,6 +137,15 @@ def query_all(table, index, sale_id):
         start = page.get("LastEvaluatedKey")
         if not start:
             return items
+
+
+def reservations_of_sale(outputs, sale_id):
+    return [item for bucket in range(SALE_BUCKETS)
+            for item in query_partition(outputs["ReservationsTableName"], "by-sale-bucketed", "sale_bucket", f"{sale_id}#{bucket:02d}")]
+
+
+def orders_of_sale(outputs, sale_id):
+    return query_partition(outputs["OrdersTableName"], "by-sale", "sale_id", sale_id)
 
 
 # Every events-queue message this test session drained, so one test's drain cannot hide a
@@ -160,12 +175,12 @@ def assert_invariant(sale_id, shards, outputs, settle_timeout=90):
     succeeded charge is an order or fully refunded."""
     deadline = time.monotonic() + settle_timeout
     while True:
-        reservations = query_all(outputs["ReservationsTableName"], "by-sale", sale_id)
+        reservations = reservations_of_sale(outputs, sale_id)
         if not any(r["status"]["S"] == "PAYMENT_PROCESSING" for r in reservations) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     held = sum(int(r["quantity"]["N"]) for r in reservations if r["status"]["S"] in ("PENDING", "PAYMENT_PROCESSING"))
-    orders = query_all(outputs["OrdersTableName"], "by-sale", sale_id)
+    orders = orders_of_sale(outputs, sale_id)
     sold = sum(int(o["quantity"]["N"]) for o in orders)
     levels = redis_levels(sale_id, shards)
     assert levels["initial"] == levels["available"] + held + sold, (levels, held, sold)

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
 use super::{
@@ -125,11 +125,12 @@ struct Ledger {
 
 /// A payment provider in memory: idempotent charges by key, Stripe's test cards, refunds and
 /// cancels with Stripe's rules, a call counter, and a switch that makes every call fail.
-#[derive(Default)]
+/// Clones share the same ledger.
+#[derive(Clone, Default)]
 pub struct InMemoryPaymentProvider {
-    ledger: Mutex<Ledger>,
-    failure: Mutex<Option<PaymentError>>,
-    calls: AtomicU64,
+    ledger: Arc<Mutex<Ledger>>,
+    failure: Arc<Mutex<Option<PaymentError>>>,
+    calls: Arc<AtomicU64>,
 }
 
 impl InMemoryPaymentProvider {

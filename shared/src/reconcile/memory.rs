@@ -17,6 +17,8 @@ pub struct InMemoryLedger {
     reservations: Mutex<HashMap<ReservationId, Reservation>>,
     orders: Mutex<HashMap<ReservationId, OrderSummary>>,
     failing_writes: AtomicBool,
+    /// Records the by-sale index does not show yet (DynamoDB's GSIs are eventually consistent).
+    unindexed: Mutex<std::collections::HashSet<ReservationId>>,
 }
 
 impl InMemoryLedger {
@@ -75,6 +77,21 @@ impl InMemoryLedger {
             .collect()
     }
 
+    /// The by-sale index lags: `id` is readable by id but not listed until `index_caught_up`.
+    pub fn lag_index(&self, id: ReservationId) {
+        self.unindexed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+    }
+
+    pub fn index_caught_up(&self) {
+        self.unindexed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// Makes every write fail (reads still work).
     pub fn fail_writes(&self, failing: bool) {
         self.failing_writes.store(failing, Ordering::SeqCst);
@@ -106,9 +123,10 @@ impl DurableRecords for InMemoryLedger {
         which: Which,
     ) -> Result<Vec<ReservationSummary>, StoreError> {
         let all = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        let unindexed = self.unindexed.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<ReservationSummary> = all
             .values()
-            .filter(|r| &r.sale_id == sale)
+            .filter(|r| &r.sale_id == sale && !unindexed.contains(&r.reservation_id))
             .filter(|r| which.includes(r.status))
             .map(ReservationSummary::from)
             .collect();

@@ -23,6 +23,7 @@
 pub mod control;
 pub mod dynamo;
 pub mod http;
+pub mod memory;
 pub mod pay;
 pub mod records;
 pub mod recovery;

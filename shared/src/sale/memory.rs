@@ -1,14 +1,15 @@
 //! In-memory [`SaleCatalog`] for fast unit tests of the handlers.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::{CatalogError, Sale, SaleCatalog};
 use crate::domain::SaleId;
 
-#[derive(Default)]
+/// Clones share the same sales.
+#[derive(Clone, Default)]
 pub struct InMemorySaleCatalog {
-    sales: Mutex<HashMap<SaleId, Sale>>,
+    sales: Arc<Mutex<HashMap<SaleId, Sale>>>,
 }
 
 impl InMemorySaleCatalog {
