@@ -1,11 +1,13 @@
 //! Test harness: real `redis-server` processes on loopback, one per test (or per benchmark),
-//! and real three-master Redis Clusters. No mocks of Redis anywhere.
+//! and real three-master Redis Clusters (no mocks of Redis anywhere); throwaway DynamoDB tables
+//! on LocalStack; and an HTTP fault proxy that injects AWS faults in front of LocalStack.
 //!
 //! Each server listens on 127.0.0.1 at a free port, keeps its files in its own temporary
 //! folder, and dies with its owner: `Drop` kills it, and `PR_SET_PDEATHSIG` kills it even if
 //! the test process itself is killed.
 
 pub mod dynamo;
+pub mod fault_proxy;
 /// The local Stripe stand-in, started in-process by tests (tools/payment-sandbox).
 pub mod sandbox {
     pub use payment_sandbox::{Sandbox, SandboxConfig};

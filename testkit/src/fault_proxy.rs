@@ -1,0 +1,313 @@
+//! An HTTP fault proxy for the AWS JSON protocols (DynamoDB, Step Functions, SQS), on loopback.
+//!
+//! Tests point an SDK client (or a deployed function, through `AWS_ENDPOINT_URL_DYNAMODB` and
+//! friends) at [`FaultProxy::url`]; the proxy forwards everything to the upstream (LocalStack)
+//! except calls that match a [`Rule`], which it answers with the fault the rule names:
+//! throttling, a cancelled transaction with given reasons, a 5xx, a slow answer, or the worst
+//! one — the call reaches the service and commits, then the connection drops before the answer
+//! ("committed, answer lost"). Rules match the `X-Amz-Target` header (for example
+//! `DynamoDB_20120810.TransactWriteItems`) and fire a bounded number of times, or for a share of
+//! calls.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// What the proxy does with a call that matches a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer this instead of forwarding (the service never sees the call).
+    Respond { status: u16, body: String },
+    /// Forward after a pause.
+    Delay(Duration),
+    /// Forward, let the service commit, then drop the connection without an answer.
+    AnswerLost,
+}
+
+impl Fault {
+    /// DynamoDB's `ThrottlingException` (HTTP 400, retryable).
+    pub fn dynamodb_throttling() -> Self {
+        Self::dynamodb_error(
+            400,
+            "ThrottlingException",
+            "Rate of requests exceeds the allowed throughput.",
+        )
+    }
+
+    /// DynamoDB's `InternalServerError` (HTTP 500).
+    pub fn dynamodb_server_error() -> Self {
+        Self::dynamodb_error(500, "InternalServerError", "Internal server error")
+    }
+
+    /// A `TransactionCanceledException` with one reason code per action (`None`,
+    /// `ThrottlingError`, `TransactionConflict`, `ConditionalCheckFailed`, ...).
+    pub fn transaction_cancelled(reasons: &[&str]) -> Self {
+        let list: Vec<String> = reasons
+            .iter()
+            .map(|code| format!(r#"{{"Code":"{code}","Message":"injected"}}"#))
+            .collect();
+        Self::Respond {
+            status: 400,
+            body: format!(
+                r#"{{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled, please refer cancellation reasons for specific reasons [{}]","CancellationReasons":[{}]}}"#,
+                reasons.join(", "),
+                list.join(",")
+            ),
+        }
+    }
+
+    /// A JSON-protocol error with this `__type` (DynamoDB's namespace).
+    pub fn dynamodb_error(status: u16, code: &str, message: &str) -> Self {
+        Self::Respond {
+            status,
+            body: format!(
+                r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"{message}"}}"#
+            ),
+        }
+    }
+
+    /// Step Functions answering 500 (`ServiceUnavailable`-like).
+    pub fn states_server_error() -> Self {
+        Self::Respond {
+            status: 500,
+            body: r#"{"__type":"InternalFailure","message":"injected"}"#.into(),
+        }
+    }
+}
+
+/// When a rule fires.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Times {
+    /// The next `n` matching calls.
+    Next(u32),
+    /// Each matching call with this probability (0..=1), until the rule is removed.
+    Share(f64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// A substring of `X-Amz-Target`, e.g. `TransactWriteItems` or `StartExecution`.
+    pub target: String,
+    pub times: Times,
+    pub fault: Fault,
+}
+
+impl Rule {
+    pub fn next(target: &str, n: u32, fault: Fault) -> Self {
+        Self {
+            target: target.into(),
+            times: Times::Next(n),
+            fault,
+        }
+    }
+
+    pub fn share(target: &str, p: f64, fault: Fault) -> Self {
+        Self {
+            target: target.into(),
+            times: Times::Share(p),
+            fault,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    rules: Vec<Rule>,
+    /// (target, fault applied or None) of every call, in order.
+    calls: Vec<(String, Option<Fault>)>,
+}
+
+/// The proxy. Listens on 127.0.0.1 at a free port; stops when dropped.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy in front of `upstream` (e.g. `http://127.0.0.1:4566`).
+    pub async fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let state = Arc::new(Mutex::new(State::default()));
+        let upstream: Arc<str> = upstream.trim_end_matches('/').into();
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let accept_state = Arc::clone(&state);
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let state = Arc::clone(&accept_state);
+                let upstream = Arc::clone(&upstream);
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        handle(
+                            Arc::clone(&state),
+                            Arc::clone(&upstream),
+                            client.clone(),
+                            request,
+                        )
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            state,
+            accept,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`: the endpoint URL to give an SDK client.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn add(&self, rule: Rule) {
+        self.lock().rules.push(rule);
+    }
+
+    /// Removes every rule: from now on everything is forwarded.
+    pub fn heal(&self) {
+        self.lock().rules.clear();
+    }
+
+    /// Calls whose target contains `target`, and how many of them got a fault.
+    pub fn calls(&self, target: &str) -> (usize, usize) {
+        let state = self.lock();
+        let matching: Vec<_> = state
+            .calls
+            .iter()
+            .filter(|(t, _)| t.contains(target))
+            .collect();
+        (
+            matching.len(),
+            matching.iter().filter(|(_, f)| f.is_some()).count(),
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Picks the fault for a call to `target`, if a rule fires, and records the call.
+fn pick(state: &Mutex<State>, target: &str) -> Option<Fault> {
+    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut fault = None;
+    for rule in state.rules.iter_mut() {
+        if !target.contains(rule.target.as_str()) {
+            continue;
+        }
+        let fires = match &mut rule.times {
+            Times::Next(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            Times::Next(_) => false,
+            Times::Share(p) => fastrand::f64() < *p,
+        };
+        if fires {
+            fault = Some(rule.fault.clone());
+            break;
+        }
+    }
+    state.calls.push((target.to_owned(), fault.clone()));
+    fault
+}
+
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose (answer lost)")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+async fn handle(
+    state: Arc<Mutex<State>>,
+    upstream: Arc<str>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
+    let target = request
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let fault = pick(&state, &target);
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    match fault {
+        Some(Fault::Respond { status, body }) => {
+            return Ok(Response::builder()
+                .status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
+                .header("content-type", "application/x-amz-json-1.0")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap_or_default())
+        }
+        Some(Fault::Delay(pause)) => tokio::time::sleep(pause).await,
+        _ => {}
+    }
+    let uri = format!(
+        "{upstream}{}",
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut forward = Request::builder().method(parts.method.clone()).uri(uri);
+    for (name, value) in &parts.headers {
+        forward = forward.header(name, value);
+    }
+    let forward = forward.body(Full::new(body)).map_err(|_| Dropped)?;
+    let answer = match client.request(forward).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            return Ok(Response::builder()
+                .status(StatusCode::BAD_GATEWAY)
+                .body(Full::new(Bytes::from_static(b"upstream unreachable")))
+                .unwrap_or_default())
+        }
+    };
+    let (parts, body) = answer.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if fault == Some(Fault::AnswerLost) {
+        // The service committed; the caller never hears of it.
+        return Err(Dropped);
+    }
+    Ok(Response::from_parts(parts, Full::new(body)))
+}
