@@ -288,3 +288,49 @@ def test_a_crowd_reserves_and_pays_end_to_end(api, http, admin_token, outputs):
           f"p95 {p95:.2f} s, max {latencies[-1]:.2f} s, all confirmed after {wall:.1f} s")
     totals = assert_invariant(sale_id, SHARDS, outputs)
     assert totals["sold"] == buyers and totals["available"] == 0
+
+
+def lose_hold(sale_id, shard, reservation_id, user_id):
+    """What a Redis failover that lost an acknowledged write does to one hold: the hold is gone,
+    its unit is available again, the buyer's claim is gone."""
+    prefix = f"fs:{{{sale_id}:{shard}}}"
+    redis("HDEL", f"{prefix}:holds", reservation_id)
+    redis("ZREM", f"{prefix}:hold-times", reservation_id)
+    redis("HINCRBY", f"{prefix}:stock", "available", "1")
+    redis("HINCRBY", f"{prefix}:stock", "held", "-1")
+    redis("HDEL", f"{prefix}:user:{user_id}", reservation_id)
+
+
+def test_a_lost_hold_then_paid_sells_the_unit_once(api, http, admin_token, outputs):
+    # GIVEN 3 units on one shard, and alice's hold lost by Redis (her unit back on sale)
+    sale_id = new_sale(http, api, admin_token, stock=3, shards=1)
+    tok = token("lost-alice")
+    rid = reserve(http, api, sale_id, tok)["reservation_id"]
+    lose_hold(sale_id, 0, rid, "lost-alice")
+    assert redis_levels(sale_id, 1)["available"] == 3
+    # WHEN she pays
+    assert pay(http, api, rid, tok).status_code == 202
+    # THEN the Charge step took the unit again before charging, and the order sold it once
+    assert settle(http, api, outputs, rid, tok) == "CONFIRMED"
+    levels = redis_levels(sale_id, 1)
+    assert (levels["available"], levels["held"], levels["sold"]) == (2, 0, 1)
+    # AND the 2 units left sell to 2 buyers, not 3
+    statuses = [http.post(f"{api}/sales/{sale_id}/reservations", json={},
+                          headers={"Authorization": f"Bearer {token(f'lost-{n}')}", "Idempotency-Key": "k"},
+                          timeout=30).status_code for n in ("bob", "carol", "dave")]
+    assert statuses == [201, 201, 410], statuses
+    assert_invariant(sale_id, 1, outputs)
+
+
+def test_a_payment_key_reused_with_another_card_is_refused(api, http, admin_token, outputs):
+    sale_id = new_sale(http, api, admin_token, stock=1, shards=1)
+    tok = token("reuse-key")
+    rid = reserve(http, api, sale_id, tok)["reservation_id"]
+    assert pay(http, api, rid, tok, key="same").status_code == 202
+    reused = pay(http, api, rid, tok, method="pm_card_chargeDeclined", key="same")
+    assert reused.status_code == 422, reused.text
+    assert reused.headers["content-type"] == "application/problem+json"
+    assert reused.json()["type"] == "/problems/idempotency-key-reused"
+    assert settle(http, api, outputs, rid, tok) == "CONFIRMED"
+    assert len(intents_of(rid)) == 1
+    assert_invariant(sale_id, 1, outputs)

@@ -50,6 +50,16 @@ def test_a_second_buyer_is_refused_when_stock_is_gone(api, http, admin_token):
     assert http.get(f"{api}/sales/{sale_id}", timeout=30).json()["status"] == "sold_out"
 
 
+def test_more_than_is_left_is_409_not_sold_out_and_a_smaller_request_still_succeeds(api, http, admin_token):
+    sale_id = new_sale(http, api, admin_token, stock=3, per_user_limit=3, shards=1)
+    assert reserve(http, api, sale_id, token("e2e-left-1")).status_code == 201
+    big = reserve(http, api, sale_id, token("e2e-left-big"), body={"quantity": 3})
+    assert big.status_code == 409, big.text
+    assert big.json()["type"] == "/problems/insufficient-stock"
+    # No sold-out was remembered: a buyer of one right after gets a unit.
+    assert reserve(http, api, sale_id, token("e2e-left-2")).status_code == 201
+
+
 def test_the_same_key_twice_returns_the_same_reservation_and_decrements_once(api, http, admin_token):
     sale_id = new_sale(http, api, admin_token, stock=5, per_user_limit=3)
     tok = token("e2e-retrier")

@@ -5,7 +5,7 @@
 //! [`InMemoryStockEngine::lose_hold`] simulates what a failover can do to a hold.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::{
     split_evenly, CommitOutcome, Hold, HoldSpec, HoldState, ReleaseOutcome, ReserveOutcome,
@@ -68,9 +68,10 @@ impl SaleState {
     }
 }
 
-#[derive(Default)]
+/// Clones share the same stock.
+#[derive(Clone, Default)]
 pub struct InMemoryStockEngine {
-    sales: Mutex<HashMap<SaleId, SaleState>>,
+    sales: Arc<Mutex<HashMap<SaleId, SaleState>>>,
 }
 
 impl InMemoryStockEngine {
