@@ -9,8 +9,11 @@
 //! 1. engine/reserve: `RedisStockEngine::reserve`, distinct buyers, twice the stock needed so
 //!    every attempt is served by its home shard (the path the raw loop can take)
 //! 2. raw/reserve:    EVALSHA of the same reserve script with prebuilt keys and arguments
-//! 3. engine/sold-out: a sold-out sale through the plain engine (home script + shard reads)
-//! 4. fast-path/sold-out: the same through the per-process sold-out cache
+//! 3. engine-unfenced/reserve: the engine with the fence against lost writes turned off
+//!    (`INFO server` not called), i.e. the engine as it was before the fence: the fence's cost
+//! 4. engine/sold-out: a sold-out sale through the plain engine (home script + shard reads)
+//! 5. fast-path/sold-out: the same through the per-process sold-out cache
+//! 1-3 alternate over the rounds (the order rotates each round); the median round is reported.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,7 +79,7 @@ impl Measured {
     fn row(&self) -> String {
         let us = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
         format!(
-            "| {:<20} | {:>9} | {:>10.0} | {:>8.3} | {:>8.3} | {:>8.3} |",
+            "| {:<23} | {:>9} | {:>10.0} | {:>8.3} | {:>8.3} | {:>8.3} |",
             self.name,
             self.ops,
             self.per_sec(),
@@ -166,14 +169,14 @@ fn median(mut runs: Vec<Measured>) -> Measured {
 /// Scenario 1: through the engine. Requests are built before the clock starts, as the raw
 /// loop's are.
 async fn engine_reserve(
-    _server: &RedisServer,
+    name: &'static str,
     engine: &Arc<RedisStockEngine<ConnectionManager>>,
     args: &Args,
     round: u32,
 ) -> anyhow::Result<Measured> {
     let sale = new_sale(
         engine,
-        &format!("bench-engine-{round}"),
+        &format!("bench-{}-{round}", name.replace('/', "-")),
         args.shards,
         2 * args.attempts,
     )
@@ -181,7 +184,7 @@ async fn engine_reserve(
     let requests: Arc<Vec<ReserveRequest>> =
         Arc::new((0..args.attempts).map(|i| request(&sale, i)).collect());
     let e = engine.clone();
-    let measured = drive("engine/reserve", args, move |i| {
+    let measured = drive(name, args, move |i| {
         let (e, requests) = (e.clone(), requests.clone());
         async move {
             let outcome = e.reserve(&requests[i as usize]).await?;
@@ -240,6 +243,8 @@ async fn raw_reserve(
                         shards.get().to_string(),
                         home.to_string(),
                         "86400".into(),
+                        // The fence on, as the engine sends it.
+                        "1".into(),
                     ],
                 )
             })
@@ -270,24 +275,34 @@ async fn main() -> anyhow::Result<()> {
     let engine = RedisStockEngine::new(server.connection().await, RedisStockConfig::default());
     engine.preload_scripts().await?;
     let engine = Arc::new(engine);
+    let unfenced = Arc::new(RedisStockEngine::new(
+        server.connection().await,
+        RedisStockConfig {
+            fencing: false,
+            ..RedisStockConfig::default()
+        },
+    ));
     let mut results = Vec::new();
 
-    // 1 and 2 alternate over several rounds (which goes first flips each round), each round on
+    // 1, 2 and 3 alternate over several rounds (the order rotates each round), each round on
     // fresh sales; the median round of each is reported. This machine is shared and noisy.
     let mut engine_runs = Vec::new();
     let mut raw_runs = Vec::new();
+    let mut unfenced_runs = Vec::new();
     for round in 0..args.rounds {
-        let engine_first = round % 2 == 0;
-        if engine_first {
-            engine_runs.push(engine_reserve(&server, &engine, &args, round).await?);
-        }
-        raw_runs.push(raw_reserve(&server, &engine, &args, round).await?);
-        if !engine_first {
-            engine_runs.push(engine_reserve(&server, &engine, &args, round).await?);
+        for turn in 0..3 {
+            match (round + turn) % 3 {
+                0 => engine_runs.push(engine_reserve("engine/reserve", &engine, &args, round).await?),
+                1 => raw_runs.push(raw_reserve(&server, &engine, &args, round).await?),
+                _ => unfenced_runs.push(
+                    engine_reserve("engine-unfenced/reserve", &unfenced, &args, round).await?,
+                ),
+            }
         }
     }
     results.push(median(engine_runs));
     results.push(median(raw_runs));
+    results.push(median(unfenced_runs));
 
     // 3. Sold out through the plain engine.
     let gone = new_sale(&engine, "bench-sold-out", args.shards, 0).await?;
@@ -332,8 +347,8 @@ async fn main() -> anyhow::Result<()> {
         args.shards,
         args.rounds
     );
-    println!("| scenario             |       ops |      ops/s |  p50 µs |  p99 µs | p99.9 µs |");
-    println!("|----------------------|-----------|------------|---------|---------|----------|");
+    println!("| scenario                |       ops |      ops/s |  p50 µs |  p99 µs | p99.9 µs |");
+    println!("|-------------------------|-----------|------------|---------|---------|----------|");
     for r in &results {
         println!("{}", r.row());
     }
@@ -342,8 +357,12 @@ async fn main() -> anyhow::Result<()> {
         results[0].per_sec() / results[1].per_sec()
     );
     println!(
+        "fenced/unfenced engine throughput ratio: {:.3} (the fence's cost)",
+        results[0].per_sec() / results[2].per_sec()
+    );
+    println!(
         "fast-path/plain sold-out throughput ratio: {:.1}x",
-        results[3].per_sec() / results[2].per_sec()
+        results[4].per_sec() / results[3].per_sec()
     );
     Ok(())
 }
