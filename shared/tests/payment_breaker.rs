@@ -376,6 +376,7 @@ async fn when_redis_is_down_the_provider_is_called_anyway() {
         mode: RedisMode::Standalone,
         connect_timeout: Duration::from_millis(200),
         response_timeout: Duration::from_millis(200),
+        call_deadline: Duration::from_millis(500),
     };
     let conn = RedisConnection::connect(&settings).await.unwrap();
     let clock = clock();

@@ -8,6 +8,8 @@
 
 pub mod dynamo;
 pub mod fault_proxy;
+pub mod sentinel;
+pub mod tcp_proxy;
 /// The local Stripe stand-in, started in-process by tests (tools/payment-sandbox).
 pub mod sandbox {
     pub use payment_sandbox::{Sandbox, SandboxConfig};
@@ -28,12 +30,19 @@ impl RedisCluster {
     /// Starts the nodes, joins them into a cluster, and waits until every node reports
     /// `cluster_state:ok`.
     pub fn start(masters: usize) -> Self {
+        Self::start_with_replicas(masters, 0, 5000)
+    }
+
+    /// A cluster of `masters` primaries with `replicas` replicas each (`redis-cli` assigns
+    /// them), whose nodes judge a peer failed after `node_timeout_ms`: a killed primary is
+    /// replaced by its replica after about that long.
+    pub fn start_with_replicas(masters: usize, replicas: usize, node_timeout_ms: u32) -> Self {
         assert!(
             masters >= 3,
             "redis-cli --cluster create needs at least 3 masters"
         );
-        let nodes: Vec<RedisServer> = (0..masters)
-            .map(|_| RedisServer::start_cluster_node())
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+            .map(|_| RedisServer::start_cluster_node_with_timeout(node_timeout_ms))
             .collect();
         let mut create = std::process::Command::new("redis-cli");
         create.arg("--cluster").arg("create");
@@ -41,7 +50,7 @@ impl RedisCluster {
             create.arg(format!("127.0.0.1:{}", node.port()));
         }
         let output = create
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli must be installed (apt-get install redis-tools)");
         assert!(
@@ -51,6 +60,29 @@ impl RedisCluster {
         );
         let cluster = Self { nodes };
         cluster.wait_until_ok(Duration::from_secs(20));
+        if replicas > 0 {
+            // A replica that has not synced yet would never be promoted (its data counts as
+            // infinitely old): wait until every one of them is linked to its primary.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let linked = cluster
+                    .nodes
+                    .iter()
+                    .filter(|n| {
+                        n.cli(&["INFO", "replication"])
+                            .contains("master_link_status:up")
+                    })
+                    .count();
+                if linked == masters * replicas {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "cluster replicas did not sync"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         cluster
     }
 
@@ -74,6 +106,49 @@ impl RedisCluster {
 
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// The index of the node that is primary for `key`'s slot now (asked of a live node).
+    pub async fn primary_for_key(&mut self, key: &str) -> Option<usize> {
+        let live = self.nodes.iter_mut().position(|n| n.is_running())?;
+        let mut conn = self.nodes[live].direct_connection().await;
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        // CLUSTER SLOTS: [[start, end, [ip, port, id], [replica...]...], ...]
+        let ranges: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        for range in ranges {
+            let redis::Value::Array(parts) = range else {
+                continue;
+            };
+            let (Some(redis::Value::Int(start)), Some(redis::Value::Int(end))) =
+                (parts.first(), parts.get(1))
+            else {
+                continue;
+            };
+            if !(*start..=*end).contains(&i64::from(slot)) {
+                continue;
+            }
+            let Some(redis::Value::Array(primary)) = parts.get(2) else {
+                continue;
+            };
+            let Some(redis::Value::Int(port)) = primary.get(1) else {
+                continue;
+            };
+            return self.nodes.iter().position(|n| i64::from(n.port()) == *port);
+        }
+        None
     }
 
     pub fn urls(&self) -> Vec<String> {

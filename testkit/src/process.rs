@@ -32,6 +32,12 @@ impl RedisServer {
 
     /// A node ready to join a cluster (`cluster-enabled yes`).
     pub fn start_cluster_node() -> Self {
+        Self::start_cluster_node_with_timeout(5000)
+    }
+
+    /// A cluster node whose peers are judged failed after `node_timeout_ms` (failover tests
+    /// use a short one).
+    pub fn start_cluster_node_with_timeout(node_timeout_ms: u32) -> Self {
         let bus = free_port().to_string();
         Self::spawn(&[
             "--cluster-enabled",
@@ -39,10 +45,38 @@ impl RedisServer {
             "--cluster-config-file",
             "nodes.conf",
             "--cluster-node-timeout",
-            "5000",
+            &node_timeout_ms.to_string(),
             "--cluster-port",
             &bus,
         ])
+    }
+
+    /// A standalone server started with extra arguments (e.g. `--replicaof 127.0.0.1 <port>`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        Self::spawn(extra)
+    }
+
+    /// SIGKILL: the process dies at once, without a save or a goodbye to its replicas.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGSTOP / SIGCONT: freezes the process (its sockets stay open, nothing is read).
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     fn spawn(extra: &[&str]) -> Self {

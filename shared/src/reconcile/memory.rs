@@ -1,24 +1,43 @@
-//! An in-memory ledger (reservations and orders) implementing [`DurableRecords`] and
-//! [`ExpiryStore`], for fast tests of the cleanup, the reconciler and the rebuild against a
-//! real Redis. The DynamoDB adapters are tested against LocalStack.
+//! An in-memory ledger (reservations and orders) implementing [`DurableRecords`],
+//! [`ExpiryStore`] and [`ReservationStore`], for fast tests of the reserve path, the cleanup,
+//! the reconciler and the rebuild against a real Redis (one ledger, the way one table serves
+//! them all). The DynamoDB adapters are tested against LocalStack. Clones share the ledger.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::{DurableRecords, OrderSummary, ReservationSummary, Which};
 use crate::domain::{ReservationId, SaleId, Timestamp};
 use crate::expiry::{DuePage, DueReservation, ExpireOutcome, ExpiryStore};
 use crate::reservation::item::expiry_bucket;
-use crate::reservation::{InsertOutcome, Reservation, ReservationStatus, StoreError};
+use crate::reservation::{
+    InsertOutcome, Reservation, ReservationStatus, ReservationStore, StoreError,
+};
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct InMemoryLedger {
-    reservations: Mutex<HashMap<ReservationId, Reservation>>,
-    orders: Mutex<HashMap<ReservationId, OrderSummary>>,
-    failing_writes: AtomicBool,
+    reservations: Arc<Mutex<HashMap<ReservationId, Reservation>>>,
+    orders: Arc<Mutex<HashMap<ReservationId, OrderSummary>>>,
+    failing_writes: Arc<AtomicBool>,
     /// Records the by-sale index does not show yet (DynamoDB's GSIs are eventually consistent).
-    unindexed: Mutex<std::collections::HashSet<ReservationId>>,
+    unindexed: Arc<Mutex<std::collections::HashSet<ReservationId>>>,
+}
+
+impl ReservationStore for InMemoryLedger {
+    async fn insert_pending(&self, r: &Reservation) -> Result<InsertOutcome, StoreError> {
+        self.check_writes()?;
+        let mut all = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        if all.contains_key(&r.reservation_id) {
+            return Ok(InsertOutcome::AlreadyExists);
+        }
+        all.insert(r.reservation_id, r.clone());
+        Ok(InsertOutcome::Inserted)
+    }
+
+    async fn get(&self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {
+        Ok(InMemoryLedger::get(self, id))
+    }
 }
 
 impl InMemoryLedger {

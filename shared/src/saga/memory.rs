@@ -206,6 +206,9 @@ impl CheckoutRecords for InMemoryCheckoutRecords {
     }
 }
 
+/// What a task was resumed with: (token, Ok(output) | Err(error name)).
+pub type Resumption = (String, Result<Value, String>);
+
 /// Step Functions in memory: executions by name (a name is never reused), the task tokens the
 /// Charge step hands out, and what was resumed. Clones share the same state.
 #[derive(Clone, Default)]
@@ -213,7 +216,7 @@ pub struct InMemorySagaControl {
     executions: Arc<Mutex<HashMap<String, (Value, ExecutionState)>>>,
     /// Tokens of tasks waiting to be resumed.
     open_tokens: Arc<Mutex<Vec<String>>>,
-    resumed: Arc<Mutex<Vec<(String, Result<Value, String>)>>>,
+    resumed: Arc<Mutex<Vec<Resumption>>>,
     start_faults: Arc<Mutex<Vec<Fault>>>,
 }
 
@@ -247,7 +250,7 @@ impl InMemorySagaControl {
     }
 
     /// What was sent to tasks: (token, Ok(output) | Err(error)).
-    pub fn resumed(&self) -> Vec<(String, Result<Value, String>)> {
+    pub fn resumed(&self) -> Vec<Resumption> {
         lock(&self.resumed).clone()
     }
 

@@ -84,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         mode: RedisMode::Standalone,
         connect_timeout: Duration::from_secs(1),
         response_timeout: Duration::from_millis(500),
+        call_deadline: Duration::from_millis(1_500),
     };
 
     // One open sale with more stock than the benchmark can take.

@@ -13,6 +13,7 @@
 //!    (`INFO server` not called), i.e. the engine as it was before the fence: the fence's cost
 //! 4. engine/sold-out: a sold-out sale through the plain engine (home script + shard reads)
 //! 5. fast-path/sold-out: the same through the per-process sold-out cache
+//!
 //! 1-3 alternate over the rounds (the order rotates each round); the median round is reported.
 
 use std::sync::Arc;
@@ -292,7 +293,9 @@ async fn main() -> anyhow::Result<()> {
     for round in 0..args.rounds {
         for turn in 0..3 {
             match (round + turn) % 3 {
-                0 => engine_runs.push(engine_reserve("engine/reserve", &engine, &args, round).await?),
+                0 => {
+                    engine_runs.push(engine_reserve("engine/reserve", &engine, &args, round).await?)
+                }
                 1 => raw_runs.push(raw_reserve(&server, &engine, &args, round).await?),
                 _ => unfenced_runs.push(
                     engine_reserve("engine-unfenced/reserve", &unfenced, &args, round).await?,

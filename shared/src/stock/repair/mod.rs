@@ -44,6 +44,15 @@ pub trait RepairRequests: Send + Sync {
     ) -> impl Future<Output = Result<(), RepairError>> + Send;
 }
 
+impl<T: RepairRequests> RepairRequests for std::sync::Arc<T> {
+    fn request_rebuild(
+        &self,
+        sale: &SaleId,
+    ) -> impl Future<Output = Result<(), RepairError>> + Send {
+        (**self).request_rebuild(sale)
+    }
+}
+
 impl<T: RepairRequests> RepairRequests for &T {
     fn request_rebuild(
         &self,
