@@ -79,22 +79,42 @@ def test_declined_cards_compensate_the_unit_goes_back(api, http, admin_token, ou
     assert_invariant(sale_id, SHARDS, outputs)
 
 
-def test_no_webhook_times_out_and_refunds_the_charge(api, http, admin_token, outputs):
+def test_a_charge_that_succeeds_at_once_needs_no_webhook(api, http, admin_token, outputs):
+    # The provider answers the charge `succeeded` and never calls back: the saga reads the charge
+    # (AlreadyCharged -> ReadCharge) instead of waiting for a webhook, so a lost webhook cannot
+    # turn a paid order into a refund.
     switches(drop_webhooks=True)
     sale_id = new_sale(http, api, admin_token, stock=1, shards=SHARDS)
     tok = token("pay-silent")
     rid = reserve(http, api, sale_id, tok)["reservation_id"]
     started = time.monotonic()
     assert pay(http, api, rid, tok).status_code == 202
-    # The provider charged but never called back: the Charge task's heartbeat/timeout fires.
+    assert settle(http, api, outputs, rid, tok, timeout=90) == "CONFIRMED"
+    assert time.monotonic() - started < 25, "waited for the heartbeat instead of reading the charge"
+    (intent,) = intents_of(rid)
+    assert intent["status"] == "succeeded" and intent["refunds"] == []
+    assert order_item(outputs, rid)["payment_intent_id"]["S"] == intent["id"]
+    assert_invariant(sale_id, SHARDS, outputs)
+
+
+def test_a_processing_charge_with_no_webhook_times_out_and_compensates(api, http, admin_token, outputs):
+    # A charge still processing needs its webhook; it succeeds 15 s later but no webhook comes:
+    # the heartbeat/timeout fires, and the compensation refunds what was taken.
+    switches(drop_webhooks=True, slow_ms=15000)
+    sale_id = new_sale(http, api, admin_token, stock=1, shards=SHARDS)
+    tok = token("pay-silent-slow")
+    rid = reserve(http, api, sale_id, tok)["reservation_id"]
+    started = time.monotonic()
+    assert pay(http, api, rid, tok, method="pm_card_sandbox_slow").status_code == 202
     assert settle(http, api, outputs, rid, tok, timeout=90) == "FAILED"
     assert time.monotonic() - started >= 10, "compensated before the task timeout"
     reason = reservation_item(outputs, rid)["failure_reason"]["S"]
     assert reason in ("States.HeartbeatTimeout", "States.Timeout"), reason
+    assert order_item(outputs, rid) is None
+    assert redis_levels(sale_id, SHARDS)["available"] == 1
     (intent,) = intents_of(rid)
     assert intent["status"] == "succeeded"
     assert [r["amount"] for r in intent["refunds"]] == [intent["amount"]]
-    assert order_item(outputs, rid) is None
     assert_invariant(sale_id, SHARDS, outputs)
 
 

@@ -485,14 +485,18 @@ impl<'a> Checkout<'a> {
             .await
     }
 
-    /// Charge, then the webhook's news as CreateOrder's input, then CreateOrder and CommitHold.
+    /// Charge as the definition runs it: a visa succeeds at once (AlreadyCharged), so
+    /// ReadCharge gives CreateOrder its input.
+    async fn charge(&self, r: &Reservation) -> ChargeResult {
+        let charged = self.step(StepKind::Charge, r, None).await;
+        assert_eq!(charged.unwrap_err().error_type, et::ALREADY_CHARGED);
+        let read = self.step(StepKind::ReadCharge, r, None).await.unwrap();
+        serde_json::from_value(read).unwrap()
+    }
+
+    /// Charge, ReadCharge, CreateOrder, CommitHold.
     async fn pay_through(&self, r: &Reservation) -> serde_json::Value {
-        self.step(StepKind::Charge, r, None).await.unwrap();
-        let intent = self.provider.intents().pop().unwrap();
-        let charge = ChargeResult {
-            payment_intent_id: intent.id.as_str().to_owned(),
-            amount_received: intent.amount_minor,
-        };
+        let charge = self.charge(r).await;
         self.step(StepKind::CreateOrder, r, Some(charge))
             .await
             .unwrap();
@@ -557,17 +561,9 @@ async fn a_paid_order_whose_hold_was_lost_keeps_its_unit_and_an_oversell_is_repo
     let r = shop.reserve(&sale, &user("alice"), "k", 1).await.unwrap();
     let checkout = Checkout::new(&shop);
     checkout.begin(&r, "pm_card_visa").await;
-    checkout.step(StepKind::Charge, &r, None).await.unwrap();
-    let intent = checkout.provider.intents().pop().unwrap();
+    let charge = checkout.charge(&r).await;
     checkout
-        .step(
-            StepKind::CreateOrder,
-            &r,
-            Some(ChargeResult {
-                payment_intent_id: intent.id.as_str().to_owned(),
-                amount_received: intent.amount_minor,
-            }),
-        )
+        .step(StepKind::CreateOrder, &r, Some(charge))
         .await
         .unwrap();
     lose_hold(&shop.server, &sale.sale_id, &r, 0);
@@ -740,6 +736,7 @@ async fn after_a_replica_is_promoted_nothing_sells_until_the_stock_is_rebuilt() 
         .unwrap();
     let levels = promoted.levels(&sale).await;
     assert_eq!((levels.available(), levels.held()), (2, 2));
+    promoted.assert_invariant(&sale).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -925,7 +922,7 @@ async fn a_restarted_saga_whose_charge_had_succeeded_reads_it_and_charges_nothin
     let r = shop.reserve(&sale, &user("alice"), "k", 1).await.unwrap();
     let checkout = Checkout::new(&shop);
     checkout.begin(&r, "pm_card_visa").await;
-    checkout.step(StepKind::Charge, &r, None).await.unwrap();
+    checkout.charge(&r).await;
     assert_eq!(checkout.provider.intents().len(), 1);
     // WHEN the restarted execution's Charge step runs
     let again = checkout.step(StepKind::Charge, &r, None).await;
@@ -1156,4 +1153,229 @@ async fn a_request_the_address_refuses_gives_the_buyer_their_token_back() {
     assert!(!attempt(&shop, &sale, "second", "10.0.0.1").await);
     // ...so the same buyer from another address is not refused by their own bucket.
     assert!(attempt(&shop, &sale, "second", "10.0.0.2").await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kind 1, continued: a durable write that only looked failed is never rolled back.
+
+#[tokio::test]
+async fn a_write_that_committed_but_lost_its_answer_stands_and_is_not_rolled_back() {
+    let shop = Shop::new().await;
+    let sale = shop.open("lost-answer", 2, 1, 1).await;
+    let alice = user("alice");
+    // The insert commits, its answer is lost: the tombstone finds the record.
+    shop.service.store.lose_answers(1);
+    let r = shop.reserve(&sale, &alice, "k", 1).await.unwrap();
+    assert_eq!(r.status, ReservationStatus::Pending);
+    assert_eq!(
+        shop.service
+            .stock
+            .hold_state(&sale.stock(), r.shard, r.reservation_id)
+            .await
+            .unwrap(),
+        Some(HoldState::Held)
+    );
+    // One reservation, one claim: the limit of 1 holds.
+    assert!(matches!(
+        shop.reserve(&sale, &alice, "k2", 1).await,
+        Err(ReserveError::LimitReached { .. })
+    ));
+    shop.assert_invariant(&sale).await;
+}
+
+#[tokio::test]
+async fn when_nothing_can_be_written_the_hold_waits_for_the_retry_which_records_it() {
+    let shop = Shop::new().await;
+    let sale = shop.open("store-down", 2, 1, 1).await;
+    let alice = user("alice");
+    // DynamoDB refuses the record and the tombstone: nothing is known, nothing rolled back.
+    shop.service.store.fail_writes(true);
+    shop.service.store.fail_voids(true);
+    assert!(shop.reserve(&sale, &alice, "k", 1).await.is_err());
+    let levels = shop.levels(&sale).await;
+    assert_eq!((levels.available(), levels.held()), (1, 1));
+    // The retry with the same key replays the hold and records it: the buyer gets it.
+    shop.service.store.fail_writes(false);
+    shop.service.store.fail_voids(false);
+    let r = shop.reserve(&sale, &alice, "k", 1).await.unwrap();
+    assert_eq!(shop.service.store.all().len(), 1);
+    assert_eq!(shop.service.store.all()[0].reservation_id, r.reservation_id);
+    shop.assert_invariant(&sale).await;
+}
+
+#[tokio::test]
+async fn a_fallback_rollback_cut_after_its_first_step_leaks_no_allowance() {
+    // GIVEN alice's unit on another shard (home empty), and a rollback cut after the home step
+    let shop = Shop::new().await;
+    let sale = shop.open("cut-home-first", 2, 2, 1).await;
+    let engine = &shop.service.stock;
+    let filler = user_with_home(sale.shards, 0, "filler");
+    shop.reserve(&sale, &filler, "fill", 1).await.unwrap();
+    let alice = user_with_home(sale.shards, 0, "alice");
+    let req = request(&sale.stock(), &alice, "k", 1);
+    let ReserveOutcome::Reserved(hold) = engine.reserve(&req).await.unwrap() else {
+        panic!()
+    };
+    let home = ShardKeys::new(&sale.sale_id, 0);
+    let mut conn = shop.server.connection().await;
+    let _: redis::Value = flashsale_core::stock::redis::scripts::ROLLBACK
+        .key(home.stock())
+        .key(home.holds())
+        .key(home.hold_times())
+        .key(home.user(&alice))
+        .key(home.idempotency(&alice, &req.idempotency_key))
+        .key(home.pending_claims())
+        .arg(hold.reservation_id.to_string())
+        .arg(alice.to_string())
+        .arg("0")
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+    // THEN her allowance and key are free at once: the same key is a new request...
+    let levels = shop.levels(&sale).await;
+    assert_eq!(levels.available(), 0, "the cut hold still holds its unit");
+    assert!(matches!(
+        shop.reserve(&sale, &alice, "k", 1).await,
+        Err(ReserveError::SoldOut)
+    ));
+    // ...and the hold left on the other shard (no record, no claim) is the reconciler's: it
+    // releases it after its grace period.
+    let ledger = InMemoryLedger::default();
+    let payments = RecordedPaymentChecks::default();
+    let report = HoldReconciler {
+        stock: engine,
+        records: &ledger,
+        payments: &payments,
+        config: ReconcileConfig {
+            grace: Duration::ZERO,
+            ..ReconcileConfig::default()
+        },
+    }
+    .reconcile_sale(
+        &sale,
+        now().plus(Duration::from_secs(1)),
+        std::time::Instant::now() + Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert!(report.orphans_released >= 1, "{report:?}");
+    shop.reserve(&sale, &alice, "k3", 1).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kind 11, continued: what the rebuild decides on the records themselves.
+
+#[tokio::test]
+async fn a_rebuild_keeps_a_young_hold_without_a_record_drops_an_old_one_and_its_claim() {
+    let shop = Shop::new().await;
+    let sale = shop.open("young-old", 3, 1, 1).await;
+    let engine = &shop.service.stock;
+    // A young hold whose reserve has not written its record yet, and an old orphan.
+    let young = user("young");
+    engine
+        .reserve(&request(&sale.stock(), &young, "k", 1))
+        .await
+        .unwrap();
+    let old = user("old");
+    let old_req = ReserveRequest {
+        now: now().minus(Duration::from_secs(600)),
+        ..request(&sale.stock(), &old, "k", 1)
+    };
+    engine.reserve(&old_req).await.unwrap();
+    let ledger = InMemoryLedger::default();
+    StockRebuilder {
+        stock: engine,
+        records: &ledger,
+        catalog: &shop.service.catalog,
+        clock: &shop.service.clock,
+        config: RebuildConfig {
+            settle: Duration::from_millis(10),
+            ..RebuildConfig::default()
+        },
+    }
+    .rebuild(&sale.sale_id, Trigger::Admin)
+    .await
+    .unwrap();
+    // The young one keeps its unit; the old orphan's unit and its buyer's allowance are free.
+    let levels = shop.levels(&sale).await;
+    assert_eq!((levels.available(), levels.held()), (2, 1));
+    shop.reserve(&sale, &old, "again", 1).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rebuild_reads_back_reservations_the_index_still_shows_as_held_past_their_expiry() {
+    let shop = Shop::new().await;
+    let sale = shop.open("stale-index", 2, 1, 2).await;
+    let r = shop.reserve(&sale, &user("a"), "k", 1).await.unwrap();
+    // The record expired (its unit went back), but the index still shows it PENDING.
+    let ledger = InMemoryLedger::default();
+    let expired_record = Reservation {
+        expires_at: now().minus(Duration::from_secs(1)),
+        ..r.clone()
+    };
+    ledger.put(expired_record.clone());
+    shop.service
+        .stock
+        .release(&sale.stock(), r.shard, r.reservation_id)
+        .await
+        .unwrap();
+    ledger.set_status(r.reservation_id, ReservationStatus::Expired);
+    ledger.show_stale_status(r.reservation_id, ReservationStatus::Pending);
+    let report = StockRebuilder {
+        stock: &shop.service.stock,
+        records: &ledger,
+        catalog: &shop.service.catalog,
+        clock: &shop.service.clock,
+        config: RebuildConfig {
+            settle: Duration::from_millis(10),
+            ..RebuildConfig::default()
+        },
+    }
+    .rebuild(&sale.sale_id, Trigger::Admin)
+    .await
+    .unwrap();
+    assert_eq!(report.held_reservations, 0, "{report:?}");
+    assert_eq!(report.oversold_units, 0);
+    assert_eq!(shop.levels(&sale).await.available(), 2);
+}
+
+#[tokio::test]
+async fn an_admin_change_during_a_rebuild_is_not_undone_by_it() {
+    let shop = Shop::new().await;
+    let sale = shop.open("admin-during", 4, 2, 1).await;
+    // The catalog changes (limit 3, 6 units) after the rebuild read the sale: a rebuild that
+    // wrote only what it read would put limit 1 and 4 units back.
+    let catalog = shop.service.catalog.clone();
+    let changed = Sale {
+        per_user_limit: 3,
+        total_stock: 6,
+        version: sale.version + 1,
+        ..sale.clone()
+    };
+    let rebuilder = StockRebuilder {
+        stock: &shop.service.stock,
+        records: &InMemoryLedger::default(),
+        catalog: &catalog,
+        clock: &shop.service.clock,
+        config: RebuildConfig {
+            settle: Duration::from_millis(300),
+            ..RebuildConfig::default()
+        },
+    };
+    let change = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        catalog.update(&changed).await.unwrap();
+    };
+    let (rebuilt, ()) = tokio::join!(rebuilder.rebuild(&sale.sale_id, Trigger::Admin), change);
+    rebuilt.unwrap();
+    let levels = shop.levels(&sale).await;
+    assert_eq!(levels.initial(), 6);
+    for shard in sale.shards.all() {
+        let limit = shop.server.cli(&[
+            "HGET",
+            &ShardKeys::new(&sale.sale_id, shard).stock(),
+            "limit",
+        ]);
+        assert_eq!(limit.trim(), "3");
+    }
 }

@@ -46,7 +46,7 @@ async fn world() -> World {
         sale_id: SaleId::parse("saga-drop").unwrap(),
         name: "drop".into(),
         price: Money::new(PRICE, Currency::parse("EUR").unwrap()).unwrap(),
-        total_stock: 3,
+        total_stock: 10,
         shards: ShardCount::ONE,
         per_user_limit: 2,
         hold: Duration::from_secs(600),
@@ -63,7 +63,7 @@ async fn world() -> World {
         .setup(
             &sale.stock(),
             &StockSetup {
-                total_units: 3,
+                total_units: 10,
                 per_user_limit: 2,
             },
         )
@@ -326,17 +326,32 @@ async fn pay_intake_survives_a_store_that_fails_or_loses_its_answer() {
 #[tokio::test]
 async fn the_charge_step_for_each_card_and_state() {
     let w = world().await;
-    // A visa: accepted, the intent recorded, the task waits for the webhook.
+    // A visa succeeds at once: the intent recorded, nothing to wait for (AlreadyCharged sends
+    // the definition to ReadCharge), and ReadCharge gives what the webhook would have.
     let ok = w.reservation("c-ok").await;
     w.pay(&ok, "k", test_cards::VISA).await.unwrap();
+    assert_eq!(
+        w.step(StepKind::Charge, &ok, test_cards::VISA, None).await,
+        Err(et::ALREADY_CHARGED)
+    );
+    assert_eq!(w.intent_of(&ok).status, PaymentStatus::Succeeded);
+    let read = w.step(StepKind::ReadCharge, &ok, "", None).await.unwrap();
+    assert_eq!(read["amount_received"], PRICE);
+    let token = w.records.record(ok.reservation_id).unwrap().charge_token;
+    assert_eq!(token, Some(format!("token-{}", ok.reservation_id)));
+    // A card still processing: the task waits for the webhook.
+    let slow = w.reservation("c-slow").await;
+    w.pay(&slow, "k", test_cards::SLOW).await.unwrap();
     let out = w
-        .step(StepKind::Charge, &ok, test_cards::VISA, None)
+        .step(StepKind::Charge, &slow, test_cards::SLOW, None)
         .await
         .unwrap();
     assert_eq!(out["waiting_for"], "webhook");
-    assert_eq!(w.intent_of(&ok).status, PaymentStatus::Succeeded);
-    let token = w.records.record(ok.reservation_id).unwrap().charge_token;
-    assert_eq!(token, Some(format!("token-{}", ok.reservation_id)));
+    // ReadCharge of a charge that did not succeed is a decline, never an order.
+    assert_eq!(
+        w.step(StepKind::ReadCharge, &slow, "", None).await,
+        Err(et::PAYMENT_DECLINED)
+    );
     // A declined card: PaymentDeclined, the intent still recorded (for the compensation).
     let declined = w.reservation("c-declined").await;
     w.pay(&declined, "k", test_cards::DECLINED).await.unwrap();
@@ -402,9 +417,7 @@ async fn the_order_step_confirms_once_and_refuses_what_does_not_add_up() {
     let w = world().await;
     let r = w.reservation("o1").await;
     w.pay(&r, "k", test_cards::VISA).await.unwrap();
-    w.step(StepKind::Charge, &r, test_cards::VISA, None)
-        .await
-        .unwrap();
+    let _already = w.step(StepKind::Charge, &r, test_cards::VISA, None).await;
     let intent = w.intent_of(&r);
     let charge = |amount: u64| ChargeResult {
         payment_intent_id: intent.id.as_str().to_owned(),
@@ -477,28 +490,42 @@ async fn the_compensations_refund_cancel_or_leave_to_the_webhook_and_release_onc
             .await
             .unwrap();
         if let Some(card) = card {
-            let _ = w.step(StepKind::Charge, &r, card, None).await;
+            // Visa ends AlreadyCharged, the decline PaymentDeclined, the slow card waits.
+            let charged = w.step(StepKind::Charge, &r, card, None).await;
+            let expected = match card {
+                test_cards::VISA => Err(et::ALREADY_CHARGED),
+                test_cards::DECLINED => Err(et::PAYMENT_DECLINED),
+                _ => Ok(()),
+            };
+            assert_eq!(charged.map(|_| ()), expected, "{user}");
         }
         assert!(w.records.mark_failed(r.reservation_id, "PaymentDeclined"));
+        let refunds_before = w.provider.refunds();
         let out = w.step(StepKind::Refund, &r, "", None).await.unwrap();
         let text = out.to_string();
         match expect {
             "refunded" => assert_eq!(out["refunded"], true, "{user}: {text}"),
             other => assert!(text.contains(other), "{user}: {text}"),
         }
-        // Twice: the second refund changes nothing.
-        w.step(StepKind::Refund, &r, "", None).await.unwrap();
+        // Twice: the second refund answers the same and refunds nothing more.
+        let again = w.step(StepKind::Refund, &r, "", None).await.unwrap();
+        assert_eq!(again["refunded"], out["refunded"], "{user}: {again}");
+        let expected_refunds = usize::from(expect == "refunded");
+        assert_eq!(
+            w.provider.refunds() - refunds_before,
+            expected_refunds,
+            "{user}"
+        );
         // ReleaseHold, twice: the unit goes back once.
         for _ in 0..2 {
             w.step(StepKind::ReleaseHold, &r, "", None).await.unwrap();
         }
         if card == Some(test_cards::VISA) {
-            let intent = w.intent_of(&r);
-            assert_eq!(intent.status, PaymentStatus::Succeeded);
+            assert!(w.provider.is_refunded(&w.intent_of(&r).id), "{user}");
         }
         let levels = w.stock.levels(&w.sale.stock()).await.unwrap();
         assert_eq!(levels.held(), 0, "{user}");
-        assert_eq!(levels.available(), 3, "{user}");
+        assert_eq!(levels.available(), 10, "{user}");
     }
     // A CONFIRMED reservation's unit is never released.
     let kept = w.reservation("kept").await;
@@ -539,11 +566,14 @@ async fn deliver(w: &World, body: &[u8]) -> Result<WebhookOutcome, WebhookError>
 #[tokio::test]
 async fn the_webhook_resumes_the_waiting_charge_once_and_refunds_a_late_success() {
     let w = world().await;
+    // A charge still processing: the task waits for the webhook; then the money arrives.
     let r = w.reservation("wh1").await;
-    w.pay(&r, "k", test_cards::VISA).await.unwrap();
-    w.step(StepKind::Charge, &r, test_cards::VISA, None)
+    w.pay(&r, "k", test_cards::SLOW).await.unwrap();
+    w.step(StepKind::Charge, &r, test_cards::SLOW, None)
         .await
         .unwrap();
+    w.provider
+        .settle(&w.intent_of(&r).id, PaymentStatus::Succeeded);
     let token = w
         .records
         .record(r.reservation_id)
@@ -575,11 +605,13 @@ async fn the_webhook_resumes_the_waiting_charge_once_and_refunds_a_late_success(
     assert_eq!(w.control.resumed().len(), 1);
     // A success for a reservation the saga already compensated is refunded.
     let late = w.reservation("wh2").await;
-    w.pay(&late, "k", test_cards::VISA).await.unwrap();
-    w.step(StepKind::Charge, &late, test_cards::VISA, None)
+    w.pay(&late, "k", test_cards::SLOW).await.unwrap();
+    w.step(StepKind::Charge, &late, test_cards::SLOW, None)
         .await
         .unwrap();
     w.records.mark_failed(late.reservation_id, "States.Timeout");
+    w.provider
+        .settle(&w.intent_of(&late).id, PaymentStatus::Succeeded);
     let late_intent = w.intent_of(&late);
     let body = event(
         "evt_2",
@@ -593,22 +625,24 @@ async fn the_webhook_resumes_the_waiting_charge_once_and_refunds_a_late_success(
         WebhookOutcome::Handled("late charge refunded")
     );
     let id = PaymentIntentId::parse(late_intent.id.as_str()).unwrap();
-    assert_eq!(
-        w.provider
-            .intents()
-            .iter()
-            .find(|i| i.id == id)
-            .unwrap()
-            .status,
-        PaymentStatus::Succeeded
+    assert!(w.provider.is_refunded(&id));
+    // Delivered again: refunded once, not twice.
+    let again = event(
+        "evt_2b",
+        "payment_intent.succeeded",
+        late_intent.id.as_str(),
+        late.reservation_id,
+        PRICE,
     );
+    deliver(&w, &again).await.unwrap();
+    assert_eq!(w.provider.refunds(), 1);
 }
 
 #[tokio::test]
 async fn the_webhook_tells_declines_asks_for_redelivery_when_early_and_refuses_bad_signatures() {
     let w = world().await;
     let r = w.reservation("wh3").await;
-    w.pay(&r, "k", test_cards::VISA).await.unwrap();
+    w.pay(&r, "k", test_cards::SLOW).await.unwrap();
     // Before the Charge step stored its token: retry later (the provider redelivers).
     let early = event(
         "evt_3",
@@ -622,7 +656,7 @@ async fn the_webhook_tells_declines_asks_for_redelivery_when_early_and_refuses_b
         Err(WebhookError::RetryLater(_))
     ));
     // A decline fails the waiting task.
-    w.step(StepKind::Charge, &r, test_cards::VISA, None)
+    w.step(StepKind::Charge, &r, test_cards::SLOW, None)
         .await
         .unwrap();
     let token = w

@@ -16,7 +16,7 @@ async fn main() -> Result<(), Error> {
         store::dynamo::client().await,
         config::required("SALES_TABLE")?,
     );
-    let stock = RedisStockEngine::new(redis, RedisStockConfig::default());
+    let stock = RedisStockEngine::new(redis, RedisStockConfig::from_env()?);
     let (catalog, stock) = (&catalog, &stock);
     lambda_http::run(service_fn(move |request: Request| async move {
         Ok::<_, Error>(http::put_sale(catalog, stock, &SystemClock, &request).await)

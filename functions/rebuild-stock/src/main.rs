@@ -23,7 +23,7 @@ async fn main() -> Result<(), Error> {
         config::required("ORDERS_TABLE")?,
     );
     let catalog = DynamoSaleCatalog::new(dynamo, config::required("SALES_TABLE")?);
-    let stock = RedisStockEngine::new(redis, RedisStockConfig::default());
+    let stock = RedisStockEngine::new(redis, RedisStockConfig::from_env()?);
     let rebuilder = StockRebuilder {
         stock: &stock,
         records: &records,

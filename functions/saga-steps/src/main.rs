@@ -39,7 +39,7 @@ async fn main() -> Result<(), Error> {
         ),
         charges: BreakingProvider::new(provider.clone(), breaker),
         refunds: provider,
-        stock: RedisStockEngine::new(redis, RedisStockConfig::default()),
+        stock: RedisStockEngine::new(redis, RedisStockConfig::from_env()?),
         catalog: CachedSaleCatalog::new(
             DynamoSaleCatalog::new(dynamo, config::required("SALES_TABLE")?),
             SystemClock,

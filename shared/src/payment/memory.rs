@@ -156,6 +156,18 @@ impl InMemoryPaymentProvider {
         }
     }
 
+    /// Refunds created so far (one per refunded intent; a repeat never makes another).
+    pub fn refunds(&self) -> usize {
+        let ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        ledger.refunded.len()
+    }
+
+    /// Whether the intent `id` was refunded.
+    pub fn is_refunded(&self, id: &PaymentIntentId) -> bool {
+        let ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        ledger.refunded.contains_key(id.as_str())
+    }
+
     /// Every intent created so far.
     pub fn intents(&self) -> Vec<PaymentIntent> {
         let ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());

@@ -282,6 +282,7 @@ where
                     }
                     CommitOutcome::NotFound
                     | CommitOutcome::SaleNotSetUp
+                    | CommitOutcome::Paused
                     | CommitOutcome::Retaken { .. } => Ok(false),
                 }
             }
@@ -333,7 +334,9 @@ where
         {
             by_shard.entry(r.shard).or_default().push(r);
         }
-        let mut candidates: Vec<ReservationId> = Vec::new();
+        // (record id, the hold's state as seen) of every disagreement, judged below on the
+        // record read by id: the index may lag behind the record.
+        let mut candidates: Vec<(ReservationId, Option<HoldState>)> = Vec::new();
         for (shard, records) in by_shard {
             for chunk in records.chunks(self.config.page) {
                 let ids: Vec<ReservationId> = chunk.iter().map(|r| r.reservation_id).collect();
@@ -342,16 +345,11 @@ where
                     let state = hold.map(|h| h.state);
                     let agrees = match (record.status, state) {
                         (ReservationStatus::Confirmed, Some(HoldState::Committed)) => true,
-                        (_, Some(HoldState::Held)) => record.status.is_held(),
-                        (_, Some(HoldState::Committed)) => {
-                            tracing::error!(reservation_id = %record.reservation_id, status = record.status.as_str(), "a held reservation's hold is committed in Redis");
-                            report.anomalies += 1;
-                            true
-                        }
+                        (status, Some(HoldState::Held)) => status.is_held(),
                         _ => false,
                     };
                     if !agrees {
-                        candidates.push(record.reservation_id);
+                        candidates.push((record.reservation_id, state));
                     }
                 }
             }
@@ -380,18 +378,25 @@ where
             return Ok(());
         }
         // The index may lag: decide on the records themselves, read with strong consistency.
-        let fresh = self.records.get_many(&candidates).await?;
-        for id in candidates {
+        let ids: Vec<ReservationId> = candidates.iter().map(|(id, _)| *id).collect();
+        let fresh = self.records.get_many(&ids).await?;
+        for (id, seen) in candidates {
             let Some(record) = fresh.get(&id) else {
                 continue;
             };
             if record.created_at > cutoff {
                 continue;
             }
-            if record.status == ReservationStatus::Confirmed {
-                self.retake_sold(sale, record, now, report).await?;
-            } else if is_held(record.status) {
-                self.repair(sale, record, now, report).await?;
+            match (record.status, seen) {
+                (ReservationStatus::Confirmed, _) => {
+                    self.retake_sold(sale, record, now, report).await?
+                }
+                (status, Some(HoldState::Committed)) if is_held(status) => {
+                    tracing::error!(reservation_id = %id, status = status.as_str(), "a held reservation's hold is committed in Redis");
+                    report.anomalies += 1;
+                }
+                (status, _) if is_held(status) => self.repair(sale, record, now, report).await?,
+                _ => {}
             }
         }
         Ok(())
@@ -417,9 +422,6 @@ where
                 report.committed += 1;
             }
             CommitOutcome::Retaken { available_after } => {
-                self.stock
-                    .restore_claims(&stock, &[claim_of(record)])
-                    .await?;
                 report.sold_retaken += u64::from(record.quantity.get());
                 if available_after < 0 {
                     tracing::error!(reservation_id = %record.reservation_id, sale_id = %sale.sale_id, shard = record.shard, available_after, "OVERSOLD: a paid order's hold was lost and its units had been sold again; taken into debt, a person must resolve it");
@@ -469,10 +471,17 @@ where
                     report.repaired += 1;
                     return Ok(());
                 }
-                RestoreOutcome::AlreadyHeld
-                | RestoreOutcome::Paused
-                | RestoreOutcome::Fenced
-                | RestoreOutcome::SaleNotSetUp => return Ok(()),
+                // Held already (a re-run of an earlier restore whose answer was lost): its claim
+                // may be the part that is missing. Restoring a claim is idempotent.
+                RestoreOutcome::AlreadyHeld => {
+                    self.stock
+                        .restore_claims(&stock, &[claim_of(record)])
+                        .await?;
+                    return Ok(());
+                }
+                RestoreOutcome::Paused | RestoreOutcome::Fenced | RestoreOutcome::SaleNotSetUp => {
+                    return Ok(())
+                }
                 RestoreOutcome::WasCommitted => {
                     report.anomalies += 1;
                     return Ok(());

@@ -22,6 +22,8 @@ pub struct InMemoryLedger {
     failing_writes: Arc<AtomicBool>,
     /// Records the by-sale index does not show yet (DynamoDB's GSIs are eventually consistent).
     unindexed: Arc<Mutex<std::collections::HashSet<ReservationId>>>,
+    /// Records the index still shows with an older status.
+    stale_status: Arc<Mutex<HashMap<ReservationId, ReservationStatus>>>,
 }
 
 impl ReservationStore for InMemoryLedger {
@@ -37,6 +39,14 @@ impl ReservationStore for InMemoryLedger {
 
     async fn get(&self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {
         Ok(InMemoryLedger::get(self, id))
+    }
+
+    async fn insert_void(&self, r: &Reservation) -> Result<InsertOutcome, StoreError> {
+        self.insert_pending(&Reservation {
+            status: ReservationStatus::Expired,
+            ..r.clone()
+        })
+        .await
     }
 }
 
@@ -104,6 +114,14 @@ impl InMemoryLedger {
             .insert(id);
     }
 
+    /// The by-sale index lags: it still shows `id` with `status`.
+    pub fn show_stale_status(&self, id: ReservationId, status: ReservationStatus) {
+        self.stale_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, status);
+    }
+
     pub fn index_caught_up(&self) {
         self.unindexed
             .lock()
@@ -143,11 +161,18 @@ impl DurableRecords for InMemoryLedger {
     ) -> Result<Vec<ReservationSummary>, StoreError> {
         let all = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
         let unindexed = self.unindexed.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = self.stale_status.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<ReservationSummary> = all
             .values()
             .filter(|r| &r.sale_id == sale && !unindexed.contains(&r.reservation_id))
+            .map(|r| {
+                let mut summary = ReservationSummary::from(r);
+                if let Some(status) = stale.get(&r.reservation_id) {
+                    summary.status = *status;
+                }
+                summary
+            })
             .filter(|r| which.includes(r.status))
-            .map(ReservationSummary::from)
             .collect();
         out.sort_by_key(|r| r.reservation_id);
         Ok(out)

@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use super::{DurableRecords, Which};
 use crate::config::{parsed_or, ConfigError};
-use crate::domain::{Clock, ReservationId, SaleId, Timestamp};
+use crate::domain::{Clock, Quantity, ReservationId, SaleId, Timestamp, UserId};
 use crate::reservation::{ReservationStatus, StoreError};
 use crate::sale::{CatalogError, Sale, SaleCatalog};
 use crate::stock::maintenance::{Claim, HoldSpec, RebuiltHold, ShardPlan};
@@ -53,6 +53,9 @@ pub struct RebuildConfig {
     pub settle: Duration,
     /// How long the rebuild lock lives if its owner dies.
     pub lock_ttl: Duration,
+    /// An active hold with no durable record yet is kept while younger than this (its reserve
+    /// may still be writing the record); the hold reconciler judges it afterwards.
+    pub young_hold_grace: Duration,
 }
 
 impl Default for RebuildConfig {
@@ -60,18 +63,24 @@ impl Default for RebuildConfig {
         Self {
             settle: Duration::from_millis(1_000),
             lock_ttl: Duration::from_secs(120),
+            young_hold_grace: Duration::from_secs(60),
         }
     }
 }
 
 impl RebuildConfig {
-    /// `REBUILD_SETTLE_MS` (default 1000).
+    /// `REBUILD_SETTLE_MS` (default 1000), `HOLD_GRACE_MS` (default 60000, shared with the
+    /// hold reconciler).
     pub fn from_env() -> Result<Self, ConfigError> {
         let d = Self::default();
         Ok(Self {
             settle: Duration::from_millis(parsed_or(
                 "REBUILD_SETTLE_MS",
                 d.settle.as_millis() as u64,
+            )?),
+            young_hold_grace: Duration::from_millis(parsed_or(
+                "HOLD_GRACE_MS",
+                d.young_hold_grace.as_millis() as u64,
             )?),
             ..d
         })
@@ -209,16 +218,48 @@ where
         result
     }
 
-    /// Active holds in Redis the index did not show: kept if their record, read by id with
-    /// strong consistency, owns units (see the module doc).
-    async fn add_unindexed(
+    /// Checks what the index said against the records themselves, where the index may lag,
+    /// and decides on every active hold Redis still has (see the module doc):
+    /// - index entries that look held but may have moved on (past their expiry, or being paid)
+    ///   are read back by id and follow what the record says now;
+    /// - active holds the index did not show are read back by id and kept if the record owns
+    ///   units; a hold with no record yet is kept while it is younger than the grace period
+    ///   (its reserve may still be writing it; the hold reconciler judges it later).
+    ///
+    /// Returns the holds that will be dropped (marked released), so their claims can go too.
+    async fn check_against_records(
         &self,
         stock: &crate::stock::SaleStock,
         sale: &Sale,
         holds: &mut HashMap<ReservationId, RebuiltHold>,
-    ) -> Result<(), RebuildError> {
+        processing: &std::collections::HashSet<ReservationId>,
+    ) -> Result<Vec<(UserId, ReservationId)>, RebuildError> {
         const PAGE: usize = 500;
-        let everything = self.clock.now().plus(Duration::from_secs(366 * 24 * 3600));
+        let now = self.clock.now();
+        // 1. Index entries that may be stale.
+        let suspicious: Vec<ReservationId> = holds
+            .iter()
+            .filter(|(id, h)| !h.committed && (h.hold.expires_at <= now || processing.contains(id)))
+            .map(|(id, _)| *id)
+            .collect();
+        if !suspicious.is_empty() {
+            let fresh = self.records.get_many(&suspicious).await?;
+            for id in suspicious {
+                match fresh.get(&id).map(|r| r.status) {
+                    Some(ReservationStatus::Expired | ReservationStatus::Failed) => {
+                        holds.remove(&id);
+                    }
+                    Some(ReservationStatus::Confirmed) => {
+                        if let Some(h) = holds.get_mut(&id) {
+                            h.committed = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // 2. Active holds in Redis that the index did not show.
+        let everything = now.plus(Duration::from_secs(366 * 24 * 3600));
         let mut unseen = Vec::new();
         for shard in sale.shards.all() {
             let mut offset = 0;
@@ -230,7 +271,7 @@ where
                 unseen.extend(
                     page.iter()
                         .filter(|h| !holds.contains_key(&h.reservation_id))
-                        .map(|h| h.reservation_id),
+                        .cloned(),
                 );
                 if page.len() < PAGE {
                     break;
@@ -239,31 +280,50 @@ where
             }
         }
         if unseen.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let fresh = self.records.get_many(&unseen).await?;
-        for r in fresh.values() {
-            let committed = match r.status {
-                ReservationStatus::Pending | ReservationStatus::PaymentProcessing => false,
-                ReservationStatus::Confirmed => true,
-                ReservationStatus::Expired | ReservationStatus::Failed => continue,
+        let ids: Vec<ReservationId> = unseen.iter().map(|h| h.reservation_id).collect();
+        let fresh = self.records.get_many(&ids).await?;
+        let young = now.minus(self.config.young_hold_grace);
+        let mut dropped = Vec::new();
+        for active in unseen {
+            let spec = |user: &UserId, quantity, expires_at| HoldSpec {
+                reservation_id: active.reservation_id,
+                user: user.clone(),
+                quantity,
+                shard: active.shard,
+                expires_at,
             };
-            tracing::info!(reservation_id = %r.reservation_id, "rebuild: a record the index did not show yet is kept");
-            holds.insert(
-                r.reservation_id,
-                RebuiltHold {
-                    hold: HoldSpec {
-                        reservation_id: r.reservation_id,
-                        user: r.user_id.clone(),
-                        quantity: r.quantity,
-                        shard: r.shard,
-                        expires_at: r.expires_at,
-                    },
-                    committed,
+            let kept = match fresh.get(&active.reservation_id) {
+                Some(r) => match r.status {
+                    ReservationStatus::Pending | ReservationStatus::PaymentProcessing => {
+                        Some((spec(&r.user_id, r.quantity, r.expires_at), false))
+                    }
+                    ReservationStatus::Confirmed => {
+                        Some((spec(&r.user_id, r.quantity, r.expires_at), true))
+                    }
+                    ReservationStatus::Expired | ReservationStatus::Failed => None,
                 },
-            );
+                // No record (yet): a reserve between its two writes keeps its unit for now.
+                None if active.created_at > young => Some((
+                    spec(
+                        &active.user,
+                        Quantity::new(active.quantity).unwrap_or(Quantity::ONE),
+                        active.expires_at,
+                    ),
+                    false,
+                )),
+                None => None,
+            };
+            match kept {
+                Some((hold, committed)) => {
+                    tracing::info!(reservation_id = %active.reservation_id, "rebuild: a hold the index did not show is kept");
+                    holds.insert(active.reservation_id, RebuiltHold { hold, committed });
+                }
+                None => dropped.push((active.user.clone(), active.reservation_id)),
+            }
         }
-        Ok(())
+        Ok(dropped)
     }
 
     async fn locked(&self, sale: &Sale, trigger: Trigger) -> Result<RebuildReport, RebuildError> {
@@ -321,7 +381,14 @@ where
                 });
         }
 
-        self.add_unindexed(&stock, sale, &mut holds).await?;
+        let processing: std::collections::HashSet<ReservationId> = reservations
+            .iter()
+            .filter(|r| r.status == ReservationStatus::PaymentProcessing)
+            .map(|r| r.reservation_id)
+            .collect();
+        let dropped = self
+            .check_against_records(&stock, sale, &mut holds, &processing)
+            .await?;
 
         let initial = split_evenly(sale.total_stock, sale.shards);
         let mut per_shard: BTreeMap<u16, Vec<RebuiltHold>> = BTreeMap::new();
@@ -376,6 +443,24 @@ where
             })
             .collect();
         let claims_restored = self.stock.restore_claims(&stock, &claims).await?;
+        // Holds no record backs give their buyers' allowance back.
+        for (user, id) in &dropped {
+            self.stock.drop_claim(&stock, user, *id).await?;
+        }
+        // An admin change of the stock or the limit that landed while this rebuild ran was
+        // written with the values read at its start: apply the catalog as it is now (the
+        // put-sale use case writes the catalog first, so whichever of the two runs last
+        // converges Redis on the latest settings).
+        if let Some(now) = self.catalog.get(&sale.sale_id).await? {
+            if now.total_stock > sale.total_stock {
+                self.stock.grow_to(&stock, now.total_stock).await?;
+            }
+            if now.per_user_limit != sale.per_user_limit {
+                self.stock
+                    .set_per_user_limit(&stock, now.per_user_limit)
+                    .await?;
+            }
+        }
         self.stock.resume(&stock).await?;
 
         let held = holds.values().filter(|h| !h.committed).count() as u64;

@@ -36,6 +36,10 @@ pub struct SweepConfig {
     pub expiry_share: f64,
     /// A pause older than this is left by a dead rebuild: rebuild again.
     pub stale_pause: Duration,
+    /// A rebuild starts only with at least this much budget left: one cut by the function's
+    /// timeout would leave the sale paused until `stale_pause`. (A rebuild asked for on the
+    /// repair queue runs in an invocation of its own.)
+    pub min_rebuild_budget: Duration,
 }
 
 impl Default for SweepConfig {
@@ -46,6 +50,7 @@ impl Default for SweepConfig {
             rebuild: RebuildConfig::default(),
             expiry_share: 0.6,
             stale_pause: Duration::from_secs(120),
+            min_rebuild_budget: Duration::from_secs(15),
         }
     }
 }
@@ -178,6 +183,12 @@ where
             };
             match verdict {
                 Verdict::Rebuilding => report.rebuilding.push(sale.sale_id.to_string()),
+                Verdict::Rebuild
+                    if deadline.saturating_duration_since(Instant::now())
+                        < self.config.min_rebuild_budget =>
+                {
+                    report.more_remaining = true;
+                }
                 Verdict::Rebuild => {
                     match rebuilder.rebuild(&sale.sale_id, Trigger::Automatic).await {
                         Ok(rebuilt) => report.rebuilt.push(rebuilt),

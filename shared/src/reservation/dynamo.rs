@@ -3,9 +3,9 @@
 use aws_sdk_dynamodb::Client;
 
 use super::item::{attr, to_item};
-use super::{InsertOutcome, Reservation, ReservationStore, StoreError};
+use super::{InsertOutcome, Reservation, ReservationStatus, ReservationStore, StoreError};
 use crate::domain::ReservationId;
-use crate::store::item::str;
+use crate::store::item::{num, str};
 use crate::store::write::{self, unavailable, RetryPolicy, WriteFailure};
 
 #[derive(Clone)]
@@ -37,6 +37,33 @@ impl ReservationStore for DynamoReservationStore {
         match write::with_retries(
             RetryPolicy::INTERACTIVE,
             "insert reservation",
+            write::classify,
+            || request.clone().send(),
+        )
+        .await?
+        {
+            Ok(_) => Ok(InsertOutcome::Inserted),
+            Err(WriteFailure::ConditionFailed { .. }) => Ok(InsertOutcome::AlreadyExists),
+            Err(other) => Err(StoreError::Unavailable(format!("{other:?}"))),
+        }
+    }
+
+    async fn insert_void(&self, r: &Reservation) -> Result<InsertOutcome, StoreError> {
+        let mut item = to_item(&Reservation {
+            status: ReservationStatus::Expired,
+            ..r.clone()
+        });
+        item.insert(attr::RECONCILED.into(), str("rolled_back"));
+        item.insert(attr::EXPIRED_AT.into(), num(r.created_at.as_millis()));
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(format!("attribute_not_exists({})", attr::RESERVATION_ID));
+        match write::with_retries(
+            RetryPolicy::INTERACTIVE,
+            "void reservation",
             write::classify,
             || request.clone().send(),
         )

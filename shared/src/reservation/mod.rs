@@ -120,4 +120,14 @@ pub trait ReservationStore: Send + Sync {
         &self,
         id: ReservationId,
     ) -> impl Future<Output = Result<Option<Reservation>, StoreError>> + Send;
+
+    /// Closes the id of a reservation whose durable write failed, before its hold is rolled
+    /// back: writes a tombstone (EXPIRED, `reconciled = rolled_back`, no event) unless a record
+    /// with this id exists. `Inserted`: the id is closed, rolling back is safe (a late write or
+    /// a replay of the same attempt now finds the tombstone). `AlreadyExists`: a record exists
+    /// (the failed write had committed, or a replay wrote it): do not roll back, read it.
+    fn insert_void(
+        &self,
+        reservation: &Reservation,
+    ) -> impl Future<Output = Result<InsertOutcome, StoreError>> + Send;
 }

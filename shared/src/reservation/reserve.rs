@@ -321,23 +321,55 @@ where
                 "fault injection: killed between the Redis hold and the durable write".into(),
             )));
         }
-        // The store retries throttling and lost answers itself (an insert whose answer was lost
-        // and that finds its own record on the retry is Inserted); an error here is final.
+        // The store retries throttling itself; an error here is final for this request, but
+        // not proof that nothing was written (a commit whose answer was lost, or a replay of
+        // the same key that wrote the record meanwhile). So the id is closed first: only if
+        // the tombstone lands is the attempt rolled back.
         match self.store.insert_pending(&reservation).await {
-            Ok(_) => Ok(Reserved {
+            Ok(InsertOutcome::Inserted) => Ok(Reserved {
                 reservation,
                 replayed: false,
             }),
+            Ok(InsertOutcome::AlreadyExists) => self.own_record(&reservation).await,
             Err(error) => {
-                tracing::warn!(%error, reservation_id = %hold.reservation_id, "durable write failed; rolling the reservation back");
-                if let Err(rollback_error) =
-                    self.stock.rollback(&sale.stock(), &hold, user, key).await
-                {
-                    // The hold stays without a record: a retry with the key writes it, or the
-                    // hold reconciler releases it after its grace period.
-                    tracing::error!(%rollback_error, reservation_id = %hold.reservation_id, "rollback after a failed write failed");
+                tracing::warn!(%error, reservation_id = %hold.reservation_id, "durable write failed; closing the id before rolling back");
+                match self.store.insert_void(&reservation).await {
+                    Ok(InsertOutcome::Inserted) => {
+                        if let Err(rollback_error) =
+                            self.stock.rollback(&sale.stock(), &hold, user, key).await
+                        {
+                            // The hold stays with its tombstone: the hold reconciler releases
+                            // it after its grace period (EXPIRED record, active hold).
+                            tracing::error!(%rollback_error, reservation_id = %hold.reservation_id, "rollback after a failed write failed");
+                        }
+                        Err(error.into())
+                    }
+                    // The write had committed after all (or a replay wrote it): it stands.
+                    Ok(InsertOutcome::AlreadyExists) => self.own_record(&reservation).await,
+                    Err(void_error) => {
+                        // Nothing can be known now: the hold stays. A retry with the key writes
+                        // its record (replay); without one, the reconciler releases the hold
+                        // after its grace period. Either way no unit is lost or sold twice.
+                        tracing::warn!(%void_error, reservation_id = %hold.reservation_id, "could not close the id; the hold stays for a retry or the reconciler");
+                        Err(error.into())
+                    }
                 }
-                Err(error.into())
+            }
+        }
+    }
+
+    /// The record with our new reservation's id exists: the reservation stands if the record
+    /// is ours and PENDING; anything else (a tombstone the reconciler wrote for a hold it
+    /// judged orphaned while this request was stalled) means the attempt is gone.
+    async fn own_record(&self, ours: &Reservation) -> Result<Reserved, ReserveError> {
+        match self.store.get(ours.reservation_id).await? {
+            Some(stored) if stored.status == ReservationStatus::Pending => Ok(Reserved {
+                reservation: stored,
+                replayed: false,
+            }),
+            other => {
+                tracing::warn!(reservation_id = %ours.reservation_id, status = ?other.map(|r| r.status), "the new reservation's id was closed meanwhile");
+                Err(ReserveError::KeySpent)
             }
         }
     }

@@ -6,8 +6,9 @@
 //!        now < expires_at) ─▶ StartExecution(name = reservation id) ─▶ 202
 //!
 //!  statemachines/checkout-saga.asl.json (Standard):
-//!    Validate (dynamodb:getItem) ─▶ Charge (lambda, .waitForTaskToken) ─▶ CreateOrder (lambda:
-//!    one transaction: order + CONFIRMED) ─▶ CommitHold (lambda, Redis) ─▶ NotifyConfirmed (sqs)
+//!    Validate (dynamodb:getItem) ─▶ Charge (lambda, .waitForTaskToken; a charge that succeeds
+//!    at once skips the wait: ─▶ ReadCharge) ─▶ CreateOrder (lambda: one transaction: order +
+//!    CONFIRMED) ─▶ CommitHold (lambda, Redis) ─▶ NotifyConfirmed (sqs)
 //!    on failure: MarkFailed (dynamodb:updateItem) ─▶ Refund (lambda) ─▶ ReleaseHold (lambda,
 //!    Redis) ─▶ NotifyFailed (sqs) ─▶ Fail; a compensation that keeps failing ─▶ saga DLQ (sqs)
 //!
@@ -82,8 +83,9 @@ pub mod error_types {
     /// The reservation lost its units before it was charged (Redis lost its hold and the shard
     /// has no unit left for it): nothing is charged, the saga compensates.
     pub const STOCK_LOST: &str = "StockLost";
-    /// The charge had succeeded before this execution's Charge step (a restarted saga): its
-    /// webhook resumed the earlier execution. The definition reads the charge and goes on.
+    /// The provider says the charge has succeeded (at once, or before this execution: a
+    /// restarted saga): there is no webhook to wait for. The definition reads the charge and
+    /// goes on to CreateOrder.
     pub const ALREADY_CHARGED: &str = "AlreadyCharged";
     /// The step's input does not describe a known reservation (a bug: never retried).
     pub const INVALID_INPUT: &str = "InvalidStepInput";

@@ -201,11 +201,13 @@ where
     }
 
     /// Stores the task token, makes sure the reservation still holds its units, then asks the
-    /// provider to charge (idempotently per reservation). The task then waits for the
-    /// provider's webhook, unless the charge had already succeeded (a restarted saga, whose
-    /// webhook went to the earlier execution): then it fails with
-    /// [`et::ALREADY_CHARGED`], which the definition routes to ReadCharge and on to
-    /// CreateOrder.
+    /// provider to charge (idempotently per reservation).
+    ///
+    /// A charge the provider answers `succeeded` (a card paid at once, or a charge an earlier
+    /// attempt or execution made, replayed by its idempotency key) needs no webhook: the step
+    /// ends with [`et::ALREADY_CHARGED`], which the definition routes to ReadCharge and on to
+    /// CreateOrder. Only a charge still `processing` waits for the provider's webhook. So a
+    /// webhook lost, or delivered to an earlier execution's task, cannot strand a paid order.
     async fn charge(&self, record: &CheckoutRecord, input: &StepInput) -> Result<Value, StepError> {
         let r = &record.reservation;
         let (Some(token), Some(method)) = (&input.token, &input.payment_method) else {
@@ -239,16 +241,17 @@ where
                     .store_payment_intent(r.reservation_id, intent.id.as_str())
                     .await
                     .map_err(store_error)?;
-                if record.payment_intent_id.is_some() {
-                    // An earlier attempt charged already: the provider replays its first answer,
-                    // so ask for the intent as it is now. Its webhook went to the earlier task.
-                    let now = self.refunds.retrieve(&intent.id).await?;
-                    if now.status == PaymentStatus::Succeeded {
-                        return Err(StepError::new(
-                            et::ALREADY_CHARGED,
-                            format!("{} succeeded before this execution", now.id),
-                        ));
-                    }
+                let mut status = intent.status.clone();
+                if status != PaymentStatus::Succeeded && record.payment_intent_id.is_some() {
+                    // An earlier attempt charged already: the provider replays its first
+                    // answer, so ask for the intent as it is now.
+                    status = self.refunds.retrieve(&intent.id).await?.status;
+                }
+                if status == PaymentStatus::Succeeded {
+                    return Err(StepError::new(
+                        et::ALREADY_CHARGED,
+                        format!("{} succeeded: nothing to wait for", intent.id),
+                    ));
                 }
                 Ok(json!({ "payment_intent_id": intent.id.as_str(), "waiting_for": "webhook" }))
             }
@@ -421,6 +424,7 @@ where
                 )
             }
             // The sale's stock is being rebuilt (the rebuild counts this order as sold).
+            // The shard is paused (a rebuild counts this sale) or gone: retried.
             other => Err(StepError::new(et::STOCK_UNAVAILABLE, format!("{other:?}"))),
         }
     }

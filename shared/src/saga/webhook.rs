@@ -238,11 +238,17 @@ where
                 Ok(WebhookOutcome::Handled("late charge refunded"))
             }
             (Kind::Failed, ReservationStatus::PaymentProcessing, Some(token)) => {
-                self.saga
+                match self
+                    .saga
                     .fail(token, error_types::PAYMENT_DECLINED, &intent.failure)
                     .await
-                    .map_err(|e| retry(e.to_string()))?;
-                Ok(WebhookOutcome::Handled("saga told: declined"))
+                    .map_err(|e| retry(e.to_string()))?
+                {
+                    Resumed::Resumed => Ok(WebhookOutcome::Handled("saga told: declined")),
+                    // The token belongs to a task that ended (a saga restarted with a new
+                    // Charge step): redeliver, so the running one hears of the decline.
+                    Resumed::TaskEnded => Err(retry("the charge task already ended".into())),
+                }
             }
             (Kind::Processing, ReservationStatus::PaymentProcessing, Some(token)) => {
                 self.saga

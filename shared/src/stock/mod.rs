@@ -223,6 +223,9 @@ pub enum CommitOutcome {
     Retaken {
         available_after: i64,
     },
+    /// [`StockEngine::commit_paid`] only: the hold is gone and the shard is paused for a
+    /// rebuild, which counts this sale from the records; retry after it.
+    Paused,
 }
 
 /// Where a hold stands in Redis.

@@ -115,6 +115,21 @@ where
         self.config.idempotency_ttl.as_secs().max(1).to_string()
     }
 
+    /// Records the claim of `hold`'s buyer on their home shard (idempotent).
+    async fn claim_for(&self, sale: &SaleStock, hold: &HoldSpec) -> Result<(), StockError> {
+        use super::maintenance::{Claim, StockMaintenance};
+        self.restore_claims(
+            sale,
+            &[Claim {
+                user: hold.user.clone(),
+                reservation_id: hold.reservation_id,
+                quantity: hold.quantity.get(),
+            }],
+        )
+        .await?;
+        Ok(())
+    }
+
     fn fence_arg(&self) -> String {
         if self.config.fencing { "1" } else { "0" }.to_string()
     }
@@ -647,15 +662,26 @@ where
                 ],
             )
             .await?;
-        Ok(match reply.status.as_str() {
+        let outcome = match reply.status.as_str() {
             "COMMITTED" => CommitOutcome::Committed,
             "ALREADY_COMMITTED" => CommitOutcome::AlreadyCommitted,
             "RETAKEN" => CommitOutcome::Retaken {
                 available_after: reply.int(1)?,
             },
+            "PAUSED" => CommitOutcome::Paused,
             "UNKNOWN_SALE" => CommitOutcome::SaleNotSetUp,
             _ => return Err(reply.unknown_status()),
-        })
+        };
+        if matches!(
+            outcome,
+            CommitOutcome::Committed
+                | CommitOutcome::AlreadyCommitted
+                | CommitOutcome::Retaken { .. }
+        ) {
+            // A sold unit's buyer keeps its claim (idempotent; it may be what a failover lost).
+            self.claim_for(sale, hold).await?;
+        }
+        Ok(outcome)
     }
 
     async fn ensure_held(
@@ -664,7 +690,16 @@ where
         hold: &HoldSpec,
         now: Timestamp,
     ) -> Result<RestoreOutcome, StockError> {
-        self.restore(sale, hold, now, false).await
+        let outcome = self.restore(sale, hold, now, false).await?;
+        if matches!(
+            outcome,
+            RestoreOutcome::Restored { .. } | RestoreOutcome::AlreadyHeld
+        ) {
+            // The buyer's claim lives on the home shard, another slot: a failover may have
+            // lost it with or without the hold. Restoring it is idempotent.
+            self.claim_for(sale, hold).await?;
+        }
+        Ok(outcome)
     }
 
     async fn rollback(
@@ -674,22 +709,12 @@ where
         user: &UserId,
         key: &IdempotencyKey,
     ) -> Result<(), StockError> {
+        // The home shard first: claim, key (and the hold if it lives there) in one step. If
+        // the process dies before the second step, the fallback hold left on its shard has no
+        // record, no claim and no key: the hold reconciler releases it after its grace period,
+        // and nothing leaks (voiding it first would leave the claim and key on the home shard
+        // with nothing to find them).
         let home = sale.shards.home_of(user);
-        if hold.shard != home {
-            // The fallback path: void the hold where it lives first (see rollback.lua).
-            let keys = ShardKeys::new(&sale.sale_id, hold.shard);
-            let reply = self
-                .run(
-                    "release",
-                    &scripts::RELEASE,
-                    &[keys.stock(), keys.holds(), keys.hold_times()],
-                    &[hold.reservation_id.to_string(), "void".to_string()],
-                )
-                .await?;
-            if reply.status == "COMMITTED" {
-                return Ok(());
-            }
-        }
         let keys = ShardKeys::new(&sale.sale_id, home);
         let reply = self
             .run(
@@ -711,9 +736,20 @@ where
             )
             .await?;
         match reply.status.as_str() {
-            "ROLLED_BACK" | "COMMITTED" => Ok(()),
-            _ => Err(reply.unknown_status()),
+            "ROLLED_BACK" | "COMMITTED" => {}
+            _ => return Err(reply.unknown_status()),
         }
+        if hold.shard != home {
+            let keys = ShardKeys::new(&sale.sale_id, hold.shard);
+            self.run(
+                "release",
+                &scripts::RELEASE,
+                &[keys.stock(), keys.holds(), keys.hold_times()],
+                &[hold.reservation_id.to_string(), "void".to_string()],
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn hold_state(

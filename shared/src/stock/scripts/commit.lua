@@ -17,6 +17,8 @@
 --   {"ALREADY_COMMITTED", user, qty}
 --   {"RELEASED", user, qty}         the hold was released before: nothing changed (no spec)
 --   {"RETAKEN", qty, available_after}  the hold was missing or released: taken as sold (spec)
+--   {"PAUSED"}                      (spec) the shard is being rebuilt: its counters are about to
+--                                   be rewritten from the records (which count this sale); retry
 --   {"NOT_FOUND"} | {"UNKNOWN_SALE"}
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return { 'UNKNOWN_SALE' }
@@ -32,6 +34,9 @@ if not hold or hold.state == 'R' or hold.state == 'X' then
       return { 'NOT_FOUND' }
     end
     return { 'RELEASED', hold.user, hold.qty }
+  end
+  if redis.call('HGET', KEYS[1], 'paused') == '1' then
+    return { 'PAUSED' }
   end
   local qty = tonumber(ARGV[3])
   local created = ARGV[5]

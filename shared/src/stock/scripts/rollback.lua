@@ -2,9 +2,9 @@
 -- one atomic step: the hold is voided (if it lives on this shard) and its units go back, the
 -- buyer's claim is dropped, and the idempotency record is forgotten, so a retry with the same
 -- Idempotency-Key is a new request, not a replay of an attempt that left nothing behind.
--- A hold taken on another shard (the fallback path) is voided there first with
--- `release.lua ... void`; if the process dies between the two steps, a retry finds the key
--- pointing at a voided hold and the engine finishes the rollback before it reserves anew.
+-- A hold taken on another shard (the fallback path) is voided there afterwards with
+-- `release.lua ... void`; if the process dies between the two steps, that hold has no record,
+-- claim or key left, and the hold reconciler releases it after its grace period.
 -- Safe to run twice: everything it does is "remove if present" or a no-op on a voided hold.
 --
 -- KEYS[1]: fs:{S:h}:stock
