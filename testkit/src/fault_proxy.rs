@@ -24,15 +24,53 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-/// What the proxy does with a call that matches a rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the proxy does with a call that matches a rule. As JSON (the fault-proxy tool's control
+/// API): `{"respond": {"status": 400, "body": "..."}}`, `{"delay": 2000}` (ms),
+/// `"answer_lost"`, or a named one: `"throttling"`, `"server_error"`,
+/// `{"transaction_cancelled": ["None", "ThrottlingError"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case", from = "FaultSpec")]
 pub enum Fault {
     /// Answer this instead of forwarding (the service never sees the call).
     Respond { status: u16, body: String },
     /// Forward after a pause.
+    #[serde(serialize_with = "millis")]
     Delay(Duration),
     /// Forward, let the service commit, then drop the connection without an answer.
     AnswerLost,
+}
+
+/// The JSON forms a fault can be given in (named faults expand to [`Fault`]).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FaultSpec {
+    Respond { status: u16, body: String },
+    Delay(u64),
+    AnswerLost,
+    Throttling,
+    ServerError,
+    TransactionCancelled(Vec<String>),
+    StatesServerError,
+}
+
+impl From<FaultSpec> for Fault {
+    fn from(spec: FaultSpec) -> Self {
+        match spec {
+            FaultSpec::Respond { status, body } => Fault::Respond { status, body },
+            FaultSpec::Delay(ms) => Fault::Delay(Duration::from_millis(ms)),
+            FaultSpec::AnswerLost => Fault::AnswerLost,
+            FaultSpec::Throttling => Fault::dynamodb_throttling(),
+            FaultSpec::ServerError => Fault::dynamodb_server_error(),
+            FaultSpec::TransactionCancelled(reasons) => Fault::transaction_cancelled(
+                &reasons.iter().map(String::as_str).collect::<Vec<_>>(),
+            ),
+            FaultSpec::StatesServerError => Fault::states_server_error(),
+        }
+    }
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
 }
 
 impl Fault {
@@ -86,8 +124,9 @@ impl Fault {
     }
 }
 
-/// When a rule fires.
-#[derive(Debug, Clone, PartialEq)]
+/// When a rule fires. JSON: `{"next": 3}` or `{"share": 0.2}`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Times {
     /// The next `n` matching calls.
     Next(u32),
@@ -95,7 +134,7 @@ pub enum Times {
     Share(f64),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 pub struct Rule {
     /// A substring of `X-Amz-Target`, e.g. `TransactWriteItems` or `StartExecution`.
     pub target: String,
@@ -138,7 +177,14 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy in front of `upstream` (e.g. `http://127.0.0.1:4566`).
     pub async fn start(upstream: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        Self::start_on(0, upstream).await
+    }
+
+    /// As [`FaultProxy::start`], on `port` of 127.0.0.1 (0: any free port).
+    pub async fn start_on(port: u16, upstream: &str) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let state = Arc::new(Mutex::new(State::default()));
         let upstream: Arc<str> = upstream.trim_end_matches('/').into();

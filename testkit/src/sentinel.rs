@@ -257,18 +257,25 @@ impl Drop for SentinelGroup {
     }
 }
 
-/// Polls the Sentinels for the master's address and re-points the endpoint when it changes.
-async fn follow(
+/// Polls the Sentinels (`redis://host:port` URLs) for the master's address every 50 ms,
+/// re-points the endpoint when it changes and closes the connections it had open (see the
+/// module doc). Runs until dropped; `switched_at` gets the time of the last switch.
+pub async fn follow(
     sentinels: Vec<String>,
     endpoint: Arc<TcpProxy>,
     switched_at: Arc<Mutex<Option<Instant>>>,
 ) {
     let mut connections = Vec::new();
-    for url in &sentinels {
-        if let Ok(client) = redis::Client::open(url.as_str()) {
-            if let Ok(conn) = client.get_multiplexed_async_connection().await {
-                connections.push(conn);
+    while connections.is_empty() {
+        for url in &sentinels {
+            if let Ok(client) = redis::Client::open(url.as_str()) {
+                if let Ok(conn) = client.get_multiplexed_async_connection().await {
+                    connections.push(conn);
+                }
             }
+        }
+        if connections.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     loop {
