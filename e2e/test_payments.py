@@ -222,6 +222,8 @@ def test_payment_refusals_are_clear_problems(api, http, admin_token, outputs):
     assert r.status_code == 422 and r.json()["type"] == "/problems/invalid-payment-method"
     r = pay(http, api, "not-a-uuid", tok)
     assert r.status_code == 400 and r.json()["type"] == "/problems/invalid-reservation-id"
+    r = http.post(f"{api}/reservations/{rid}/payment", json=["pm_card_visa"], headers={**headers, "Idempotency-Key": "arr"}, timeout=30)
+    assert r.status_code == 400 and r.json()["type"] == "/problems/malformed-body", r.text
     # None of that touched the reservation or the provider.
     assert status_of(http, api, rid, tok) == "PENDING" and intents_of(rid) == []
     # Two different payment requests for one reservation: the second is a conflict.

@@ -58,6 +58,9 @@ def test_more_than_is_left_is_409_not_sold_out_and_a_smaller_request_still_succe
     assert big.json()["type"] == "/problems/insufficient-stock"
     # No sold-out was remembered: a buyer of one right after gets a unit.
     assert reserve(http, api, sale_id, token("e2e-left-2")).status_code == 201
+    # A JSON body that is not an object is refused, not read as the fields in order ([3] = 3 units).
+    arr = reserve(http, api, sale_id, token("e2e-left-arr"), body=[1])
+    assert arr.status_code == 400 and arr.json()["type"] == "/problems/malformed-body", arr.text
 
 
 def test_the_same_key_twice_returns_the_same_reservation_and_decrements_once(api, http, admin_token):

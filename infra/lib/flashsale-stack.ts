@@ -117,6 +117,14 @@ export class FlashsaleStack extends Stack {
       arch: config.arch,
       lambdaDir: config.lambdaDir,
       env: this.functionEnv,
+      commonEnv: config.awsFaultProxyUrl
+        ? {
+            // The SDK's service-specific endpoint variables (AWS SDKs and tools reference guide,
+            // "Service-specific endpoints"): only DynamoDB and Step Functions go through the proxy.
+            AWS_ENDPOINT_URL_DYNAMODB: config.awsFaultProxyUrl,
+            AWS_ENDPOINT_URL_SFN: config.awsFaultProxyUrl,
+          }
+        : undefined,
       tables,
       queues,
       logRetention: config.local ? logs.RetentionDays.ONE_WEEK : logs.RetentionDays.ONE_MONTH,
@@ -247,6 +255,7 @@ export class FlashsaleStack extends Stack {
         SagaDlqUrl: queues.sagaDlq.queueUrl,
         ChargeTimeoutSeconds: String(payments.chargeTimeoutSeconds),
         ChargeHeartbeatSeconds: String(payments.chargeHeartbeatSeconds),
+        RefundRecheckSeconds: String(payments.refundRecheckSeconds),
       },
       invokes: steps,
       sendsTo: [queues.events, queues.sagaDlq],

@@ -21,7 +21,7 @@ export type EnvVar =
   | 'WEBHOOK_EVENTS_TABLE'
   | 'EVENTS_QUEUE_URL'
   | 'SAGA_DLQ_URL'
-  // Requests to rebuild a sale's stock at once (reserve met a fenced shard).
+  // Requests to rebuild a sale's stock at once (reserve or a payment met a lost or fenced shard).
   | 'REPAIR_QUEUE_URL'
   // Rate limits and the sold-out fast path of `reserve` (values from context).
   | 'RATE_USER_CAPACITY'
@@ -254,7 +254,10 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
       'STRIPE_SECRET_KEY',
       'BREAKER_FAILURE_THRESHOLD',
       'BREAKER_COOLDOWN_MS',
+      'REPAIR_QUEUE_URL',
     ],
+    // A payment that finds its sale lost or fenced in Redis asks for the rebuild it waits for.
+    queues: [{ queue: 'repair', actions: ['sqs:SendMessage'] }],
     tables: [
       { table: 'sales', actions: ['dynamodb:GetItem'] },
       // The order transaction: Put on orders + conditional Update on reservations.
@@ -344,6 +347,11 @@ export interface FunctionsProps {
   readonly logRetention: logs.RetentionDays;
   /** Reserved concurrency per `reservedConcurrency` pool. */
   readonly concurrency: { readonly reserve: number; readonly payment: number };
+  /**
+   * Variables set on every function besides the spec's own (local mode: the SDK's
+   * service-specific endpoints, AWS_ENDPOINT_URL_DYNAMODB and _SFN, pointing at the fault proxy).
+   */
+  readonly commonEnv?: Readonly<Record<string, string>>;
   /** AWS mode: run the functions in these subnets with this security group. */
   readonly vpc?: {
     readonly vpc: ec2.IVpc;
@@ -413,7 +421,7 @@ export class Functions extends Construct {
         );
       }
 
-      const environment: Record<string, string> = { RUST_LOG: 'info' };
+      const environment: Record<string, string> = { RUST_LOG: 'info', ...props.commonEnv };
       for (const key of spec.env) {
         const value = props.env[key];
         if (value === undefined) {

@@ -195,6 +195,7 @@ describe('function specs of the endpoints', () => {
         'ORDERS_TABLE',
         'REDIS_MODE',
         'REDIS_URL',
+        'REPAIR_QUEUE_URL',
         'RESERVATIONS_TABLE',
         'SALES_TABLE',
         'STRIPE_API_BASE',
@@ -205,6 +206,8 @@ describe('function specs of the endpoints', () => {
         'dynamodb:GetItem sales',
         'dynamodb:PutItem orders',
         'dynamodb:UpdateItem reservations',
+        // A payment that finds its sale lost or fenced asks for the rebuild it waits for.
+        'sqs:SendMessage repair',
       ],
     },
     'expiry-cleanup': {

@@ -186,6 +186,7 @@ describe('checkout saga: state machine', () => {
         SagaDlqUrl: { Ref: logicalId(context, stack.data.queues.sagaDlq) },
         ChargeTimeoutSeconds: '600',
         ChargeHeartbeatSeconds: '300',
+        RefundRecheckSeconds: '300',
       });
       const placeholders = new Set([...text.matchAll(/\$\{([A-Za-z0-9_]+)\}/g)].map((m) => m[1]));
       assert.deepEqual([...placeholders].sort(), Object.keys(subs).sort());
@@ -307,6 +308,7 @@ describe('checkout saga: state machine', () => {
     assert.deepEqual(definition.States.Configure.Parameters, {
       'charge_timeout.$': "States.StringToJson('30')",
       'charge_heartbeat.$': "States.StringToJson('15')",
+      'refund_recheck.$': "States.StringToJson('300')",
     });
   });
 });
@@ -434,6 +436,7 @@ describe('checkout-saga.asl.json (asl-validator)', () => {
     SagaDlqUrl: `https://sqs.${REGION}.amazonaws.com/${ACCOUNT}/Flashsale-dev-DataSagaDlq-1A2B3C4D5E6F`,
     ChargeTimeoutSeconds: '600',
     ChargeHeartbeatSeconds: '300',
+    RefundRecheckSeconds: '300',
   };
   const definition = () => {
     const substituted = substitute(text, PLACEHOLDERS);

@@ -7,6 +7,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -415,6 +416,7 @@ struct Checkout<'a> {
     records: InMemoryCheckoutRecords,
     provider: InMemoryPaymentProvider,
     control: InMemorySagaControl,
+    repairs: Arc<RecordedRepairs>,
 }
 
 impl<'a> Checkout<'a> {
@@ -424,6 +426,7 @@ impl<'a> Checkout<'a> {
             records: InMemoryCheckoutRecords::default(),
             provider: InMemoryPaymentProvider::new(),
             control: InMemorySagaControl::default(),
+            repairs: Arc::default(),
         }
     }
 
@@ -436,6 +439,7 @@ impl<'a> Checkout<'a> {
         Engine,
         InMemorySaleCatalog,
         ManualClock,
+        Arc<RecordedRepairs>,
     > {
         SagaSteps {
             records: self.records.clone(),
@@ -444,6 +448,7 @@ impl<'a> Checkout<'a> {
             stock: self.shop.service.stock.clone(),
             catalog: self.shop.service.catalog.clone(),
             clock: self.shop.service.clock.clone(),
+            repairs: Arc::clone(&self.repairs),
         }
     }
 
@@ -984,6 +989,9 @@ impl<E: StockEngine> StockEngine for FlakyGrow<E> {
     ) -> Result<ReleaseOutcome, StockError> {
         self.inner.release(s, sh, id).await
     }
+    async fn drop_claim(&self, s: &SaleStock, u: &UserId, id: ReservationId) -> Result<bool, StockError> {
+        self.inner.drop_claim(s, u, id).await
+    }
     async fn commit(
         &self,
         s: &SaleStock,
@@ -1378,4 +1386,93 @@ async fn an_admin_change_during_a_rebuild_is_not_undone_by_it() {
         ]);
         assert_eq!(limit.trim(), "3");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Found by a break attempt: a payment during a stock loss, a claim outliving a lost hold, a
+// replay of a closed attempt.
+
+#[tokio::test]
+async fn a_payment_that_finds_its_sale_lost_in_redis_waits_for_the_rebuild_it_asks_for() {
+    // GIVEN a valid reservation whose sale Redis lost entirely (a failover to an empty replica)
+    let shop = Shop::new().await;
+    let sale = shop.open("pay-during-loss", 2, 1, 1).await;
+    let r = shop.reserve(&sale, &user("alice"), "k", 1).await.unwrap();
+    for shard in 0..1 {
+        let keys = ShardKeys::new(&sale.sale_id, shard);
+        shop.server.cli(&["DEL", &keys.stock(), &keys.holds(), &keys.hold_times()]);
+    }
+    let checkout = Checkout::new(&shop);
+    checkout.begin(&r, "pm_card_visa").await;
+    // WHEN its Charge step runs
+    let charged = checkout.step(StepKind::Charge, &r, None).await;
+    // THEN nothing is charged, the step fails with the error the definition retries for about
+    // a minute (not one that fails the reservation), and a rebuild is asked for at once
+    assert_eq!(charged.unwrap_err().error_type, et::STOCK_UNAVAILABLE);
+    assert_eq!(checkout.provider.calls(), 0);
+    assert_eq!(checkout.repairs.requested(), vec![sale.sale_id.clone()]);
+}
+
+#[tokio::test]
+async fn releasing_a_hold_redis_lost_frees_the_buyers_claim() {
+    // GIVEN alice's hold lost (its unit back on sale) while her claim, on her home shard, stayed
+    let shop = Shop::new().await;
+    let sale = shop.open("claim-leak", 2, 1, 1).await;
+    let alice = user("alice");
+    let r = shop.reserve(&sale, &alice, "k", 1).await.unwrap();
+    let keys = ShardKeys::new(&sale.sale_id, r.shard);
+    shop.server.cli(&["HDEL", &keys.holds(), &r.reservation_id.to_string()]);
+    shop.server.cli(&["ZREM", &keys.hold_times(), &r.reservation_id.to_string()]);
+    shop.server.cli(&["HINCRBY", &keys.stock(), "available", "1"]);
+    shop.server.cli(&["HINCRBY", &keys.stock(), "held", "-1"]);
+    let checkout = Checkout::new(&shop);
+    checkout.records.insert(Reservation {
+        status: ReservationStatus::Failed,
+        ..r.clone()
+    });
+    // WHEN the saga's compensation releases the hold
+    let released = checkout.step(StepKind::ReleaseHold, &r, None).await.unwrap();
+    // THEN the claim goes too: alice may buy again, within her limit
+    assert_eq!(released["claim_dropped"], true, "{released}");
+    let again = shop.reserve(&sale, &alice, "k2", 1).await;
+    assert!(again.is_ok(), "{again:?}");
+    assert!(matches!(
+        shop.reserve(&sale, &alice, "k3", 1).await,
+        Err(ReserveError::LimitReached { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_replay_of_an_attempt_closed_by_a_tombstone_is_refused_not_answered_expired() {
+    // GIVEN a hold whose durable write failed: its id was closed by a tombstone, then the
+    // rollback never completed (its key still names the hold) and the hold was released later
+    let shop = Shop::new().await;
+    let sale = shop.open("tombstone-replay", 2, 1, 1).await;
+    let alice = user("alice");
+    let req = request(&sale.stock(), &alice, "k", 1);
+    let ReserveOutcome::Reserved(hold) = shop.service.stock.reserve(&req).await.unwrap() else {
+        panic!()
+    };
+    let record = Reservation {
+        reservation_id: hold.reservation_id,
+        sale_id: sale.sale_id.clone(),
+        user_id: alice.clone(),
+        quantity: hold.quantity,
+        shard: hold.shard,
+        status: ReservationStatus::Pending,
+        amount: sale.price,
+        created_at: shop.service.clock.now(),
+        expires_at: hold.expires_at,
+    };
+    shop.service.store.insert_void(&record).await.unwrap();
+    shop.service
+        .stock
+        .release(&sale.stock(), hold.shard, hold.reservation_id)
+        .await
+        .unwrap();
+    // WHEN the buyer retries with the key
+    let replay = shop.reserve(&sale, &alice, "k", 1).await;
+    // THEN the key is spent (409), not answered 201 with a dead reservation
+    assert!(matches!(replay, Err(ReserveError::KeySpent)), "{replay:?}");
+    shop.assert_invariant(&sale).await;
 }

@@ -147,6 +147,32 @@ fn the_charge_waits_for_the_webhook_with_timeout_and_heartbeat_and_compensates()
     }
 }
 
+/// The longest a retrier keeps trying: the sum of its capped delays (full jitter waits between
+/// 0 and each, so this is the upper bound; about half of it on average).
+fn retry_budget_seconds(retrier: &Value) -> f64 {
+    let interval = retrier["IntervalSeconds"].as_f64().unwrap_or(1.0);
+    let rate = retrier["BackoffRate"].as_f64().unwrap_or(2.0);
+    let cap = retrier["MaxDelaySeconds"].as_f64().unwrap_or(f64::MAX);
+    let attempts = retrier["MaxAttempts"].as_i64().unwrap_or(3) as i32;
+    (0..attempts).map(|n| (interval * rate.powi(n)).min(cap)).sum()
+}
+
+#[test]
+fn a_charge_that_finds_the_stock_being_rebuilt_waits_long_enough_for_the_rebuild() {
+    // A failover fences the sale; the rebuild it triggers takes its settle pause plus the reads
+    // (seconds), or up to the sweep's minute if the request is lost. A valid reservation paid
+    // meanwhile must not be failed by a retry budget of a few seconds.
+    let asl = definition();
+    let charge = &states(&asl)["Charge"];
+    let (retrier, _) = error_lists(charge, "Retry")
+        .into_iter()
+        .find(|(_, names)| names.contains("StockUnavailable"))
+        .expect("Charge retries StockUnavailable");
+    let budget = retry_budget_seconds(retrier);
+    assert!(budget >= 90.0, "StockUnavailable is retried for at most {budget} s");
+    assert_eq!(retrier["JitterStrategy"], "FULL");
+}
+
 #[test]
 fn compensations_end_in_the_dead_letter_path_when_they_keep_failing() {
     let asl = definition();

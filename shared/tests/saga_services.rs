@@ -3,6 +3,7 @@
 //! (PayService), the workflow's steps (SagaSteps) and the webhook intake (WebhookService).
 //! Stock runs in memory too ([`InMemoryStockEngine`]), so these need no server.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flashsale_core::domain::{
@@ -23,6 +24,7 @@ use flashsale_core::saga::webhook::{WebhookError, WebhookOutcome, WebhookService
 use flashsale_core::sale::memory::InMemorySaleCatalog;
 use flashsale_core::sale::{Sale, SaleCatalog};
 use flashsale_core::stock::memory::InMemoryStockEngine;
+use flashsale_core::stock::repair::memory::RecordedRepairs;
 use flashsale_core::stock::{ReserveOutcome, ReserveRequest, ShardCount, StockEngine, StockSetup};
 use serde_json::json;
 
@@ -37,6 +39,7 @@ struct World {
     catalog: InMemorySaleCatalog,
     stock: InMemoryStockEngine,
     events: InMemoryWebhookEventLog,
+    repairs: Arc<RecordedRepairs>,
     sale: Sale,
 }
 
@@ -77,6 +80,7 @@ async fn world() -> World {
         catalog,
         stock,
         events: InMemoryWebhookEventLog::default(),
+        repairs: Arc::default(),
         sale,
     }
 }
@@ -130,6 +134,7 @@ impl World {
         InMemoryStockEngine,
         InMemorySaleCatalog,
         ManualClock,
+        Arc<RecordedRepairs>,
     > {
         SagaSteps {
             records: self.records.clone(),
@@ -138,6 +143,7 @@ impl World {
             stock: self.stock.clone(),
             catalog: self.catalog.clone(),
             clock: self.clock.clone(),
+            repairs: Arc::clone(&self.repairs),
         }
     }
 
@@ -701,4 +707,43 @@ async fn the_webhook_tells_declines_asks_for_redelivery_when_early_and_refuses_b
         w.webhooks().receive(None, &other).await,
         Err(WebhookError::Signature(_))
     ));
+}
+
+#[tokio::test]
+async fn a_charge_still_processing_at_compensation_is_rechecked_until_it_settles_then_refunded() {
+    // GIVEN a payment whose charge is still processing when the saga gives up on it (timeout)
+    let w = world().await;
+    let r = w.reservation("slowpoke").await;
+    w.pay(&r, "k", test_cards::SLOW).await.unwrap();
+    w.step(StepKind::Charge, &r, test_cards::SLOW, None)
+        .await
+        .unwrap();
+    w.records.mark_failed(r.reservation_id, "States.Timeout");
+    // WHEN the compensation's Refund step runs while it is still processing
+    let first = w.step(StepKind::Refund, &r, test_cards::SLOW, None).await.unwrap();
+    // THEN it says so (the definition waits and asks again: ChargeStillProcessing)
+    assert_eq!(first["pending"], true, "{first}");
+    assert_eq!(w.provider.refunds(), 0);
+    // AND once it has succeeded (its webhook lost for good), the recheck refunds it
+    let intent = w.intent_of(&r).id;
+    w.provider.settle(&intent, PaymentStatus::Succeeded);
+    let again = w.step(StepKind::Refund, &r, test_cards::SLOW, None).await.unwrap();
+    assert_eq!(again["refunded"], true, "{again}");
+    assert!(w.provider.is_refunded(&intent));
+    assert!(again.get("pending").is_none());
+}
+
+#[tokio::test]
+async fn a_charge_processing_past_the_settle_limit_is_handed_to_a_person() {
+    let w = world().await;
+    let r = w.reservation("forever").await;
+    w.pay(&r, "k", test_cards::SLOW).await.unwrap();
+    w.step(StepKind::Charge, &r, test_cards::SLOW, None)
+        .await
+        .unwrap();
+    w.records.mark_failed(r.reservation_id, "States.Timeout");
+    w.clock
+        .advance(flashsale_core::saga::steps::CHARGE_SETTLE_LIMIT + Duration::from_secs(1));
+    let gave_up = w.step(StepKind::Refund, &r, test_cards::SLOW, None).await;
+    assert_eq!(gave_up.unwrap_err(), et::CHARGE_UNSETTLED);
 }

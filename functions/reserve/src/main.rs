@@ -12,6 +12,7 @@ use flashsale_core::sale::cached::CachedSaleCatalog;
 use flashsale_core::sale::dynamo::DynamoSaleCatalog;
 use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
 use flashsale_core::stock::repair::sqs::SqsRepairRequests;
+use flashsale_core::stock::repair::Debounced;
 use flashsale_core::stock::{SoldOutCache, SoldOutCacheConfig};
 use flashsale_core::store::redis::{RedisConnection, RedisSettings};
 use flashsale_core::{config, observability, store};
@@ -44,9 +45,12 @@ async fn main() -> Result<(), Error> {
         ),
         store: DynamoReservationStore::new(dynamo, config::required("RESERVATIONS_TABLE")?),
         clock: SystemClock,
-        repairs: SqsRepairRequests::new(
-            aws_sdk_sqs::Client::new(&aws),
-            config::required("REPAIR_QUEUE_URL")?,
+        repairs: Debounced::new(
+            SqsRepairRequests::new(
+                aws_sdk_sqs::Client::new(&aws),
+                config::required("REPAIR_QUEUE_URL")?,
+            ),
+            Debounced::<SqsRepairRequests>::DEFAULT_WINDOW,
         ),
         policies: RatePolicies::from_env()?,
     };

@@ -13,6 +13,8 @@ use flashsale_core::saga::steps::{SagaSteps, StepError, StepInput};
 use flashsale_core::sale::cached::CachedSaleCatalog;
 use flashsale_core::sale::dynamo::DynamoSaleCatalog;
 use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
+use flashsale_core::stock::repair::sqs::SqsRepairRequests;
+use flashsale_core::stock::repair::Debounced;
 use flashsale_core::store::redis::{RedisConnection, RedisSettings};
 use flashsale_core::{config, observability, store};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -22,7 +24,8 @@ use serde_json::Value;
 async fn main() -> Result<(), Error> {
     observability::init();
     let redis = RedisConnection::connect(&RedisSettings::from_env()?).await?;
-    let dynamo = store::dynamo::client().await;
+    let aws = store::aws_config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     let provider = StripeProvider::new(StripeConfig::from_env()?)?;
     let breaker = RedisCircuitBreaker::new(
         redis.clone(),
@@ -46,6 +49,13 @@ async fn main() -> Result<(), Error> {
             Duration::from_secs(5),
         ),
         clock: SystemClock,
+        repairs: Debounced::new(
+            SqsRepairRequests::new(
+                aws_sdk_sqs::Client::new(&aws),
+                config::required("REPAIR_QUEUE_URL")?,
+            ),
+            Debounced::<SqsRepairRequests>::DEFAULT_WINDOW,
+        ),
     };
     let steps = &steps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<StepInput>| async move {

@@ -72,3 +72,42 @@ pub fn bad_request(slug: &str, title: &str, detail: impl Into<String>) -> Proble
         detail,
     )
 }
+
+/// Parses a request body that must be one JSON object into `T`. serde maps a JSON array onto
+/// a struct's fields in order (`[5]` would read as `{"quantity": 5}`), so the object shape is
+/// checked first. The error is serde's message, for a `malformed-body` problem's detail.
+pub fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if !value.is_object() {
+        return Err(format!(
+            "expected a JSON object, got {}",
+            match value {
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod json_object_tests {
+    use super::json_object;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Body {
+        quantity: Option<u32>,
+    }
+
+    #[test]
+    fn only_objects_are_bodies() {
+        assert_eq!(json_object::<Body>(br#"{"quantity": 2}"#), Ok(Body { quantity: Some(2) }));
+        for bad in [&b"[5]"[..], b"5", b"\"x\"", b"null", b"true", b"{"] {
+            assert!(json_object::<Body>(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(json_object::<Body>(b"[5]").unwrap_err().contains("an array"));
+    }
+}

@@ -301,8 +301,15 @@ where
             .release(&sale.stock(), hold.shard, hold.reservation_id)
             .await?
         {
-            ReleaseOutcome::Released { .. } => Ok(true),
-            ReleaseOutcome::AlreadyReleased | ReleaseOutcome::NotFound => Ok(true),
+            ReleaseOutcome::Released { .. } | ReleaseOutcome::AlreadyReleased => Ok(true),
+            ReleaseOutcome::NotFound => {
+                // Redis lost the hold but maybe not the buyer's claim (another shard's slot):
+                // release cannot name the buyer of a hold that is gone, so drop it here.
+                self.stock
+                    .drop_claim(&sale.stock(), &hold.user, hold.reservation_id)
+                    .await?;
+                Ok(true)
+            }
             ReleaseOutcome::WasCommitted => {
                 tracing::error!(reservation_id = %hold.reservation_id, sale_id = %sale.sale_id, "the hold of an unsold reservation was committed; left as is");
                 report.anomalies += 1;

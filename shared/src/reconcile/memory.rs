@@ -24,6 +24,8 @@ pub struct InMemoryLedger {
     unindexed: Arc<Mutex<std::collections::HashSet<ReservationId>>>,
     /// Records the index still shows with an older status.
     stale_status: Arc<Mutex<HashMap<ReservationId, ReservationStatus>>>,
+    /// Ids closed by a tombstone (a rolled-back reserve, or an orphan hold's record).
+    tombstones: Arc<Mutex<std::collections::HashSet<ReservationId>>>,
 }
 
 impl ReservationStore for InMemoryLedger {
@@ -42,15 +44,35 @@ impl ReservationStore for InMemoryLedger {
     }
 
     async fn insert_void(&self, r: &Reservation) -> Result<InsertOutcome, StoreError> {
-        self.insert_pending(&Reservation {
-            status: ReservationStatus::Expired,
-            ..r.clone()
-        })
-        .await
+        let outcome = self
+            .insert_pending(&Reservation {
+                status: ReservationStatus::Expired,
+                ..r.clone()
+            })
+            .await?;
+        if outcome == InsertOutcome::Inserted {
+            self.tombstone(r.reservation_id);
+        }
+        Ok(outcome)
+    }
+
+    async fn is_tombstone(&self, id: ReservationId) -> Result<bool, StoreError> {
+        Ok(self
+            .tombstones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id))
     }
 }
 
 impl InMemoryLedger {
+    fn tombstone(&self, id: ReservationId) {
+        self.tombstones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+    }
+
     pub fn put(&self, reservation: Reservation) {
         self.reservations
             .lock()
@@ -203,6 +225,8 @@ impl DurableRecords for InMemoryLedger {
             return Ok(InsertOutcome::AlreadyExists);
         }
         all.insert(reservation.reservation_id, reservation.clone());
+        drop(all);
+        self.tombstone(reservation.reservation_id);
         Ok(InsertOutcome::Inserted)
     }
 

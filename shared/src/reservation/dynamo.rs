@@ -2,7 +2,7 @@
 
 use aws_sdk_dynamodb::Client;
 
-use super::item::{attr, to_item};
+use super::item::{attr, reconciled, to_item};
 use super::{InsertOutcome, Reservation, ReservationStatus, ReservationStore, StoreError};
 use crate::domain::ReservationId;
 use crate::store::item::{num, str};
@@ -53,7 +53,7 @@ impl ReservationStore for DynamoReservationStore {
             status: ReservationStatus::Expired,
             ..r.clone()
         });
-        item.insert(attr::RECONCILED.into(), str("rolled_back"));
+        item.insert(attr::RECONCILED.into(), str(reconciled::ROLLED_BACK));
         item.insert(attr::EXPIRED_AT.into(), num(r.created_at.as_millis()));
         let request = self
             .client
@@ -73,6 +73,25 @@ impl ReservationStore for DynamoReservationStore {
             Err(WriteFailure::ConditionFailed { .. }) => Ok(InsertOutcome::AlreadyExists),
             Err(other) => Err(StoreError::Unavailable(format!("{other:?}"))),
         }
+    }
+
+    async fn is_tombstone(&self, id: ReservationId) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::RESERVATION_ID, str(id.to_string()))
+            .projection_expression("#r")
+            .expression_attribute_names("#r", attr::RECONCILED)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output
+            .item
+            .and_then(|item| item.get(attr::RECONCILED).cloned())
+            .and_then(|v| v.as_s().ok().cloned())
+            .is_some_and(|v| reconciled::TOMBSTONES.contains(&v.as_str())))
     }
 
     async fn get(&self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {

@@ -71,7 +71,7 @@ pub fn parse_reserve(request: &Request) -> Result<ReserveCommand, Problem> {
     let body: ReserveBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         ReserveBody { quantity: None }
     } else {
-        serde_json::from_slice(bytes).map_err(|e| {
+        crate::http::request::json_object(bytes).map_err(|e| {
             bad_request(
                 "malformed-body",
                 "Malformed JSON body",

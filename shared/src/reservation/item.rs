@@ -53,8 +53,20 @@ pub mod attr {
     pub const FAILURE_REASON: &str = "failure_reason";
     pub const FAILED_AT: &str = "failed_at";
     pub const EXPIRED_AT: &str = "expired_at";
-    /// `orphan_hold` on a record the reconciler wrote for a hold nobody recorded.
+    /// Why a process other than the request's wrote or closed the record (see [`super::reconciled`]).
     pub const RECONCILED: &str = "reconciled";
+}
+
+/// Values of the `reconciled` attribute.
+pub mod reconciled {
+    /// A tombstone: the reserve's durable write failed and its hold was rolled back; the buyer
+    /// was answered 503.
+    pub const ROLLED_BACK: &str = "rolled_back";
+    /// A tombstone: the hold reconciler found a hold no record backed (its reserve died before
+    /// writing) and closed its id before releasing it; the buyer was never answered 201.
+    pub const ORPHAN_HOLD: &str = "orphan_hold";
+    /// Records whose buyer never had a reservation: a replay of their key is refused.
+    pub const TOMBSTONES: [&str; 2] = [ROLLED_BACK, ORPHAN_HOLD];
 }
 
 /// Index names of the reservations table (see infra/lib/data.ts).

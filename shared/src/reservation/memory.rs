@@ -15,6 +15,7 @@ pub struct InMemoryReservationStore {
     failing: AtomicBool,
     lost_answers: AtomicU32,
     failing_voids: AtomicBool,
+    tombstones: Mutex<std::collections::HashSet<ReservationId>>,
 }
 
 impl InMemoryReservationStore {
@@ -71,10 +72,25 @@ impl ReservationStore for InMemoryReservationStore {
         if self.failing_voids.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("injected failure".into()));
         }
-        Ok(self.insert_if_absent(Reservation {
+        let outcome = self.insert_if_absent(Reservation {
             status: super::ReservationStatus::Expired,
             ..r.clone()
-        }))
+        });
+        if outcome == InsertOutcome::Inserted {
+            self.tombstones
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(r.reservation_id);
+        }
+        Ok(outcome)
+    }
+
+    async fn is_tombstone(&self, id: ReservationId) -> Result<bool, StoreError> {
+        Ok(self
+            .tombstones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id))
     }
 
     async fn get(&self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {

@@ -130,4 +130,14 @@ pub trait ReservationStore: Send + Sync {
         &self,
         reservation: &Reservation,
     ) -> impl Future<Output = Result<InsertOutcome, StoreError>> + Send;
+
+    /// True if the record with this id is a tombstone: written to close the id of an attempt
+    /// whose buyer was never told it succeeded (`reconciled` = `rolled_back` by
+    /// [`ReservationStore::insert_void`], or `orphan_hold` by the hold reconciler). A replay of
+    /// such a key is refused (409 idempotency-key-spent), not answered with the dead
+    /// reservation. False for records that do not exist.
+    fn is_tombstone(
+        &self,
+        id: ReservationId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }

@@ -270,13 +270,24 @@ where
             ReserveOutcome::Unavailable(Unavailable::Paused) => Err(ReserveError::Paused),
             ReserveOutcome::Unavailable(Unavailable::Fenced) => {
                 tracing::warn!(sale_id = %sale.sale_id, "stock fenced (Redis may have lost writes): asking for a rebuild now");
-                if let Err(error) = self.repairs.request_rebuild(&sale.sale_id).await {
-                    // The sweep finds the fenced shard within a minute anyway.
-                    tracing::error!(%error, sale_id = %sale.sale_id, "could not ask for a rebuild");
-                }
+                self.request_rebuild(&sale.sale_id).await;
                 Err(ReserveError::Paused)
             }
-            ReserveOutcome::Unavailable(Unavailable::NotSetUp) => Err(ReserveError::StockNotReady),
+            ReserveOutcome::Unavailable(Unavailable::NotSetUp) => {
+                // The catalog has the sale and Redis does not: its data was lost (or put-sale
+                // has not set it up yet, which a rebuild from no records also does).
+                tracing::warn!(sale_id = %sale.sale_id, "stock missing in Redis: asking for a rebuild now");
+                self.request_rebuild(&sale.sale_id).await;
+                Err(ReserveError::StockNotReady)
+            }
+        }
+    }
+
+    /// Asks for the sale's stock to be rebuilt now; a failure is only logged (the sweep finds a
+    /// lost or fenced sale within a minute anyway).
+    async fn request_rebuild(&self, sale: &SaleId) {
+        if let Err(error) = self.repairs.request_rebuild(sale).await {
+            tracing::error!(%error, sale_id = %sale, "could not ask for a rebuild");
         }
     }
 
@@ -385,6 +396,16 @@ where
         now: Timestamp,
     ) -> Result<Reserved, ReserveError> {
         if let Some(reservation) = self.store.get(hold.reservation_id).await? {
+            // A reservation that lived (even if it expired or failed since) is the answer; a
+            // tombstone is not: that attempt was answered 503 or not at all, and its id was
+            // closed so that its units could go back. Its key is spent.
+            if !reservation.status.is_held()
+                && reservation.status != ReservationStatus::Confirmed
+                && self.store.is_tombstone(hold.reservation_id).await?
+            {
+                tracing::info!(reservation_id = %hold.reservation_id, "replay of a key whose attempt was closed unanswered: refused");
+                return Err(ReserveError::KeySpent);
+            }
             return Ok(Reserved {
                 reservation,
                 replayed: true,
@@ -404,12 +425,16 @@ where
                 tracing::info!(reservation_id = %hold.reservation_id, "repaired a reservation record on replay");
                 reservation
             }
-            // Written concurrently by the first attempt: read it back.
-            InsertOutcome::AlreadyExists => self
-                .store
-                .get(hold.reservation_id)
-                .await?
-                .unwrap_or(reservation),
+            // Written concurrently by the first attempt, or closed meanwhile: read it back.
+            InsertOutcome::AlreadyExists => {
+                if self.store.is_tombstone(hold.reservation_id).await? {
+                    return Err(ReserveError::KeySpent);
+                }
+                self.store
+                    .get(hold.reservation_id)
+                    .await?
+                    .unwrap_or(reservation)
+            }
         };
         Ok(Reserved {
             reservation,

@@ -42,7 +42,7 @@ pub fn parse_pay(request: &Request) -> Result<PayCommand, Problem> {
         request,
         "Send an Idempotency-Key header so a retried payment request cannot pay twice.",
     )?;
-    let body: PayBody = serde_json::from_slice(body_bytes(request)?).map_err(|e| {
+    let body: PayBody = crate::http::request::json_object(body_bytes(request)?).map_err(|e| {
         bad_request(
             "malformed-body",
             "Malformed JSON body",

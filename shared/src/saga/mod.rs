@@ -89,4 +89,8 @@ pub mod error_types {
     pub const ALREADY_CHARGED: &str = "AlreadyCharged";
     /// The step's input does not describe a known reservation (a bug: never retried).
     pub const INVALID_INPUT: &str = "InvalidStepInput";
+    /// A charge of a failed reservation has stayed `processing` at the provider for longer than
+    /// the saga waits ([`super::steps::CHARGE_SETTLE_LIMIT`]): a person must settle it (the
+    /// saga's dead-letter path and alarm).
+    pub const CHARGE_UNSETTLED: &str = "ChargeUnsettled";
 }

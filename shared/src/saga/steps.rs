@@ -20,6 +20,7 @@ use crate::payment::{
 };
 use crate::reservation::ReservationStatus;
 use crate::sale::SaleCatalog;
+use crate::stock::repair::RepairRequests;
 use crate::stock::{CommitOutcome, HoldSpec, ReleaseOutcome, RestoreOutcome, StockEngine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -84,7 +85,13 @@ impl StepKind {
             ],
             Self::CreateOrder => &[INPUT, STORE, (et::ORDER_REJECTED, false)],
             Self::CommitHold => &[INPUT, STORE, STOCK],
-            Self::Refund => &[INPUT, STORE, PROVIDER, (et::PROVIDER_REJECTED, false)],
+            Self::Refund => &[
+                INPUT,
+                STORE,
+                PROVIDER,
+                (et::PROVIDER_REJECTED, false),
+                (et::CHARGE_UNSETTLED, false),
+            ],
             Self::ReleaseHold => &[INPUT, STORE, STOCK, (et::HOLD_LOST, false)],
         }
     }
@@ -161,18 +168,27 @@ fn stock_error(e: impl std::fmt::Display) -> StepError {
     StepError::new(et::STOCK_UNAVAILABLE, e.to_string())
 }
 
+/// How long the compensation keeps asking about a charge that stays `processing` before it
+/// hands it to a person (ChargeUnsettled). Card payments settle in seconds; Stripe's SEPA
+/// Direct Debit documentation says a debit's success or failure can take up to 14 business
+/// days to be known, so 21 calendar days. (A Standard workflow may run for a year.)
+pub const CHARGE_SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(21 * 24 * 3600);
+
 /// Everything the steps talk to. `charges` is the provider behind the circuit breaker;
 /// `refunds` is the bare provider: a compensation must keep trying even while charges fail fast.
-pub struct SagaSteps<R, P, Q, E, K, C> {
+/// `repairs` asks for a stock rebuild when a step finds the sale's Redis data lost or fenced,
+/// so a payment waiting on it (StockUnavailable, retried) waits seconds, not the next sweep.
+pub struct SagaSteps<R, P, Q, E, K, C, M> {
     pub records: R,
     pub charges: P,
     pub refunds: Q,
     pub stock: E,
     pub catalog: K,
     pub clock: C,
+    pub repairs: M,
 }
 
-impl<R, P, Q, E, K, C> SagaSteps<R, P, Q, E, K, C>
+impl<R, P, Q, E, K, C, M> SagaSteps<R, P, Q, E, K, C, M>
 where
     R: CheckoutRecords,
     P: PaymentProvider,
@@ -180,6 +196,7 @@ where
     E: StockEngine,
     K: SaleCatalog,
     C: Clock,
+    M: RepairRequests,
 {
     pub async fn run(&self, input: StepInput) -> Result<Value, StepError> {
         let id = ReservationId::parse(&input.reservation_id)
@@ -292,13 +309,20 @@ where
                     "the reservation's units were lost before payment",
                 ))
             }
-            // Redis is being rebuilt or lost the sale: retried with backoff.
+            // Redis is being rebuilt or lost the sale: retried with backoff (long enough for a
+            // rebuild, see the Charge state). A lost or fenced sale gets its rebuild asked for
+            // now; a paused one is being rebuilt already.
             other @ (RestoreOutcome::Paused
             | RestoreOutcome::Fenced
-            | RestoreOutcome::SaleNotSetUp) => Err(StepError::new(
-                et::STOCK_UNAVAILABLE,
-                format!("stock not ready: {other:?}"),
-            )),
+            | RestoreOutcome::SaleNotSetUp) => {
+                if other != RestoreOutcome::Paused {
+                    self.request_rebuild(&r.sale_id).await;
+                }
+                Err(StepError::new(
+                    et::STOCK_UNAVAILABLE,
+                    format!("stock not ready: {other:?}"),
+                ))
+            }
         }
     }
 
@@ -393,6 +417,14 @@ where
             .ok_or_else(|| StepError::new(et::INVALID_INPUT, format!("no sale {sale_id}")))
     }
 
+    /// Asks for the sale's stock to be rebuilt now. A failure is only logged: the sweep finds a
+    /// lost or fenced sale within a minute anyway.
+    async fn request_rebuild(&self, sale: &crate::domain::SaleId) {
+        if let Err(error) = self.repairs.request_rebuild(sale).await {
+            tracing::error!(%error, sale_id = %sale, "could not ask for a rebuild");
+        }
+    }
+
     /// The held unit becomes sold. The reservation is paid (CONFIRMED, an order exists), so it
     /// keeps its units even if Redis lost or released its hold: they are taken as sold again,
     /// into debt if the shard has none left (reported: OVERSOLD, a person must resolve it).
@@ -423,15 +455,24 @@ where
                     json!({ "committed": true, "retaken": true, "available_after": available_after }),
                 )
             }
-            // The sale's stock is being rebuilt (the rebuild counts this order as sold).
-            // The shard is paused (a rebuild counts this sale) or gone: retried.
-            other => Err(StepError::new(et::STOCK_UNAVAILABLE, format!("{other:?}"))),
+            // The shard is paused (a rebuild runs and counts this order as sold) or the sale is
+            // gone from Redis (a rebuild is asked for): retried.
+            other => {
+                if other == CommitOutcome::SaleNotSetUp {
+                    self.request_rebuild(&r.sale_id).await;
+                }
+                Err(StepError::new(et::STOCK_UNAVAILABLE, format!("{other:?}")))
+            }
         }
     }
 
     /// Gives back anything charged: a succeeded intent is refunded, an unfinished one is
-    /// cancelled, one still processing is left to the webhook intake, which refunds a success
-    /// that arrives for a FAILED reservation.
+    /// cancelled. One still processing cannot be cancelled (Stripe refuses for cards): the step
+    /// answers `"pending": true` and the definition asks again after `refund_recheck` seconds
+    /// (WaitForCharge, RecheckRefund), until it has settled, so a success whose webhook is lost
+    /// for good is still refunded. (The webhook intake also refunds a success that arrives for
+    /// a FAILED reservation; whichever comes first refunds, with one idempotency key.) After
+    /// [`CHARGE_SETTLE_LIMIT`] of processing it gives up: ChargeUnsettled, a person's job.
     async fn refund(&self, record: &CheckoutRecord) -> Result<Value, StepError> {
         let Some(pi) = record.payment_intent_id.as_deref() else {
             return Ok(json!({ "refunded": false, "reason": "nothing was charged" }));
@@ -442,12 +483,22 @@ where
         match intent.status {
             PaymentStatus::Succeeded => self.refund_intent(&id).await,
             PaymentStatus::Canceled => Ok(json!({ "refunded": false, "reason": "canceled" })),
-            // A payment in flight cannot be cancelled (Stripe refuses for cards); if it
-            // succeeds later, its webhook finds the reservation FAILED and refunds it.
-            PaymentStatus::Processing => Ok(json!({
-                "refunded": false,
-                "reason": "still processing: a late success is refunded by the webhook intake"
-            })),
+            PaymentStatus::Processing => {
+                let started = record
+                    .payment_started_at
+                    .unwrap_or(record.reservation.created_at);
+                if started.until(self.clock.now()) > CHARGE_SETTLE_LIMIT {
+                    return Err(StepError::new(
+                        et::CHARGE_UNSETTLED,
+                        format!("{pi} still processing {CHARGE_SETTLE_LIMIT:?} after the payment began"),
+                    ));
+                }
+                Ok(json!({
+                    "refunded": false,
+                    "pending": true,
+                    "reason": "still processing: checked again later"
+                }))
+            }
             _ => match self.refunds.cancel(&id, &format!("cancel-{pi}")).await {
                 Ok(_) => Ok(json!({ "refunded": false, "reason": "canceled now" })),
                 // It succeeded between the two calls: refund it.
@@ -495,6 +546,22 @@ where
                 et::HOLD_LOST,
                 "the hold was committed (sold)",
             )),
+            ReleaseOutcome::NotFound => {
+                // Redis lost the hold (a failover): its units are back already, but the
+                // buyer's claim lives on another slot and may have survived; it must go too,
+                // or it counts against the buyer's limit for the rest of the sale.
+                self.stock
+                    .drop_claim(&sale, &r.user_id, r.reservation_id)
+                    .await
+                    .map_err(stock_error)?;
+                Ok(json!({ "released": "NotFound", "claim_dropped": true }))
+            }
+            ReleaseOutcome::SaleNotSetUp => {
+                // Redis lost the whole sale: the rebuild counts this FAILED reservation as
+                // not holding anything. Ask for it now rather than at the next sweep.
+                self.request_rebuild(&r.sale_id).await;
+                Ok(json!({ "released": "SaleNotSetUp", "rebuild_requested": true }))
+            }
             outcome => Ok(json!({ "released": format!("{outcome:?}") })),
         }
     }

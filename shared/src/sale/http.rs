@@ -154,7 +154,7 @@ fn parse_time(name: &str, raw: &str) -> Result<Timestamp, Problem> {
 
 /// Validates the body into the sale it describes (id, times and version filled in later).
 fn parse_put(sale_id: SaleId, body: &[u8], now: Timestamp) -> Result<Sale, Problem> {
-    let body: PutSaleBody = serde_json::from_slice(body)
+    let body: PutSaleBody = crate::http::request::json_object(body)
         .map_err(|e| problems::malformed_body(format!("The body is not a valid sale: {e}")))?;
     if body.total_stock > MAX_TOTAL_STOCK {
         return Err(invalid(format!(

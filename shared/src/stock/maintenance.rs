@@ -133,15 +133,6 @@ pub trait StockMaintenance: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<PendingClaim>, StockError>> + Send;
 
-    /// Frees a buyer's claim for one reservation (and its pending-claims entry). Idempotent;
-    /// true if a claim was removed.
-    fn drop_claim(
-        &self,
-        sale: &SaleStock,
-        user: &UserId,
-        id: ReservationId,
-    ) -> impl Future<Output = Result<bool, StockError>> + Send;
-
     /// Re-creates a hold from its durable reservation (not the claim: see
     /// [`StockMaintenance::restore_claims`]). With `allow_debt`, takes the units even if the
     /// shard has fewer (it goes negative). Checks the fence like a reserve does.

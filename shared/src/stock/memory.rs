@@ -188,6 +188,20 @@ impl StockEngine for InMemoryStockEngine {
         }))
     }
 
+    async fn drop_claim(
+        &self,
+        sale: &SaleStock,
+        user: &UserId,
+        id: ReservationId,
+    ) -> Result<bool, StockError> {
+        Ok(self.with(&sale.sale_id, |state| {
+            let Some(s) = state else { return false };
+            let had = s.claims.get(user).is_some_and(|c| c.contains_key(&id));
+            s.unclaim(user, id);
+            had
+        }))
+    }
+
     async fn commit(
         &self,
         sale: &SaleStock,

@@ -353,6 +353,17 @@ pub trait StockEngine: Send + Sync {
         reservation_id: ReservationId,
     ) -> impl Future<Output = Result<ReleaseOutcome, StockError>> + Send;
 
+    /// Frees a buyer's claim for one reservation (and its pending-claims entry), on the buyer's
+    /// home shard. For a reservation being closed whose hold Redis no longer has
+    /// ([`ReleaseOutcome::NotFound`]: release cannot learn the buyer from a hold that is gone),
+    /// and for holds no record backs. Idempotent; true if a claim was removed.
+    fn drop_claim(
+        &self,
+        sale: &SaleStock,
+        user: &UserId,
+        reservation_id: ReservationId,
+    ) -> impl Future<Output = Result<bool, StockError>> + Send;
+
     /// Turns a hold into sold stock. Safe to repeat.
     fn commit(
         &self,

@@ -105,6 +105,15 @@ impl<E: StockEngine, K: Clock> StockEngine for SoldOutCache<E, K> {
         Ok(outcome)
     }
 
+    async fn drop_claim(
+        &self,
+        sale: &SaleStock,
+        user: &UserId,
+        id: ReservationId,
+    ) -> Result<bool, StockError> {
+        self.inner.drop_claim(sale, user, id).await
+    }
+
     async fn commit(
         &self,
         sale: &SaleStock,

@@ -224,25 +224,6 @@ where
             .collect()
     }
 
-    async fn drop_claim(
-        &self,
-        sale: &SaleStock,
-        user: &UserId,
-        id: ReservationId,
-    ) -> Result<bool, StockError> {
-        let home = ShardKeys::new(&sale.sale_id, sale.shards.home_of(user));
-        let mut conn = self.conn.clone();
-        let removed: i64 = scripts::UNCLAIM
-            .prepare_invoke()
-            .key(home.user(user))
-            .key(home.pending_claims())
-            .arg(id.to_string())
-            .arg(user.as_str())
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(removed > 0)
-    }
-
     async fn restore_hold(
         &self,
         sale: &SaleStock,

@@ -61,3 +61,81 @@ impl<T: RepairRequests> RepairRequests for &T {
         (**self).request_rebuild(sale)
     }
 }
+
+/// At most one request per sale per `window` from this process: without it, a crowd meeting a
+/// fenced or lost shard would send one message per refused request (thousands a second), and
+/// the consumer would be invoked as often to find the rebuild already done. A request that
+/// fails to send does not count, so the next caller tries again.
+pub struct Debounced<R> {
+    inner: R,
+    window: std::time::Duration,
+    last_sent: std::sync::Mutex<std::collections::HashMap<SaleId, std::time::Instant>>,
+}
+
+impl<R> Debounced<R> {
+    /// 5 s: a rebuild takes about that long (its settle pause and the reads), and a request sent
+    /// while one runs changes nothing.
+    pub const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+    pub fn new(inner: R, window: std::time::Duration) -> Self {
+        Self {
+            inner,
+            window,
+            last_sent: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// True if a request for `sale` should go out now; marks it sent.
+    fn claim_slot(&self, sale: &SaleId) -> bool {
+        let mut last = self.last_sent.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match last.get(sale) {
+            Some(at) if now.duration_since(*at) < self.window => false,
+            _ => {
+                last.insert(sale.clone(), now);
+                true
+            }
+        }
+    }
+
+    fn release_slot(&self, sale: &SaleId) {
+        self.last_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sale);
+    }
+}
+
+impl<R: RepairRequests> RepairRequests for Debounced<R> {
+    async fn request_rebuild(&self, sale: &SaleId) -> Result<(), RepairError> {
+        if !self.claim_slot(sale) {
+            return Ok(());
+        }
+        let sent = self.inner.request_rebuild(sale).await;
+        if sent.is_err() {
+            self.release_slot(sale);
+        }
+        sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::RecordedRepairs;
+    use super::*;
+
+    #[tokio::test]
+    async fn debounced_sends_one_request_per_sale_per_window() {
+        let recorded = std::sync::Arc::new(RecordedRepairs::default());
+        let debounced = Debounced::new(std::sync::Arc::clone(&recorded), std::time::Duration::from_millis(200));
+        let (a, b) = (SaleId::parse("a").unwrap(), SaleId::parse("b").unwrap());
+        for _ in 0..100 {
+            debounced.request_rebuild(&a).await.unwrap();
+        }
+        debounced.request_rebuild(&b).await.unwrap();
+        assert_eq!(recorded.requested(), vec![a.clone(), b.clone()]);
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        debounced.request_rebuild(&a).await.unwrap();
+        assert_eq!(recorded.requested().len(), 3);
+    }
+}
