@@ -2,7 +2,7 @@
 
 import subprocess
 
-from conftest import ROOT
+import requests
 
 
 def test_readiness_reports_redis_and_dynamodb_reachable(api, http):
@@ -21,13 +21,11 @@ def test_liveness_answers(api, http):
 
 
 def test_readiness_fails_fast_with_503_when_redis_is_down(api, http):
-    """Stop Redis under the deployed function: readiness must say so within its timeout."""
-    port = "6379"
-    pid = subprocess.run(["cat", str(ROOT / ".local" / "run" / "redis.pid")], capture_output=True, text=True).stdout.strip()
-    assert pid, "redis pid file"
-    subprocess.run(["redis-cli", "-p", port, "DEBUG", "SLEEP", "0"], check=True, capture_output=True)
-    # Pause Redis (SIGSTOP) rather than kill it: the health check must time out, not hang.
-    subprocess.run(["kill", "-STOP", pid], check=True)
+    """Redis stops answering under the deployed function: readiness must say so within its
+    timeout. The Redis endpoint's fault proxy (localstack/env.sh) holds every byte (stall), as a
+    frozen primary would."""
+    control = "http://127.0.0.1:6398"
+    assert requests.post(f"{control}/mode", json={"mode": "stall"}, timeout=10).status_code == 200
     try:
         response = http.get(f"{api}/health", timeout=30)
         assert response.status_code == 503, response.text
@@ -36,13 +34,13 @@ def test_readiness_fails_fast_with_503_when_redis_is_down(api, http):
         assert checks["dynamodb"]["ok"] is True
         assert checks["redis"]["latency_ms"] < 3000
     finally:
-        subprocess.run(["kill", "-CONT", pid], check=True)
+        requests.post(f"{control}/mode", json={"mode": "pass"}, timeout=10)
     assert http.get(f"{api}/health", timeout=30).status_code == 200
 
 
 def test_every_listener_of_the_environment_is_on_loopback():
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-    ours = [l for l in out.splitlines() if any(p in l for p in ("redis", "python", "java", "bootstrap"))]
+    ours = [l for l in out.splitlines() if any(p in l for p in ("redis", "python", "java", "bootstrap", "fault-proxy"))]
     assert ours, out
     for line in ours:
         local = line.split()[3]

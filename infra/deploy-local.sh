@@ -13,7 +13,8 @@
 # is 127.0.0.1, so the per-IP bucket gets big numbers (the per-user one keeps its defaults).
 #
 # Environment (all optional): LOCALSTACK_ENDPOINT (default http://127.0.0.1:4566), STAGE (dev),
-# REDIS_URL (redis://127.0.0.1:6379, what the functions connect to), LAMBDA_DIR
+# REDIS_URL (redis://127.0.0.1:6379, what the functions connect to), AWS_FAULT_PROXY_URL
+# (http://127.0.0.1:4567; empty: the functions call LocalStack directly), LAMBDA_DIR
 # (<repo>/target/lambda). Extra arguments are passed to `cdk deploy` (e.g. --hotswap).
 set -euo pipefail
 
@@ -88,8 +89,12 @@ context=(-c local=true -c arch=x86_64 -c "stage=$stage" -c "redisUrl=$redis_url"
   -c authorizerViaApi=true
   # Short waits for the provider's webhook and a short breaker cool-down, so the end-to-end
   # tests of timeouts and outages finish in seconds (AWS defaults: 600 s / 300 s / 30 s).
-  -c chargeTimeoutSeconds="${CHARGE_TIMEOUT_SECONDS:-50}" -c chargeHeartbeatSeconds="${CHARGE_HEARTBEAT_SECONDS:-25}"
+  -c chargeTimeoutSeconds="${CHARGE_TIMEOUT_SECONDS:-50}" -c chargeHeartbeatSeconds="${CHARGE_HEARTBEAT_SECONDS:-25}" -c refundRecheckSeconds=5
   -c breakerFailureThreshold=3 -c breakerCooldownMs=5000)
+# DynamoDB and Step Functions through the fault proxy localstack/env.sh starts (it only forwards
+# until the chaos suite sets a fault); AWS_FAULT_PROXY_URL= (empty) makes the functions go direct.
+fault_proxy="${AWS_FAULT_PROXY_URL-http://127.0.0.1:4567}"
+if [[ -n "$fault_proxy" ]]; then context+=(-c "awsFaultProxyUrl=$fault_proxy"); fi
 cdklocal=(node_modules/.bin/cdklocal --no-notices)
 
 # Bootstrap only when the toolkit stack's version parameter is missing. The probe is an SSM

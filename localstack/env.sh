@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# The local AWS environment: Redis (stand-in for ElastiCache), LocalStack in host mode with
-# the host Lambda executor, and the payment sandbox (tools/payment-sandbox, a stand-in for
-# Stripe's API that sends signed webhooks). Run install.sh first.
+# The local AWS environment: Redis as ElastiCache Multi-AZ gives it (a primary, a replica and
+# three Sentinels behind one primary endpoint), LocalStack in host mode with the host Lambda
+# executor, and the payment sandbox (tools/payment-sandbox, a stand-in for Stripe's API that
+# sends signed webhooks). Run install.sh first.
 #
-#   env.sh start     start both (harmless if already running); waits until ready
-#   env.sh stop      stop both, including every Lambda process LocalStack started
+#   env.sh start     start everything (harmless if already running); waits until ready
+#   env.sh stop      stop everything, including every Lambda process LocalStack started
 #   env.sh status    print what runs; exit 0 if all is up, 3 otherwise
 #   env.sh restart   stop, then start
+#   env.sh heal-redis  restart a data node that died, as a replica of the current primary
+#
+# The two fault points (tools/fault-proxy; with no fault set they only forward, the chaos suite
+# drives them through their control ports):
+#   - the Redis primary endpoint 127.0.0.1:$FLASHSALE_REDIS_PORT (default 6379) follows Sentinel
+#     to the current primary, as ElastiCache moves its primary endpoint's DNS name (control 6398);
+#     the data nodes listen on 6390 and 6391, the Sentinels on 26390-26392;
+#   - the AWS endpoint 127.0.0.1:4567 forwards to LocalStack (4566); the functions reach
+#     DynamoDB and Step Functions through it (control 6397).
 #
 # Everything listens on 127.0.0.1 only. State, logs and pid files live in <repo>/.local/.
 # Environment: FLASHSALE_REDIS_PORT (default 6379), FLASHSALE_START_TIMEOUT (s, default 90),
@@ -29,10 +39,22 @@ START_TIMEOUT="${FLASHSALE_START_TIMEOUT:-90}"
 SANDBOX_PORT="${FLASHSALE_SANDBOX_PORT:-12111}"
 SANDBOX_URL="http://127.0.0.1:$SANDBOX_PORT"
 SANDBOX_BIN="$ROOT/target/debug/payment-sandbox"
+PROXY_BIN="$ROOT/target/debug/fault-proxy"
 
-REDIS_PID="$RUN/redis.pid"
+# The Redis group: two data nodes (either may be the primary after a failover), three Sentinels
+# (quorum 2), the endpoint in front of them. Sentinel settings as testkit/src/sentinel.rs, whose
+# failover tests measured them: a killed primary is replaced in about 2 s.
+REDIS_NODE_PORTS=(6390 6391)
+SENTINEL_PORTS=(26390 26391 26392)
+SENTINEL_MASTER=fs
+REDIS_CONTROL_PORT=6398
+AWS_PROXY_PORT=4567
+AWS_CONTROL_PORT=6397
+
 LS_PID="$RUN/localstack.pid"
 SANDBOX_PID="$RUN/payment-sandbox.pid"
+ENDPOINT_PID="$RUN/redis-endpoint.pid"
+AWS_PROXY_PID="$RUN/aws-proxy.pid"
 
 say() { printf '[env] %s\n' "$*"; }
 die() { printf '[env] error: %s\n' "$*" >&2; exit 1; }
@@ -65,27 +87,133 @@ running() { [[ -r "/proc/$1/stat" ]] && ! awk '{ exit ($3 == "Z" ? 0 : 1) }' "/p
 # the Lambda bootstraps, which sit in process groups of their own inside the session)
 session_pids() { ps -eo pid=,sid=,stat= | awk -v sid="$1" '$2 == sid && $3 !~ /^Z/ { print $1 }'; }
 
-start_redis() {
-    if pid_alive "$REDIS_PID" redis-server && redis_up; then
-        say "redis already running (pid $(cat "$REDIS_PID"), port $REDIS_PORT)"
-        return
-    fi
-    port_in_use "$REDIS_PORT" && die "port $REDIS_PORT is taken by another process (set FLASHSALE_REDIS_PORT)"
-    mkdir -p "$LOCAL/redis"
-    [[ -f "$LOGS/redis.log" ]] && mv "$LOGS/redis.log" "$LOGS/redis.log.1"  # keep the last run's log
-    # No persistence: an empty Redis on every start, like a fresh ElastiCache.
-    setsid redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
-        --dir "$LOCAL/redis" --daemonize no --protected-mode yes \
-        </dev/null >>"$LOGS/redis.log" 2>&1 &
-    echo $! >"$REDIS_PID"
-    echo "$REDIS_PORT" >"$RUN/redis.port"
-    for _ in $(seq 1 100); do
-        redis_up && { say "redis up (pid $(cat "$REDIS_PID"), port $REDIS_PORT)"; return; }
-        pid_alive "$REDIS_PID" redis-server || break
+# wait_for TRIES WHAT CHECK...: runs CHECK every 50 ms until it succeeds; dies with WHAT if not
+wait_for() {
+    local tries=$1 what=$2
+    shift 2
+    for _ in $(seq 1 "$tries"); do
+        "$@" && return 0
         sleep 0.05
     done
-    tail -n 20 "$LOGS/redis.log" >&2 || true
-    die "redis did not start (log: $LOGS/redis.log)"
+    die "$what"
+}
+
+# start_daemon NAME CMD...: runs CMD in a session of its own, logs to NAME.log (the last run's
+# kept as NAME.log.1), pid in NAME.pid.
+start_daemon() {
+    local name=$1
+    shift
+    [[ -f "$LOGS/$name.log" ]] && mv "$LOGS/$name.log" "$LOGS/$name.log.1"
+    setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
+    echo $! >"$RUN/$name.pid"
+}
+
+node_up() { redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null | grep -q PONG; }
+replica_synced() { redis-cli -h 127.0.0.1 -p "$1" info replication 2>/dev/null | grep -q 'master_link_status:up'; }
+sentinel_sees_group() {
+    local info
+    info="$(redis-cli -h 127.0.0.1 -p "$1" sentinel master "$SENTINEL_MASTER" 2>/dev/null)" || return 1
+    [[ "$(grep -A1 -x num-slaves <<<"$info" | tail -1)" == 1 &&
+        "$(grep -A1 -x num-other-sentinels <<<"$info" | tail -1)" == 2 ]]
+}
+
+build_proxy() {
+    # ./dev build and ./dev test build it with the workspace; build it here only if missing.
+    if [[ ! -x "$PROXY_BIN" ]]; then
+        (cd "$ROOT" && cargo build -q --locked -p fault-proxy) || die "could not build tools/fault-proxy"
+    fi
+}
+
+redis_group_running() {
+    local port
+    for port in "${REDIS_NODE_PORTS[@]}"; do pid_alive "$RUN/redis-$port.pid" redis-server || return 1; done
+    for port in "${SENTINEL_PORTS[@]}"; do pid_alive "$RUN/sentinel-$port.pid" redis-server || return 1; done
+    pid_alive "$ENDPOINT_PID" fault-proxy
+}
+
+start_redis() {
+    if redis_group_running && redis_up; then
+        say "redis already running (endpoint 127.0.0.1:$REDIS_PORT, pid $(cat "$ENDPOINT_PID"))"
+        return
+    fi
+    # A group that is partly up (a node killed by a test, say) starts over.
+    stop_redis
+    local port
+    for port in "$REDIS_PORT" "$REDIS_CONTROL_PORT" "${REDIS_NODE_PORTS[@]}" "${SENTINEL_PORTS[@]}"; do
+        port_in_use "$port" && die "port $port is taken by another process (FLASHSALE_REDIS_PORT sets the endpoint's)"
+    done
+    build_proxy
+    rm -rf "$LOCAL/redis"
+    local primary=${REDIS_NODE_PORTS[0]} replica=${REDIS_NODE_PORTS[1]}
+    # No persistence: an empty Redis on every start, like a fresh ElastiCache.
+    for port in "${REDIS_NODE_PORTS[@]}"; do
+        local extra=()
+        [[ $port == "$replica" ]] && extra=(--replicaof 127.0.0.1 "$primary")
+        mkdir -p "$LOCAL/redis/$port"
+        start_daemon "redis-$port" redis-server --bind 127.0.0.1 --port "$port" --save "" \
+            --appendonly no --dir "$LOCAL/redis/$port" --daemonize no --protected-mode yes "${extra[@]}"
+    done
+    for port in "${REDIS_NODE_PORTS[@]}"; do
+        wait_for 200 "redis on $port did not start (log: $LOGS/redis-$port.log)" node_up "$port"
+    done
+    wait_for 400 "the replica on $replica did not sync (log: $LOGS/redis-$replica.log)" replica_synced "$replica"
+    for port in "${SENTINEL_PORTS[@]}"; do
+        # Sentinel rewrites its file as it learns the group: a fresh one each start.
+        cat >"$LOCAL/redis/sentinel-$port.conf" <<EOF
+port $port
+bind 127.0.0.1
+dir $LOCAL/redis
+sentinel monitor $SENTINEL_MASTER 127.0.0.1 $primary 2
+sentinel down-after-milliseconds $SENTINEL_MASTER 1000
+sentinel failover-timeout $SENTINEL_MASTER 5000
+sentinel parallel-syncs $SENTINEL_MASTER 1
+EOF
+        start_daemon "sentinel-$port" redis-server "$LOCAL/redis/sentinel-$port.conf" --sentinel
+    done
+    for port in "${SENTINEL_PORTS[@]}"; do
+        wait_for 600 "sentinel $port does not see the group (log: $LOGS/sentinel-$port.log)" sentinel_sees_group "$port"
+    done
+    local sentinels
+    sentinels="$(printf '127.0.0.1:%s,' "${SENTINEL_PORTS[@]}")"
+    start_daemon redis-endpoint "$PROXY_BIN" redis --listen "$REDIS_PORT" \
+        --target "127.0.0.1:$primary" --sentinels "${sentinels%,}" --control "$REDIS_CONTROL_PORT"
+    echo "$REDIS_PORT" >"$RUN/redis.port"
+    wait_for 200 "the redis endpoint did not start (log: $LOGS/redis-endpoint.log)" redis_up
+    say "redis up: primary 127.0.0.1:$primary, replica 127.0.0.1:$replica, sentinels ${SENTINEL_PORTS[*]}, endpoint 127.0.0.1:$REDIS_PORT (pid $(cat "$ENDPOINT_PID"))"
+}
+
+# stop_redis: the endpoint, the Sentinels (before the data nodes, so that they start no
+# failover), then the data nodes.
+stop_redis() {
+    local port
+    stop_session "$ENDPOINT_PID" fault-proxy "redis endpoint"
+    for port in "${SENTINEL_PORTS[@]}"; do stop_session "$RUN/sentinel-$port.pid" redis-server "sentinel $port"; done
+    for port in "${REDIS_NODE_PORTS[@]}"; do stop_session "$RUN/redis-$port.pid" redis-server "redis $port"; done
+    rm -f "$RUN/redis.port"
+}
+
+# The primary now, as the Sentinels see it (host:port), or nothing.
+redis_primary() {
+    local port
+    for port in "${SENTINEL_PORTS[@]}"; do
+        redis-cli -h 127.0.0.1 -p "$port" sentinel get-master-addr-by-name "$SENTINEL_MASTER" 2>/dev/null | paste -sd: - && return
+    done
+}
+
+aws_proxy_up() { curl -fsS --max-time 2 "http://127.0.0.1:$AWS_CONTROL_PORT/calls" >/dev/null 2>&1; }
+
+start_aws_proxy() {
+    if pid_alive "$AWS_PROXY_PID" fault-proxy && aws_proxy_up; then
+        say "aws fault proxy already running (pid $(cat "$AWS_PROXY_PID"), 127.0.0.1:$AWS_PROXY_PORT)"
+        return
+    fi
+    stop_session "$AWS_PROXY_PID" fault-proxy "aws fault proxy"
+    port_in_use "$AWS_PROXY_PORT" && die "port $AWS_PROXY_PORT is taken by another process"
+    port_in_use "$AWS_CONTROL_PORT" && die "port $AWS_CONTROL_PORT is taken by another process"
+    build_proxy
+    start_daemon aws-proxy "$PROXY_BIN" aws --listen "$AWS_PROXY_PORT" --upstream "$LS_URL" --control "$AWS_CONTROL_PORT"
+    wait_for 200 "the aws fault proxy did not start (log: $LOGS/aws-proxy.log)" aws_proxy_up
+    say "aws fault proxy up (127.0.0.1:$AWS_PROXY_PORT -> $LS_URL, pid $(cat "$AWS_PROXY_PID"))"
 }
 
 start_localstack() {
@@ -237,23 +365,52 @@ cmd_start() {
     mkdir -p "$RUN" "$LOGS"
     start_redis
     start_sandbox
+    start_aws_proxy
     start_localstack
+}
+
+# A data node that died (the chaos suite kills the primary) comes back as a replica of the
+# primary Sentinel promoted, as ElastiCache replaces a failed node.
+cmd_heal_redis() {
+    local port primary
+    primary="$(redis_primary)"
+    [[ -n "$primary" ]] || die "no Sentinel knows a primary"
+    for port in "${REDIS_NODE_PORTS[@]}"; do
+        pid_alive "$RUN/redis-$port.pid" redis-server && continue
+        [[ "127.0.0.1:$port" == "$primary" ]] && die "the primary $primary is down and no replica was promoted yet"
+        rm -rf "$LOCAL/redis/$port" && mkdir -p "$LOCAL/redis/$port"
+        start_daemon "redis-$port" redis-server --bind 127.0.0.1 --port "$port" --save "" \
+            --appendonly no --dir "$LOCAL/redis/$port" --daemonize no --protected-mode yes \
+            --replicaof "${primary%:*}" "${primary#*:}"
+        wait_for 200 "redis on $port did not start (log: $LOGS/redis-$port.log)" node_up "$port"
+        wait_for 400 "redis on $port did not sync with $primary" replica_synced "$port"
+        say "redis $port is back as a replica of $primary"
+    done
 }
 
 cmd_stop() {
     stop_session "$LS_PID" localstack.runtime.main localstack
     kill_stragglers
+    stop_session "$AWS_PROXY_PID" fault-proxy "aws fault proxy"
     stop_session "$SANDBOX_PID" payment-sandbox "payment sandbox"
-    stop_session "$REDIS_PID" redis-server redis
-    rm -f "$RUN/redis.port"
+    stop_redis
 }
 
 cmd_status() {
     local ok=0
-    if pid_alive "$REDIS_PID" redis-server && redis_up; then
-        say "redis: running (pid $(cat "$REDIS_PID"), 127.0.0.1:$REDIS_PORT)"
+    if redis_group_running && redis_up; then
+        say "redis: running (endpoint 127.0.0.1:$REDIS_PORT -> primary $(redis_primary), pid $(cat "$ENDPOINT_PID"))"
+    elif redis_up; then
+        say "redis: degraded (a data node or Sentinel is down; env.sh heal-redis brings a node back)"
+        ok=3
     else
         say "redis: not running"
+        ok=3
+    fi
+    if pid_alive "$AWS_PROXY_PID" fault-proxy && aws_proxy_up; then
+        say "aws fault proxy: running (pid $(cat "$AWS_PROXY_PID"), 127.0.0.1:$AWS_PROXY_PORT -> $LS_URL)"
+    else
+        say "aws fault proxy: not running"
         ok=3
     fi
     if pid_alive "$SANDBOX_PID" payment-sandbox && sandbox_up; then
@@ -275,7 +432,7 @@ cmd_status() {
 }
 
 # A running Redis keeps the port it was started with, whatever FLASHSALE_REDIS_PORT says now.
-if pid_alive "$REDIS_PID" redis-server && [[ -f "$RUN/redis.port" ]]; then
+if pid_alive "$ENDPOINT_PID" fault-proxy && [[ -f "$RUN/redis.port" ]]; then
     REDIS_PORT="$(cat "$RUN/redis.port")"
 fi
 
@@ -284,5 +441,6 @@ case "${1:-}" in
     stop) cmd_stop ;;
     status) cmd_status ;;
     restart) cmd_stop; cmd_start ;;
-    *) echo "usage: $0 start|stop|status|restart" >&2; exit 2 ;;
+    heal-redis) cmd_heal_redis ;;
+    *) echo "usage: $0 start|stop|status|restart|heal-redis" >&2; exit 2 ;;
 esac

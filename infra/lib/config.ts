@@ -53,6 +53,13 @@ export interface FlashsaleConfig {
    * the deploy. The handlers refuse requests without an authorizer identity (401) regardless.
    */
   readonly authorizerViaApi: boolean;
+  /**
+   * Local mode only (`-c awsFaultProxyUrl=http://127.0.0.1:4567`, set by deploy-local.sh): the
+   * functions reach DynamoDB and Step Functions through this endpoint, the fault proxy that
+   * localstack/env.sh starts in front of LocalStack, so the chaos suite can throttle, fail, slow
+   * or lose their answers. Undefined: the SDK's default endpoint (LocalStack's, or AWS's).
+   */
+  readonly awsFaultProxyUrl?: string;
   /** The payment provider (Stripe's API, or the local sandbox that speaks it). */
   readonly payments: PaymentsConfig;
   /** The expiry cleanup: how often the scheduled rule fires and how the run is bounded. */
@@ -97,6 +104,11 @@ export interface PaymentsConfig {
   /** Charge step: overall timeout and heartbeat of the wait for the provider's webhook. */
   readonly chargeTimeoutSeconds: number;
   readonly chargeHeartbeatSeconds: number;
+  /**
+   * Compensation: seconds between two looks at a charge that was still `processing` when the
+   * payment failed (it cannot be cancelled; it is refunded once it succeeds).
+   */
+  readonly refundRecheckSeconds: number;
   readonly breakerFailureThreshold: number;
   readonly breakerCooldownMs: number;
 }
@@ -152,6 +164,7 @@ export const DEFAULTS = {
   stripeSecretName: 'flashsale/stripe',
   chargeTimeoutSeconds: 600,
   chargeHeartbeatSeconds: 300,
+  refundRecheckSeconds: 300,
   breakerFailureThreshold: 5,
   breakerCooldownMs: 30000,
   expiryEveryMinutes: 1,
@@ -205,6 +218,22 @@ function positive(get: ContextGetter, key: string, dflt: number): number {
     throw new Error(`context "${key}" must be a number > 0, got "${v}"`);
   }
   return n;
+}
+
+/** An http URL on the loopback interface (local endpoints must never leave the machine). */
+function loopbackUrl(get: ContextGetter, key: string): string | undefined {
+  const v = str(get, key);
+  if (v === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    throw new Error(`context "${key}" must be a URL, got "${v}"`);
+  }
+  if (url.protocol !== 'http:' || !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) {
+    throw new Error(`context "${key}" must be an http URL on the loopback interface, got "${v}"`);
+  }
+  return v.replace(/\/$/, '');
 }
 
 /**
@@ -309,6 +338,7 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
     soldOutCacheMs: int(get, 'soldOutCacheMs', DEFAULTS.soldOutCacheMs, 0),
     localJwt,
     authorizerViaApi: local && bool(get, 'authorizerViaApi'),
+    awsFaultProxyUrl: local ? loopbackUrl(get, 'awsFaultProxyUrl') : undefined,
     payments: paymentsFromContext(get, local),
     expiry: {
       everyMinutes: int(get, 'expiryEveryMinutes', DEFAULTS.expiryEveryMinutes, 1),
@@ -321,7 +351,7 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
 }
 
 /**
- * `stripeApiBase`, `chargeTimeoutSeconds`, `chargeHeartbeatSeconds`, `breakerFailureThreshold`,
+ * `stripeApiBase`, `chargeTimeoutSeconds`, `chargeHeartbeatSeconds`, `refundRecheckSeconds`, `breakerFailureThreshold`,
  * `breakerCooldownMs`; locally also `stripeSecretKey` and `stripeWebhookSecrets` (defaults: the
  * sandbox's), on AWS `stripeSecretName`.
  */
@@ -334,6 +364,7 @@ function paymentsFromContext(get: ContextGetter, local: boolean): PaymentsConfig
   const common = {
     chargeTimeoutSeconds,
     chargeHeartbeatSeconds,
+    refundRecheckSeconds: int(get, 'refundRecheckSeconds', DEFAULTS.refundRecheckSeconds, 1),
     breakerFailureThreshold: int(get, 'breakerFailureThreshold', DEFAULTS.breakerFailureThreshold, 1),
     breakerCooldownMs: int(get, 'breakerCooldownMs', DEFAULTS.breakerCooldownMs, 1),
   };

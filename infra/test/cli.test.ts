@@ -18,7 +18,7 @@ describe('cdk synth (CLI)', () => {
         '-c', 'local=true', '-c', 'arch=x86_64', '-c', `lambdaDir=${lambdaDir}`,
         '-c', `jwtPublicKeyFile=${testPublicKeyFile()}`,
         '-c', 'rateIpCapacity=100000', '-c', 'rateIpRefillPerSec=10000',
-        '-c', 'chargeTimeoutSeconds=50', '-c', 'chargeHeartbeatSeconds=25',
+        '-c', 'chargeTimeoutSeconds=50', '-c', 'chargeHeartbeatSeconds=25', '-c', 'refundRecheckSeconds=5',
         '-c', 'breakerFailureThreshold=3', '-c', 'breakerCooldownMs=5000'],
       {
         cwd: INFRA_DIR,
@@ -46,6 +46,7 @@ describe('cdk synth (CLI)', () => {
     assert.equal(machines[0].Properties.StateMachineType, 'STANDARD');
     assert.equal(machines[0].Properties.DefinitionSubstitutions.ChargeTimeoutSeconds, '50');
     assert.equal(machines[0].Properties.DefinitionSubstitutions.ChargeHeartbeatSeconds, '25');
+    assert.equal(machines[0].Properties.DefinitionSubstitutions.RefundRecheckSeconds, '5');
     const rules = Object.values<any>(template.Resources).filter((r) => r.Type === 'AWS::Events::Rule');
     assert.deepEqual(rules.map((r) => r.Properties.ScheduleExpression), ['rate(1 minute)']);
     const sagaStepsEnv = byName.get('saga-steps').Properties.Environment.Variables;

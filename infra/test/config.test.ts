@@ -56,6 +56,17 @@ describe('context', () => {
     assert.throws(() => cfg({ rateUserRefillPerSec: '0' }), /rateUserRefillPerSec/);
     assert.throws(() => cfg({ rateIpRefillPerSec: 'lots' }), /rateIpRefillPerSec/);
     assert.throws(() => cfg({ soldOutCacheMs: '-1' }), /soldOutCacheMs/);
+    const local = { local: 'true', jwtPublicKeyFile: testPublicKeyFile() };
+    assert.throws(() => cfg({ ...local, awsFaultProxyUrl: 'http://10.0.0.5:4567' }), /loopback/);
+    assert.throws(() => cfg({ ...local, awsFaultProxyUrl: 'https://127.0.0.1:4567' }), /loopback/);
+    assert.throws(() => cfg({ ...local, awsFaultProxyUrl: 'proxy' }), /awsFaultProxyUrl/);
+  });
+
+  it('awsFaultProxyUrl: a loopback URL in local mode, without its trailing slash; never on AWS', () => {
+    const local = { local: 'true', jwtPublicKeyFile: testPublicKeyFile() };
+    assert.equal(cfg({ ...local, awsFaultProxyUrl: 'http://127.0.0.1:4567/' }).awsFaultProxyUrl, 'http://127.0.0.1:4567');
+    assert.equal(cfg(local).awsFaultProxyUrl, undefined);
+    assert.equal(cfg({ awsFaultProxyUrl: 'http://127.0.0.1:4567' }).awsFaultProxyUrl, undefined);
   });
 
   it('rate limits and the sold-out cache come from context', () => {
@@ -130,6 +141,7 @@ describe('context: payments and expiry', () => {
       secretName: 'flashsale/stripe',
       chargeTimeoutSeconds: 600,
       chargeHeartbeatSeconds: 300,
+      refundRecheckSeconds: 300,
       breakerFailureThreshold: 5,
       breakerCooldownMs: 30000,
     });
@@ -149,6 +161,7 @@ describe('context: payments and expiry', () => {
       webhookSecrets: 'whsec_sandbox',
       chargeTimeoutSeconds: 600,
       chargeHeartbeatSeconds: 300,
+      refundRecheckSeconds: 300,
       breakerFailureThreshold: 5,
       breakerCooldownMs: 30000,
     });
@@ -158,6 +171,7 @@ describe('context: payments and expiry', () => {
       stripeWebhookSecrets: 'whsec_a,whsec_b',
       chargeTimeoutSeconds: '30',
       chargeHeartbeatSeconds: '15',
+      refundRecheckSeconds: '5',
       breakerFailureThreshold: '3',
       breakerCooldownMs: '5000',
     }).payments;
@@ -166,6 +180,8 @@ describe('context: payments and expiry', () => {
     assert.equal(custom.webhookSecrets, 'whsec_a,whsec_b');
     assert.equal(custom.chargeTimeoutSeconds, 30);
     assert.equal(custom.chargeHeartbeatSeconds, 15);
+    assert.equal(custom.refundRecheckSeconds, 5);
+    assert.throws(() => local({ refundRecheckSeconds: '0' }), /refundRecheckSeconds/);
     assert.equal(custom.breakerFailureThreshold, 3);
     assert.equal(custom.breakerCooldownMs, 5000);
     assert.equal(custom.secretName, undefined);

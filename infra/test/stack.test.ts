@@ -316,6 +316,23 @@ describe('network', () => {
     assert.equal(fn.Properties.Environment.Variables.REDIS_URL, 'redis://127.0.0.1:7777');
   });
 
+  it('LocalStack with awsFaultProxyUrl: every function reaches DynamoDB and Step Functions through it, nothing else', () => {
+    const { template } = synth({ ...LOCAL, awsFaultProxyUrl: 'http://127.0.0.1:4567' });
+    const fns = resourcesOf(template, 'AWS::Lambda::Function');
+    assert.ok(fns.length >= 10);
+    for (const [id, fn] of fns) {
+      const vars = fn.Properties.Environment.Variables;
+      assert.equal(vars.AWS_ENDPOINT_URL_DYNAMODB, 'http://127.0.0.1:4567', id);
+      assert.equal(vars.AWS_ENDPOINT_URL_SFN, 'http://127.0.0.1:4567', id);
+      const endpoints = Object.keys(vars).filter((k) => k.startsWith('AWS_ENDPOINT_URL'));
+      assert.deepEqual(endpoints.sort(), ['AWS_ENDPOINT_URL_DYNAMODB', 'AWS_ENDPOINT_URL_SFN'], id);
+    }
+    const [, plain] = healthFunction(LOCAL);
+    assert.equal(plain.Properties.Environment.Variables.AWS_ENDPOINT_URL_DYNAMODB, undefined);
+    const [, onAws] = healthFunction({ ...AWS, awsFaultProxyUrl: 'http://127.0.0.1:4567' });
+    assert.equal(onAws.Properties.Environment.Variables.AWS_ENDPOINT_URL_DYNAMODB, undefined, 'ignored on AWS');
+  });
+
   it('LocalStack: REDIS_URL defaults to redis://127.0.0.1:6379', () => {
     const [, fn] = healthFunction({ local: 'true' });
     assert.equal(fn.Properties.Environment.Variables.REDIS_URL, 'redis://127.0.0.1:6379');

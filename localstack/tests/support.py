@@ -78,6 +78,11 @@ def poll(fetch, done, timeout: float = 30.0, interval: float = 0.2):
 LOOPBACK_HOSTS = {"127.0.0.1", "[::1]", "[::ffff:127.0.0.1]"}
 
 
+# The pid files env.sh writes for the processes it starts (LocalStack's children have none).
+REDIS_GROUP_PIDS = ("redis-6390", "redis-6391", "sentinel-26390", "sentinel-26391", "sentinel-26392", "redis-endpoint")
+ENVIRONMENT_PIDS = (*REDIS_GROUP_PIDS, "aws-proxy", "payment-sandbox", "localstack")
+
+
 def pid_from(name: str) -> int | None:
     path = LOCAL / "run" / f"{name}.pid"
     try:
@@ -94,9 +99,10 @@ def alive(process: psutil.Process) -> bool:
 
 
 def our_processes() -> list[psutil.Process]:
-    """Redis, LocalStack and everything LocalStack started (DynamoDB Local, bootstraps)."""
+    """The Redis group, the fault proxies, LocalStack and everything LocalStack started (DynamoDB
+    Local, bootstraps)."""
     found = []
-    for name in ("redis", "localstack"):
+    for name in ENVIRONMENT_PIDS:
         pid = pid_from(name)
         if pid is None:
             continue
