@@ -13,7 +13,7 @@ import requests
 from conftest import aws, new_sale, token
 from payments import (
     BREAKER_KEY, DEFAULT_SWITCHES, SANDBOX, assert_invariant, events_for, events_of, intents_of, order_item,
-    pay, redis, redis_levels, reservation_item, reserve, settle, stats, status_of, switches, wait_for_status,
+    pay, redis, redis_levels, reservation_item, reserve, settle, stats, status_of, switches, wait_for_saga, wait_for_status,
 )
 
 SHARDS = 4
@@ -143,18 +143,23 @@ def test_duplicate_and_reordered_webhooks_make_one_order_and_one_charge(api, htt
     assert_invariant(sale_id, SHARDS, outputs)
 
 
-def test_a_success_after_compensation_is_refunded(api, http, admin_token, outputs):
-    # The slow card stays `processing` for 40 s: one heartbeat (the `processing` webhook), then
-    # silence past the heartbeat limit (25 s locally); the saga compensates; then the money arrives.
+def late_success_after_compensation(api, http, admin_token, outputs, user):
+    """A slow card stays `processing` for 40 s: one heartbeat (the `processing` webhook), then
+    silence past the heartbeat limit (25 s locally); the saga compensates while the charge is in
+    flight (it cannot be cancelled), puts the unit back, then keeps looking at the charge; then
+    the money arrives and is refunded, once."""
     switches(slow_ms=40000)
     sale_id = new_sale(http, api, admin_token, stock=1, shards=SHARDS)
-    tok = token("pay-late")
+    tok = token(user)
     rid = reserve(http, api, sale_id, tok)["reservation_id"]
     assert pay(http, api, rid, tok, method="pm_card_sandbox_slow").status_code == 202
-    assert settle(http, api, outputs, rid, tok, timeout=90) == "FAILED"
+    assert wait_for_status(http, api, rid, tok, {"CONFIRMED", "FAILED"}, timeout=90) == "FAILED"
     (intent,) = intents_of(rid)
     assert intent["status"] == "processing" and intent["refunds"] == []
-    assert redis_levels(sale_id, SHARDS)["available"] == 1  # the unit is back on sale
+    deadline = time.monotonic() + 20
+    while redis_levels(sale_id, SHARDS)["available"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert redis_levels(sale_id, SHARDS)["available"] == 1  # the unit is back on sale already
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         (intent,) = intents_of(rid)
@@ -162,10 +167,22 @@ def test_a_success_after_compensation_is_refunded(api, http, admin_token, output
             break
         time.sleep(0.5)
     assert intent["status"] == "succeeded"
+    assert wait_for_saga(outputs, rid, timeout=60) == "SUCCEEDED"
+    (intent,) = intents_of(rid)
     assert [r["amount"] for r in intent["refunds"]] == [intent["amount"]], intent
     assert order_item(outputs, rid) is None
     assert status_of(http, api, rid, tok) == "FAILED"
     assert_invariant(sale_id, SHARDS, outputs)
+
+
+def test_a_success_after_compensation_is_refunded(api, http, admin_token, outputs):
+    late_success_after_compensation(api, http, admin_token, outputs, "pay-late")
+
+
+def test_a_success_after_compensation_whose_webhook_is_lost_is_refunded_by_the_saga(api, http, admin_token, outputs):
+    # The provider's webhooks never arrive: only the saga's recheck of the charge can refund it.
+    switches(drop_webhooks=True)
+    late_success_after_compensation(api, http, admin_token, outputs, "pay-late-nohook")
 
 
 def test_the_circuit_opens_under_an_outage_fails_fast_and_closes_after_recovery(api, http, admin_token, outputs):
