@@ -28,6 +28,9 @@ jwt_dir="$repo/.local/jwt"
 jwt_public_key="$repo/.local/jwt/public.pem"
 outputs="$repo/.local/stack-outputs.json"
 stack="Flashsale-$stage"
+# How long API Gateway keeps an authorizer result per token (infra/lib/config.ts
+# authorizerCacheSeconds); 0 makes every call invoke the authorizer.
+authorizer_cache_seconds="${AUTHORIZER_CACHE_SECONDS:-300}"
 account=000000000000 # LocalStack's account for the access key "test"
 region=us-east-1
 
@@ -86,7 +89,7 @@ fi
 
 context=(-c local=true -c arch=x86_64 -c "stage=$stage" -c "redisUrl=$redis_url" -c "lambdaDir=$lambda_dir"
   -c "jwtPublicKeyFile=$jwt_public_key" -c rateIpCapacity=100000 -c rateIpRefillPerSec=10000
-  -c authorizerViaApi=true
+  -c authorizerViaApi=true -c "authorizerCacheSeconds=$authorizer_cache_seconds"
   # Short waits for the provider's webhook and a short breaker cool-down, so the end-to-end
   # tests of timeouts and outages finish in seconds (AWS defaults: 600 s / 300 s / 30 s).
   -c chargeTimeoutSeconds="${CHARGE_TIMEOUT_SECONDS:-50}" -c chargeHeartbeatSeconds="${CHARGE_HEARTBEAT_SECONDS:-25}" -c refundRecheckSeconds=5
@@ -133,32 +136,36 @@ read -r api_id stage_name < <(node -e '
   if (!o || !o.ApiId || !o.StageName) { console.error(`no ApiId/StageName for ${stack} in ${file}`); process.exit(1); }
   console.log(`${o.ApiId} ${o.StageName}`);
 ' "$outputs" "$stack")
-"$repo/.local/venv/bin/python" - "$endpoint" "$api_id" "$stage_name" "$outputs" "$stack" <<'PY'
+"$repo/.local/venv/bin/python" - "$endpoint" "$api_id" "$stage_name" "$outputs" "$stack" "$authorizer_cache_seconds" <<'PY'
 import json
 import sys
 
 import boto3
 
-endpoint, api_id, stage, outputs_file, stack = sys.argv[1:]
+endpoint, api_id, stage, outputs_file, stack, cache_seconds = sys.argv[1:]
 outputs = json.load(open(outputs_file))[stack]
 client = boto3.client("apigateway", endpoint_url=endpoint, region_name="us-east-1",
                       aws_access_key_id="test", aws_secret_access_key="test")
 
 # LocalStack's community CloudFormation cannot create AWS::ApiGateway::Authorizer, so the stack
 # (synthesised with authorizerViaApi=true) leaves it to us: one TOKEN authorizer on the
-# Authorization header, no caching, attached to every route the stack lists.
+# Authorization header, its results cached for authorizerCacheSeconds (LocalStack's gateway
+# does not cache; our authorizer step does, localstack/host_executor), attached to every route
+# the stack lists.
 fn_arn = outputs["AuthorizerFunctionArn"]
 uri = f"arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/{fn_arn}/invocations"
 name = f"flashsale-{stage}-jwt"
 existing = [a for a in client.get_authorizers(restApiId=api_id)["items"] if a["name"] == name]
 if existing:
     authorizer_id = existing[0]["id"]
-    client.update_authorizer(restApiId=api_id, authorizerId=authorizer_id,
-                             patchOperations=[{"op": "replace", "path": "/authorizerUri", "value": uri}])
+    client.update_authorizer(restApiId=api_id, authorizerId=authorizer_id, patchOperations=[
+        {"op": "replace", "path": "/authorizerUri", "value": uri},
+        {"op": "replace", "path": "/authorizerResultTtlInSeconds", "value": cache_seconds},
+    ])
 else:
     authorizer_id = client.create_authorizer(
         restApiId=api_id, name=name, type="TOKEN", authorizerUri=uri,
-        identitySource="method.request.header.Authorization", authorizerResultTtlInSeconds=0,
+        identitySource="method.request.header.Authorization", authorizerResultTtlInSeconds=int(cache_seconds),
     )["id"]
 resources = {r["path"]: r["id"] for r in client.get_resources(restApiId=api_id, limit=500)["items"]}
 for route in json.loads(outputs["AuthorizedRoutes"]):

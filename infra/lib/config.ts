@@ -54,6 +54,15 @@ export interface FlashsaleConfig {
    */
   readonly authorizerViaApi: boolean;
   /**
+   * How long API Gateway keeps an authorizer's result per token, in seconds (`resultsCacheTtl`;
+   * 300, API Gateway's own default; 0 turns caching off). A token whose user was disabled keeps
+   * working for at most this long; that adds nothing to what a JWT already allows, since API
+   * Gateway checks a Cognito ID token's signature and expiry (one hour by default), never its
+   * revocation. Without the cache every call invokes the authorizer (locally: two Lambda
+   * invocations per request).
+   */
+  readonly authorizerCacheSeconds: number;
+  /**
    * Local mode only (`-c awsFaultProxyUrl=http://127.0.0.1:4567`, set by deploy-local.sh): the
    * functions reach DynamoDB and Step Functions through this endpoint, the fault proxy that
    * localstack/env.sh starts in front of LocalStack, so the chaos suite can throttle, fail, slow
@@ -178,6 +187,7 @@ export const DEFAULTS = {
   paymentBurstLimit: 200,
   reserveConcurrency: 400,
   paymentConcurrency: 50,
+  authorizerCacheSeconds: 300,
 } as const;
 
 /** Reads one context value (`-c key=value` or cdk.json "context"). */
@@ -338,6 +348,7 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
     soldOutCacheMs: int(get, 'soldOutCacheMs', DEFAULTS.soldOutCacheMs, 0),
     localJwt,
     authorizerViaApi: local && bool(get, 'authorizerViaApi'),
+    authorizerCacheSeconds: int(get, 'authorizerCacheSeconds', DEFAULTS.authorizerCacheSeconds, 0),
     awsFaultProxyUrl: local ? loopbackUrl(get, 'awsFaultProxyUrl') : undefined,
     payments: paymentsFromContext(get, local),
     expiry: {

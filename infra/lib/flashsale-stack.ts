@@ -146,6 +146,7 @@ export class FlashsaleStack extends Stack {
       localAuthorizerFunction: this.functions.byName.get('authorizer'),
       authorizerNeeded: specs.some((spec) => spec.routes?.some((route) => route.authorized)),
       authorizerViaApi: config.authorizerViaApi,
+      authorizerCacheSeconds: config.authorizerCacheSeconds,
     });
 
     this.api = new Api(this, 'Api', {
@@ -228,6 +229,7 @@ export class FlashsaleStack extends Stack {
       out('AuthorizerFunctionArn', authorizerFn.functionArn, 'deploy-local.sh attaches it as the TOKEN authorizer');
       out('AuthorizedRoutes', JSON.stringify(this.api.deferredAuthorizedRoutes), 'routes deploy-local.sh puts behind the authorizer');
     }
+    out('AuthorizerCacheSeconds', String(config.authorizerCacheSeconds), 'how long API Gateway keeps an authorizer result per token (s)');
     if (config.localJwt) {
       out('JwtIssuer', config.localJwt.issuer, 'iss the local authorizer expects');
       out('JwtAudience', config.localJwt.audience, 'aud the local authorizer expects');

@@ -20,6 +20,8 @@ export interface IdentityProps {
   readonly authorizerNeeded: boolean;
   /** Local: the authorizer is attached through the API after deploy (see StackConfig). */
   readonly authorizerViaApi?: boolean;
+  /** How long API Gateway keeps an authorizer's result per token (s); 0: not at all. */
+  readonly authorizerCacheSeconds: number;
 }
 
 /**
@@ -48,8 +50,7 @@ export class Identity extends Construct {
         authorizerName: `flashsale-${props.stage}-jwt`,
         handler: props.localAuthorizerFunction,
         identitySource: apigateway.IdentitySource.header('Authorization'),
-        // No caching: tests (and revocations) see every decision immediately.
-        resultsCacheTtl: Duration.seconds(0),
+        resultsCacheTtl: Duration.seconds(props.authorizerCacheSeconds),
       });
       return;
     }
@@ -80,6 +81,7 @@ export class Identity extends Construct {
         authorizerName: `flashsale-${props.stage}-cognito`,
         cognitoUserPools: [this.userPool],
         identitySource: apigateway.IdentitySource.header('Authorization'),
+        resultsCacheTtl: Duration.seconds(props.authorizerCacheSeconds),
       });
     }
   }

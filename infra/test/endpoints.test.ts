@@ -375,13 +375,15 @@ describe('identity: LocalStack JWT authorizer', () => {
     assert.equal(fn.Properties.Environment.Variables.JWT_AUDIENCE, 'shop');
   });
 
-  it('TOKEN authorizer on the Authorization header, no result caching, invoked by API Gateway only', () => {
+  it('TOKEN authorizer on the Authorization header, results cached 300 s per token, invoked by API Gateway only', () => {
     const { template } = synth(LOCAL);
     const [fnId] = fnByName(LOCAL, 'authorizer');
     const [authorizerId, a] = only(template, 'AWS::ApiGateway::Authorizer');
     assert.equal(a.Properties.Type, 'TOKEN');
     assert.equal(a.Properties.IdentitySource, 'method.request.header.Authorization');
-    assert.equal(a.Properties.AuthorizerResultTtlInSeconds, 0);
+    assert.equal(a.Properties.AuthorizerResultTtlInSeconds, 300);
+    const [, uncached] = only(synth({ ...LOCAL, authorizerCacheSeconds: '0' }).template, 'AWS::ApiGateway::Authorizer');
+    assert.equal(uncached.Properties.AuthorizerResultTtlInSeconds, 0);
     assert.ok(JSON.stringify(a.Properties.AuthorizerUri).includes(JSON.stringify({ 'Fn::GetAtt': [fnId, 'Arn'] })));
     const perms = resourcesOf(template, 'AWS::Lambda::Permission').filter(([, p]) =>
       JSON.stringify(p.Properties.FunctionName).includes(fnId),
@@ -434,6 +436,7 @@ describe('identity: Cognito on AWS', () => {
     assert.equal(a.Properties.Type, 'COGNITO_USER_POOLS');
     assert.equal(a.Properties.IdentitySource, 'method.request.header.Authorization');
     assert.deepEqual(a.Properties.ProviderARNs, [{ 'Fn::GetAtt': [poolId, 'Arn'] }]);
+    assert.equal(a.Properties.AuthorizerResultTtlInSeconds, 300, 'results cached per token for 5 min');
   });
 
   it('outputs UserPoolId and UserPoolClientId', () => {

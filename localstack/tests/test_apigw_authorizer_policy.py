@@ -35,3 +35,29 @@ def test_an_explicit_deny_wins():
 def test_brackets_and_question_marks_are_literal():
     assert not policy_allows(policy(allow(f"{BASE}/GET/?")), f"{BASE}/GET/a")
     assert policy_allows(policy(allow(f"{BASE}/GET/[x]")), f"{BASE}/GET/[x]")
+
+
+def test_the_result_cache_keeps_a_result_for_its_ttl_only():
+    from flashsale_host_executor.apigw_authorizer import ResultCache
+
+    now = [100.0]
+    cache = ResultCache(max_entries=2, clock=lambda: now[0])
+    cache.put(("api", "auth", "tok"), {"principalId": "a"}, ttl=300)
+    assert cache.get(("api", "auth", "tok")) == {"principalId": "a"}
+    assert cache.get(("api", "auth", "other")) is None
+    now[0] += 299.9
+    assert cache.get(("api", "auth", "tok")) is not None
+    now[0] += 0.2
+    assert cache.get(("api", "auth", "tok")) is None, "expired after its TTL"
+    cache.put(("api", "auth", "zero"), {"principalId": "z"}, ttl=0)
+    assert cache.get(("api", "auth", "zero")) is None, "TTL 0 caches nothing"
+
+
+def test_the_result_cache_is_bounded():
+    from flashsale_host_executor.apigw_authorizer import ResultCache
+
+    cache = ResultCache(max_entries=2, clock=lambda: 0.0)
+    for token in ("a", "b", "c"):
+        cache.put(("api", "auth", token), token, ttl=60)
+    assert cache.get(("api", "auth", "a")) is None, "the oldest went first"
+    assert cache.get(("api", "auth", "c")) == "c"

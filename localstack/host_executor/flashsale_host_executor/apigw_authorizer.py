@@ -13,13 +13,21 @@ gateway's handler chain, as API Gateway does it:
 4. hand `principalId` and the returned context to the integration as
    `$context.authorizer` (the Lambda proxy event's requestContext.authorizer).
 
-Only TOKEN authorizers are supported (what flashsale uses locally); results are not cached.
-It is registered at LocalStack start by an `on_infra_start` hook (see pyproject.toml).
+Results are cached as API Gateway caches them: per authorizer and token value (the identity
+source), for the authorizer's `authorizerResultTtlInSeconds` (0 turns caching off). A cached
+result's policy is evaluated against each request's method ARN, so a policy that names only
+one method refuses the others from the cache, as on AWS. Failed authorizations (401, or an
+authorizer error) are not cached.
+
+Only TOKEN authorizers are supported (what flashsale uses locally). It is registered at
+LocalStack start by an `on_infra_start` hook (see pyproject.toml).
 """
 
 import fnmatch
 import json
 import logging
+import threading
+import time
 
 LOG = logging.getLogger(__name__)
 
@@ -51,6 +59,43 @@ def policy_allows(policy: dict, method_arn: str) -> bool:
     return allowed
 
 
+class ResultCache:
+    """The authorizer results API Gateway keeps: (authorizer, token) -> result, for `ttl`
+    seconds from when it was made; at most `max_entries` (the oldest go first)."""
+
+    def __init__(self, max_entries: int = 50_000, clock=time.monotonic):
+        self._entries: dict = {}
+        self._lock = threading.Lock()
+        self._max = max_entries
+        self._clock = clock
+
+    def get(self, key):
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            expires, value = entry
+            if self._clock() >= expires:
+                del self._entries[key]
+                return None
+            return value
+
+    def put(self, key, value, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self._max:
+                now = self._clock()
+                for k in [k for k, (e, _) in self._entries.items() if e <= now]:
+                    del self._entries[k]
+                while len(self._entries) >= self._max:
+                    del self._entries[next(iter(self._entries))]
+            self._entries[key] = (self._clock() + ttl, value)
+
+
+CACHE = ResultCache()
+
+
 def _function_arn(authorizer_uri: str) -> str:
     # arn:aws:apigateway:<region>:lambda:path/2015-03-31/functions/<function arn>/invocations
     return authorizer_uri.split("/functions/", 1)[1].rsplit("/invocations", 1)[0]
@@ -58,7 +103,6 @@ def _function_arn(authorizer_uri: str) -> str:
 
 def token_authorizer_handler(chain, context, response):
     """A RestApiGatewayHandler: runs after routing, before the integration."""
-    from localstack.aws.connect import connect_to
     from localstack.services.apigateway.next_gen.execute_api.gateway_response import (
         AccessDeniedError,
         AuthorizerConfigurationError,
@@ -83,6 +127,31 @@ def token_authorizer_handler(chain, context, response):
         f"arn:aws:execute-api:{context.region}:{context.account_id}:{context.api_id}/"
         f"{context.stage}/{http_method}{path}"
     )
+    ttl = int(authorizer.get("authorizerResultTtlInSeconds") or 0)
+    cache_key = (context.api_id, authorizer.get("id"), token)
+    payload = CACHE.get(cache_key) if ttl > 0 else None
+    if payload is None:
+        payload = _invoke(authorizer, context, token, method_arn)
+        CACHE.put(cache_key, payload, ttl)
+    if not policy_allows(payload["policyDocument"], method_arn):
+        raise AccessDeniedError("User is not authorized to access this resource")
+
+    authorizer_context = {"principalId": payload.get("principalId")}
+    # API Gateway passes context values as strings, numbers or booleans only.
+    for key, value in (payload.get("context") or {}).items():
+        if isinstance(value, (str, int, float, bool)):
+            authorizer_context[key] = value
+    context.context_variables["authorizer"] = authorizer_context
+
+
+def _invoke(authorizer, context, token: str, method_arn: str) -> dict:
+    """Runs the authorizer function; its result (a dict with a policy) or the gateway error."""
+    from localstack.aws.connect import connect_to
+    from localstack.services.apigateway.next_gen.execute_api.gateway_response import (
+        AuthorizerConfigurationError,
+        UnauthorizedError,
+    )
+
     event = {"type": "TOKEN", "authorizationToken": token, "methodArn": method_arn}
     client = connect_to(aws_access_key_id=context.account_id, region_name=context.region).lambda_
     try:
@@ -101,15 +170,7 @@ def token_authorizer_handler(chain, context, response):
         raise AuthorizerConfigurationError("authorizer failed")
     if not isinstance(payload, dict) or not isinstance(payload.get("policyDocument"), dict):
         raise AuthorizerConfigurationError("authorizer returned no policy")
-    if not policy_allows(payload["policyDocument"], method_arn):
-        raise AccessDeniedError("User is not authorized to access this resource")
-
-    authorizer_context = {"principalId": payload.get("principalId")}
-    # API Gateway passes context values as strings, numbers or booleans only.
-    for key, value in (payload.get("context") or {}).items():
-        if isinstance(value, (str, int, float, bool)):
-            authorizer_context[key] = value
-    context.context_variables["authorizer"] = authorizer_context
+    return payload
 
 
 def register():
