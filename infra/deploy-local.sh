@@ -93,7 +93,10 @@ context=(-c local=true -c arch=x86_64 -c "stage=$stage" -c "redisUrl=$redis_url"
   # Short waits for the provider's webhook and a short breaker cool-down, so the end-to-end
   # tests of timeouts and outages finish in seconds (AWS defaults: 600 s / 300 s / 30 s).
   -c chargeTimeoutSeconds="${CHARGE_TIMEOUT_SECONDS:-50}" -c chargeHeartbeatSeconds="${CHARGE_HEARTBEAT_SECONDS:-25}" -c refundRecheckSeconds=5
-  -c breakerFailureThreshold=3 -c breakerCooldownMs=5000)
+  -c breakerFailureThreshold=3 -c breakerCooldownMs=5000
+  # A hold with no record is released after 20 s (AWS: 60 s): long enough for a reserve in
+  # flight to write its record, short enough for the chaos suite's killed reserves to settle.
+  -c holdGraceMs=20000)
 # DynamoDB and Step Functions through the fault proxy localstack/env.sh starts (it only forwards
 # until the chaos suite sets a fault); AWS_FAULT_PROXY_URL= (empty) makes the functions go direct.
 fault_proxy="${AWS_FAULT_PROXY_URL-http://127.0.0.1:4567}"

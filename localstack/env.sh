@@ -8,7 +8,8 @@
 #   env.sh stop      stop everything, including every Lambda process LocalStack started
 #   env.sh status    print what runs; exit 0 if all is up, 3 otherwise
 #   env.sh restart   stop, then start
-#   env.sh heal-redis  restart a data node that died, as a replica of the current primary
+#   env.sh heal-redis  resume a stopped data node; restart one that died, as a replica of the
+#                      current primary
 #
 # The two fault points (tools/fault-proxy; with no fault set they only forward, the chaos suite
 # drives them through their control ports):
@@ -373,6 +374,10 @@ cmd_start() {
 # primary Sentinel promoted, as ElastiCache replaces a failed node.
 cmd_heal_redis() {
     local port primary
+    # A node a fault left stopped (SIGSTOP) goes on first.
+    for port in "${REDIS_NODE_PORTS[@]}"; do
+        pid_alive "$RUN/redis-$port.pid" redis-server && kill -CONT "$(cat "$RUN/redis-$port.pid")" 2>/dev/null || true
+    done
     primary="$(redis_primary)"
     [[ -n "$primary" ]] || die "no Sentinel knows a primary"
     for port in "${REDIS_NODE_PORTS[@]}"; do

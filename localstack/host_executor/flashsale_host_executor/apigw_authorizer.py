@@ -14,7 +14,8 @@ gateway's handler chain, as API Gateway does it:
    `$context.authorizer` (the Lambda proxy event's requestContext.authorizer).
 
 Results are cached as API Gateway caches them: per authorizer and token value (the identity
-source), for the authorizer's `authorizerResultTtlInSeconds` (0 turns caching off). A cached
+source), for the authorizer's `authorizerResultTtlInSeconds` (0 turns caching off), until the
+stage is redeployed. A cached
 result's policy is evaluated against each request's method ARN, so a policy that names only
 one method refuses the others from the cache, as on AWS. Failed authorizations (401, or an
 authorizer error) are not cached.
@@ -128,7 +129,8 @@ def token_authorizer_handler(chain, context, response):
         f"{context.stage}/{http_method}{path}"
     )
     ttl = int(authorizer.get("authorizerResultTtlInSeconds") or 0)
-    cache_key = (context.api_id, authorizer.get("id"), token)
+    # Keyed by deployment too: a redeploy of the stage starts a fresh cache, as on AWS.
+    cache_key = (context.api_id, getattr(context, "deployment_id", None), authorizer.get("id"), token)
     payload = CACHE.get(cache_key) if ttl > 0 else None
     if payload is None:
         payload = _invoke(authorizer, context, token, method_arn)

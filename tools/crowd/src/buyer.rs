@@ -35,6 +35,7 @@ pub enum Behaviour {
     Greedy,
     /// Retries every "not now" (no answer, 429, 5xx) with the same idempotency key, honouring
     /// `Retry-After`, as a careful client does. The others give up at the first one.
+    #[serde(rename = "retry_after_503")]
     RetryAfter503,
     /// Reserves, then pays right at the hold's expiry (sent between 3.5 s before and 0.5 s
     /// after it), racing the expiry cleanup: it must end CONFIRMED or refused (410), never both
@@ -143,7 +144,6 @@ impl BuyerReport {
             (Behaviour::Greedy, Confirmed) => self
                 .greedy
                 .is_some_and(|(granted, _)| granted >= 1 && granted <= per_user_limit),
-            (Behaviour::Greedy, Refused(reason)) => reason == "limit-reached",
             (Behaviour::PayAfterExpiry, RefusedAfterExpiry) => true,
             (Behaviour::DeclinedThenRetry, ConfirmedAfterDecline | DeclinedThenSoldOut) => true,
             (Behaviour::Abandon, Abandoned) => true,
@@ -268,12 +268,21 @@ impl Buyer {
                     Outcome::PaymentFailed(status) if status == "FAILED" => {}
                     other => return Ok(Outcome::Unexpected(format!("declined card: {other:?}"))),
                 }
-                let second = match self.reserve(&new_key()).await? {
-                    Reserved::Granted { id } => id,
-                    Reserved::Refused(a) if a.outcome() == "sold-out" => {
-                        return Ok(Outcome::DeclinedThenSoldOut)
+                // The reservation shows FAILED a moment before its compensation gives the unit
+                // and the buyer's allowance back: a person told "you hold 1 of 1" tries again.
+                let mut tries = 0;
+                let second = loop {
+                    match self.reserve(&new_key()).await? {
+                        Reserved::Granted { id } => break id,
+                        Reserved::Refused(a) if a.outcome() == "sold-out" => {
+                            return Ok(Outcome::DeclinedThenSoldOut)
+                        }
+                        Reserved::Refused(a) if a.outcome() == "limit-reached" && tries < 10 => {
+                            tries += 1;
+                            self.sleep(Duration::from_millis(1500)).await?;
+                        }
+                        Reserved::Refused(a) => return Ok(refused(&a)),
                     }
-                    Reserved::Refused(a) => return Ok(refused(&a)),
                 };
                 Ok(match self.pay_and_settle(&second, GOOD_CARD).await? {
                     Outcome::Confirmed => Outcome::ConfirmedAfterDecline,
@@ -369,7 +378,10 @@ impl Buyer {
                 self.granted(&id);
                 return Ok(Reserved::Granted { id });
             }
-            if !answer.retryable() || attempt >= self.behaviour.retries() {
+            // 409 request-in-progress: the first attempt with this key is still running (or
+            // died mid-way); the API says to retry shortly with the same key.
+            let in_progress = answer.outcome() == "request-in-progress";
+            if !(answer.retryable() || in_progress) || attempt >= self.behaviour.retries() {
                 return Ok(Reserved::Refused(answer));
             }
             attempt += 1;
@@ -398,7 +410,8 @@ impl Buyer {
             let answer = self.ctx.api.pay(id, &self.token, key, card).await?;
             // Every buyer retries a lost or refused-for-now payment with the same key: paying
             // twice is what the key exists to prevent, and a buyer who paid wants the unit.
-            if !answer.retryable() || attempt >= self.behaviour.retries().max(4) {
+            let in_progress = answer.outcome() == "payment-in-progress";
+            if !(answer.retryable() || in_progress) || attempt >= self.behaviour.retries().max(4) {
                 return Ok(answer);
             }
             attempt += 1;

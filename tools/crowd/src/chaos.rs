@@ -61,10 +61,14 @@ pub enum Fault {
     LambdaKilledMidReserve,
     /// 8. A crowd paying right at the expiry deadline while the cleanup runs.
     PayRacesExpiry,
+    /// 1b. Every function pointed at a Redis Cluster (three primaries with a replica each);
+    ///     the primary of the sale's shard 0 SIGKILLed with its replica stalled. Long form only
+    ///     (it re-configures every function twice).
+    ClusterPrimaryKilled,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::RedisPrimaryKilled,
         Fault::RedisRepliesDropped,
         Fault::RedisFlushed,
@@ -75,7 +79,13 @@ impl Fault {
         Fault::ProviderDownSlowAndNoisy,
         Fault::LambdaKilledMidReserve,
         Fault::PayRacesExpiry,
+        Fault::ClusterPrimaryKilled,
     ];
+
+    /// The faults of the short form (`./dev test`): all but the cluster's.
+    pub fn in_short_form(self) -> bool {
+        self != Fault::ClusterPrimaryKilled
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -89,6 +99,7 @@ impl Fault {
             Fault::ProviderDownSlowAndNoisy => "provider-down-slow-noisy-webhooks",
             Fault::LambdaKilledMidReserve => "lambda-killed-mid-reserve",
             Fault::PayRacesExpiry => "pay-races-expiry",
+            Fault::ClusterPrimaryKilled => "cluster-primary-killed",
         }
     }
 
@@ -108,7 +119,7 @@ impl Fault {
     pub fn lasts(self, long: bool) -> Duration {
         let s = |short: u64, long_form: u64| Duration::from_secs(if long { long_form } else { short });
         match self {
-            Fault::RedisPrimaryKilled | Fault::RedisFlushed => Duration::ZERO,
+            Fault::RedisPrimaryKilled | Fault::RedisFlushed | Fault::ClusterPrimaryKilled => Duration::ZERO,
             Fault::RedisUnreachable => Duration::from_secs(10),
             Fault::PayRacesExpiry => Duration::ZERO,
             _ => s(10, 30),
@@ -120,7 +131,7 @@ impl Fault {
     pub fn scenario(self, long: bool) -> Scenario {
         // Stock for most of the crowd, most of which arrives after the opening seconds: the
         // fault (from the 3rd second) meets reserves and payments, not a sold-out sale.
-        let (buyers, stock, tail) = if long { (150, 110, 40.0) } else { (36, 26, 16.0) };
+        let (buyers, stock, tail) = if long { (150, 110, 40.0) } else { (30, 22, 12.0) };
         let mut mix = Mix {
             pay_now: 6,
             pay_late: 0,
@@ -173,6 +184,103 @@ pub struct FaultPoints {
     pub http: Http,
     pub repo: PathBuf,
     pub target: Target,
+    /// Lost holds are counted on this shard only (the cluster fault kills one shard's node).
+    pub only_shard: Option<u16>,
+}
+
+/// The Redis Cluster of the cluster fault, with the functions pointed at it; dropping it stops
+/// the nodes (the functions must be pointed back first: [`ClusterStage::restore`]).
+pub struct ClusterStage {
+    pub cluster: testkit::RedisCluster,
+    pub env: crate::target::RedisEnv,
+    /// The node the functions were given (a primary that is not the one to be killed).
+    pub seed_url: String,
+    victim: usize,
+    replica: usize,
+}
+
+impl ClusterStage {
+    /// Starts three primaries with a replica each (node timeout 1 s), finds the primary that
+    /// will own `sale`'s shard 0 and its replica, and points every Redis-using function at
+    /// another primary in cluster mode.
+    pub async fn start(http: &Http, sale: &str) -> anyhow::Result<Self> {
+        let env = crate::target::RedisEnv::read(http, "dev").await?;
+        let mut cluster = testkit::RedisCluster::start_with_replicas(3, 1, 1_000);
+        let sale_id = flashsale_core::domain::SaleId::parse(sale).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let key = flashsale_core::stock::ShardKeys::new(&sale_id, 0).stock();
+        let victim = cluster.primary_for_key(&key).await.context("no primary for shard 0")?;
+        let victim_port = cluster.nodes()[victim].port();
+        let replica = cluster
+            .nodes()
+            .iter()
+            .position(|n| n.cli(&["INFO", "replication"]).contains(&format!("master_port:{victim_port}")))
+            .context("no replica of shard 0's primary")?;
+        let mut seed = None;
+        for (i, node) in cluster.nodes().iter().enumerate() {
+            if i != victim && i != replica && node.cli(&["ROLE"]).starts_with("master") {
+                seed = Some(node.url());
+                break;
+            }
+        }
+        let seed_url = seed.context("no other primary")?;
+        if let Err(error) = env.point_all(http, &seed_url, "cluster").await {
+            // Half the functions may point at the cluster now: put them all back.
+            env.restore(http).await?;
+            return Err(error);
+        }
+        Ok(Self { cluster, env, seed_url, victim, replica })
+    }
+
+    /// SIGSTOPs the replica, fills the replication stream with padding in shard 0's slot, lets
+    /// the crowd run 1.5 s, SIGKILLs the primary, lets the replica go on and waits for it to
+    /// take the slots over; returns its URL and a note.
+    async fn kill_primary_of_shard_0(&mut self, sale: &str) -> anyhow::Result<(String, Vec<String>, tokio::time::Instant)> {
+        let (victim, replica) = (self.victim, self.replica);
+        self.cluster.nodes()[replica].freeze(true);
+        let pad = "x".repeat(1 << 20);
+        let flood = async {
+            let mut conn = self.cluster.nodes()[victim].direct_connection().await;
+            for i in 0..48 {
+                let _: () = redis::cmd("SET")
+                    .arg(format!("fs:{{{sale}:0}}:pad:{i}"))
+                    .arg(&pad)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        self.cluster.nodes_mut()[victim].kill_hard();
+        let killed_at = tokio::time::Instant::now();
+        self.cluster.nodes()[replica].freeze(false);
+        flood?;
+        let sale_id = flashsale_core::domain::SaleId::parse(sale).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let key = flashsale_core::stock::ShardKeys::new(&sale_id, 0).stock();
+        let started = tokio::time::Instant::now();
+        while self.cluster.primary_for_key(&key).await != Some(replica) {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "no cluster failover within 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let took = started.elapsed();
+        let promoted = self.cluster.nodes()[replica].url();
+        let mut conn = self.cluster.nodes()[replica].direct_connection().await;
+        let keys: Vec<String> = (0..48).map(|i| format!("fs:{{{sale}:0}}:pad:{i}")).collect();
+        let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+        Ok((
+            promoted.clone(),
+            vec![format!(
+                "cluster: shard 0's primary SIGKILLed with its replica stalled 1.5 s; {promoted} took its slots {:.1} s later",
+                took.as_secs_f64()
+            )],
+            killed_at,
+        ))
+    }
+
+    /// Points the functions back where they were.
+    pub async fn restore(&self, http: &Http) -> anyhow::Result<()> {
+        self.env.restore(http).await
+    }
 }
 
 /// What an injection observed (for the table's notes).
@@ -181,9 +289,16 @@ pub struct Injected {
     /// When the fault took effect (ms since the sale opened) and when it was healed.
     pub at_ms: u64,
     pub healed_ms: u64,
-    /// Redis faults that lose data: holds the API had acknowledged (201) that the Redis
-    /// serving after the fault did not have (before any repair).
+    /// Redis faults that lose data: holds of durable reservation records (each one a 201 the
+    /// API answered, or a replay's) that the Redis serving after the fault did not have,
+    /// counted right after the fault, before any repair.
     pub holds_lost: Option<u64>,
+    /// AWS proxy faults: calls of the fault's target in the window, and how many got the fault.
+    pub calls: Option<(u64, u64)>,
+    /// `redis-replies-dropped`: replies the endpoint really swallowed.
+    pub dropped_replies: Option<u64>,
+    /// `pay-races-expiry`: cleanup runs around the deadline.
+    pub cleanup_runs: Option<u64>,
     pub notes: Vec<String>,
 }
 
@@ -219,10 +334,28 @@ impl FaultPoints {
     /// Everything back to normal: no proxy fault, default sandbox switches, the Redis group
     /// whole (a killed node back as a replica). Safe to call any time.
     pub async fn heal_all(&self) -> anyhow::Result<()> {
-        self.redis_mode("pass").await?;
-        self.aws_heal().await?;
-        self.sandbox(sandbox_defaults()).await?;
-        self.heal_redis_group().await
+        // Every step is tried; the first error is returned after all of them ran.
+        let steps = [
+            self.redis_mode("pass").await,
+            self.http
+                .post_json(&format!("{REDIS_CONTROL}/drop-replies"), &json!({ "n": 0 }))
+                .await
+                .map(|_| ()),
+            self.aws_heal().await,
+            self.sandbox(sandbox_defaults()).await,
+            self.heal_redis_group().await,
+        ];
+        steps.into_iter().collect::<anyhow::Result<Vec<()>>>().map(|_| ())
+    }
+
+    /// A run that died while the functions pointed at its cluster left them there: point them
+    /// back at the local stack's Redis endpoint (standalone).
+    pub async fn restore_redis_env(&self) -> anyhow::Result<()> {
+        let env = crate::target::RedisEnv::read(&self.http, "dev").await?;
+        if env.drifted_from(crate::target::LOCAL_REDIS) {
+            env.point_all(&self.http, crate::target::LOCAL_REDIS, "standalone").await?;
+        }
+        Ok(())
     }
 
     async fn heal_redis_group(&self) -> anyhow::Result<()> {
@@ -249,6 +382,7 @@ impl FaultPoints {
         opened: tokio::time::Instant,
         sale: &str,
         dynamodb: &aws_sdk_dynamodb::Client,
+        cluster: Option<&mut ClusterStage>,
     ) -> anyhow::Result<Injected> {
         tokio::time::sleep_until(opened + fault.starts_after()).await;
         let ms = || opened.elapsed().as_millis() as u64;
@@ -260,12 +394,23 @@ impl FaultPoints {
         match fault {
             Fault::RedisPrimaryKilled => {
                 let stalled_at = chrono::Utc::now().timestamp_millis();
-                let (promoted, notes) = self.kill_primary_with_stalled_replica().await?;
-                injected.at_ms = ms();
+                let (promoted, notes, killed_at) = self.kill_primary_with_stalled_replica().await?;
+                injected.at_ms = killed_at.saturating_duration_since(opened).as_millis() as u64;
+                injected.notes = notes;
+                injected.holds_lost = Some(self.holds_missing_on(&promoted, sale, dynamodb, stalled_at).await?);
+            }
+            Fault::ClusterPrimaryKilled => {
+                let stage = cluster.context("the cluster fault needs its cluster (prepare)")?;
+                let stalled_at = chrono::Utc::now().timestamp_millis();
+                let (promoted, notes, killed_at) = stage.kill_primary_of_shard_0(sale).await?;
+                injected.at_ms = killed_at.saturating_duration_since(opened).as_millis() as u64;
                 injected.notes = notes;
                 injected.holds_lost = Some(self.holds_missing_on(&promoted, sale, dynamodb, stalled_at).await?);
             }
             Fault::RedisRepliesDropped => {
+                let before = self.http.get_json(&format!("{REDIS_CONTROL}/state")).await?["dropped_replies"]
+                    .as_u64()
+                    .unwrap_or(0);
                 let until = tokio::time::Instant::now() + lasts;
                 let mut dropped = 0;
                 while tokio::time::Instant::now() < until {
@@ -275,10 +420,16 @@ impl FaultPoints {
                     dropped += 2;
                     tokio::time::sleep(Duration::from_millis(700)).await;
                 }
-                let state = self.http.get_json(&format!("{REDIS_CONTROL}/state")).await?;
+                self.http
+                    .post_json(&format!("{REDIS_CONTROL}/drop-replies"), &json!({ "n": 0 }))
+                    .await?;
+                let after = self.http.get_json(&format!("{REDIS_CONTROL}/state")).await?["dropped_replies"]
+                    .as_u64()
+                    .unwrap_or(0);
+                injected.dropped_replies = Some(after - before);
                 injected.notes.push(format!(
-                    "asked to drop {dropped} replies; {} dropped (the command had run)",
-                    state["dropped_replies"]
+                    "asked to drop {dropped} replies; {} dropped (the command had run, its answer was lost)",
+                    after - before
                 ));
             }
             Fault::RedisFlushed => {
@@ -296,10 +447,12 @@ impl FaultPoints {
                 self.redis_mode("pass").await?;
             }
             Fault::DynamoDbThrottledAndFailing => {
+                // Rules are tried in order, each on the calls the previous ones let through:
+                // 15 %, 10 % and 10 % of all calls take 0.15, 0.10/0.85 and 0.10/0.75.
                 self.aws_fault_window(json!([
                     { "target": "DynamoDB_20120810.", "times": { "share": 0.15 }, "fault": "throttling" },
-                    { "target": "DynamoDB_20120810.", "times": { "share": 0.1 }, "fault": "server_error" },
-                    { "target": "DynamoDB_20120810.", "times": { "share": 0.1 }, "fault": { "delay": 1500 } }
+                    { "target": "DynamoDB_20120810.", "times": { "share": 0.10 / 0.85 }, "fault": "server_error" },
+                    { "target": "DynamoDB_20120810.", "times": { "share": 0.10 / 0.75 }, "fault": { "delay": 1500 } }
                 ]), lasts, "DynamoDB_20120810.", &mut injected).await?;
             }
             Fault::DynamoDbAnswersLost => {
@@ -310,11 +463,12 @@ impl FaultPoints {
                 ]), lasts, "DynamoDB_20120810.", &mut injected).await?;
             }
             Fault::StepFunctionsFailing => {
+                // 30 % answered 500, 20 % answered late (0.2/0.7 of what the first rule lets by).
                 self.aws_fault_window(json!([
                     { "target": "StartExecution", "times": { "share": 0.3 }, "fault": "states_server_error" },
-                    { "target": "StartExecution", "times": { "share": 0.2 }, "fault": { "delay": 3000 } },
+                    { "target": "StartExecution", "times": { "share": 0.2 / 0.7 }, "fault": { "delay": 3000 } },
                     { "target": "SendTask", "times": { "share": 0.3 }, "fault": "states_server_error" },
-                    { "target": "SendTask", "times": { "share": 0.2 }, "fault": { "delay": 2000 } }
+                    { "target": "SendTask", "times": { "share": 0.2 / 0.7 }, "fault": { "delay": 2000 } }
                 ]), lasts, "AWSStepFunctions.", &mut injected).await?;
             }
             Fault::ProviderDownSlowAndNoisy => {
@@ -351,6 +505,7 @@ impl FaultPoints {
                     self.target.run_expiry_cleanup(&self.http).await?;
                     runs += 1;
                 }
+                injected.cleanup_runs = Some(runs);
                 injected.notes.push(format!("{runs} cleanup runs in the 6 s around the deadline"));
             }
         }
@@ -373,6 +528,9 @@ impl FaultPoints {
         let mut missing = 0;
         let owns_units = |r: &&crate::ledger::Record| matches!(r.status.as_str(), "PENDING" | "PAYMENT_PROCESSING" | "CONFIRMED");
         for r in records.iter().filter(|r| r.created_at_ms >= since_ms).filter(owns_units) {
+            if self.only_shard.is_some_and(|s| s != r.shard) {
+                continue;
+            }
             let key = flashsale_core::stock::ShardKeys::new(&sale_id, r.shard).holds();
             let there: bool = redis::cmd("HEXISTS").arg(&key).arg(&r.reservation_id).query_async(&mut conn).await?;
             missing += u64::from(!there);
@@ -405,18 +563,16 @@ impl FaultPoints {
         tokio::time::sleep(lasts).await;
         self.aws_heal().await?;
         let after = self.calls(target).await?;
-        injected.notes.push(format!(
-            "{} of {} {target} calls in the window faulted",
-            after.1 - before.1,
-            after.0 - before.0
-        ));
+        let (calls, faulted) = (after.0 - before.0, after.1 - before.1);
+        injected.calls = Some((calls, faulted));
+        injected.notes.push(format!("{faulted} of {calls} {target} calls in the window faulted"));
         Ok(())
     }
 
     /// SIGSTOPs the replica, fills the primary's replication stream (so the holds acknowledged
     /// next cannot reach the replica through socket buffers), lets the crowd run 1.5 s, then
     /// SIGKILLs the primary and lets the replica go on: Sentinel promotes it without those holds.
-    async fn kill_primary_with_stalled_replica(&self) -> anyhow::Result<(String, Vec<String>)> {
+    async fn kill_primary_with_stalled_replica(&self) -> anyhow::Result<(String, Vec<String>, tokio::time::Instant)> {
         let primary = sentinel_primary().await.context("no primary known to Sentinel")?;
         let primary_port: u16 = primary.rsplit(':').next().and_then(|p| p.parse().ok()).context("primary port")?;
         let replica_port = if primary_port == 6390 { 6391 } else { 6390 };
@@ -438,11 +594,11 @@ impl FaultPoints {
             }
             tokio::time::sleep(Duration::from_millis(1500)).await;
             signal(primary_pid, "KILL").await?;
-            anyhow::Ok(())
+            anyhow::Ok(tokio::time::Instant::now())
         }
         .await;
         signal(replica_pid, "CONT").await?;
-        result?;
+        let killed_at = result?;
         // Wait for the promotion, then drop the padding wherever it landed.
         let started = tokio::time::Instant::now();
         let mut promoted = None;
@@ -467,7 +623,7 @@ impl FaultPoints {
             "primary {primary} SIGKILLed with its replica stalled 1.5 s; {promoted} promoted {:.1} s later",
             without_primary.as_secs_f64()
         );
-        Ok((promoted, vec![note]))
+        Ok((promoted, vec![note], killed_at))
     }
 }
 

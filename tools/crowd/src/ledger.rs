@@ -1,19 +1,23 @@
 //! The ledger of one sale, read back from every place that holds a part of it, and the
-//! invariant verdict (`../shared/notes/product.md`): per sale, initial = available + held +
-//! sold, Redis agrees with the durable records, no buyer above the limit, no reservation
-//! charged twice, every charge an order or refunded, nothing stuck.
+//! invariant verdict (`../shared/notes/product.md`): per sale and per shard, initial =
+//! available + held + sold, Redis agrees with the durable records, no shard in debt, no buyer
+//! above the limit, no reservation charged twice, every charge an order or refunded, every
+//! order paid, nothing stuck, and what the buyers were told is what the ledger holds.
 //!
 //! Sources: Redis (the stock hashes of every shard: `fs:{<sale>:<shard>}:stock`), DynamoDB
 //! (the reservations through the `by-sale-bucketed` index, the orders with a consistent
-//! BatchGetItem), the payment provider (the sandbox's `/_sandbox/payment_intents`). Held =
+//! BatchGetItem and through their `by-sale` index, the reservations the buyers were answered
+//! about by key), the payment provider (the sandbox's `/_sandbox/payment_intents`). Held =
 //! the quantity of PENDING and PAYMENT_PROCESSING records; sold = the quantity of orders.
+//! The indexes are eventually consistent: the ledger is read at a quiescent moment, and
+//! `settle` reads it again until it passes or times out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Context;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use flashsale_core::domain::SaleId;
-use flashsale_core::reservation::item::{attr, index, sale_buckets};
+use flashsale_core::reservation::item::{attr, index, reconciled, sale_buckets};
 use flashsale_core::stock::ShardKeys;
 use serde::Serialize;
 
@@ -46,31 +50,82 @@ pub struct Charge {
     pub intent_id: String,
     pub status: String,
     pub amount: u64,
+    /// Refunded so far (succeeded refunds only).
     pub refunded: u64,
 }
 
-/// Redis's counters summed over the sale's shards.
+impl Charge {
+    /// Money taken and kept: succeeded and not fully refunded.
+    fn kept(&self) -> bool {
+        self.status == "succeeded" && self.refunded < self.amount
+    }
+
+    /// Not settled yet (`processing`, `requires_*`): it may still take money.
+    fn in_flight(&self) -> bool {
+        !matches!(self.status.as_str(), "succeeded" | "canceled")
+    }
+}
+
+/// One shard's counters in Redis.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ShardLevel {
+    pub shard: u16,
+    pub initial: i64,
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+    /// The stock hash is missing, or paused (a rebuild runs or is due), or fenced.
+    pub unavailable: bool,
+}
+
+/// Redis's counters, per shard and summed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Levels {
     pub initial: i64,
     pub available: i64,
     pub held: i64,
     pub sold: i64,
-    /// Shards whose hash is missing, paused (a rebuild runs or is due) or fenced.
+    /// Shards whose hash is missing, paused or fenced.
     pub unavailable_shards: u32,
+    pub shards: Vec<ShardLevel>,
+}
+
+/// What the buyers were answered, to hold against the ledger.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Promises {
+    /// Reservation ids the API answered 201 for.
+    pub granted: Vec<String>,
+    /// Reservation ids a buyer saw CONFIRMED.
+    pub confirmed: Vec<String>,
+}
+
+/// The granted reservations as their records say (read by key, consistently).
+#[derive(Debug, Clone, Serialize)]
+pub struct GrantedRecord {
+    pub reservation_id: String,
+    /// None: no record with this id.
+    pub status: Option<String>,
+    /// `rolled_back` / `orphan_hold` for a tombstone (the buyer should never have had it).
+    pub reconciled: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Ledger {
     pub sale: String,
-    /// The sale's stock as the scenario created it.
+    /// The sale's stock as the scenario created it, and its shard count.
     pub stock: u64,
+    pub shards: u16,
     pub per_user_limit: u32,
     pub levels: Option<Levels>,
     pub reservations: Vec<Record>,
     pub orders: Vec<OrderRecord>,
+    /// Reservation ids the orders' `by-sale` index shows (an order whose reservation the
+    /// reservations' index lacks would otherwise go unseen).
+    pub indexed_orders: Vec<String>,
     /// None when the provider cannot be read from here (Stripe on AWS).
     pub charges: Option<Vec<Charge>>,
+    pub promises: Promises,
+    pub granted: Vec<GrantedRecord>,
     /// When it was read (ms since the epoch).
     pub read_at_ms: i64,
 }
@@ -91,15 +146,16 @@ pub struct Figures {
     pub available: i64,
     pub held: u64,
     pub sold: u64,
-    /// Units counted beyond the stock (sold, held or still on sale): the units that were or
-    /// could be sold twice.
+    /// Units beyond a shard's stock, summed over shards: sold or held beyond it (a shard in
+    /// debt), or counted beyond it (units on sale that do not exist, which would sell twice).
     pub oversold: u64,
-    /// Units that are neither on sale, held nor sold.
+    /// Units that are neither on sale, held nor sold, summed over shards.
     pub lost: u64,
-    /// Reservations charged more than once, plus charges that are neither an order nor
-    /// refunded.
+    /// Reservations with more than one charge that took money, plus money kept that is
+    /// neither an order nor refunded.
     pub double_charges: u64,
-    /// PAYMENT_PROCESSING records, and PENDING ones past their expiry.
+    /// PAYMENT_PROCESSING records, PENDING ones long past their expiry, and charges still in
+    /// flight at the provider.
     pub stuck: u64,
 }
 
@@ -108,6 +164,8 @@ pub struct Verdict {
     pub pass: bool,
     pub checks: Vec<Check>,
     pub figures: Figures,
+    /// Checks that could not be made from here (e.g. Redis and the provider on AWS).
+    pub not_checked: Vec<&'static str>,
 }
 
 impl Verdict {
@@ -121,7 +179,9 @@ impl Verdict {
 pub const EXPIRY_SLACK_MS: i64 = 90_000;
 
 impl Ledger {
-    /// Reads every source. `shards` is the sale's shard count.
+    /// Reads every source. `shards` is the sale's shard count; `promises`, what the buyers
+    /// were answered.
+    #[allow(clippy::too_many_arguments)]
     pub async fn read(
         target: &Target,
         dynamodb: &aws_sdk_dynamodb::Client,
@@ -130,13 +190,17 @@ impl Ledger {
         shards: u16,
         stock: u64,
         per_user_limit: u32,
+        promises: &Promises,
     ) -> anyhow::Result<Self> {
         let levels = match &target.redis_url {
-            Some(url) => Some(read_levels(url, sale, shards).await?),
+            Some(url) => Some(read_levels(url, target.redis_cluster, sale, shards).await?),
             None => None,
         };
         let reservations = read_reservations(dynamodb, &target.reservations_table, sale).await?;
-        let orders = read_orders(dynamodb, &target.orders_table, &reservations).await?;
+        let ids: Vec<String> = reservations.iter().map(|r| r.reservation_id.clone()).collect();
+        let orders = read_orders(dynamodb, &target.orders_table, &ids).await?;
+        let indexed_orders = read_indexed_orders(dynamodb, &target.orders_table, sale).await?;
+        let granted = read_granted(dynamodb, &target.reservations_table, &promises.granted).await?;
         let charges = match &target.sandbox_url {
             Some(url) => Some(read_charges(http, url, &reservations).await?),
             None => None,
@@ -144,11 +208,15 @@ impl Ledger {
         Ok(Self {
             sale: sale.to_owned(),
             stock,
+            shards,
             per_user_limit,
             levels,
             reservations,
             orders,
+            indexed_orders,
             charges,
+            promises: promises.clone(),
+            granted,
             read_at_ms: chrono::Utc::now().timestamp_millis(),
         })
     }
@@ -169,12 +237,44 @@ impl Ledger {
         self.orders.iter().map(|o| o.quantity).sum()
     }
 
+    /// Charges at the provider that have not settled yet.
+    pub fn charges_in_flight(&self) -> usize {
+        self.charges
+            .as_ref()
+            .map_or(0, |c| c.iter().filter(|c| c.in_flight()).count())
+    }
+
+    /// Held and sold units per shard, from the records (an order counts on its reservation's
+    /// shard).
+    fn per_shard_records(&self) -> (Vec<u64>, Vec<u64>) {
+        let n = usize::from(self.shards);
+        let mut held = vec![0u64; n];
+        let mut sold = vec![0u64; n];
+        let shard_of: HashMap<&str, u16> = self
+            .reservations
+            .iter()
+            .map(|r| (r.reservation_id.as_str(), r.shard))
+            .collect();
+        for r in &self.reservations {
+            if (r.status == "PENDING" || r.status == "PAYMENT_PROCESSING") && usize::from(r.shard) < n {
+                held[usize::from(r.shard)] += r.quantity;
+            }
+        }
+        for o in &self.orders {
+            if let Some(&s) = shard_of.get(o.reservation_id.as_str()) {
+                if usize::from(s) < n {
+                    sold[usize::from(s)] += o.quantity;
+                }
+            }
+        }
+        (held, sold)
+    }
+
     /// The verdict at a quiescent moment (no request in flight).
     pub fn verdict(&self) -> Verdict {
         let mut checks = Vec::new();
-        let mut check = |name: &'static str, ok: bool, detail: String| {
-            checks.push(Check { name, ok, detail })
-        };
+        let mut not_checked = Vec::new();
+        let mut check = |name: &'static str, ok: bool, detail: String| checks.push(Check { name, ok, detail });
         let held = self.held();
         let sold = self.sold();
         let stock = self.stock as i64;
@@ -189,32 +289,64 @@ impl Ledger {
         match &self.levels {
             Some(l) => {
                 figures.available = l.available;
-                let counted = l.available + held as i64 + sold as i64;
-                figures.oversold = (counted - stock).max(0) as u64 + (sold as i64 - stock).max(0) as u64;
-                figures.lost = (stock - counted).max(0) as u64;
+                let (held_i, sold_i) = self.per_shard_records();
+                let mut unbalanced = Vec::new();
+                let mut in_debt = Vec::new();
+                let mut disagree = Vec::new();
+                for s in &l.shards {
+                    let i = usize::from(s.shard);
+                    let (h, so) = (held_i.get(i).copied().unwrap_or(0) as i64, sold_i.get(i).copied().unwrap_or(0) as i64);
+                    let counted = s.available + h + so;
+                    figures.oversold += (so + h - s.initial).max(0).max(counted - s.initial) as u64;
+                    figures.lost += (s.initial - counted).max(0) as u64;
+                    if counted != s.initial {
+                        unbalanced.push(format!("shard {}: {} != {} + {h} + {so}", s.shard, s.initial, s.available));
+                    }
+                    if s.available < 0 {
+                        in_debt.push(format!("shard {}: available {}", s.shard, s.available));
+                    }
+                    if s.held != h || s.sold != so || s.unavailable {
+                        disagree.push(format!(
+                            "shard {}: Redis held {} sold {}{}, records held {h} sold {so}",
+                            s.shard,
+                            s.held,
+                            s.sold,
+                            if s.unavailable { " (paused or missing)" } else { "" }
+                        ));
+                    }
+                }
+                let initial_total: i64 = l.shards.iter().map(|s| s.initial).sum();
                 check(
-                    "units conserved (stock = available + held + sold)",
-                    counted == stock,
-                    format!("{stock} = {} + {held} + {sold} ({counted})", l.available),
+                    "units conserved on every shard (initial = available + held + sold)",
+                    unbalanced.is_empty() && initial_total == stock,
+                    if unbalanced.is_empty() {
+                        format!("{stock} = {} + {held} + {sold} over {} shards", l.available, l.shards.len())
+                    } else {
+                        format!("{} (stock {stock}, Redis initial {initial_total})", unbalanced.join("; "))
+                    },
                 );
                 check(
-                    "Redis agrees with the records",
-                    l.initial == stock && l.held == held as i64 && l.sold == sold as i64 && l.unavailable_shards == 0,
-                    format!(
-                        "Redis initial {} held {} sold {}, {} shard(s) paused or missing; records held {held}, orders {sold}",
-                        l.initial, l.held, l.sold, l.unavailable_shards
-                    ),
+                    "no shard in debt (available >= 0: nothing sold beyond a shard's stock)",
+                    in_debt.is_empty(),
+                    if in_debt.is_empty() { "none".into() } else { in_debt.join("; ") },
+                );
+                check(
+                    "Redis agrees with the records on every shard",
+                    disagree.is_empty(),
+                    if disagree.is_empty() { format!("held {held}, sold {sold}") } else { disagree.join("; ") },
                 );
             }
             None => {
                 figures.oversold = (sold as i64 - stock).max(0) as u64;
-                check(
-                    "no oversell (orders within stock)",
-                    sold as i64 <= stock,
-                    format!("{sold} sold of {stock}"),
-                );
+                not_checked.push("units conserved per shard (no access to Redis from here)");
+                not_checked.push("Redis agrees with the records (no access to Redis from here)");
             }
         }
+        check(
+            "no oversell (orders within stock)",
+            sold as i64 <= stock,
+            format!("{sold} sold of {stock}"),
+        );
 
         let confirmed: HashSet<&str> = self
             .reservations
@@ -223,9 +355,16 @@ impl Ledger {
             .map(|r| r.reservation_id.as_str())
             .collect();
         let ordered: HashSet<&str> = self.orders.iter().map(|o| o.reservation_id.as_str()).collect();
-        let unmatched: Vec<_> = confirmed.symmetric_difference(&ordered).collect();
+        let known: HashSet<&str> = self.reservations.iter().map(|r| r.reservation_id.as_str()).collect();
+        let mut unmatched: Vec<String> = confirmed.symmetric_difference(&ordered).map(|s| s.to_string()).collect();
+        unmatched.extend(
+            self.indexed_orders
+                .iter()
+                .filter(|id| !known.contains(id.as_str()))
+                .map(|id| format!("order without a reservation: {id}")),
+        );
         check(
-            "every CONFIRMED reservation has its order and no order lacks one",
+            "every CONFIRMED reservation has its order, and every order its reservation",
             unmatched.is_empty(),
             if unmatched.is_empty() {
                 format!("{} orders", ordered.len())
@@ -256,44 +395,94 @@ impl Ledger {
             },
         );
 
-        if let Some(charges) = &self.charges {
-            let orders: HashMap<&str, &OrderRecord> =
-                self.orders.iter().map(|o| (o.reservation_id.as_str(), o)).collect();
-            let mut by_reservation: HashMap<&str, Vec<&Charge>> = HashMap::new();
-            for c in charges {
-                by_reservation.entry(c.reservation_id.as_str()).or_default().push(c);
-            }
-            let mut twice = Vec::new();
-            let mut orphans = Vec::new();
-            for (rid, list) in &by_reservation {
-                let kept: Vec<&&Charge> = list
-                    .iter()
-                    .filter(|c| c.status == "succeeded" && c.refunded < c.amount)
-                    .collect();
-                if list.len() > 1 || kept.len() > 1 {
-                    twice.push(*rid);
+        let mut in_flight = 0;
+        match &self.charges {
+            Some(charges) => {
+                let orders: HashMap<&str, &OrderRecord> =
+                    self.orders.iter().map(|o| (o.reservation_id.as_str(), o)).collect();
+                let mut by_reservation: HashMap<&str, Vec<&Charge>> = HashMap::new();
+                for c in charges {
+                    by_reservation.entry(c.reservation_id.as_str()).or_default().push(c);
                 }
-                for c in kept {
-                    let matches_order = orders
-                        .get(rid)
-                        .is_some_and(|o| o.payment_intent_id == c.intent_id && c.refunded == 0);
-                    if !matches_order {
-                        orphans.push(c.intent_id.as_str());
+                let mut twice = Vec::new();
+                let mut orphans = Vec::new();
+                for (rid, list) in &by_reservation {
+                    let kept: Vec<&&Charge> = list.iter().filter(|c| c.kept()).collect();
+                    // More than one charge that took money (or may still take it).
+                    if list.iter().filter(|c| c.kept() || c.in_flight()).count() > 1 {
+                        twice.push(*rid);
+                    }
+                    for c in kept {
+                        let is_the_order = orders
+                            .get(rid)
+                            .is_some_and(|o| o.payment_intent_id == c.intent_id && c.refunded == 0);
+                        if !is_the_order {
+                            orphans.push(c.intent_id.as_str());
+                        }
                     }
                 }
+                in_flight = charges.iter().filter(|c| c.in_flight()).count();
+                figures.double_charges = (twice.len() + orphans.len()) as u64;
+                let paid: HashSet<&str> = charges.iter().filter(|c| c.kept()).map(|c| c.intent_id.as_str()).collect();
+                let unpaid: Vec<&str> = self
+                    .orders
+                    .iter()
+                    .filter(|o| !paid.contains(o.payment_intent_id.as_str()))
+                    .map(|o| o.reservation_id.as_str())
+                    .collect();
+                check(
+                    "no reservation charged twice",
+                    twice.is_empty(),
+                    format!("{} charges for {} reservations; twice: {:?}", charges.len(), by_reservation.len(), twice.iter().take(5).collect::<Vec<_>>()),
+                );
+                check(
+                    "every charge is an order or fully refunded",
+                    orphans.is_empty(),
+                    format!("neither: {:?}", orphans.iter().take(5).collect::<Vec<_>>()),
+                );
+                check(
+                    "every order is paid (its charge succeeded and was kept)",
+                    unpaid.is_empty(),
+                    format!("unpaid orders: {:?}", unpaid.iter().take(5).collect::<Vec<_>>()),
+                );
             }
-            figures.double_charges = (twice.len() + orphans.len()) as u64;
-            check(
-                "no reservation charged twice",
-                twice.is_empty(),
-                format!("{} charges for {} reservations; twice: {:?}", charges.len(), by_reservation.len(), twice.iter().take(5).collect::<Vec<_>>()),
-            );
-            check(
-                "every charge is an order or fully refunded",
-                orphans.is_empty(),
-                format!("neither: {:?}", orphans.iter().take(5).collect::<Vec<_>>()),
-            );
+            None => {
+                not_checked.push("charges: no reservation charged twice, every charge an order or refunded, every order paid (the provider's dashboard on AWS)");
+            }
         }
+
+        let granted_bad: Vec<String> = self
+            .granted
+            .iter()
+            .filter_map(|g| match (&g.status, &g.reconciled) {
+                (None, _) => Some(format!("{}: no record", g.reservation_id)),
+                (Some(_), Some(r)) if reconciled::TOMBSTONES.contains(&r.as_str()) => {
+                    Some(format!("{}: a tombstone ({r})", g.reservation_id))
+                }
+                _ => None,
+            })
+            .collect();
+        check(
+            "every reservation a buyer was answered 201 for is real (a record, not a tombstone)",
+            granted_bad.is_empty(),
+            if granted_bad.is_empty() {
+                format!("{} granted", self.granted.len())
+            } else {
+                granted_bad.into_iter().take(5).collect::<Vec<_>>().join("; ")
+            },
+        );
+        let seen_unordered: Vec<&str> = self
+            .promises
+            .confirmed
+            .iter()
+            .filter(|id| !ordered.contains(id.as_str()))
+            .map(String::as_str)
+            .collect();
+        check(
+            "every reservation a buyer saw CONFIRMED has its order",
+            seen_unordered.is_empty(),
+            format!("{} seen CONFIRMED; without an order: {:?}", self.promises.confirmed.len(), seen_unordered.iter().take(5).collect::<Vec<_>>()),
+        );
 
         let processing = self.count("PAYMENT_PROCESSING");
         let overdue = self
@@ -301,54 +490,69 @@ impl Ledger {
             .iter()
             .filter(|r| r.status == "PENDING" && r.expires_at_ms + EXPIRY_SLACK_MS < self.read_at_ms)
             .count();
-        figures.stuck = (processing + overdue) as u64;
+        figures.stuck = (processing + overdue + in_flight) as u64;
         check(
-            "nothing stuck (no payment in progress, no PENDING long past its expiry)",
+            "nothing stuck (no payment in progress, no PENDING long past its expiry, no charge in flight)",
             figures.stuck == 0,
-            format!("{processing} PAYMENT_PROCESSING, {overdue} PENDING more than {} s past expiry", EXPIRY_SLACK_MS / 1000),
+            format!(
+                "{processing} PAYMENT_PROCESSING, {overdue} PENDING more than {} s past expiry, {in_flight} charges in flight",
+                EXPIRY_SLACK_MS / 1000
+            ),
         );
 
         Verdict {
             pass: checks.iter().all(|c| c.ok),
             checks,
             figures,
+            not_checked,
         }
     }
 }
 
-/// Sums the stock hashes of the sale's shards.
-pub async fn read_levels(redis_url: &str, sale: &str, shards: u16) -> anyhow::Result<Levels> {
-    let client = redis::Client::open(redis_url)?;
-    let mut conn = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .context("connecting to Redis")??;
+/// Reads the stock hashes of the sale's shards. `redis_url` is one node (standalone, or any
+/// node of a cluster when `cluster`).
+pub async fn read_levels(redis_url: &str, cluster: bool, sale: &str, shards: u16) -> anyhow::Result<Levels> {
     let sale_id = SaleId::parse(sale).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut levels = Levels::default();
-    for shard in 0..shards {
-        let key = ShardKeys::new(&sale_id, shard).stock();
-        let (initial, available, held, sold, paused, fenced): (
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<String>,
-            Option<String>,
-        ) = redis::cmd("HMGET")
-            .arg(&key)
-            .arg(&["initial", "available", "held", "sold", "paused", "fenced"])
-            .query_async(&mut conn)
-            .await?;
-        levels.initial += initial.unwrap_or(0);
-        levels.available += available.unwrap_or(0);
-        levels.held += held.unwrap_or(0);
-        levels.sold += sold.unwrap_or(0);
-        let paused = paused.is_some_and(|p| p != "0") || fenced.is_some_and(|f| f != "0");
-        if initial.is_none() || paused {
-            levels.unavailable_shards += 1;
+    let timeout = std::time::Duration::from_secs(5);
+    let fields = ["initial", "available", "held", "sold", "paused", "fenced"];
+    type Row = (Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<String>);
+    let mut rows: Vec<Row> = Vec::new();
+    if cluster {
+        let client = redis::cluster::ClusterClient::new(vec![redis_url])?;
+        let mut conn = tokio::time::timeout(timeout, client.get_async_connection())
+            .await
+            .context("connecting to the Redis cluster")??;
+        for shard in 0..shards {
+            let key = ShardKeys::new(&sale_id, shard).stock();
+            rows.push(redis::cmd("HMGET").arg(&key).arg(&fields).query_async(&mut conn).await?);
         }
+    } else {
+        let client = redis::Client::open(redis_url)?;
+        let mut conn = tokio::time::timeout(timeout, client.get_multiplexed_async_connection())
+            .await
+            .context("connecting to Redis")??;
+        for shard in 0..shards {
+            let key = ShardKeys::new(&sale_id, shard).stock();
+            rows.push(redis::cmd("HMGET").arg(&key).arg(&fields).query_async(&mut conn).await?);
+        }
+    }
+    let mut levels = Levels::default();
+    for (shard, (initial, available, held, sold, paused, fenced)) in rows.into_iter().enumerate() {
+        let paused = paused.is_some_and(|p| p != "0") || fenced.is_some_and(|f| f != "0");
+        let level = ShardLevel {
+            shard: shard as u16,
+            initial: initial.unwrap_or(0),
+            available: available.unwrap_or(0),
+            held: held.unwrap_or(0),
+            sold: sold.unwrap_or(0),
+            unavailable: initial.is_none() || paused,
+        };
+        levels.initial += level.initial;
+        levels.available += level.available;
+        levels.held += level.held;
+        levels.sold += level.sold;
+        levels.unavailable_shards += u32::from(level.unavailable);
+        levels.shards.push(level);
     }
     Ok(levels)
 }
@@ -395,44 +599,32 @@ pub async fn read_reservations(
     Ok(records)
 }
 
-/// The orders of the sale's reservations, read consistently by key (100 per BatchGetItem).
-async fn read_orders(
+/// Items of `table` by `reservation_id`, read consistently (100 per BatchGetItem, unprocessed
+/// keys retried).
+async fn batch_get(
     dynamodb: &aws_sdk_dynamodb::Client,
     table: &str,
-    reservations: &[Record],
-) -> anyhow::Result<Vec<OrderRecord>> {
-    let mut orders = Vec::new();
-    for chunk in reservations.chunks(100) {
+    ids: &[String],
+) -> anyhow::Result<Vec<HashMap<String, AttributeValue>>> {
+    let mut items = Vec::new();
+    let unique: Vec<&String> = ids.iter().collect::<HashSet<_>>().into_iter().collect();
+    for chunk in unique.chunks(100) {
         let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
             .iter()
-            .map(|r| {
-                HashMap::from([(
-                    attr::RESERVATION_ID.to_owned(),
-                    AttributeValue::S(r.reservation_id.clone()),
-                )])
-            })
+            .map(|id| HashMap::from([(attr::RESERVATION_ID.to_owned(), AttributeValue::S((*id).clone()))]))
             .collect();
         let mut rounds = 0;
         while !keys.is_empty() {
             rounds += 1;
             anyhow::ensure!(rounds <= 20, "BatchGetItem on {table} keeps leaving keys unprocessed");
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .consistent_read(true)
-                .build()?;
+            let request = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build()?;
             let answer = dynamodb
                 .batch_get_item()
                 .request_items(table, request)
                 .send()
                 .await
-                .with_context(|| format!("reading orders from {table}"))?;
-            for item in answer.responses().and_then(|r| r.get(table)).into_iter().flatten() {
-                orders.push(OrderRecord {
-                    reservation_id: s(item, attr::RESERVATION_ID),
-                    quantity: n(item, attr::QUANTITY) as u64,
-                    payment_intent_id: s(item, "payment_intent_id"),
-                });
-            }
+                .with_context(|| format!("reading {table} by key"))?;
+            items.extend(answer.responses().and_then(|r| r.get(table)).into_iter().flatten().cloned());
             keys = answer
                 .unprocessed_keys()
                 .and_then(|u| u.get(table))
@@ -443,7 +635,64 @@ async fn read_orders(
             }
         }
     }
-    Ok(orders)
+    Ok(items)
+}
+
+/// The orders of these reservations, read consistently by key.
+async fn read_orders(dynamodb: &aws_sdk_dynamodb::Client, table: &str, ids: &[String]) -> anyhow::Result<Vec<OrderRecord>> {
+    Ok(batch_get(dynamodb, table, ids)
+        .await?
+        .iter()
+        .map(|item| OrderRecord {
+            reservation_id: s(item, attr::RESERVATION_ID),
+            quantity: n(item, attr::QUANTITY) as u64,
+            payment_intent_id: s(item, "payment_intent_id"),
+        })
+        .collect())
+}
+
+/// The reservation ids the orders table's `by-sale` index shows for the sale.
+async fn read_indexed_orders(dynamodb: &aws_sdk_dynamodb::Client, table: &str, sale: &str) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let mut start = None;
+    loop {
+        let page = dynamodb
+            .query()
+            .table_name(table)
+            .index_name("by-sale")
+            .key_condition_expression("sale_id = :s")
+            .expression_attribute_values(":s", AttributeValue::S(sale.to_owned()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .with_context(|| format!("querying {table} by sale"))?;
+        ids.extend(page.items().iter().map(|item| s(item, attr::RESERVATION_ID)));
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return Ok(ids);
+        }
+    }
+}
+
+/// The records of the reservations the buyers were answered 201 for, by key.
+async fn read_granted(dynamodb: &aws_sdk_dynamodb::Client, table: &str, ids: &[String]) -> anyhow::Result<Vec<GrantedRecord>> {
+    let found: HashMap<String, HashMap<String, AttributeValue>> = batch_get(dynamodb, table, ids)
+        .await?
+        .into_iter()
+        .map(|item| (s(&item, attr::RESERVATION_ID), item))
+        .collect();
+    Ok(ids
+        .iter()
+        .map(|id| GrantedRecord {
+            reservation_id: id.clone(),
+            status: found.get(id).map(|item| s(item, attr::STATUS)),
+            reconciled: found
+                .get(id)
+                .and_then(|item| item.get(attr::RECONCILED))
+                .and_then(|v| v.as_s().ok())
+                .cloned(),
+        })
+        .collect())
 }
 
 /// The sandbox's PaymentIntents whose `metadata.reservation_id` is one of the sale's.
@@ -465,7 +714,7 @@ async fn read_charges(http: &Http, sandbox: &str, reservations: &[Record]) -> an
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|r| r["status"].as_str() != Some("failed"))
+            .filter(|r| r["status"].as_str().is_none_or(|s| s == "succeeded"))
             .filter_map(|r| r["amount"].as_u64())
             .sum();
         charges.push(Charge {
@@ -497,7 +746,7 @@ fn n(item: &HashMap<String, AttributeValue>, name: &str) -> i64 {
 mod tests {
     use super::*;
 
-    fn record(id: &str, user: &str, status: &str) -> Record {
+    fn record(id: &str, user: &str, status: &str, shard: u16) -> Record {
         Record {
             reservation_id: id.into(),
             user_id: user.into(),
@@ -505,39 +754,54 @@ mod tests {
             status: status.into(),
             expires_at_ms: 1_000_000,
             created_at_ms: 0,
-            shard: 0,
+            shard,
         }
     }
 
+    fn shard(shard: u16, initial: i64, available: i64, held: i64, sold: i64) -> ShardLevel {
+        ShardLevel { shard, initial, available, held, sold, unavailable: false }
+    }
+
+    fn charge(rid: &str, pi: &str, status: &str, refunded: u64) -> Charge {
+        Charge { reservation_id: rid.into(), intent_id: pi.into(), status: status.into(), amount: 100, refunded }
+    }
+
+    /// Stock 6 on two shards: shard 0 holds r3 and sold r1; shard 1 sold r2; r4 expired.
     fn ledger() -> Ledger {
+        let shards = vec![shard(0, 3, 1, 1, 1), shard(1, 3, 2, 0, 1)];
         Ledger {
             sale: "s".into(),
-            stock: 5,
+            stock: 6,
+            shards: 2,
             per_user_limit: 1,
-            levels: Some(Levels {
-                initial: 5,
-                available: 2,
-                held: 1,
-                sold: 2,
-                unavailable_shards: 0,
-            }),
+            levels: Some(Levels { initial: 6, available: 3, held: 1, sold: 2, unavailable_shards: 0, shards }),
             reservations: vec![
-                record("r1", "a", "CONFIRMED"),
-                record("r2", "b", "CONFIRMED"),
-                record("r3", "c", "PENDING"),
-                record("r4", "d", "EXPIRED"),
+                record("r1", "a", "CONFIRMED", 0),
+                record("r2", "b", "CONFIRMED", 1),
+                record("r3", "c", "PENDING", 0),
+                record("r4", "d", "EXPIRED", 1),
             ],
             orders: vec![
                 OrderRecord { reservation_id: "r1".into(), quantity: 1, payment_intent_id: "pi_1".into() },
                 OrderRecord { reservation_id: "r2".into(), quantity: 1, payment_intent_id: "pi_2".into() },
             ],
+            indexed_orders: vec!["r1".into(), "r2".into()],
             charges: Some(vec![
-                Charge { reservation_id: "r1".into(), intent_id: "pi_1".into(), status: "succeeded".into(), amount: 100, refunded: 0 },
-                Charge { reservation_id: "r2".into(), intent_id: "pi_2".into(), status: "succeeded".into(), amount: 100, refunded: 0 },
-                Charge { reservation_id: "r4".into(), intent_id: "pi_4".into(), status: "succeeded".into(), amount: 100, refunded: 100 },
+                charge("r1", "pi_1", "succeeded", 0),
+                charge("r2", "pi_2", "succeeded", 0),
+                charge("r4", "pi_4", "succeeded", 100),
             ]),
+            promises: Promises { granted: vec!["r1".into(), "r3".into()], confirmed: vec!["r1".into()] },
+            granted: vec![
+                GrantedRecord { reservation_id: "r1".into(), status: Some("CONFIRMED".into()), reconciled: None },
+                GrantedRecord { reservation_id: "r3".into(), status: Some("PENDING".into()), reconciled: None },
+            ],
             read_at_ms: 1_000_000,
         }
+    }
+
+    fn failing(l: Ledger) -> Vec<&'static str> {
+        l.verdict().failures().iter().map(|c| c.name).collect()
     }
 
     #[test]
@@ -545,53 +809,103 @@ mod tests {
         let v = ledger().verdict();
         assert!(v.pass, "{:?}", v.failures());
         assert_eq!((v.figures.held, v.figures.sold, v.figures.oversold, v.figures.lost), (1, 2, 0, 0));
+        assert!(v.not_checked.is_empty());
+    }
+
+    #[test]
+    fn a_shard_in_debt_is_oversold_even_when_the_totals_balance() {
+        // Shard 0 sold 2 of its 3 units too many (available -1), shard 1 has a unit too few on
+        // sale: the sums balance (6 = 3 + 1 + 2 ...), the shards do not.
+        let mut l = ledger();
+        let levels = l.levels.as_mut().unwrap();
+        levels.shards[0] = shard(0, 3, -1, 1, 3);
+        levels.shards[1] = shard(1, 3, 4, 0, 1);
+        l.orders.push(OrderRecord { reservation_id: "r5".into(), quantity: 2, payment_intent_id: "pi_5".into() });
+        l.reservations.push(Record { quantity: 2, ..record("r5", "e", "CONFIRMED", 0) });
+        l.indexed_orders.push("r5".into());
+        l.charges.as_mut().unwrap().push(Charge { amount: 200, ..charge("r5", "pi_5", "succeeded", 0) });
+        let v = l.clone().verdict();
+        assert!(v.figures.oversold >= 1, "{:?}", v.figures);
+        let names = failing(l);
+        assert!(names.contains(&"no shard in debt (available >= 0: nothing sold beyond a shard's stock)"), "{names:?}");
+        assert!(names.contains(&"units conserved on every shard (initial = available + held + sold)"), "{names:?}");
     }
 
     #[test]
     fn every_kind_of_break_fails_its_check() {
-        let failing = |l: Ledger| -> Vec<&'static str> { l.verdict().failures().iter().map(|c| c.name).collect() };
-
         let mut lost = ledger();
-        lost.levels.as_mut().unwrap().available = 1;
-        let v = lost.clone().verdict();
-        assert_eq!(v.figures.lost, 1);
+        lost.levels.as_mut().unwrap().shards[1].available = 1;
+        assert_eq!(lost.clone().verdict().figures.lost, 1);
         assert!(failing(lost)[0].starts_with("units conserved"));
 
-        let mut oversold = ledger();
-        oversold.levels.as_mut().unwrap().available = 3;
-        assert_eq!(oversold.clone().verdict().figures.oversold, 1);
+        let mut phantom = ledger();
+        phantom.levels.as_mut().unwrap().shards[1].available = 3;
+        assert_eq!(phantom.verdict().figures.oversold, 1);
 
         let mut drift = ledger();
-        drift.levels.as_mut().unwrap().held = 0;
-        assert_eq!(failing(drift), vec!["Redis agrees with the records"]);
+        drift.levels.as_mut().unwrap().shards[0].held = 0;
+        assert_eq!(failing(drift), vec!["Redis agrees with the records on every shard"]);
 
         let mut greedy = ledger();
         greedy.reservations[2].user_id = "a".into();
         assert_eq!(failing(greedy), vec!["no buyer above the per-user limit"]);
 
         let mut twice = ledger();
-        twice.charges.as_mut().unwrap().push(Charge {
-            reservation_id: "r1".into(),
-            intent_id: "pi_9".into(),
-            status: "succeeded".into(),
-            amount: 100,
-            refunded: 0,
-        });
+        twice.charges.as_mut().unwrap().push(charge("r1", "pi_9", "succeeded", 0));
         let names = failing(twice.clone());
         assert!(names.contains(&"no reservation charged twice"), "{names:?}");
         assert_eq!(twice.verdict().figures.double_charges, 2);
+
+        let mut declined_then_paid = ledger();
+        declined_then_paid.charges.as_mut().unwrap().push(charge("r1", "pi_0", "canceled", 0));
+        assert!(declined_then_paid.verdict().pass, "a canceled earlier intent is not a second charge");
 
         let mut orphan = ledger();
         orphan.charges.as_mut().unwrap()[2].refunded = 0;
         assert_eq!(failing(orphan), vec!["every charge is an order or fully refunded"]);
 
+        let mut unpaid = ledger();
+        unpaid.charges.as_mut().unwrap().remove(1);
+        assert_eq!(failing(unpaid), vec!["every order is paid (its charge succeeded and was kept)"]);
+
         let mut no_order = ledger();
         no_order.orders.pop();
-        assert!(failing(no_order).contains(&"every CONFIRMED reservation has its order and no order lacks one"));
+        let names = failing(no_order);
+        assert!(names.contains(&"every CONFIRMED reservation has its order, and every order its reservation"), "{names:?}");
+
+        let mut stray_order = ledger();
+        stray_order.indexed_orders.push("r9".into());
+        assert_eq!(failing(stray_order), vec!["every CONFIRMED reservation has its order, and every order its reservation"]);
+
+        let mut tombstone = ledger();
+        tombstone.granted[1].reconciled = Some("rolled_back".into());
+        assert_eq!(failing(tombstone), vec!["every reservation a buyer was answered 201 for is real (a record, not a tombstone)"]);
+
+        let mut vanished = ledger();
+        vanished.granted[1].status = None;
+        assert_eq!(failing(vanished).len(), 1);
+
+        let mut seen = ledger();
+        seen.promises.confirmed.push("r3".into());
+        assert_eq!(failing(seen), vec!["every reservation a buyer saw CONFIRMED has its order"]);
 
         let mut stuck = ledger();
         stuck.read_at_ms = 1_000_000 + EXPIRY_SLACK_MS + 1;
         assert_eq!(stuck.clone().verdict().figures.stuck, 1);
         assert_eq!(failing(stuck).len(), 1);
+
+        let mut in_flight = ledger();
+        in_flight.charges.as_mut().unwrap().push(charge("r4", "pi_8", "processing", 0));
+        assert_eq!(in_flight.verdict().figures.stuck, 1);
+    }
+
+    #[test]
+    fn without_redis_or_the_provider_the_verdict_says_what_it_did_not_check() {
+        let mut l = ledger();
+        l.levels = None;
+        l.charges = None;
+        let v = l.verdict();
+        assert!(v.pass);
+        assert_eq!(v.not_checked.len(), 3, "{:?}", v.not_checked);
     }
 }

@@ -137,7 +137,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
     pub endpoint: Endpoint,
+    /// Answered calls (the percentiles are over these).
     pub count: u64,
+    /// Calls that got no answer (timeout, refused or reset connection): not in the percentiles.
+    pub no_answer: u64,
     pub p50: f64,
     pub p95: f64,
     pub p99: f64,
@@ -154,9 +157,14 @@ pub fn latencies(samples: &[Sample]) -> Vec<Latency> {
             for s in samples.iter().filter(|s| s.endpoint == endpoint && s.status.is_some()) {
                 let _ = h.record((s.latency_ms * 1000.0).max(1.0) as u64);
             }
+            let no_answer = samples
+                .iter()
+                .filter(|s| s.endpoint == endpoint && s.status.is_none())
+                .count() as u64;
             (h.len() > 0).then(|| Latency {
                 endpoint,
                 count: h.len(),
+                no_answer,
                 p50: h.value_at_quantile(0.50) as f64 / 1000.0,
                 p95: h.value_at_quantile(0.95) as f64 / 1000.0,
                 p99: h.value_at_quantile(0.99) as f64 / 1000.0,

@@ -117,13 +117,14 @@ pub fn text(r: &RunRecord) -> String {
             outcomes.join(", ")
         );
     }
-    let _ = writeln!(out, "\n== latency (ms, answered calls) ==");
+    let _ = writeln!(out, "\n== latency (ms, answered calls; calls with no answer counted apart) ==");
     for lat in &r.latencies {
         let _ = writeln!(
             out,
-            "  {:<32} n={:<5} p50 {:>7.1}  p95 {:>7.1}  p99 {:>7.1}  max {:>7.1}",
+            "  {:<32} n={:<5} no answer {:<3} p50 {:>7.1}  p95 {:>7.1}  p99 {:>7.1}  max {:>7.1}",
             lat.endpoint.route(),
             lat.count,
+            lat.no_answer,
             lat.p50,
             lat.p95,
             lat.p99,
@@ -139,15 +140,19 @@ pub fn text(r: &RunRecord) -> String {
         r.requests as f64 / r.crowd_seconds.max(0.001),
         if refused.is_empty() { "none".into() } else { refused.join(", ") }
     );
+    for n in &r.verdict.not_checked {
+        let _ = writeln!(out, "  [not checked] {n}");
+    }
     let _ = writeln!(
         out,
         "settled in {:.1} s after the crowd\n\nVERDICT: {}{}",
         r.settle_seconds,
-        if r.verdict.pass { "PASS" } else { "FAIL" },
-        if r.behaviours_as_expected() {
-            ""
-        } else {
-            " (and some buyers did not end as their behaviour should)"
+        if r.passed() { "PASS" } else { "FAIL" },
+        match (r.verdict.pass, r.behaviours_as_expected()) {
+            (true, true) => "",
+            (false, true) => " (the ledger fails a check)",
+            (true, false) => " (some buyers did not end as their behaviour should)",
+            (false, false) => " (the ledger fails a check, and some buyers did not end as their behaviour should)",
         }
     );
     out
@@ -174,7 +179,7 @@ fn esc(s: &str) -> String {
 
 pub fn html(r: &RunRecord) -> anyhow::Result<String> {
     let mut page = String::new();
-    let verdict = if r.verdict.pass { "PASS" } else { "FAIL" };
+    let verdict = if r.passed() { "PASS" } else { "FAIL" };
     let _ = write!(
         page,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>flashsale run {sale}</title>\
@@ -185,7 +190,7 @@ pub fn html(r: &RunRecord) -> anyhow::Result<String> {
          <p>{name}: {stock} units on {shards} shards, limit {limit} per buyer, holds {hold} s; {buyers} buyers; \
          {requests} requests in {secs:.1} s through <code>{api}</code>.</p>",
         sale = esc(&r.sale),
-        cls = if r.verdict.pass { "ok" } else { "fail" },
+        cls = if r.passed() { "ok" } else { "fail" },
         name = esc(&r.scenario.name),
         stock = r.scenario.sale.stock,
         shards = r.scenario.sale.shards,
@@ -212,7 +217,11 @@ pub fn html(r: &RunRecord) -> anyhow::Result<String> {
             esc(&c.detail)
         );
     }
-    page.push_str("</table><h2>Buyers by behaviour</h2><table><tr><th>behaviour</th><th>buyers</th><th>reserved</th><th>as expected</th><th>outcomes</th></tr>");
+    page.push_str("</table>");
+    for n in &r.verdict.not_checked {
+        let _ = write!(page, "<p>not checked: {}</p>", esc(n));
+    }
+    page.push_str("<h2>Buyers by behaviour</h2><table><tr><th>behaviour</th><th>buyers</th><th>reserved</th><th>as expected</th><th>outcomes</th></tr>");
     for (b, s) in &r.behaviours {
         let outcomes: Vec<String> = s.outcomes.iter().map(|(k, n)| format!("{} {n}", esc(k))).collect();
         let _ = write!(
@@ -226,13 +235,14 @@ pub fn html(r: &RunRecord) -> anyhow::Result<String> {
             outcomes.join(", ")
         );
     }
-    page.push_str("</table><h2>Latency (ms)</h2><table><tr><th>endpoint</th><th>n</th><th>p50</th><th>p95</th><th>p99</th><th>max</th></tr>");
+    page.push_str("</table><h2>Latency (ms)</h2><table><tr><th>endpoint</th><th>answered</th><th>no answer</th><th>p50</th><th>p95</th><th>p99</th><th>max</th></tr>");
     for l in &r.latencies {
         let _ = write!(
             page,
-            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td></tr>",
             l.endpoint.route(),
             l.count,
+            l.no_answer,
             l.p50,
             l.p95,
             l.p99,

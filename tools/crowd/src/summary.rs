@@ -6,6 +6,15 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::buyer::{Behaviour, BuyerReport, Outcome};
+use crate::ledger::Promises;
+
+/// What the buyers were told: every reservation granted (201), every one seen CONFIRMED.
+pub fn promises(reports: &[BuyerReport]) -> Promises {
+    Promises {
+        granted: reports.iter().flat_map(|r| r.reservations.iter().cloned()).collect(),
+        confirmed: reports.iter().flat_map(|r| r.confirmed.iter().cloned()).collect(),
+    }
+}
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BehaviourStats {

@@ -32,6 +32,8 @@ pub struct Target {
     pub local: bool,
     /// Redis URL to read stock levels from (local only).
     pub redis_url: Option<String>,
+    /// `redis_url` is a node of a Redis Cluster (the chaos suite's cluster fault).
+    pub redis_cluster: bool,
     /// The payment sandbox (local only).
     pub sandbox_url: Option<String>,
 }
@@ -50,6 +52,7 @@ impl Target {
             expiry_function: field(&outputs, "ExpiryCleanupFunctionName")?,
             local: true,
             redis_url: Some(LOCAL_REDIS.into()),
+            redis_cluster: false,
             sandbox_url: Some(LOCAL_SANDBOX.into()),
         })
     }
@@ -64,6 +67,7 @@ impl Target {
             expiry_function: field(&outputs, "ExpiryCleanupFunctionName")?,
             local: false,
             redis_url: None,
+            redis_cluster: false,
             sandbox_url: None,
         })
     }
@@ -89,23 +93,8 @@ impl Target {
         if !self.local {
             return Ok(None);
         }
-        let url = format!(
-            "{LOCALSTACK}/2015-03-31/functions/{}/invocations",
-            self.expiry_function
-        );
-        // LocalStack does not check signatures; it reads the region and service from the
-        // credential scope.
-        let auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/lambda/aws4_request, \
-                    SignedHeaders=host, Signature=0";
-        let reply = http
-            .call(
-                Method::POST,
-                &url,
-                &[("authorization", auth)],
-                Some(&serde_json::json!({})),
-                Duration::from_secs(90),
-            )
-            .await?;
+        let path = format!("/2015-03-31/functions/{}/invocations", self.expiry_function);
+        let reply = local_lambda(http, Method::POST, &path, Some(&serde_json::json!({}))).await?;
         anyhow::ensure!(
             reply.status == 200 && reply.headers.get("x-amz-function-error").is_none(),
             "expiry cleanup failed: {} {}",
@@ -114,6 +103,92 @@ impl Target {
         );
         Ok(Some(reply.json()))
     }
+}
+
+/// One call of Lambda's REST API on LocalStack (`path` from `/2015-03-31/...`). LocalStack does
+/// not check signatures; it reads the region and service from the credential scope.
+pub async fn local_lambda(
+    http: &Http,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<crate::http::Reply> {
+    let auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/lambda/aws4_request, \
+                SignedHeaders=host, Signature=0";
+    Ok(http
+        .call(method, &format!("{LOCALSTACK}{path}"), &[("authorization", auth)], body, Duration::from_secs(90))
+        .await?)
+}
+
+/// The Redis settings of every function of the local stack that talks to Redis, and a way to
+/// point them all elsewhere (the chaos suite's cluster fault) and back.
+pub struct RedisEnv {
+    /// function name -> its environment variables as they were.
+    saved: Vec<(String, serde_json::Map<String, Value>)>,
+}
+
+impl RedisEnv {
+    /// Every function of stack `Flashsale-<stage>` with a REDIS_URL.
+    pub async fn read(http: &Http, stage: &str) -> anyhow::Result<Self> {
+        let reply = local_lambda(http, Method::GET, "/2015-03-31/functions/?MaxItems=200", None).await?;
+        anyhow::ensure!(reply.status == 200, "ListFunctions: {}", reply.status);
+        let prefix = format!("Flashsale-{stage}-");
+        let mut saved = Vec::new();
+        for f in reply.json()["Functions"].as_array().into_iter().flatten() {
+            let name = f["FunctionName"].as_str().unwrap_or_default();
+            let vars = f["Environment"]["Variables"].as_object().cloned().unwrap_or_default();
+            if name.starts_with(&prefix) && vars.contains_key("REDIS_URL") {
+                saved.push((name.to_owned(), vars));
+            }
+        }
+        anyhow::ensure!(!saved.is_empty(), "no function of Flashsale-{stage} reads REDIS_URL");
+        Ok(Self { saved })
+    }
+
+    /// Points every one of them at `url` in `mode` (`standalone` | `cluster`); returns when
+    /// LocalStack has applied it (new invocations start new processes with it).
+    pub async fn point_all(&self, http: &Http, url: &str, mode: &str) -> anyhow::Result<()> {
+        for (name, vars) in &self.saved {
+            let mut vars = vars.clone();
+            vars.insert("REDIS_URL".into(), Value::String(url.into()));
+            vars.insert("REDIS_MODE".into(), Value::String(mode.into()));
+            update(http, name, vars).await?;
+        }
+        Ok(())
+    }
+
+    /// Puts every function's variables back as they were read.
+    pub async fn restore(&self, http: &Http) -> anyhow::Result<()> {
+        for (name, vars) in &self.saved {
+            update(http, name, vars.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// True if some function is not in standalone mode on `url` (a run that died while the
+    /// functions pointed elsewhere).
+    pub fn drifted_from(&self, url: &str) -> bool {
+        self.saved.iter().any(|(_, vars)| {
+            vars.get("REDIS_URL").and_then(Value::as_str) != Some(url)
+                || vars.get("REDIS_MODE").and_then(Value::as_str).unwrap_or("standalone") != "standalone"
+        })
+    }
+}
+
+async fn update(http: &Http, name: &str, vars: serde_json::Map<String, Value>) -> anyhow::Result<()> {
+    let path = format!("/2015-03-31/functions/{name}/configuration");
+    let body = serde_json::json!({ "Environment": { "Variables": vars } });
+    let reply = local_lambda(http, Method::PUT, &path, Some(&body)).await?;
+    anyhow::ensure!(reply.status == 200, "UpdateFunctionConfiguration {name}: {} {}", reply.status, String::from_utf8_lossy(&reply.body));
+    for _ in 0..120 {
+        let now = local_lambda(http, Method::GET, &path, None).await?.json();
+        match now["LastUpdateStatus"].as_str() {
+            Some("Successful") | None => return Ok(()),
+            Some("Failed") => anyhow::bail!("updating {name} failed: {}", now["LastUpdateStatusReason"]),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    anyhow::bail!("{name} did not finish updating in 30 s")
 }
 
 fn read_outputs(path: &Path, stage: &str) -> anyhow::Result<Value> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use crowd::api::Api;
-use crowd::chaos::{Fault, FaultPoints, Injected};
+use crowd::chaos::{ClusterStage, Fault, FaultPoints, Injected};
 use crowd::crowd as run_crowd;
 use crowd::http::Http;
 use crowd::ledger::Verdict;
@@ -38,6 +38,10 @@ struct Args {
     /// Print the fault names and stop.
     #[arg(long)]
     list: bool,
+    /// Only put every fault point back to normal (and the functions back on the local Redis,
+    /// after a run that died while they pointed at its cluster), then stop.
+    #[arg(long)]
+    heal: bool,
     /// Replace the table between the chaos markers of this file (RELIABILITY.md).
     #[arg(long)]
     record: Option<PathBuf>,
@@ -59,6 +63,10 @@ struct Row {
     injected: Injected,
     /// How the buyers' stories ended (outcome -> buyers).
     outcomes: std::collections::BTreeMap<String, u32>,
+    /// Whether the fault provably happened (and what showed it), and whether the sale sold.
+    took_effect: (bool, String),
+    /// The row passes: the ledger passes, the fault took effect, and something was sold.
+    pass: bool,
 }
 
 #[tokio::main]
@@ -71,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let faults: Vec<Fault> = if args.only.is_empty() {
-        Fault::ALL.to_vec()
+        Fault::ALL.into_iter().filter(|f| args.long || f.in_short_form()).collect()
     } else {
         args.only
             .iter()
@@ -83,23 +91,41 @@ async fn main() -> anyhow::Result<()> {
     let tokens = TokenSource::local(&repo.join(".local/jwt/private.pem"))?;
     let http = Http::new()?;
     let dynamodb = target.dynamodb().await;
-    let points = FaultPoints {
+    let mut points = FaultPoints {
         http: http.clone(),
         repo: repo.clone(),
         target: target.clone(),
+        only_shard: None,
     };
+    points.restore_redis_env().await?;
+    if args.heal {
+        return points.heal_all().await;
+    }
     let started = std::time::Instant::now();
     let mut rows = Vec::new();
-    for fault in faults {
-        points.heal_all().await?;
-        println!("\n== {} ==", fault.name());
-        let row = run_one(fault, args.long, &target, &tokens, &http, &dynamodb, &points).await;
-        // Whatever happened, every fault point goes back to normal before the next sale.
-        let healed = points.heal_all().await;
-        let row = row?;
-        healed?;
-        println!("{}", row_line(&row));
-        rows.push(row);
+    let run = async {
+        for fault in faults {
+            points.heal_all().await?;
+            println!("\n== {} ==", fault.name());
+            let row = run_one(fault, args.long, &target, &tokens, &http, &dynamodb, &mut points).await;
+            // Whatever happened, every fault point goes back to normal before the next sale.
+            let healed = points.heal_all().await;
+            let row = row?;
+            healed?;
+            println!("{}", row_line(&row));
+            rows.push(row);
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        done = run => done?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("chaos: interrupted; putting every fault point back to normal");
+            let heal = FaultPoints { http: http.clone(), repo: repo.clone(), target: target.clone(), only_shard: None };
+            let _ = heal.heal_all().await;
+            let _ = heal.restore_redis_env().await;
+            std::process::exit(130);
+        }
     }
     let table = table(&rows, args.long, started.elapsed());
     println!("\n{table}");
@@ -109,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&rows)?)?;
     }
-    if rows.iter().all(|r| r.verdict.pass) {
+    if rows.iter().all(|r| r.pass) {
         Ok(())
     } else {
         eprintln!("chaos: some ledgers failed (see the FAIL rows)");
@@ -124,35 +150,77 @@ async fn run_one(
     tokens: &TokenSource,
     http: &Http,
     dynamodb: &aws_sdk_dynamodb::Client,
+    points: &mut FaultPoints,
+) -> anyhow::Result<Row> {
+    let sale = new_sale_id("chaos");
+    if fault != Fault::ClusterPrimaryKilled {
+        return run_sale(fault, long, target, tokens, http, dynamodb, points, &sale, None).await;
+    }
+    // The cluster fault: the functions go to a Redis Cluster for this sale, and come back.
+    let mut stage = ClusterStage::start(http, &sale).await?;
+    let mut on_cluster = target.clone();
+    on_cluster.redis_url = Some(stage.seed_url.clone());
+    on_cluster.redis_cluster = true;
+    points.target = on_cluster.clone();
+    points.only_shard = Some(0);
+    let row = run_sale(fault, long, &on_cluster, tokens, http, dynamodb, points, &sale, Some(&mut stage)).await;
+    points.target = target.clone();
+    points.only_shard = None;
+    stage.restore(http).await?;
+    row
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_sale(
+    fault: Fault,
+    long: bool,
+    target: &Target,
+    tokens: &TokenSource,
+    http: &Http,
+    dynamodb: &aws_sdk_dynamodb::Client,
     points: &FaultPoints,
+    sale: &str,
+    cluster: Option<&mut ClusterStage>,
 ) -> anyhow::Result<Row> {
     let scenario = fault.scenario(long);
     let recorder = Arc::new(Recorder::new(scenario.limits.max_requests));
     let api = Api::new(&target.api_url, http.clone(), Arc::clone(&recorder));
-    let sale = new_sale_id("chaos");
-    open_sale(&api, tokens, &scenario, &sale).await?;
+    open_sale(&api, tokens, &scenario, sale).await?;
     let opened = tokio::time::Instant::now();
     let watch = StockWatch::start(
-        crowd::target::LOCAL_REDIS.into(),
-        sale.clone(),
+        target.redis_url.clone().unwrap_or_else(|| crowd::target::LOCAL_REDIS.into()),
+        target.redis_cluster,
+        sale.to_owned(),
         scenario.sale.shards,
         opened,
         Duration::from_millis(250),
     );
-    let injection = points.run(fault, long, opened, &sale, dynamodb);
-    let crowd = run_crowd::run(&api, tokens, &scenario, &sale, &sale, Duration::from_secs(120));
-    let (injected, reports) = tokio::join!(injection, crowd);
-    let injected = injected?;
-    let reports = reports?;
+    let crowd = run_crowd::run(&api, tokens, &scenario, sale, sale, Duration::from_secs(120));
+    let injection = points.run(fault, long, opened, sale, dynamodb, cluster);
+    tokio::pin!(crowd);
+    tokio::pin!(injection);
+    // Both run at once; a failed injection stops the run at once (returning drops the crowd),
+    // rather than letting it run its full time under a half-set fault.
+    let (mut injected, mut reports) = (None, None);
+    while injected.is_none() || reports.is_none() {
+        tokio::select! {
+            i = &mut injection, if injected.is_none() => injected = Some(i?),
+            r = &mut crowd, if reports.is_none() => reports = Some(r?),
+        }
+    }
+    let (injected, reports) = injected.zip(reports).ok_or_else(|| anyhow::anyhow!("the crowd or the injection did not finish"))?;
     let mut outcomes = std::collections::BTreeMap::new();
     for r in &reports {
         *outcomes.entry(crowd::summary::outcome_label(&r.outcome)).or_insert(0) += 1;
     }
     let crowd_end_ms = opened.elapsed().as_millis() as u64;
     points.heal_all().await?;
-    let settled = settle(target, http, dynamodb, &scenario, &sale, false, Duration::from_secs(300)).await?;
+    let promises = crowd::summary::promises(&reports);
+    let settled = settle(target, http, dynamodb, &scenario, sale, &promises, false, Duration::from_secs(300)).await?;
     let points_seen = watch.stop();
     let samples = recorder.samples();
+    let took_effect = evidence(fault, &injected, &samples, &outcomes);
+    let pass = settled.verdict.pass && took_effect.0 && settled.verdict.figures.orders > 0;
     Ok(Row {
         fault: fault.name(),
         requests: recorder.counters.requests.load(Ordering::Relaxed),
@@ -165,7 +233,65 @@ async fn run_one(
         verdict: settled.verdict,
         injected,
         outcomes,
+        took_effect,
+        pass,
     })
+}
+
+/// Did the fault provably happen? Each fault's own trace: holds really lost, replies really
+/// dropped, calls really faulted, reserves really refused or killed, both outcomes of the race.
+fn evidence(
+    fault: Fault,
+    injected: &Injected,
+    samples: &[crowd::recorder::Sample],
+    outcomes: &std::collections::BTreeMap<String, u32>,
+) -> (bool, String) {
+    use crowd::recorder::Endpoint;
+    let in_window = |s: &&crowd::recorder::Sample| s.at_ms >= injected.at_ms && s.at_ms <= injected.healed_ms + 15_000;
+    let refused_reserves = samples
+        .iter()
+        .filter(|s| s.endpoint == Endpoint::Reserve && !s.served())
+        .filter(in_window)
+        .count();
+    let killed_reserves = samples
+        .iter()
+        .filter(|s| s.endpoint == Endpoint::Reserve && matches!(s.status, None | Some(502) | Some(504)))
+        .filter(in_window)
+        .count();
+    let faulted = injected.calls.map_or(0, |(_, f)| f);
+    match fault {
+        Fault::RedisPrimaryKilled | Fault::ClusterPrimaryKilled | Fault::RedisFlushed => {
+            let lost = injected.holds_lost.unwrap_or(0);
+            (lost > 0, format!("{lost} holds of recorded reservations gone from Redis after the fault"))
+        }
+        Fault::RedisRepliesDropped => {
+            let dropped = injected.dropped_replies.unwrap_or(0);
+            (dropped > 0, format!("{dropped} replies dropped after their command ran"))
+        }
+        Fault::RedisUnreachable => (
+            refused_reserves > 0,
+            format!("{refused_reserves} reserves refused or unanswered while Redis was unreachable"),
+        ),
+        Fault::DynamoDbThrottledAndFailing
+        | Fault::DynamoDbAnswersLost
+        | Fault::StepFunctionsFailing => (faulted > 0, format!("{faulted} calls faulted")),
+        Fault::ProviderDownSlowAndNoisy => {
+            let failed = outcomes.get("payment ended FAILED").copied().unwrap_or(0);
+            (failed > 0, format!("{failed} payments failed while the provider was down"))
+        }
+        Fault::LambdaKilledMidReserve => (
+            faulted > 0 && killed_reserves > 0,
+            format!("{faulted} reservation writes hung; {killed_reserves} reserves answered 502/504 or nothing (the function was killed)"),
+        ),
+        Fault::PayRacesExpiry => {
+            let confirmed = outcomes.get("confirmed").copied().unwrap_or(0);
+            let refused = outcomes.get("refused after expiry").copied().unwrap_or(0);
+            (
+                confirmed > 0 && refused > 0 && injected.cleanup_runs.unwrap_or(0) > 0,
+                format!("{confirmed} paid in time, {refused} refused after the deadline, cleanup ran around it"),
+            )
+        }
+    }
 }
 
 fn row_line(r: &Row) -> String {
@@ -183,8 +309,16 @@ fn row_line(r: &Row) -> String {
         r.longest_unavailable_s,
         r.paused_s.map_or("-".into(), |p| format!("{p:.1} s")),
         r.settled_after_heal_s,
-        if r.verdict.pass { "PASS" } else { "FAIL" }
+        if r.pass { "PASS" } else { "FAIL" }
     );
+    line.push_str(&format!(
+        "\n  fault {}: {}",
+        if r.took_effect.0 { "took effect" } else { "DID NOT TAKE EFFECT" },
+        r.took_effect.1
+    ));
+    if r.verdict.figures.orders == 0 {
+        line.push_str("\n  FAIL nothing was sold");
+    }
     for c in r.verdict.failures() {
         line.push_str(&format!("\n  FAIL {}: {}", c.name, c.detail));
     }
@@ -198,7 +332,7 @@ fn row_line(r: &Row) -> String {
 
 fn table(rows: &[Row], long: bool, took: Duration) -> String {
     let mut out = format!(
-        "| fault ({} form) | requests | reservations | orders | oversold | lost | double charges | stuck | acknowledged holds lost (repaired) | longest reserve unavailability | sale paused until verified | settled after the fault | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| fault ({} form) | requests | reservations | orders | oversold | lost | double charges | stuck | holds lost in Redis (then repaired) | longest reserve unavailability | sale paused until verified | settled after the fault | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         if long { "long" } else { "short" }
     );
     for r in rows {
@@ -217,7 +351,7 @@ fn table(rows: &[Row], long: bool, took: Duration) -> String {
             r.longest_unavailable_s,
             r.paused_s.map_or("-".into(), |p| format!("{p:.1} s")),
             r.settled_after_heal_s,
-            if r.verdict.pass { "PASS" } else { "FAIL" }
+            if r.pass { "PASS" } else { "FAIL" }
         ));
     }
     out.push_str(&format!("\n{} faults in {:.0} s.\n", rows.len(), took.as_secs_f64()));

@@ -94,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
 
     let started = tokio::time::Instant::now();
     let watch = target.redis_url.clone().map(|url| {
-        StockWatch::start(url, sale.clone(), scenario.sale.shards, started, Duration::from_millis(500))
+        StockWatch::start(url, false, sale.clone(), scenario.sale.shards, started, Duration::from_millis(500))
     });
     let live = progress::Live::start(
         Arc::clone(&recorder),
@@ -117,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         &dynamodb,
         &scenario,
         &sale,
+        &crowd::summary::promises(&reports),
         true,
         Duration::from_secs(scenario.sale.hold_seconds + 180),
     )
