@@ -122,7 +122,7 @@ impl Fault {
             Fault::RedisPrimaryKilled | Fault::RedisFlushed | Fault::ClusterPrimaryKilled => Duration::ZERO,
             Fault::RedisUnreachable => Duration::from_secs(10),
             Fault::PayRacesExpiry => Duration::ZERO,
-            _ => s(10, 30),
+            _ => s(8, 30),
         }
     }
 
@@ -131,7 +131,7 @@ impl Fault {
     pub fn scenario(self, long: bool) -> Scenario {
         // Stock for most of the crowd, most of which arrives after the opening seconds: the
         // fault (from the 3rd second) meets reserves and payments, not a sold-out sale.
-        let (buyers, stock, tail) = if long { (150, 110, 40.0) } else { (30, 22, 12.0) };
+        let (buyers, stock, tail) = if long { (150, 110, 40.0) } else { (24, 18, 10.0) };
         let mut mix = Mix {
             pay_now: 6,
             pay_late: 0,
