@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 
 /// What the proxy does with a call that matches a rule. As JSON (the fault-proxy tool's control
 /// API): `{"respond": {"status": 400, "body": "..."}}`, `{"delay": 2000}` (ms),
-/// `"answer_lost"`, or a named one: `"throttling"`, `"server_error"`,
+/// `"answer_lost"`, `{"hang": 8000}` (ms), or a named one: `"throttling"`, `"server_error"`,
 /// `{"transaction_cancelled": ["None", "ThrottlingError"]}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case", from = "FaultSpec")]
@@ -38,6 +38,11 @@ pub enum Fault {
     Delay(Duration),
     /// Forward, let the service commit, then drop the connection without an answer.
     AnswerLost,
+    /// Hold the call this long, then answer 500 without forwarding: the service never sees it.
+    /// Longer than the caller's timeout, it models a caller killed mid-call (a Lambda that
+    /// times out between two writes).
+    #[serde(serialize_with = "millis")]
+    Hang(Duration),
 }
 
 /// The JSON forms a fault can be given in (named faults expand to [`Fault`]).
@@ -47,6 +52,7 @@ enum FaultSpec {
     Respond { status: u16, body: String },
     Delay(u64),
     AnswerLost,
+    Hang(u64),
     Throttling,
     ServerError,
     TransactionCancelled(Vec<String>),
@@ -59,6 +65,7 @@ impl From<FaultSpec> for Fault {
             FaultSpec::Respond { status, body } => Fault::Respond { status, body },
             FaultSpec::Delay(ms) => Fault::Delay(Duration::from_millis(ms)),
             FaultSpec::AnswerLost => Fault::AnswerLost,
+            FaultSpec::Hang(ms) => Fault::Hang(Duration::from_millis(ms)),
             FaultSpec::Throttling => Fault::dynamodb_throttling(),
             FaultSpec::ServerError => Fault::dynamodb_server_error(),
             FaultSpec::TransactionCancelled(reasons) => Fault::transaction_cancelled(
@@ -138,6 +145,9 @@ pub enum Times {
 pub struct Rule {
     /// A substring of `X-Amz-Target`, e.g. `TransactWriteItems` or `StartExecution`.
     pub target: String,
+    /// When set, only calls whose request body contains it (a table name, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
     pub times: Times,
     pub fault: Fault,
 }
@@ -146,6 +156,7 @@ impl Rule {
     pub fn next(target: &str, n: u32, fault: Fault) -> Self {
         Self {
             target: target.into(),
+            body_contains: None,
             times: Times::Next(n),
             fault,
         }
@@ -154,17 +165,25 @@ impl Rule {
     pub fn share(target: &str, p: f64, fault: Fault) -> Self {
         Self {
             target: target.into(),
+            body_contains: None,
             times: Times::Share(p),
             fault,
         }
+    }
+
+    /// Only for calls whose body contains `needle`.
+    pub fn when_body_contains(mut self, needle: &str) -> Self {
+        self.body_contains = Some(needle.into());
+        self
     }
 }
 
 #[derive(Default)]
 struct State {
     rules: Vec<Rule>,
-    /// (target, fault applied or None) of every call, in order.
-    calls: Vec<(String, Option<Fault>)>,
+    /// Per target: calls seen, and how many of them got a fault (counts only: the proxy of the
+    /// local environment lives for days).
+    calls: std::collections::HashMap<String, (usize, usize)>,
 }
 
 /// The proxy. Listens on 127.0.0.1 at a free port; stops when dropped.
@@ -238,16 +257,11 @@ impl FaultProxy {
 
     /// Calls whose target contains `target`, and how many of them got a fault.
     pub fn calls(&self, target: &str) -> (usize, usize) {
-        let state = self.lock();
-        let matching: Vec<_> = state
+        self.lock()
             .calls
             .iter()
             .filter(|(t, _)| t.contains(target))
-            .collect();
-        (
-            matching.len(),
-            matching.iter().filter(|(_, f)| f.is_some()).count(),
-        )
+            .fold((0, 0), |(calls, faulted), (_, (c, f))| (calls + c, faulted + f))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -262,12 +276,20 @@ impl Drop for FaultProxy {
 }
 
 /// Picks the fault for a call to `target`, if a rule fires, and records the call.
-fn pick(state: &Mutex<State>, target: &str) -> Option<Fault> {
+fn pick(state: &Mutex<State>, target: &str, body: &[u8]) -> Option<Fault> {
     let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     let mut fault = None;
     for rule in state.rules.iter_mut() {
         if !target.contains(rule.target.as_str()) {
             continue;
+        }
+        if let Some(needle) = &rule.body_contains {
+            if !body
+                .windows(needle.len().max(1))
+                .any(|w| w == needle.as_bytes())
+            {
+                continue;
+            }
         }
         let fires = match &mut rule.times {
             Times::Next(n) if *n > 0 => {
@@ -282,8 +304,18 @@ fn pick(state: &Mutex<State>, target: &str) -> Option<Fault> {
             break;
         }
     }
-    state.calls.push((target.to_owned(), fault.clone()));
+    let counts = state.calls.entry(target.to_owned()).or_default();
+    counts.0 += 1;
+    counts.1 += usize::from(fault.is_some());
     fault
+}
+
+fn answer(status: u16, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
+        .header("content-type", "application/x-amz-json-1.0")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
 }
 
 #[derive(Debug)]
@@ -309,22 +341,23 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let fault = pick(&state, &target);
     let (parts, body) = request.into_parts();
     let body = body
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let fault = pick(&state, &target, &body);
     match fault {
-        Some(Fault::Respond { status, body }) => {
-            return Ok(Response::builder()
-                .status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
-                .header("content-type", "application/x-amz-json-1.0")
-                .body(Full::new(Bytes::from(body)))
-                .unwrap_or_default())
-        }
+        Some(Fault::Respond { status, body }) => return Ok(answer(status, body)),
         Some(Fault::Delay(pause)) => tokio::time::sleep(pause).await,
+        Some(Fault::Hang(pause)) => {
+            tokio::time::sleep(pause).await;
+            return Ok(answer(
+                500,
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"the call hung"}"#.into(),
+            ));
+        }
         _ => {}
     }
     let uri = format!(
@@ -356,4 +389,42 @@ async fn handle(
         return Err(Dropped);
     }
     Ok(Response::from_parts(parts, Full::new(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse_from_the_control_api_json() {
+        let rules: Vec<Rule> = serde_json::from_str(
+            r#"[{"target": "PutItem", "body_contains": "Reservations", "times": {"share": 0.5}, "fault": {"hang": 8000}},
+                {"target": "StartExecution", "times": {"next": 2}, "fault": "states_server_error"},
+                {"target": "TransactWriteItems", "times": {"next": 1}, "fault": "answer_lost"}]"#,
+        )
+        .expect("valid rules");
+        assert_eq!(rules[0].fault, Fault::Hang(Duration::from_secs(8)));
+        assert_eq!(rules[0].body_contains.as_deref(), Some("Reservations"));
+        assert_eq!(rules[1].fault, Fault::states_server_error());
+        assert_eq!(rules[1].times, Times::Next(2));
+        assert_eq!(rules[2].fault, Fault::AnswerLost);
+        assert!(serde_json::from_str::<Vec<Rule>>(r#"[{"target": "X", "times": {"next": 1}, "fault": "nap"}]"#).is_err());
+    }
+
+    #[test]
+    fn a_rule_with_body_contains_fires_only_on_matching_bodies_and_calls_are_counted() {
+        let state = Mutex::new(State::default());
+        state.lock().unwrap().rules.push(
+            Rule::next("PutItem", 5, Fault::AnswerLost).when_body_contains("Reservations"),
+        );
+        let target = "DynamoDB_20120810.PutItem";
+        assert_eq!(pick(&state, target, br#"{"TableName":"Orders"}"#), None);
+        assert_eq!(
+            pick(&state, target, br#"{"TableName":"Reservations-x"}"#),
+            Some(Fault::AnswerLost)
+        );
+        let state = state.lock().unwrap();
+        assert_eq!(state.calls.get(target), Some(&(2, 1)));
+        assert_eq!(state.rules[0].times, Times::Next(4));
+    }
 }
