@@ -125,22 +125,27 @@ async fn a_reservation_is_held_in_redis_and_recorded_in_dynamodb() {
 }
 
 #[tokio::test]
-async fn when_dynamodb_refuses_the_write_the_unit_is_released() {
+async fn when_dynamodb_refuses_every_write_the_hold_waits_for_the_retry_or_the_reconciler() {
     let server = RedisServer::start();
     let tables = Tables::create(&localstack_client().await, "it").await;
-    // The store points at a table that does not exist: every write fails for real.
+    // The store points at a table that does not exist: every write fails for real, the record
+    // and the tombstone that would close its id alike.
     let service = service(&server, &tables, "no-such-table").await;
     let sale = open_sale(&service, 1).await;
 
     let response =
         reservation_http::reserve(&service, &reserve_request(&sale.sale_id, "it-bob", "k")).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Nothing tells whether a write committed, so nothing is rolled back: the hold stays for a
+    // retry with the key (which writes the record) or for the hold reconciler after its grace
+    // (which closes the id, then releases it). No unit is sold twice meanwhile.
     let levels = service.stock.levels(&sale.stock()).await.unwrap();
-    assert_eq!(
-        (levels.available(), levels.held()),
-        (1, 0),
-        "the unit went back"
-    );
+    assert_eq!((levels.available(), levels.held()), (0, 1), "the hold waits");
+    let again =
+        reservation_http::reserve(&service, &reserve_request(&sale.sale_id, "it-bob", "k")).await;
+    assert_eq!(again.status(), StatusCode::SERVICE_UNAVAILABLE, "a retry meets the same store");
+    let levels = service.stock.levels(&sale.stock()).await.unwrap();
+    assert_eq!((levels.available(), levels.held()), (0, 1), "the retry took nothing more");
     tables.delete().await;
 }
 

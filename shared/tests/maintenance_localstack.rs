@@ -469,9 +469,10 @@ async fn a_reserve_killed_between_its_two_writes_is_released_by_the_reconciler()
             .count(),
         1
     );
-    // A retry with the dead request's key gets the closed reservation, not a new unit.
-    let retry = w.try_reserve(&sale, "doomed").await.unwrap();
-    assert_eq!(retry.status, ReservationStatus::Expired);
+    // A retry with the dead request's key is refused (the key is spent: its attempt was never
+    // answered 201 and its id is closed), neither a new unit nor the dead reservation.
+    let retry = w.try_reserve(&sale, "doomed").await;
+    assert!(matches!(retry, Err(ReserveError::KeySpent)), "{retry:?}");
     assert_eq!(
         w.engine().levels(&sale.stock()).await.unwrap().available(),
         2
