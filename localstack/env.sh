@@ -228,7 +228,13 @@ start_localstack() {
         mkdir -p "$LOCAL/localstack" "$LOCAL/tmp"
         [[ -f "$LOGS/localstack.log" ]] && mv "$LOGS/localstack.log" "$LOGS/localstack.log.1"
         # setsid: LocalStack leads its own session, so stop can find every process it
-        # started. LD_PRELOAD: its gateway and DynamoDB Local bind the wildcard
+        # started. LAMBDA_LIMITS_CONCURRENT_EXECUTIONS: the account's Lambda concurrency (AWS
+        # default and LocalStack's: 1000) is kept well under the gateway's 1000 worker threads
+        # (GATEWAY_WORKER_COUNT). A synchronous invocation holds a worker while it waits, and its
+        # result comes back through another: at 1000 in flight every worker waits for a result
+        # no worker can take, and LocalStack hangs (seen in the chaos suite's long form, with the
+        # provider slow and every webhook sent twice). At 400 the excess is throttled (429), as
+        # AWS throttles past the account's limit. LD_PRELOAD: its gateway and DynamoDB Local bind the wildcard
         # address whatever GATEWAY_LISTEN says; the shim moves them to loopback.
         env \
             OVERRIDE_IN_DOCKER=0 \
@@ -241,6 +247,7 @@ start_localstack() {
             DISABLE_EVENTS=1 \
             SQS_ENDPOINT_STRATEGY=path \
             LAMBDA_RUNTIME_EXECUTOR=host \
+            LAMBDA_LIMITS_CONCURRENT_EXECUTIONS=400 \
             SERVICES=lambda,logs,dynamodb,dynamodbstreams,sqs,sns,cloudwatch,stepfunctions,events,iam,sts,cloudformation,s3,ssm,apigateway \
             DEBUG="${FLASHSALE_LOCALSTACK_DEBUG:-0}" \
             PYTHONUNBUFFERED=1 \
