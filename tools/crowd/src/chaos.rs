@@ -236,6 +236,7 @@ impl ClusterStage {
     /// take the slots over; returns its URL and a note.
     async fn kill_primary_of_shard_0(&mut self, sale: &str) -> anyhow::Result<(String, Vec<String>, tokio::time::Instant)> {
         let (victim, replica) = (self.victim, self.replica);
+        let before = hold_ids(&mut self.cluster.nodes()[victim].direct_connection().await, sale, &[0]).await?;
         self.cluster.nodes()[replica].freeze(true);
         let pad = "x".repeat(1 << 20);
         let flood = async {
@@ -250,11 +251,13 @@ impl ClusterStage {
             anyhow::Ok(())
         }
         .await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut conn = self.cluster.nodes()[victim].direct_connection().await;
+        let new_hold = stall_until_a_new_hold(&mut conn, sale, &[0], &before).await;
         self.cluster.nodes_mut()[victim].kill_hard();
         let killed_at = tokio::time::Instant::now();
         self.cluster.nodes()[replica].freeze(false);
         flood?;
+        let new_hold = new_hold?;
         let sale_id = flashsale_core::domain::SaleId::parse(sale).map_err(|e| anyhow::anyhow!("{e}"))?;
         let key = flashsale_core::stock::ShardKeys::new(&sale_id, 0).stock();
         let started = tokio::time::Instant::now();
@@ -270,7 +273,8 @@ impl ClusterStage {
         Ok((
             promoted.clone(),
             vec![format!(
-                "cluster: shard 0's primary SIGKILLed with its replica stalled 1.5 s; {promoted} took its slots {:.1} s later",
+                "cluster: shard 0's primary SIGKILLed with its replica stalled {:.1} s; {promoted} took its slots {:.1} s later",
+                new_hold.as_secs_f64(),
                 took.as_secs_f64()
             )],
             killed_at,
@@ -394,7 +398,8 @@ impl FaultPoints {
         match fault {
             Fault::RedisPrimaryKilled => {
                 let stalled_at = chrono::Utc::now().timestamp_millis();
-                let (promoted, notes, killed_at) = self.kill_primary_with_stalled_replica().await?;
+                let shards: Vec<u16> = (0..fault.scenario(long).sale.shards).collect();
+                let (promoted, notes, killed_at) = self.kill_primary_with_stalled_replica(sale, &shards).await?;
                 injected.at_ms = killed_at.saturating_duration_since(opened).as_millis() as u64;
                 injected.notes = notes;
                 injected.holds_lost = Some(self.holds_missing_on(&promoted, sale, dynamodb, stalled_at).await?);
@@ -572,7 +577,11 @@ impl FaultPoints {
     /// SIGSTOPs the replica, fills the primary's replication stream (so the holds acknowledged
     /// next cannot reach the replica through socket buffers), lets the crowd run 1.5 s, then
     /// SIGKILLs the primary and lets the replica go on: Sentinel promotes it without those holds.
-    async fn kill_primary_with_stalled_replica(&self) -> anyhow::Result<(String, Vec<String>, tokio::time::Instant)> {
+    async fn kill_primary_with_stalled_replica(
+        &self,
+        sale: &str,
+        shards: &[u16],
+    ) -> anyhow::Result<(String, Vec<String>, tokio::time::Instant)> {
         let primary = sentinel_primary().await.context("no primary known to Sentinel")?;
         let primary_port: u16 = primary.rsplit(':').next().and_then(|p| p.parse().ok()).context("primary port")?;
         let replica_port = if primary_port == 6390 { 6391 } else { 6390 };
@@ -584,21 +593,22 @@ impl FaultPoints {
                 .parse()?)
         };
         let (primary_pid, replica_pid) = (pid(primary_port)?, pid(replica_port)?);
+        let client = redis::Client::open(primary.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let before = hold_ids(&mut conn, sale, shards).await?;
         signal(replica_pid, "STOP").await?;
         let result = async {
-            let client = redis::Client::open(primary.as_str())?;
-            let mut conn = client.get_multiplexed_async_connection().await?;
             let pad = "x".repeat(1 << 20);
             for i in 0..48 {
                 let _: () = redis::cmd("SET").arg(format!("chaos:pad:{i}")).arg(&pad).query_async(&mut conn).await?;
             }
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let stalled = stall_until_a_new_hold(&mut conn, sale, shards, &before).await?;
             signal(primary_pid, "KILL").await?;
-            anyhow::Ok(tokio::time::Instant::now())
+            anyhow::Ok((tokio::time::Instant::now(), stalled))
         }
         .await;
         signal(replica_pid, "CONT").await?;
-        let killed_at = result?;
+        let (killed_at, stalled) = result?;
         // Wait for the promotion, then drop the padding wherever it landed.
         let started = tokio::time::Instant::now();
         let mut promoted = None;
@@ -620,11 +630,52 @@ impl FaultPoints {
             }
         }
         let note = format!(
-            "primary {primary} SIGKILLed with its replica stalled 1.5 s; {promoted} promoted {:.1} s later",
+            "primary {primary} SIGKILLed with its replica stalled {:.1} s; {promoted} promoted {:.1} s later",
+            stalled.as_secs_f64(),
             without_primary.as_secs_f64()
         );
         Ok((promoted, vec![note], killed_at))
     }
+}
+
+/// The reservation ids holding units on `shards` of `sale`, on one node.
+async fn hold_ids(
+    conn: &mut redis::aio::MultiplexedConnection,
+    sale: &str,
+    shards: &[u16],
+) -> anyhow::Result<std::collections::HashSet<String>> {
+    let sale_id = flashsale_core::domain::SaleId::parse(sale).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut ids = std::collections::HashSet::new();
+    for shard in shards {
+        let key = flashsale_core::stock::ShardKeys::new(&sale_id, *shard).holds();
+        let fields: Vec<String> = redis::cmd("HKEYS").arg(&key).query_async(conn).await?;
+        ids.extend(fields);
+    }
+    Ok(ids)
+}
+
+/// Keeps the replica stalled for at least 1.5 s and until the primary has taken a hold it did
+/// not have when the stall began (so the kill loses an acknowledged hold, not only padding),
+/// then 300 ms more for that hold's record to be written; at most 10 s. A crowd between two
+/// arrivals could otherwise leave the window without a single reserve. Returns how long the
+/// stall lasted.
+async fn stall_until_a_new_hold(
+    conn: &mut redis::aio::MultiplexedConnection,
+    sale: &str,
+    shards: &[u16],
+    before: &std::collections::HashSet<String>,
+) -> anyhow::Result<Duration> {
+    let started = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    while started.elapsed() < Duration::from_secs(10) {
+        let now = hold_ids(conn, sale, shards).await?;
+        if now.iter().any(|id| !before.contains(id)) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(started.elapsed())
 }
 
 async fn signal(pid: i32, sig: &str) -> anyhow::Result<()> {
