@@ -6,6 +6,7 @@
 //!   ([`stock::redis::RedisStockEngine`]) and the per-process sold-out fast path
 //!   ([`stock::SoldOutCache`]).
 //! - [`rate_limit`]: the token-bucket port and its Redis Lua adapter.
+//! - [`bot`]: bot defence: the explainable bot score of a request.
 //! - [`expiry`]: the scheduled cleanup of expired PENDING reservations.
 //! - [`reconcile`]: hold reconciliation between Redis and DynamoDB, the stock rebuild after a
 //!   Redis loss, and the scheduled sweep that runs them with the cleanup.
@@ -19,6 +20,7 @@
 //!   (with the Step Functions adapter of [`saga::control::SagaControl`]).
 //! - [`config`], [`observability`]: typed start-up configuration and JSON logs.
 
+pub mod bot;
 pub mod config;
 pub mod domain;
 pub mod events;
