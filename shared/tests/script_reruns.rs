@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use common::*;
 use flashsale_core::domain::{IdempotencyKey, ReservationId, Timestamp, UserId};
+use flashsale_core::bot::watchlist::redis::{subject_keys, OBSERVE, SPEND};
+use flashsale_core::bot::watchlist::Subject;
 use flashsale_core::payment::breaker::BREAKER;
 use flashsale_core::rate_limit::redis::TOKEN_BUCKET;
 use flashsale_core::rate_limit::RateKey;
@@ -47,8 +49,14 @@ async fn state(conn: &mut ConnectionManager) -> State {
             .unwrap();
         let content = match kind.as_str() {
             "string" => {
-                let v: String = redis::cmd("GET").arg(&key).query_async(conn).await.unwrap();
-                v
+                let v: Vec<u8> = redis::cmd("GET").arg(&key).query_async(conn).await.unwrap();
+                if v.starts_with(b"HYLL") {
+                    // A HyperLogLog (the bot watchlist's request counts): its count.
+                    let n: i64 = redis::cmd("PFCOUNT").arg(&key).query_async(conn).await.unwrap();
+                    format!("hyperloglog of {n}")
+                } else {
+                    String::from_utf8_lossy(&v).into_owned()
+                }
             }
             "hash" => {
                 let mut h: BTreeMap<String, String> = redis::cmd("HGETALL")
@@ -553,6 +561,72 @@ async fn the_rate_limit_and_breaker_scripts_are_safe_to_run_twice() {
     assert_rerun_safe(&server, "breaker acquire (probe)", &BREAKER, &k, &a).await;
     let (k, a) = breaker("record", "probe-1", true, true);
     assert_rerun_safe(&server, "breaker record probe success", &BREAKER, &k, &a).await;
+}
+
+/// observe.lua's reply carries remaining lifetimes (ms), which differ between two runs by the
+/// time in between: compare what they mean (a block or none, the same reason, the same counts,
+/// a pass or none).
+fn observation_meaning(reply: &Value) -> String {
+    let Value::Array(items) = reply else {
+        panic!("observe answered {reply:?}")
+    };
+    let positive = |v: &Value| matches!(v, Value::Int(n) if *n > 0);
+    format!(
+        "blocked:{} reason:{:?} counts:{:?}/{:?} pass:{}",
+        positive(&items[0]),
+        items[1],
+        items[2],
+        items[3],
+        positive(&items[4])
+    )
+}
+
+async fn assert_observe_rerun_safe(server: &RedisServer, name: &str, keys: &[String], request: &str) {
+    let mut conn = server.connection().await;
+    let snapshot = dump(&mut conn).await;
+    let before = state(&mut conn).await;
+    let args = [request.to_string()];
+    let first = eval(&mut conn, &OBSERVE, keys, &args).await;
+    let once = state(&mut conn).await;
+    restore(&mut conn, &snapshot).await;
+    eval(&mut conn, &OBSERVE, keys, &args).await;
+    let again = eval(&mut conn, &OBSERVE, keys, &args).await;
+    let twice = state(&mut conn).await;
+    assert_ne!(before, once, "{name} changed nothing");
+    assert_eq!(once, twice, "{name}: two runs differ from one");
+    assert_eq!(observation_meaning(&first), observation_meaning(&again), "{name}");
+}
+
+#[tokio::test]
+async fn the_bot_watchlist_scripts_are_safe_to_run_twice() {
+    let server = RedisServer::start();
+    let buyer = Subject::Buyer(UserId::parse("rerun-bot").unwrap());
+    let keys = subject_keys(&buyer, now()).to_vec();
+    // observe.lua: a re-sent observation counts the request once.
+    assert_observe_rerun_safe(&server, "observe", &keys, "req-1").await;
+    // With a block and a pass in place, it still counts once and reads the same.
+    let mut conn = server.connection().await;
+    for (key, value) in [(&keys[0], "challenge-failed"), (&keys[3], "1")] {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(3_600_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    assert_observe_rerun_safe(&server, "observe (blocked, with a pass)", &keys, "req-2").await;
+    // spend.lua: a re-sent spend of the same request is still "first".
+    let spent = vec!["fs:{bot:spent:nonce-1}".to_string()];
+    assert_rerun_safe(
+        &server,
+        "spend",
+        &SPEND,
+        &spent,
+        &["req-3".into(), "120000".into()],
+    )
+    .await;
 }
 
 /// The engine-level view of a re-sent reserve: the second run answers with the same hold and

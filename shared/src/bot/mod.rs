@@ -1,4 +1,10 @@
 //! Bot defence (seed 004, flow 10): score each buyer request from what is known about it
-//! ([`score`]), challenge above a threshold, block for an hour after a failed challenge.
+//! ([`score`]), challenge above a threshold ([`challenge`]), block for an hour after a failed
+//! challenge. What is remembered between requests (counts, blocks, passes, spent challenges) is
+//! the [`watchlist`].
 
+pub mod challenge;
+pub mod defence;
+pub mod http;
 pub mod score;
+pub mod watchlist;

@@ -15,6 +15,9 @@ pub struct Problem {
     /// Sent as the `Retry-After` header (seconds), not in the body.
     #[serde(skip)]
     pub retry_after: Option<u64>,
+    /// Extension members (RFC 9457 section 3.2), e.g. the `challenge` a client must solve.
+    #[serde(flatten, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -26,7 +29,14 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             retry_after: None,
+            extensions: serde_json::Map::new(),
         }
+    }
+
+    /// Adds an extension member `name` (not one of the standard members).
+    pub fn with_extension(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.extensions.insert(name.to_owned(), value);
+        self
     }
 
     /// Adds a `Retry-After` header of `secs` seconds.

@@ -1,0 +1,162 @@
+//! The watchlist: what the bot defence remembers between requests, shared by every Lambda
+//! instance. Per buyer and per source address: requests in the last minute, an active block,
+//! and (buyers only) a pass granted by a solved challenge; and the challenges already spent.
+//!
+//! Requests are counted per request id (a re-sent call counts once) in a sliding minute
+//! estimated from two fixed minutes, the way Cloudflare's rate limiting estimates a sliding
+//! window ("How we built rate limiting capable of scaling to millions of domains", Cloudflare
+//! blog, 2017): `current + previous × (share of the previous minute still in the window)`.
+
+pub mod memory;
+pub mod redis;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::domain::{Timestamp, UserId};
+use crate::rate_limit::RequestId;
+
+/// Who a block applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(tag = "kind", content = "id", rename_all = "kebab-case")]
+pub enum Subject {
+    Buyer(UserId),
+    Address(String),
+}
+
+impl Subject {
+    /// The form used in the block index and the admin API: `buyer:<id>` or `address:<ip>`.
+    pub fn label(&self) -> String {
+        match self {
+            Subject::Buyer(id) => format!("buyer:{id}"),
+            Subject::Address(ip) => format!("address:{ip}"),
+        }
+    }
+
+    /// The inverse of [`Subject::label`].
+    pub fn parse_label(label: &str) -> Option<Self> {
+        match label.split_once(':')? {
+            ("buyer", id) => UserId::parse(id).ok().map(Subject::Buyer),
+            ("address", ip) if !ip.is_empty() => Some(Subject::Address(ip.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// One active block.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Block {
+    pub subject: Subject,
+    /// Why, for admins (`challenge-failed`, `challenge-replayed`, ...).
+    pub reason: String,
+    /// How long it still lasts.
+    #[serde(rename = "remainingSeconds", serialize_with = "seconds")]
+    pub remaining: Duration,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+/// What the watchlist knew about one request's buyer and address when it was counted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observation {
+    /// Requests in the last minute (estimated), this one included.
+    pub buyer_per_minute: u32,
+    pub address_per_minute: u32,
+    /// The longest active block on the buyer or the address, if any.
+    pub blocked: Option<Block>,
+    /// The buyer solved a challenge recently: do not ask again while the pass lasts.
+    pub pass: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchlistError {
+    #[error("watchlist store unavailable")]
+    Store(#[from] ::redis::RedisError),
+    #[error("unexpected reply from the watchlist: {0}")]
+    UnexpectedReply(String),
+}
+
+/// The port.
+pub trait Watchlist: Send + Sync {
+    /// Counts `request` for the buyer and the address (once, however often it is re-sent) and
+    /// reads their blocks and the buyer's pass.
+    fn observe(
+        &self,
+        buyer: &UserId,
+        address: Option<&str>,
+        request: &RequestId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Observation, WatchlistError>> + Send;
+
+    /// Blocks `subject` for `duration` (a new block replaces a shorter or longer one).
+    fn block(
+        &self,
+        subject: &Subject,
+        reason: &str,
+        duration: Duration,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), WatchlistError>> + Send;
+
+    /// Lifts a block; `false` if there was none.
+    fn lift(&self, subject: &Subject) -> impl Future<Output = Result<bool, WatchlistError>> + Send;
+
+    /// Every active block.
+    fn active_blocks(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Block>, WatchlistError>> + Send;
+
+    /// Lets the buyer through without a challenge for `duration`.
+    fn grant_pass(
+        &self,
+        buyer: &UserId,
+        duration: Duration,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), WatchlistError>> + Send;
+
+    /// Spends a challenge (by its nonce) for `request`: `true` the first time, and again for
+    /// the same request (a re-sent call); `false` for any other request (a replay). Remembered
+    /// for `ttl` (at least the challenge's remaining lifetime).
+    fn spend(
+        &self,
+        nonce: &str,
+        request: &RequestId,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, WatchlistError>> + Send;
+}
+
+/// The sliding-minute estimate from two fixed minutes. `into_minute`: how far into the current
+/// minute `now` is.
+pub(crate) fn sliding_minute(current: u64, previous: u64, into_minute: Duration) -> u32 {
+    let left_of_previous = 1.0 - (into_minute.as_secs_f64() / 60.0).clamp(0.0, 1.0);
+    (current as f64 + previous as f64 * left_of_previous).round().min(u32::MAX as f64) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sliding_minute_weighs_the_previous_minute_by_what_is_left_of_it() {
+        assert_eq!(sliding_minute(10, 60, Duration::ZERO), 70);
+        assert_eq!(sliding_minute(10, 60, Duration::from_secs(30)), 40);
+        assert_eq!(sliding_minute(10, 60, Duration::from_secs(60)), 10);
+    }
+
+    #[test]
+    fn labels_round_trip_and_refuse_strangers() {
+        for subject in [
+            Subject::Buyer(UserId::parse("alice").unwrap()),
+            Subject::Address("203.0.113.9".into()),
+            Subject::Address("2001:db8::1".into()),
+        ] {
+            assert_eq!(Subject::parse_label(&subject.label()), Some(subject));
+        }
+        assert_eq!(Subject::parse_label("robot:x"), None);
+        assert_eq!(Subject::parse_label("address:"), None);
+        assert_eq!(Subject::parse_label("nocolon"), None);
+    }
+}

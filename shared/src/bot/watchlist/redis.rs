@@ -1,0 +1,238 @@
+//! The Redis adapter of [`Watchlist`]. Each subject's keys share one hash tag (one slot), so
+//! its observation is one script; the block index (for the admin list) is a sorted set of its
+//! own, written after the block key (the block key decides; the index only lists).
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use redis::{Script, Value};
+
+use super::{sliding_minute, Block, Observation, Subject, Watchlist, WatchlistError};
+use crate::domain::{Timestamp, UserId};
+use crate::rate_limit::RequestId;
+
+/// observe.lua (public for the test that runs every script twice).
+pub static OBSERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("observe.lua")));
+/// spend.lua (public for the test that runs every script twice).
+pub static SPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("spend.lua")));
+
+/// The sorted set of blocked subjects' labels, scored by when their block ends (ms).
+const BLOCK_INDEX: &str = "fs:{bot:blocks}";
+
+fn tag(subject: &Subject) -> String {
+    format!("fs:{{bot:{}}}", subject.label())
+}
+
+/// The keys of one subject: block, this minute, previous minute, pass.
+pub fn subject_keys(subject: &Subject, now: Timestamp) -> [String; 4] {
+    let t = tag(subject);
+    let minute = now.as_millis().div_euclid(60_000);
+    [
+        format!("{t}:block"),
+        format!("{t}:count:{minute}"),
+        format!("{t}:count:{}", minute - 1),
+        format!("{t}:pass"),
+    ]
+}
+
+#[derive(Clone)]
+pub struct RedisWatchlist<C> {
+    conn: C,
+}
+
+impl<C> RedisWatchlist<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    pub fn new(conn: C) -> Self {
+        Self { conn }
+    }
+
+    async fn observe_one(
+        &self,
+        subject: &Subject,
+        request: &RequestId,
+        now: Timestamp,
+    ) -> Result<(u32, Option<Block>, bool), WatchlistError> {
+        let keys = subject_keys(subject, now);
+        let reply: Vec<Value> = OBSERVE
+            .key(&keys[0])
+            .key(&keys[1])
+            .key(&keys[2])
+            .key(&keys[3])
+            .arg(request.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let int = |v: &Value| match v {
+            Value::Int(i) => Ok(*i),
+            other => Err(WatchlistError::UnexpectedReply(format!("{other:?}"))),
+        };
+        let [block_left, reason, current, previous, pass_left] = &reply[..] else {
+            return Err(WatchlistError::UnexpectedReply(format!("{reply:?}")));
+        };
+        let block_left = int(block_left)?;
+        let blocked = (block_left > 0).then(|| Block {
+            subject: subject.clone(),
+            reason: match reason {
+                Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                _ => String::new(),
+            },
+            remaining: Duration::from_millis(block_left as u64),
+        });
+        let into_minute = Duration::from_millis(now.as_millis().rem_euclid(60_000) as u64);
+        let per_minute = sliding_minute(
+            int(current)?.max(0) as u64,
+            int(previous)?.max(0) as u64,
+            into_minute,
+        );
+        Ok((per_minute, blocked, int(pass_left)? > 0))
+    }
+}
+
+impl<C> Watchlist for RedisWatchlist<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    async fn observe(
+        &self,
+        buyer: &UserId,
+        address: Option<&str>,
+        request: &RequestId,
+        now: Timestamp,
+    ) -> Result<Observation, WatchlistError> {
+        let buyer_subject = Subject::Buyer(buyer.clone());
+        let address_subject = address.map(|a| Subject::Address(a.to_owned()));
+        let (buyer_seen, address_seen) = futures::future::join(
+            self.observe_one(&buyer_subject, request, now),
+            async {
+                match &address_subject {
+                    Some(subject) => self.observe_one(subject, request, now).await.map(Some),
+                    None => Ok(None),
+                }
+            },
+        )
+        .await;
+        let (buyer_per_minute, buyer_block, pass) = buyer_seen?;
+        let (address_per_minute, address_block) = match address_seen? {
+            Some((n, block, _)) => (n, block),
+            None => (0, None),
+        };
+        let blocked = [buyer_block, address_block]
+            .into_iter()
+            .flatten()
+            .max_by_key(|b| b.remaining);
+        Ok(Observation {
+            buyer_per_minute,
+            address_per_minute,
+            blocked,
+            pass,
+        })
+    }
+
+    async fn block(
+        &self,
+        subject: &Subject,
+        reason: &str,
+        duration: Duration,
+        now: Timestamp,
+    ) -> Result<(), WatchlistError> {
+        let mut conn = self.conn.clone();
+        let ms = duration.as_millis().max(1) as u64;
+        redis::cmd("SET")
+            .arg(&subject_keys(subject, now)[0])
+            .arg(reason)
+            .arg("PX")
+            .arg(ms)
+            .query_async::<()>(&mut conn)
+            .await?;
+        redis::cmd("ZADD")
+            .arg(BLOCK_INDEX)
+            .arg(now.as_millis() + ms as i64)
+            .arg(subject.label())
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn lift(&self, subject: &Subject) -> Result<bool, WatchlistError> {
+        let mut conn = self.conn.clone();
+        // The minute does not matter for the block key.
+        let key = &subject_keys(subject, Timestamp::from_millis(0))[0];
+        let removed: i64 = redis::cmd("DEL").arg(key).query_async(&mut conn).await?;
+        redis::cmd("ZREM")
+            .arg(BLOCK_INDEX)
+            .arg(subject.label())
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn active_blocks(&self, now: Timestamp) -> Result<Vec<Block>, WatchlistError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("ZREMRANGEBYSCORE")
+            .arg(BLOCK_INDEX)
+            .arg("-inf")
+            .arg(now.as_millis())
+            .query_async::<()>(&mut conn)
+            .await?;
+        let labels: Vec<String> = redis::cmd("ZRANGE")
+            .arg(BLOCK_INDEX)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        let mut blocks = Vec::new();
+        for subject in labels.iter().filter_map(|l| Subject::parse_label(l)) {
+            let key = &subject_keys(&subject, now)[0];
+            let (reason, left): (Option<String>, i64) = redis::pipe()
+                .cmd("GET")
+                .arg(key)
+                .cmd("PTTL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await?;
+            // The key decides: a block lifted or expired is not listed, whatever the index says.
+            if let (Some(reason), true) = (reason, left > 0) {
+                blocks.push(Block {
+                    subject,
+                    reason,
+                    remaining: Duration::from_millis(left as u64),
+                });
+            }
+        }
+        Ok(blocks)
+    }
+
+    async fn grant_pass(
+        &self,
+        buyer: &UserId,
+        duration: Duration,
+        now: Timestamp,
+    ) -> Result<(), WatchlistError> {
+        redis::cmd("SET")
+            .arg(&subject_keys(&Subject::Buyer(buyer.clone()), now)[3])
+            .arg(1)
+            .arg("PX")
+            .arg(duration.as_millis().max(1) as u64)
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn spend(
+        &self,
+        nonce: &str,
+        request: &RequestId,
+        ttl: Duration,
+        _now: Timestamp,
+    ) -> Result<bool, WatchlistError> {
+        let spent: i64 = SPEND
+            .key(format!("fs:{{bot:spent:{nonce}}}"))
+            .arg(request.as_str())
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(spent == 1)
+    }
+}
