@@ -1,9 +1,11 @@
-//! The crowd every design meets: distinct buyers, a stock much smaller than the crowd, a share
-//! who ask for two units, a share who retry the same request (their first answer was lost), and
-//! a share of greedy buyers who ask again, for more, with a new request.
+//! The crowd every design meets: distinct buyers, a share who ask for two units, a share who
+//! resend their request (half of them while the first copy is still in flight, half after its
+//! answer: a lost answer), and a share of greedy buyers who then ask again, for the limit, with
+//! a new request.
 //!
 //! The crowd is drawn once from a seed, so every design meets exactly the same buyers in the
-//! same order.
+//! same order. Each caller yields to the runtime after every answer, so a design that answers
+//! from memory cannot starve the others' callers.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,6 +14,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::designs::{Answer, Attempt, Design};
+
+/// The longest one attempt may take before the run is abandoned as hung.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the crowd looks like. Shares are in [0, 1].
 #[derive(Debug, Clone)]
@@ -24,7 +29,7 @@ pub struct CrowdSpec {
     /// Share of buyers whose first request asks for 2 units.
     pub two_unit_share: f64,
     /// Share of buyers who send their first request a second time, unchanged (same
-    /// idempotency key), as a client does when the answer is lost.
+    /// idempotency key): half of them at once (two copies in flight), half after the answer.
     pub retry_share: f64,
     /// Share of buyers who then send a new request for `per_user_limit` more units.
     pub greedy_share: f64,
@@ -36,6 +41,8 @@ struct Buyer {
     id: u32,
     quantity: u32,
     retries: bool,
+    /// The resend goes out while the first copy is still in flight.
+    retries_at_once: bool,
     greedy: bool,
 }
 
@@ -54,6 +61,7 @@ impl Crowd {
                 id,
                 quantity: if rng.f64() < spec.two_unit_share { 2 } else { 1 },
                 retries: rng.f64() < spec.retry_share,
+                retries_at_once: rng.bool(),
                 greedy: rng.f64() < spec.greedy_share,
             })
             .collect();
@@ -63,33 +71,24 @@ impl Crowd {
         }
     }
 
-    /// Units the crowd asks for on first requests: far more than the stock.
+    /// The same buyers with another stock (the selling-only run: stock for everyone).
+    pub fn with_stock(&self, stock: u64) -> Self {
+        Self {
+            spec: CrowdSpec {
+                stock,
+                ..self.spec.clone()
+            },
+            buyers: self.buyers.clone(),
+        }
+    }
+
+    /// Units the crowd asks for on first requests.
     pub fn demand(&self) -> u64 {
         self.buyers.iter().map(|b| u64::from(b.quantity)).sum()
     }
 
-    fn attempts_of(&self, buyer: &Buyer) -> Vec<Attempt> {
-        let first = Attempt {
-            buyer: buyer.id,
-            request: 0,
-            quantity: buyer.quantity,
-        };
-        let mut attempts = vec![first];
-        if buyer.retries {
-            attempts.push(first);
-        }
-        if buyer.greedy {
-            attempts.push(Attempt {
-                buyer: buyer.id,
-                request: 1,
-                quantity: self.spec.per_user_limit,
-            });
-        }
-        attempts
-    }
-
     /// Sends the whole crowd at `design` over `concurrency` callers (each takes the next buyer
-    /// and plays that buyer's requests in order), then reads what the store says is left.
+    /// and plays that buyer's requests), then reads what the store says is left.
     pub async fn run(
         &self,
         design: Arc<dyn Design>,
@@ -104,50 +103,14 @@ impl Crowd {
                 let (design, next, crowd, run_id) =
                     (design.clone(), next.clone(), self.clone(), run_id.to_string());
                 tokio::spawn(async move {
+                    let caller = Caller {
+                        design: design.as_ref(),
+                        run_id: &run_id,
+                        worker,
+                    };
                     let mut tally = Tally::new()?;
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(buyer) = crowd.buyers.get(i) else {
-                            break;
-                        };
-                        let mut granted_requests: Vec<u32> = Vec::new();
-                        let mut units = 0u32;
-                        for attempt in crowd.attempts_of(buyer) {
-                            let begun = Instant::now();
-                            let answer = design.attempt(&run_id, worker, &attempt).await?;
-                            let ended = Instant::now();
-                            tally.latency.record((ended - begun).as_nanos().max(1) as u64)?;
-                            tally.answered_at.push(ended);
-                            tally.attempts += 1;
-                            match answer {
-                                Answer::Granted => {
-                                    if granted_requests.contains(&attempt.request) {
-                                        // The same request granted twice: the retry bought
-                                        // the units again.
-                                        tally.duplicate_grants += 1;
-                                    }
-                                    granted_requests.push(attempt.request);
-                                    units += attempt.quantity;
-                                    tally.grants.push((begun, attempt.quantity));
-                                    tally.last_grant = tally.last_grant.max(Some(ended));
-                                }
-                                Answer::Replayed => tally.replayed += 1,
-                                Answer::SoldOut => {
-                                    tally.sold_out += 1;
-                                    tally.sold_out_answers.push((ended, attempt.quantity));
-                                }
-                                Answer::LimitReached => tally.limit_reached += 1,
-                                Answer::GaveUp => {
-                                    // Turned away as a sold-out buyer is: judged the same way.
-                                    tally.gave_up += 1;
-                                    tally.sold_out_answers.push((ended, attempt.quantity));
-                                }
-                            }
-                        }
-                        tally.granted_units += u64::from(units);
-                        if units > crowd.spec.per_user_limit {
-                            tally.limit_violations += 1;
-                        }
+                    while let Some(buyer) = crowd.buyers.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        crowd.play(&caller, buyer, &mut tally).await?;
                     }
                     anyhow::Ok(tally)
                 })
@@ -158,15 +121,97 @@ impl Crowd {
             total.add(worker.await??)?;
         }
         let elapsed = started.elapsed();
-        let selling_per_sec = total.last_grant.map(|last| {
-            let answered = total.answered_at.iter().filter(|at| **at <= last).count();
-            answered as f64 / (last - started).as_secs_f64()
-        });
         let left_in_store = design.left(run_id).await?;
-        let mut result =
-            RunResult::from_tally(design.name(), &self.spec, total, elapsed, left_in_store);
-        result.selling_per_sec = selling_per_sec;
-        Ok(result)
+        Ok(RunResult::from_tally(
+            design.name(),
+            &self.spec,
+            total,
+            elapsed,
+            left_in_store,
+        ))
+    }
+
+    /// One buyer's requests, and the checks that need the buyer's whole story.
+    async fn play(&self, caller: &Caller<'_>, buyer: &Buyer, tally: &mut Tally) -> anyhow::Result<()> {
+        let first = Attempt {
+            buyer: buyer.id,
+            request: 0,
+            quantity: buyer.quantity,
+        };
+        // Answers to request 0, in the order they arrived.
+        let answers: Vec<(Answer, Instant, Instant)> = if buyer.retries && buyer.retries_at_once {
+            let (a, b) = futures::future::join(caller.send(&first), caller.send(&first)).await;
+            vec![a?, b?]
+        } else if buyer.retries {
+            vec![caller.send(&first).await?, caller.send(&first).await?]
+        } else {
+            vec![caller.send(&first).await?]
+        };
+        let mut units = 0u32;
+        let grants = answers.iter().filter(|(a, ..)| *a == Answer::Granted).count() as u64;
+        // A request granted twice: the resend bought the units again.
+        tally.duplicate_grants += grants.saturating_sub(1);
+        // A resend of a granted request must hear "that was granted" (or, if both copies raced,
+        // be the grant): any other answer misinforms the buyer; a replay of a request that was
+        // never granted invents one.
+        if answers.len() == 2 {
+            let replays = answers.iter().any(|(a, ..)| *a == Answer::Replayed);
+            let refused = answers.iter().any(|(a, ..)| !matches!(a, Answer::Granted | Answer::Replayed));
+            if (grants > 0 && refused) || (grants == 0 && replays) {
+                tally.misanswered_resends += 1;
+            }
+        }
+        for (answer, begun, ended) in &answers {
+            tally.record(*answer, first.quantity, *begun, *ended);
+            if *answer == Answer::Granted {
+                units += first.quantity;
+            }
+        }
+        if buyer.greedy {
+            let again = Attempt {
+                buyer: buyer.id,
+                request: 1,
+                quantity: self.spec.per_user_limit,
+            };
+            let (answer, begun, ended) = caller.send(&again).await?;
+            tally.record(answer, again.quantity, begun, ended);
+            if answer == Answer::Granted {
+                units += again.quantity;
+            }
+        }
+        tally.granted_units += u64::from(units);
+        if units > self.spec.per_user_limit {
+            tally.limit_violations += 1;
+        }
+        Ok(())
+    }
+}
+
+/// One caller of a design (a task of the run).
+struct Caller<'a> {
+    design: &'a dyn Design,
+    run_id: &'a str,
+    worker: usize,
+}
+
+impl Caller<'_> {
+    /// Sends an attempt until it has an answer other than "in progress" (a copy of it is
+    /// still running: the client waits a moment and asks again, as it would on 409).
+    async fn send(&self, attempt: &Attempt) -> anyhow::Result<(Answer, Instant, Instant)> {
+        let begun = Instant::now();
+        loop {
+            let answer = tokio::time::timeout(
+                ATTEMPT_TIMEOUT,
+                self.design.attempt(self.run_id, self.worker, attempt),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("an attempt took longer than {ATTEMPT_TIMEOUT:?}"))??;
+            tokio::task::yield_now().await;
+            if answer != Answer::InProgress {
+                return Ok((answer, begun, Instant::now()));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 }
 
@@ -175,19 +220,18 @@ struct Tally {
     latency: Histogram<u64>,
     granted_units: u64,
     duplicate_grants: u64,
+    misanswered_resends: u64,
     limit_violations: u64,
     replayed: u64,
     sold_out: u64,
+    insufficient: u64,
     limit_reached: u64,
     gave_up: u64,
-    /// When each attempt's answer arrived.
-    answered_at: Vec<Instant>,
-    /// When the last granted request's answer arrived.
-    last_grant: Option<Instant>,
     /// When each granted request started, and its units.
     grants: Vec<(Instant, u32)>,
-    /// When each "sold out" (or "gave up") answer arrived, and the units asked for.
-    sold_out_answers: Vec<(Instant, u32)>,
+    /// When each refusal for want of stock ("sold out", "insufficient", "gave up") arrived,
+    /// and the units asked for.
+    refusals: Vec<(Instant, u32)>,
 }
 
 impl Tally {
@@ -197,16 +241,33 @@ impl Tally {
             latency: Histogram::new_with_bounds(1, 60_000_000_000, 3)?,
             granted_units: 0,
             duplicate_grants: 0,
+            misanswered_resends: 0,
             limit_violations: 0,
             replayed: 0,
             sold_out: 0,
+            insufficient: 0,
             limit_reached: 0,
             gave_up: 0,
-            answered_at: Vec::new(),
-            last_grant: None,
             grants: Vec::new(),
-            sold_out_answers: Vec::new(),
+            refusals: Vec::new(),
         })
+    }
+
+    fn record(&mut self, answer: Answer, quantity: u32, begun: Instant, ended: Instant) {
+        self.attempts += 1;
+        let _ = self.latency.record((ended - begun).as_nanos().max(1) as u64);
+        match answer {
+            Answer::Granted => self.grants.push((begun, quantity)),
+            Answer::Replayed => self.replayed += 1,
+            Answer::SoldOut => self.sold_out += 1,
+            Answer::Insufficient => self.insufficient += 1,
+            Answer::LimitReached => self.limit_reached += 1,
+            Answer::GaveUp => self.gave_up += 1,
+            Answer::InProgress => unreachable!("send() retries until another answer"),
+        }
+        if matches!(answer, Answer::SoldOut | Answer::Insufficient | Answer::GaveUp) {
+            self.refusals.push((ended, quantity));
+        }
     }
 
     fn add(&mut self, other: Tally) -> anyhow::Result<()> {
@@ -214,15 +275,15 @@ impl Tally {
         self.latency.add(other.latency)?;
         self.granted_units += other.granted_units;
         self.duplicate_grants += other.duplicate_grants;
+        self.misanswered_resends += other.misanswered_resends;
         self.limit_violations += other.limit_violations;
         self.replayed += other.replayed;
         self.sold_out += other.sold_out;
+        self.insufficient += other.insufficient;
         self.limit_reached += other.limit_reached;
         self.gave_up += other.gave_up;
-        self.answered_at.extend(other.answered_at);
-        self.last_grant = self.last_grant.max(other.last_grant);
         self.grants.extend(other.grants);
-        self.sold_out_answers.extend(other.sold_out_answers);
+        self.refusals.extend(other.refusals);
         Ok(())
     }
 }
@@ -233,34 +294,33 @@ pub struct RunResult {
     pub design: &'static str,
     pub attempts: u64,
     pub elapsed: Duration,
-    /// Attempts answered per second from the start until the last unit was granted: the
-    /// selling phase, before the crowd meets only "sold out". `None` if nothing was granted.
-    pub selling_per_sec: Option<f64>,
     pub latency: Histogram<u64>,
     /// Units the buyers were told they got (a duplicate grant counts again: the store sold it).
     pub granted_units: u64,
     /// Units granted beyond the stock.
     pub oversold: u64,
-    /// Units the crowd left unsold although every buyer had asked and given up: false
-    /// sold-outs (a bucket said "sold out" while another had stock, a rollback's window, a
-    /// transaction that gave up).
+    /// Units left unsold after every buyer had asked and gone.
     pub unsold: u64,
-    /// What the store's own counters say is left at the end.
-    pub left_in_store: i64,
-    /// Buyers turned away ("sold out", or a design that gave up) while the units asked for
-    /// were still there: requests that *started*
-    /// after the answer arrived were later granted at least that many units. No design here
-    /// returns units during a run, so those units were in stock when the buyer was turned away
-    /// (a bucket was empty while another was not, a rollback had the counter below zero).
-    pub false_sold_outs: u64,
+    /// Refusals for want of stock ("sold out", "insufficient", "gave up") although requests
+    /// that *started after* the refusal arrived were later granted at least the units asked
+    /// for: those units were in the store, or on their way back to it (a DECR/INCR rollback),
+    /// when the buyer was turned away. A lower bound: grants to requests already in flight
+    /// are not counted against a refusal. Counts answers, not buyers.
+    pub refusals_with_stock_left: u64,
     /// Buyers holding more than the per-user limit.
     pub limit_violations: u64,
-    /// Retries of a granted request that were granted again.
+    /// Resends of a granted request that were granted again.
     pub duplicate_grants: u64,
+    /// Resends answered wrongly: a granted request's copy refused, or a replay of a request
+    /// that was never granted.
+    pub misanswered_resends: u64,
     pub replayed: u64,
     pub sold_out: u64,
+    pub insufficient: u64,
     pub limit_reached: u64,
     pub gave_up: u64,
+    /// What the store's own counters say is left at the end.
+    pub left_in_store: i64,
 }
 
 impl RunResult {
@@ -271,24 +331,24 @@ impl RunResult {
         elapsed: Duration,
         left_in_store: i64,
     ) -> Self {
-        let false_sold_outs = false_sold_outs(&tally.grants, &tally.sold_out_answers);
         Self {
             design,
             attempts: tally.attempts,
-            false_sold_outs,
-            selling_per_sec: None,
             elapsed,
+            refusals_with_stock_left: refusals_with_stock_left(&tally.grants, &tally.refusals),
             latency: tally.latency,
             granted_units: tally.granted_units,
             oversold: tally.granted_units.saturating_sub(spec.stock),
             unsold: spec.stock.saturating_sub(tally.granted_units),
-            left_in_store,
             limit_violations: tally.limit_violations,
             duplicate_grants: tally.duplicate_grants,
+            misanswered_resends: tally.misanswered_resends,
             replayed: tally.replayed,
             sold_out: tally.sold_out,
+            insufficient: tally.insufficient,
             limit_reached: tally.limit_reached,
             gave_up: tally.gave_up,
+            left_in_store,
         }
     }
 
@@ -302,9 +362,9 @@ impl RunResult {
     }
 }
 
-/// Counts the "sold out" answers after which at least the asked units were granted to requests
-/// that started later (see [`RunResult::false_sold_outs`]).
-fn false_sold_outs(grants: &[(Instant, u32)], sold_out_answers: &[(Instant, u32)]) -> u64 {
+/// Counts the refusals after which at least the asked units were granted to requests that
+/// started later (see [`RunResult::refusals_with_stock_left`]).
+fn refusals_with_stock_left(grants: &[(Instant, u32)], refusals: &[(Instant, u32)]) -> u64 {
     let mut starts: Vec<(Instant, u32)> = grants.to_vec();
     starts.sort_by_key(|(at, _)| *at);
     // units_from[i]: units granted to requests started at or after starts[i].
@@ -312,7 +372,7 @@ fn false_sold_outs(grants: &[(Instant, u32)], sold_out_answers: &[(Instant, u32)
     for i in (0..starts.len()).rev() {
         units_from[i] = units_from[i + 1] + u64::from(starts[i].1);
     }
-    sold_out_answers
+    refusals
         .iter()
         .filter(|(answered, asked)| {
             let first_later = starts.partition_point(|(at, _)| at <= answered);
@@ -343,42 +403,31 @@ mod tests {
         let key = |c: &Crowd| {
             c.buyers
                 .iter()
-                .map(|b| (b.quantity, b.retries, b.greedy))
+                .map(|b| (b.quantity, b.retries, b.retries_at_once, b.greedy))
                 .collect::<Vec<_>>()
         };
         assert_eq!(key(&a), key(&b));
         let twos = a.buyers.iter().filter(|b| b.quantity == 2).count();
         let retries = a.buyers.iter().filter(|b| b.retries).count();
+        let at_once = a.buyers.iter().filter(|b| b.retries && b.retries_at_once).count();
         assert!((150..250).contains(&twos), "{twos}");
         assert!((250..350).contains(&retries), "{retries}");
+        assert!(at_once > retries / 3 && at_once < retries * 2 / 3, "{at_once}");
         assert_eq!(a.demand(), 1000 + twos as u64);
+        assert_eq!(a.with_stock(5).spec.stock, 5);
+        assert_eq!(key(&a.with_stock(5)), key(&a));
     }
 
     #[test]
-    fn a_sold_out_answer_is_false_only_if_enough_units_went_to_later_requests() {
+    fn a_refusal_counts_only_if_enough_units_went_to_later_requests() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        // Sold out at 10 ms for 1 unit and at 10 ms for 2 units; 1 unit granted to a request
-        // that started at 20 ms; at 30 ms sold out for 1 with nothing granted later.
+        // Refused at 10 ms for 1 unit and at 10 ms for 2 units; 1 unit granted to a request
+        // that started at 20 ms; refused at 30 ms for 1 with nothing granted later.
         let grants = [(at(0), 1), (at(20), 1)];
-        let answers = [(at(10), 1), (at(10), 2), (at(30), 1)];
-        assert_eq!(false_sold_outs(&grants, &answers), 1);
-        // A grant that started before the answer arrived does not count against it.
-        assert_eq!(false_sold_outs(&[(at(5), 1)], &[(at(10), 1)]), 0);
-    }
-
-    #[test]
-    fn a_retry_repeats_the_first_request_and_a_greedy_buyer_asks_for_the_limit_anew() {
-        let crowd = Crowd::draw(spec());
-        let buyer = Buyer {
-            id: 3,
-            quantity: 2,
-            retries: true,
-            greedy: true,
-        };
-        let attempts = crowd.attempts_of(&buyer);
-        assert_eq!(attempts.len(), 3);
-        assert_eq!(attempts[0], attempts[1]);
-        assert_eq!((attempts[2].request, attempts[2].quantity), (1, 2));
+        let refusals = [(at(10), 1), (at(10), 2), (at(30), 1)];
+        assert_eq!(refusals_with_stock_left(&grants, &refusals), 1);
+        // A grant that started before the refusal arrived does not count against it.
+        assert_eq!(refusals_with_stock_left(&[(at(5), 1)], &[(at(10), 1)]), 0);
     }
 }

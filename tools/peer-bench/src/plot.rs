@@ -15,18 +15,25 @@ fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("plot: {e:?}")
 }
 
-/// Bars of median attempts/s per design.
-pub fn designs(path: &str, summaries: &[Summary]) -> anyhow::Result<()> {
+/// Bars of median attempts/s per design: the sell-out crowd (dark) and selling only (light,
+/// where the design ran it).
+pub fn designs(path: &str, summaries: &[Summary], selling: &[Summary]) -> anyhow::Result<()> {
+    let selling_rate = |design: &str| {
+        selling
+            .iter()
+            .find(|s| s.median.design == design)
+            .map(|s| s.median.per_sec())
+    };
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let top = summaries
         .iter()
-        .map(|s| s.median.per_sec().max(s.median.selling_per_sec.unwrap_or(0.0)))
+        .map(|s| s.median.per_sec().max(selling_rate(s.median.design).unwrap_or(0.0)))
         .fold(1.0, f64::max);
     let names: Vec<String> = summaries.iter().map(|s| s.median.design.to_string()).collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "Attempts/s, whole crowd (dark) and selling phase (light); green: no correctness failure",
+            "Attempts/s: sell-out crowd (dark), selling only (light); green: no correctness failure",
             ("sans-serif", 18),
         )
         .margin(10)
@@ -47,6 +54,7 @@ pub fn designs(path: &str, summaries: &[Summary]) -> anyhow::Result<()> {
             }
         })
         .y_desc("attempts/s (median round)")
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(plot_error)?;
     chart
@@ -60,7 +68,7 @@ pub fn designs(path: &str, summaries: &[Summary]) -> anyhow::Result<()> {
         .draw_series(summaries.iter().enumerate().map(|(i, s)| {
             let color = if s.worst.total() == 0 { OK } else { FAILED };
             let x = i as f64;
-            let selling = s.median.selling_per_sec.unwrap_or(0.0);
+            let selling = selling_rate(s.median.design).unwrap_or(0.0);
             Rectangle::new([(x + 0.5, 0.0), (x + 0.9, selling)], color.mix(0.45).filled())
         }))
         .map_err(plot_error)?;
@@ -79,7 +87,7 @@ pub fn scaling(path: &str, scaled: &[Scaled]) -> anyhow::Result<()> {
         .fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "Three-primary Redis Cluster on loopback: attempts/s by shard count",
+            "Selling only on a three-primary Redis Cluster: attempts/s by shard count",
             ("sans-serif", 18),
         )
         .margin(10)
@@ -91,6 +99,7 @@ pub fn scaling(path: &str, scaled: &[Scaled]) -> anyhow::Result<()> {
         .configure_mesh()
         .x_desc("shards")
         .y_desc("attempts/s (median round)")
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(plot_error)?;
     let colors = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(148, 103, 189)];

@@ -20,14 +20,26 @@ pub struct Summary {
 pub struct Worst {
     pub oversold: u64,
     pub unsold: u64,
-    pub false_sold_outs: u64,
+    pub refusals_with_stock_left: u64,
     pub limit_violations: u64,
     pub duplicate_grants: u64,
+    pub misanswered_resends: u64,
 }
 
 impl Worst {
+    /// Failures that need no sell-out to show: oversold, over the limit, sold twice, resends
+    /// misanswered (the selling-only run has stock left by design).
+    pub fn record_failures(&self) -> u64 {
+        self.oversold + self.limit_violations + self.duplicate_grants + self.misanswered_resends
+    }
+
     pub fn total(&self) -> u64 {
-        self.oversold + self.unsold + self.false_sold_outs + self.limit_violations + self.duplicate_grants
+        self.oversold
+            + self.unsold
+            + self.refusals_with_stock_left
+            + self.limit_violations
+            + self.duplicate_grants
+            + self.misanswered_resends
     }
 }
 
@@ -36,7 +48,8 @@ pub fn summarise(mut runs: Vec<RunResult>) -> Summary {
     for r in &runs {
         worst.oversold = worst.oversold.max(r.oversold);
         worst.unsold = worst.unsold.max(r.unsold);
-        worst.false_sold_outs = worst.false_sold_outs.max(r.false_sold_outs);
+        worst.refusals_with_stock_left = worst.refusals_with_stock_left.max(r.refusals_with_stock_left);
+        worst.misanswered_resends = worst.misanswered_resends.max(r.misanswered_resends);
         worst.limit_violations = worst.limit_violations.max(r.limit_violations);
         worst.duplicate_grants = worst.duplicate_grants.max(r.duplicate_grants);
     }
@@ -83,9 +96,10 @@ pub async fn run_once(
 ) -> anyhow::Result<RunResult> {
     let result = crowd.run(design.clone(), run_id, concurrency).await?;
     eprintln!(
-        "  {run_id}: {:<34} {:>9.0} attempts/s, granted {}, left {}",
+        "  {run_id}: {:<38} {:>9.0} attempts/s in {:.1} s, granted {}, left {}",
         result.design,
         result.per_sec(),
+        result.elapsed.as_secs_f64(),
         result.granted_units,
         result.left_in_store
     );

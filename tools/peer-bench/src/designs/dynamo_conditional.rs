@@ -44,6 +44,16 @@ impl DynamoConditional {
         Ok(Self { client, table })
     }
 
+    /// Drops the tables earlier runs of this bench left behind (a killed run cannot drop its
+    /// own).
+    pub async fn drop_stale(client: &Client) -> anyhow::Result<()> {
+        let tables = client.list_tables().send().await?;
+        for table in tables.table_names().iter().filter(|t| t.starts_with("peer-bench-")) {
+            client.delete_table().table_name(table).send().await?;
+        }
+        Ok(())
+    }
+
     pub async fn delete(&self) -> anyhow::Result<()> {
         self.client
             .delete_table()

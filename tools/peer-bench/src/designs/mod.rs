@@ -4,13 +4,15 @@
 //! | design | what it is | where it comes from |
 //! |---|---|---|
 //! | [`single_counter`] | one key, a Lua check-and-decrement | the seed's `check_and_decr` (seed 004, flow 1) |
+//! | [`counter_with_records`] | the single counter with the buyer's records in the same script: idempotency key, per-buyer count and limit | the seed's check_and_decr with its idempotency flow (seed 004, flow 7) and the per-user check seckill projects add |
 //! | [`decr_incr`] | `DECRBY`, then `INCRBY` back when the result is negative | common in Java "seckill" projects |
-//! | [`watch_multi`] | `WATCH`/`GET`/`MULTI`/`DECRBY`/`EXEC` on one key, retried on conflict | Redis's optimistic-locking pattern (redis.io, "Transactions") |
+//! | [`watch_multi`] | `WATCH`/`GET`/`MULTI`/`DECRBY`/`EXEC` on one key, retried on conflict (3 tries, or until it wins) | Redis's optimistic-locking pattern (redis.io, "Transactions") |
 //! | [`buckets`] | the stock split over bucket keys, one Lua check-and-decrement on the buyer's bucket, no fallback | bucketed inventory write-ups |
 //! | [`dynamo_conditional`] | one item, `UpdateItem` `SET available = available - :q` if `available >= :q` | serverless samples |
 //! | [`ours`] | `RedisStockEngine::reserve`: split shards with fallback, per-user limit, idempotency and the hold record in the same atomic steps | this project |
 
 pub mod buckets;
+pub mod counter_with_records;
 pub mod decr_incr;
 pub mod dynamo_conditional;
 pub mod ours;
@@ -43,9 +45,14 @@ pub enum Answer {
     /// The same request was seen before: its earlier answer stands, nothing taken now.
     Replayed,
     SoldOut,
+    /// Units are left, but not enough in one place for this quantity (ours: no single shard
+    /// has them).
+    Insufficient,
     LimitReached,
     /// The design gave up on the request (a transaction lost its retries to contention).
     GaveUp,
+    /// A copy of this request is still running: ask again in a moment.
+    InProgress,
 }
 
 /// A stock design, driven by the crowd. `worker` is the caller's index in `0..concurrency`

@@ -16,15 +16,19 @@ use super::{Answer, Attempt, Design};
 use crate::crowd::Crowd;
 
 pub struct Ours<E> {
-    engine: E,
+    /// One engine per caller, or one shared by all (`attempt` picks `worker % len`). The
+    /// sold-out cache lives in the engine: one per caller is one per Lambda instance, as the
+    /// reserve function runs it (an instance serves one request at a time).
+    engines: Vec<E>,
     name: &'static str,
     shards: ShardCount,
 }
 
 impl<E> Ours<E> {
-    pub fn new(engine: E, name: &'static str, shards: u16) -> anyhow::Result<Self> {
+    pub fn new(engines: Vec<E>, name: &'static str, shards: u16) -> anyhow::Result<Self> {
+        anyhow::ensure!(!engines.is_empty(), "at least one engine");
         Ok(Self {
-            engine,
+            engines,
             name,
             shards: ShardCount::new(shards)?,
         })
@@ -45,7 +49,7 @@ impl<E: StockEngine + Send + Sync> Design for Ours<E> {
     }
 
     async fn setup(&self, run: &str, crowd: &Crowd) -> anyhow::Result<()> {
-        self.engine
+        self.engines[0]
             .setup(
                 &self.sale(run)?,
                 &StockSetup {
@@ -57,7 +61,7 @@ impl<E: StockEngine + Send + Sync> Design for Ours<E> {
         Ok(())
     }
 
-    async fn attempt(&self, run: &str, _: usize, attempt: &Attempt) -> anyhow::Result<Answer> {
+    async fn attempt(&self, run: &str, worker: usize, attempt: &Attempt) -> anyhow::Result<Answer> {
         let now = SystemClock.now();
         let request = ReserveRequest {
             sale: self.sale(run)?,
@@ -68,17 +72,19 @@ impl<E: StockEngine + Send + Sync> Design for Ours<E> {
             now,
             expires_at: now.plus(Duration::from_secs(600)),
         };
-        Ok(match self.engine.reserve(&request).await? {
+        let engine = &self.engines[worker % self.engines.len()];
+        Ok(match engine.reserve(&request).await? {
             ReserveOutcome::Reserved(_) => Answer::Granted,
             ReserveOutcome::Duplicate(_) => Answer::Replayed,
             ReserveOutcome::LimitReached { .. } => Answer::LimitReached,
-            ReserveOutcome::SoldOut | ReserveOutcome::InsufficientStock => Answer::SoldOut,
-            // A buyer plays its requests one after another: no copy can still be running.
+            ReserveOutcome::SoldOut => Answer::SoldOut,
+            ReserveOutcome::InsufficientStock => Answer::Insufficient,
+            ReserveOutcome::InProgress { .. } => Answer::InProgress,
             other => anyhow::bail!("unexpected outcome {other:?}"),
         })
     }
 
     async fn left(&self, run: &str) -> anyhow::Result<i64> {
-        Ok(self.engine.levels(&self.sale(run)?).await?.available())
+        Ok(self.engines[0].levels(&self.sale(run)?).await?.available())
     }
 }
