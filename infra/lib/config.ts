@@ -71,6 +71,8 @@ export interface FlashsaleConfig {
   readonly awsFaultProxyUrl?: string;
   /** The payment provider (Stripe's API, or the local sandbox that speaks it). */
   readonly payments: PaymentsConfig;
+  /** The bot defence in front of reserve (shared/src/bot). */
+  readonly bot: BotConfig;
   /** The expiry cleanup: how often the scheduled rule fires and how the run is bounded. */
   readonly expiry: ExpiryConfig;
   /** Who gets which share of the API's and Lambda's capacity (see CapacityConfig). */
@@ -122,6 +124,22 @@ export interface PaymentsConfig {
   readonly breakerCooldownMs: number;
 }
 
+/**
+ * Bot defence settings (seed 004 flow 10; shared/src/bot/config.rs reads them). The two HMAC
+ * keys that sign challenges: locally fixed test values; on AWS a Secrets Manager secret
+ * (`botSecretName`, JSON keys `signature_secret` and `key_secret`) as dynamic references.
+ */
+export interface BotConfig {
+  readonly enabled: boolean;
+  /** Block the source address too after a failed challenge (the seed); off locally, where every client is 127.0.0.1. */
+  readonly blockAddresses: boolean;
+  /** The score that is challenged (1-100; the seed: above 80). */
+  readonly challengeAt: number;
+  readonly signatureSecret?: string;
+  readonly keySecret?: string;
+  readonly secretName?: string;
+}
+
 export interface ExpiryConfig {
   /** Minutes between two runs of the cleanup (EventBridge rule `rate(n minutes)`). */
   readonly everyMinutes: number;
@@ -171,6 +189,11 @@ export const DEFAULTS = {
   sandboxSecretKey: 'sk_test_sandbox',
   sandboxWebhookSecret: 'whsec_sandbox',
   stripeSecretName: 'flashsale/stripe',
+  botSecretName: 'flashsale/bot',
+  botChallengeAt: 80,
+  // Local test keys for the bot challenge's HMACs (LocalStack only; never used on AWS).
+  localBotSignatureSecret: 'local-bot-signature-secret',
+  localBotKeySecret: 'local-bot-key-secret',
   chargeTimeoutSeconds: 600,
   chargeHeartbeatSeconds: 300,
   refundRecheckSeconds: 300,
@@ -351,6 +374,7 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
     authorizerCacheSeconds: int(get, 'authorizerCacheSeconds', DEFAULTS.authorizerCacheSeconds, 0),
     awsFaultProxyUrl: local ? loopbackUrl(get, 'awsFaultProxyUrl') : undefined,
     payments: paymentsFromContext(get, local),
+    bot: botFromContext(get, local),
     expiry: {
       everyMinutes: int(get, 'expiryEveryMinutes', DEFAULTS.expiryEveryMinutes, 1),
       concurrency: int(get, 'expiryConcurrency', DEFAULTS.expiryConcurrency, 1),
@@ -359,6 +383,27 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
       holdGraceMs: int(get, 'holdGraceMs', DEFAULTS.holdGraceMs, 0),
     },
   };
+}
+
+/**
+ * `botDefence` and `botBlockAddresses` (default true), `botChallengeAt`; on AWS `botSecretName`. The challenge keys
+ * are never context values on AWS.
+ */
+function botFromContext(get: ContextGetter, local: boolean): BotConfig {
+  const enabled = get('botDefence') === undefined ? true : bool(get, 'botDefence');
+  const blockAddresses = get('botBlockAddresses') === undefined ? true : bool(get, 'botBlockAddresses');
+  const challengeAt = int(get, 'botChallengeAt', DEFAULTS.botChallengeAt, 1);
+  if (challengeAt > 100) throw new Error('context "botChallengeAt" must be between 1 and 100');
+  if (local) {
+    return {
+      enabled,
+      blockAddresses,
+      challengeAt,
+      signatureSecret: DEFAULTS.localBotSignatureSecret,
+      keySecret: DEFAULTS.localBotKeySecret,
+    };
+  }
+  return { enabled, blockAddresses, challengeAt, secretName: str(get, 'botSecretName') ?? DEFAULTS.botSecretName };
 }
 
 /**

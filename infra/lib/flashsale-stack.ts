@@ -17,9 +17,12 @@ import { Monitoring } from './monitoring';
 import { Network } from './network';
 import { AslStateMachine } from './workflows';
 
-/** A CloudFormation dynamic reference to a JSON field of the Stripe secret (never a plain value). */
-function stripeSecret(secretName: string | undefined, field: string): string {
-  if (!secretName) throw new Error('payments: neither a key nor a secret name');
+/**
+ * A CloudFormation dynamic reference to a JSON field of a Secrets Manager secret (the Stripe
+ * keys, the bot challenge keys): never a plain value in the template.
+ */
+function secretField(secretName: string | undefined, field: string): string {
+  if (!secretName) throw new Error(`neither a value nor a secret name for ${field}`);
   return SecretValue.secretsManager(secretName, { jsonField: field }).unsafeUnwrap();
 }
 
@@ -95,9 +98,15 @@ export class FlashsaleStack extends Stack {
       STRIPE_API_BASE: config.payments.apiBase,
       // On AWS: dynamic references to Secrets Manager, resolved by CloudFormation at deploy time.
       STRIPE_SECRET_KEY:
-        config.payments.secretKey ?? stripeSecret(config.payments.secretName, 'secret_key'),
+        config.payments.secretKey ?? secretField(config.payments.secretName, 'secret_key'),
       STRIPE_WEBHOOK_SECRETS:
-        config.payments.webhookSecrets ?? stripeSecret(config.payments.secretName, 'webhook_secrets'),
+        config.payments.webhookSecrets ?? secretField(config.payments.secretName, 'webhook_secrets'),
+      BOT_DEFENCE: config.bot.enabled ? 'on' : 'off',
+      BOT_CHALLENGE_AT: String(config.bot.challengeAt),
+      BOT_BLOCK_ADDRESSES: config.bot.blockAddresses ? 'on' : 'off',
+      BOT_CHALLENGE_SIGNATURE_SECRET:
+        config.bot.signatureSecret ?? secretField(config.bot.secretName, 'signature_secret'),
+      BOT_CHALLENGE_KEY_SECRET: config.bot.keySecret ?? secretField(config.bot.secretName, 'key_secret'),
       BREAKER_FAILURE_THRESHOLD: String(config.payments.breakerFailureThreshold),
       BREAKER_COOLDOWN_MS: String(config.payments.breakerCooldownMs),
       EXPIRY_CONCURRENCY: String(config.expiry.concurrency),

@@ -29,6 +29,12 @@ export type EnvVar =
   | 'RATE_IP_CAPACITY'
   | 'RATE_IP_REFILL_PER_SEC'
   | 'SOLD_OUT_CACHE_MS'
+  // The bot defence in front of reserve (the challenge keys: Secrets Manager on AWS).
+  | 'BOT_DEFENCE'
+  | 'BOT_CHALLENGE_AT'
+  | 'BOT_BLOCK_ADDRESSES'
+  | 'BOT_CHALLENGE_SIGNATURE_SECRET'
+  | 'BOT_CHALLENGE_KEY_SECRET'
   // The payment provider (Stripe, or the local sandbox) and the circuit breaker around it.
   | 'STRIPE_API_BASE'
   | 'STRIPE_SECRET_KEY'
@@ -167,6 +173,11 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
       'RATE_IP_REFILL_PER_SEC',
       'SOLD_OUT_CACHE_MS',
       'REPAIR_QUEUE_URL',
+      'BOT_DEFENCE',
+      'BOT_CHALLENGE_AT',
+      'BOT_BLOCK_ADDRESSES',
+      'BOT_CHALLENGE_SIGNATURE_SECRET',
+      'BOT_CHALLENGE_KEY_SECRET',
     ],
     tables: [
       { table: 'sales', actions: ['dynamodb:GetItem'] },

@@ -110,6 +110,11 @@ describe('function specs of the endpoints', () => {
   const expected: Record<string, { env: string[]; grants: string[] }> = {
     reserve: {
       env: [
+        'BOT_BLOCK_ADDRESSES',
+        'BOT_CHALLENGE_AT',
+        'BOT_CHALLENGE_KEY_SECRET',
+        'BOT_CHALLENGE_SIGNATURE_SECRET',
+        'BOT_DEFENCE',
         'RATE_IP_CAPACITY',
         'RATE_IP_REFILL_PER_SEC',
         'RATE_USER_CAPACITY',

@@ -405,6 +405,20 @@ describe('payment provider settings', () => {
     assert.throws(() => makeStack({ stripeWebhookSecrets: 'whsec_abc' }), /on AWS the Stripe keys come from Secrets Manager/);
   });
 
+  it('AWS: the bot challenge keys are dynamic references to flashsale/bot, for reserve only', () => {
+    assert.deepEqual(holders(AWS, 'BOT_CHALLENGE_SIGNATURE_SECRET'), [
+      ['reserve', secretRef('flashsale/bot', 'signature_secret')],
+    ]);
+    assert.deepEqual(holders(AWS, 'BOT_CHALLENGE_KEY_SECRET'), [['reserve', secretRef('flashsale/bot', 'key_secret')]]);
+    assert.deepEqual(holders(AWS, 'BOT_DEFENCE'), [['reserve', 'on']]);
+    assert.deepEqual(holders(AWS, 'BOT_BLOCK_ADDRESSES'), [['reserve', 'on']]);
+    assert.deepEqual(holders({ ...LOCAL, botBlockAddresses: 'false' }, 'BOT_BLOCK_ADDRESSES'), [['reserve', 'off']]);
+    assert.deepEqual(holders({ ...AWS, botDefence: 'false', botChallengeAt: '90' }, 'BOT_DEFENCE'), [['reserve', 'off']]);
+    assert.deepEqual(holders({ ...AWS, botChallengeAt: '90' }, 'BOT_CHALLENGE_AT'), [['reserve', '90']]);
+    assert.doesNotMatch(JSON.stringify(template(AWS).toJSON()), /local-bot-/);
+    assert.throws(() => makeStack({ botChallengeAt: '101' }), /botChallengeAt/);
+  });
+
   it('LocalStack: the payment sandbox on 127.0.0.1:12111 with its test keys; no dynamic references', () => {
     assert.deepEqual(holders(LOCAL, 'STRIPE_SECRET_KEY'), [
       ['payment-webhook', 'sk_test_sandbox'],

@@ -1,9 +1,14 @@
 //! reserve: `POST /sales/{saleId}/reservations`. Wiring only; the flow is
-//! `flashsale_core::reservation::reserve`. Everything here runs once per cold start.
+//! `flashsale_core::reservation::reserve`, behind the bot defence (`flashsale_core::bot`).
+//! Everything here runs once per cold start.
 
 use std::time::Duration;
 
-use flashsale_core::domain::SystemClock;
+use flashsale_core::bot::challenge::altcha::AltchaChallenges;
+use flashsale_core::bot::defence::BotDefence;
+use flashsale_core::bot::watchlist::redis::RedisWatchlist;
+use flashsale_core::domain::{SaleId, SystemClock};
+use flashsale_core::http::request::path_param;
 use flashsale_core::rate_limit::redis::RedisRateLimiter;
 use flashsale_core::reservation::dynamo::DynamoReservationStore;
 use flashsale_core::reservation::http;
@@ -37,7 +42,7 @@ async fn main() -> Result<(), Error> {
                 window: sold_out_window,
             },
         ),
-        limiter: RedisRateLimiter::new(redis),
+        limiter: RedisRateLimiter::new(redis.clone()),
         catalog: CachedSaleCatalog::new(
             DynamoSaleCatalog::new(dynamo.clone(), config::required("SALES_TABLE")?),
             SystemClock,
@@ -54,8 +59,23 @@ async fn main() -> Result<(), Error> {
         ),
         policies: RatePolicies::from_env()?,
     };
-    let service = &service;
+    let defence = flashsale_core::bot::config::from_env()?.map(|(policy, challenges)| BotDefence {
+        watchlist: RedisWatchlist::new(redis.clone()),
+        challenges: AltchaChallenges::new(challenges),
+        clock: SystemClock,
+        policy,
+    });
+    let (service, defence) = (&service, &defence);
     lambda_http::run(service_fn(move |request: Request| async move {
+        // A request without a valid sale id goes on to the handler, which answers it.
+        let sale = path_param(&request, "saleId").and_then(|raw| SaleId::parse(raw).ok());
+        if let (Some(defence), Some(sale)) = (defence, sale) {
+            if let Err(refused) =
+                flashsale_core::bot::http::guard(defence, &request, &sale, "reserve").await
+            {
+                return Ok::<_, Error>(refused);
+            }
+        }
         Ok::<_, Error>(http::reserve(service, &request).await)
     }))
     .await

@@ -28,6 +28,9 @@ pub struct DefencePolicy {
     /// How long a solved challenge spares the buyer another (a person is not asked again on
     /// every click).
     pub pass_for: Duration,
+    /// Block the source address too, not only the buyer (the seed's rule). Off where every
+    /// client shares one address (LocalStack: all calls come from 127.0.0.1).
+    pub block_addresses: bool,
 }
 
 impl Default for DefencePolicy {
@@ -36,6 +39,7 @@ impl Default for DefencePolicy {
             weights: Weights::default(),
             block_for: Duration::from_secs(3600),
             pass_for: Duration::from_secs(600),
+            block_addresses: true,
         }
     }
 }
@@ -152,7 +156,7 @@ impl<W: Watchlist, V: ChallengeVerifier, K: Clock> BotDefence<W, V, K> {
         self.watchlist
             .block(&buyer, reason, self.policy.block_for, now)
             .await?;
-        if let Some(address) = &suspect.address {
+        if let Some(address) = suspect.address.as_ref().filter(|_| self.policy.block_addresses) {
             self.watchlist
                 .block(
                     &Subject::Address(address.clone()),
@@ -307,6 +311,29 @@ mod tests {
         d.clock.advance(Duration::from_secs(3601));
         assert!(matches!(
             d.judge(&suspect("neighbour", "n2")).await.unwrap(),
+            Verdict::Admitted { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn without_address_blocks_only_the_buyer_is_blocked() {
+        let mut d = defence();
+        d.policy.block_addresses = false;
+        let attempt = Suspect {
+            solution: Some(solve(&d.challenges.issue(&bot("x").binding, 80, d.clock.now()).unwrap())),
+            ..bot("w1")
+        };
+        // A valid solution of the bot's own challenge, replayed on another request.
+        assert!(matches!(d.judge(&attempt).await.unwrap(), Verdict::Admitted { .. }));
+        let replay = Suspect {
+            request: RequestId::from_gateway(Some("w2")),
+            ..attempt
+        };
+        assert!(matches!(d.judge(&replay).await.unwrap(), Verdict::Blocked { .. }));
+        assert!(matches!(d.judge(&bot("w3")).await.unwrap(), Verdict::Blocked { .. }));
+        // The person behind the same address is not.
+        assert!(matches!(
+            d.judge(&suspect("neighbour", "n1")).await.unwrap(),
             Verdict::Admitted { .. }
         ));
     }

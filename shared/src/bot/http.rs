@@ -13,8 +13,6 @@
 //! send back; 403 `blocked` with `Retry-After` (seconds left of the block); 400
 //! `invalid-challenge-response` or `invalid-telemetry`.
 
-use std::time::Duration;
-
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 
@@ -22,7 +20,7 @@ use super::challenge::{Binding, ChallengeVerifier};
 use super::defence::{BotDefence, Suspect, Verdict};
 use super::score::Telemetry;
 use super::watchlist::Watchlist;
-use crate::domain::{Clock, SaleId};
+use crate::domain::{Clock, SaleId, Timestamp};
 use crate::http::request::{gateway_request_id, identity_of};
 use crate::http::Problem;
 use crate::rate_limit::RequestId;
@@ -48,15 +46,16 @@ fn header<'a>(request: &'a Request, name: &str) -> Result<Option<&'a str>, Probl
     }
 }
 
-/// Reads the suspect from the request: identity from the authorizer, the rest from headers.
-/// `account_age` comes from the identity's claims (the caller reads them).
+/// Reads the suspect from the request: identity (and the account's age, from its creation
+/// claim) from the authorizer, the rest from headers.
 pub fn suspect_of(
     request: &Request,
     sale: &SaleId,
     action: &'static str,
-    account_age: Option<Duration>,
+    now: Timestamp,
 ) -> Result<Suspect, Problem> {
     let identity = identity_of(request)?;
+    let account_age = identity.created_at.map(|created| created.until(now));
     let telemetry = match header(request, TELEMETRY_HEADER)? {
         None => None,
         Some(raw) if raw.len() > MAX_TELEMETRY_BYTES => {
@@ -149,14 +148,14 @@ pub async fn guard<W, V, K>(
     request: &Request,
     sale: &SaleId,
     action: &'static str,
-    account_age: Option<Duration>,
 ) -> Result<(), Response<Body>>
 where
     W: Watchlist,
     V: ChallengeVerifier,
     K: Clock,
 {
-    let suspect = suspect_of(request, sale, action, account_age).map_err(Problem::into_response)?;
+    let suspect =
+        suspect_of(request, sale, action, defence.clock.now()).map_err(Problem::into_response)?;
     match defence.judge(&suspect).await {
         Ok(verdict) => {
             if let Verdict::Admitted { score, .. } | Verdict::Challenged { score, .. } = &verdict {
@@ -188,8 +187,10 @@ mod tests {
     use super::*;
     use crate::bot::challenge::Issued;
     use crate::bot::score::Score;
+    use std::time::Duration;
+
     use crate::bot::watchlist::{Block, Subject};
-    use crate::domain::{Timestamp, UserId};
+    use crate::domain::UserId;
     use crate::identity::context_for;
 
     fn request(headers: &[(&str, &str)]) -> Request {
@@ -207,6 +208,10 @@ mod tests {
         SaleId::parse("drop").unwrap()
     }
 
+    fn now() -> Timestamp {
+        Timestamp::from_millis(1_800_000_000_000)
+    }
+
     #[test]
     fn the_suspect_comes_from_the_authorizer_and_the_headers() {
         let r = request(&[
@@ -214,7 +219,7 @@ mod tests {
             (EDGE_SIGNAL_HEADER, "automated-browser, known-bot-data-center"),
             (CHALLENGE_RESPONSE_HEADER, "c29sdXRpb24="),
         ]);
-        let s = suspect_of(&r, &sale(), "reserve", None).unwrap();
+        let s = suspect_of(&r, &sale(), "reserve", Timestamp::from_millis(0)).unwrap();
         assert_eq!(s.buyer.as_str(), "alice");
         assert_eq!(s.address.as_deref(), Some("198.51.100.4"));
         let t = s.telemetry.unwrap();
@@ -222,21 +227,35 @@ mod tests {
         assert_eq!(s.edge_signals, ["automated-browser", "known-bot-data-center"]);
         assert_eq!(s.solution.as_deref(), Some("c29sdXRpb24="));
         assert_eq!(s.binding.action, "reserve");
+        assert_eq!(s.account_age, None);
+
+        // An account created an hour before `now`.
+        let mut context = context_for("alice", &[], "198.51.100.4");
+        if let lambda_http::request::RequestContext::ApiGatewayV1(c) = &mut context {
+            let created = (now().as_secs() - 3600).to_string();
+            c.authorizer.fields.insert("createdAt".into(), created.into());
+        }
+        let r = lambda_http::http::Request::builder()
+            .body(Body::Empty)
+            .unwrap()
+            .with_request_context(context);
+        let s = suspect_of(&r, &sale(), "reserve", now()).unwrap();
+        assert_eq!(s.account_age, Some(Duration::from_secs(3600)));
     }
 
     #[test]
     fn bad_telemetry_is_a_400_and_no_identity_is_a_401() {
         for bad in [r#"{"webdriver":"yes"}"#, "not json", r#"{"unknown":1}"#] {
-            let problem = suspect_of(&request(&[(TELEMETRY_HEADER, bad)]), &sale(), "reserve", None)
+            let problem = suspect_of(&request(&[(TELEMETRY_HEADER, bad)]), &sale(), "reserve", now())
                 .unwrap_err();
             assert_eq!((problem.status, problem.type_uri.as_str()), (400, "/problems/invalid-telemetry"));
         }
         let long = format!(r#"{{"headless":true,"x":"{}"}}"#, "a".repeat(MAX_TELEMETRY_BYTES));
-        let problem = suspect_of(&request(&[(TELEMETRY_HEADER, &long)]), &sale(), "reserve", None)
+        let problem = suspect_of(&request(&[(TELEMETRY_HEADER, &long)]), &sale(), "reserve", now())
             .unwrap_err();
         assert_eq!(problem.status, 400);
         let anonymous = lambda_http::http::Request::builder().body(Body::Empty).unwrap();
-        assert_eq!(suspect_of(&anonymous, &sale(), "reserve", None).unwrap_err().status, 401);
+        assert_eq!(suspect_of(&anonymous, &sale(), "reserve", now()).unwrap_err().status, 401);
     }
 
     #[test]

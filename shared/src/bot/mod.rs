@@ -4,6 +4,7 @@
 //! the [`watchlist`].
 
 pub mod challenge;
+pub mod config;
 pub mod defence;
 pub mod http;
 pub mod score;

@@ -74,7 +74,14 @@ pub fn authorize(
             "Statement": [{ "Action": "execute-api:Invoke", "Effect": "Allow", "Resource": resources }],
         }),
         // Context values must be scalars: groups travel as a comma-separated string.
-        context: json!({ "userId": claims.sub, "groups": claims.groups.join(",") }),
+        context: match &claims.created_at {
+            Some(created_at) => json!({
+                "userId": claims.sub,
+                "groups": claims.groups.join(","),
+                "createdAt": created_at,
+            }),
+            None => json!({ "userId": claims.sub, "groups": claims.groups.join(",") }),
+        },
     })
 }
 
@@ -132,6 +139,7 @@ mod tests {
             iat: now,
             groups: groups.iter().map(|g| g.to_string()).collect(),
             token_use: Some("id".into()),
+            created_at: None,
         }
     }
 

@@ -21,6 +21,9 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// The caller's address as API Gateway saw it (for per-IP rate limits).
     pub source_ip: Option<String>,
+    /// When the account was created (the `custom:created_at` claim, unix seconds), if the
+    /// identity says. For the bot score's account age.
+    pub created_at: Option<crate::domain::Timestamp>,
 }
 
 impl Identity {
@@ -71,10 +74,23 @@ pub fn from_request(request: &Request) -> Result<Identity, IdentityError> {
         Some(value) => groups_of(Some(value)),
         None => groups_of(claims.and_then(|c| c.get("cognito:groups"))),
     };
+    // Lambda authorizer: `createdAt` in the context; Cognito: the claim itself. A value that
+    // is not a whole number of seconds is ignored (unknown age), never an error.
+    let created_at = fields
+        .get("createdAt")
+        .or_else(|| claims.and_then(|c| c.get("custom:created_at")))
+        .and_then(|v| match v {
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            Value::Number(n) => n.as_i64(),
+            _ => None,
+        })
+        .filter(|secs| *secs > 0)
+        .map(|secs| crate::domain::Timestamp::from_millis(secs.saturating_mul(1000)));
     Ok(Identity {
         user_id: UserId::parse(user).map_err(|_| IdentityError::Invalid)?,
         groups,
         source_ip: context.identity.source_ip.clone(),
+        created_at,
     })
 }
 
@@ -122,6 +138,37 @@ mod tests {
         let identity = from_request(&request).unwrap();
         assert_eq!(identity.user_id.as_str(), "abc-123");
         assert!(identity.is_admin());
+    }
+
+    #[test]
+    fn the_account_creation_time_comes_from_the_context_or_the_cognito_claim() {
+        let mut context = context_for("user-1", &[], "10.0.0.1");
+        if let RequestContext::ApiGatewayV1(c) = &mut context {
+            c.authorizer.fields.insert("createdAt".into(), "1700000000".into());
+        }
+        let request = lambda_http::http::Request::new(Body::Empty).with_request_context(context);
+        let identity = from_request(&request).unwrap();
+        assert_eq!(identity.created_at.map(|t| t.as_secs()), Some(1_700_000_000));
+
+        let mut context =
+            lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext::default();
+        context.authorizer.fields.insert(
+            "claims".into(),
+            serde_json::json!({ "sub": "abc", "custom:created_at": "1700000001" }),
+        );
+        let request = lambda_http::http::Request::new(Body::Empty)
+            .with_request_context(RequestContext::ApiGatewayV1(context));
+        assert_eq!(
+            from_request(&request).unwrap().created_at.map(|t| t.as_secs()),
+            Some(1_700_000_001)
+        );
+        // Not a number: unknown, not an error.
+        let mut context = context_for("user-1", &[], "10.0.0.1");
+        if let RequestContext::ApiGatewayV1(c) = &mut context {
+            c.authorizer.fields.insert("createdAt".into(), "yesterday".into());
+        }
+        let request = lambda_http::http::Request::new(Body::Empty).with_request_context(context);
+        assert_eq!(from_request(&request).unwrap().created_at, None);
     }
 
     #[test]

@@ -20,6 +20,15 @@ pub struct Claims {
     pub groups: Vec<String>,
     #[serde(default)]
     pub token_use: Option<String>,
+    /// When the account was created, unix seconds as a string: Cognito's custom attribute
+    /// `custom:created_at` (custom attributes reach the ID token as strings), written once at
+    /// sign-up confirmation. The bot score's account age; absent = unknown.
+    #[serde(
+        rename = "custom:created_at",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub created_at: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

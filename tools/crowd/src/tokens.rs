@@ -52,6 +52,7 @@ impl TokenSource {
                     iat: now,
                     groups: if admin { vec!["admin".into()] } else { vec![] },
                     token_use: Some("id".into()),
+                    created_at: None,
                 };
                 Ok(mint(private_key_pem, &claims)?)
             }

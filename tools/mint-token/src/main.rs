@@ -1,8 +1,11 @@
 //! mint-token: signs local bearer tokens with `.local/jwt/private.pem` (made by `./dev setup`),
 //! shaped like Cognito ID tokens, for the local authorizer.
 //!
-//! Usage: mint-token [--sub USER] [--admin] [--ttl SECONDS] [--count N]
+//! Usage: mint-token [--sub USER] [--admin] [--ttl SECONDS] [--count N] [--account-age SECONDS]
 //!   --count N prints N tokens for users USER-0 .. USER-(N-1), one per line (load tests).
+//!   --account-age S sets `custom:created_at` to S seconds ago (the bot score's account age;
+//!   without it the token says nothing about the account's age, like a Cognito user created
+//!   before the attribute existed).
 
 use anyhow::{bail, Context};
 use flashsale_core::identity::token::{mint, Claims};
@@ -12,6 +15,7 @@ fn main() -> anyhow::Result<()> {
     let mut admin = false;
     let mut ttl: i64 = 3600;
     let mut count: Option<usize> = None;
+    let mut account_age: Option<i64> = None;
     let mut key_path = std::path::PathBuf::from(".local/jwt/private.pem");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -21,6 +25,9 @@ fn main() -> anyhow::Result<()> {
             "--ttl" => ttl = args.next().context("--ttl needs a value")?.parse()?,
             "--count" => count = Some(args.next().context("--count needs a value")?.parse()?),
             "--key" => key_path = args.next().context("--key needs a value")?.into(),
+            "--account-age" => {
+                account_age = Some(args.next().context("--account-age needs seconds")?.parse()?)
+            }
             other => bail!("unknown argument {other}"),
         }
     }
@@ -35,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         iat: now,
         groups: if admin { vec!["admin".into()] } else { vec![] },
         token_use: Some("id".into()),
+        created_at: account_age.map(|age| (now - age).to_string()),
     };
     match count {
         None => println!("{}", mint(&key, &claims(sub))?),

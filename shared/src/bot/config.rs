@@ -1,0 +1,66 @@
+//! The bot defence's settings, read once at a cold start.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `BOT_DEFENCE` | `on` | `off` turns the defence off (every request admitted, nothing counted) |
+//! | `BOT_CHALLENGE_SIGNATURE_SECRET` | (required when on) | HMAC key that signs challenges |
+//! | `BOT_CHALLENGE_KEY_SECRET` | (required when on) | HMAC key that signs the expected derived key |
+//! | `BOT_CHALLENGE_AT` | 80 | the score that is challenged (seed 004 flow 10: above 80) |
+//! | `BOT_CHALLENGE_WORK` | 100000 | SHA-256 counters at the threshold (four times that at 100) |
+//! | `BOT_CHALLENGE_TTL_SECONDS` | 120 | how long a challenge may be answered |
+//! | `BOT_BLOCK_SECONDS` | 3600 | the block after a failed, expired or replayed solution (seed: one hour) |
+//! | `BOT_PASS_SECONDS` | 600 | how long a solved challenge spares the buyer another |
+//! | `BOT_BLOCK_ADDRESSES` | `on` | `off`: block the buyer only (where every client shares one address, as on LocalStack) |
+//!
+//! The secrets come from Secrets Manager on AWS (dynamic references in the template) and are
+//! never logged ([`AltchaConfig`]'s `Debug` leaves them out).
+
+use std::time::Duration;
+
+use super::challenge::altcha::AltchaConfig;
+use super::defence::DefencePolicy;
+use super::score::Weights;
+use crate::config::{parsed_or, required, ConfigError};
+
+/// `on` (the default) or `off`.
+fn on_off(name: &'static str) -> Result<bool, ConfigError> {
+    match parsed_or(name, "on".to_string())?.as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(ConfigError::Invalid {
+            name,
+            reason: format!("must be on or off, got {other}"),
+        }),
+    }
+}
+
+/// `None` when `BOT_DEFENCE=off`.
+pub fn from_env() -> Result<Option<(DefencePolicy, AltchaConfig)>, ConfigError> {
+    if !on_off("BOT_DEFENCE")? {
+        return Ok(None);
+    }
+    let challenge_at: u8 = parsed_or("BOT_CHALLENGE_AT", 80)?;
+    if !(1..=100).contains(&challenge_at) {
+        return Err(ConfigError::Invalid {
+            name: "BOT_CHALLENGE_AT",
+            reason: "must be between 1 and 100".into(),
+        });
+    }
+    let policy = DefencePolicy {
+        weights: Weights {
+            challenge_at,
+            ..Weights::default()
+        },
+        block_for: Duration::from_secs(parsed_or("BOT_BLOCK_SECONDS", 3600)?),
+        pass_for: Duration::from_secs(parsed_or("BOT_PASS_SECONDS", 600)?),
+        block_addresses: on_off("BOT_BLOCK_ADDRESSES")?,
+    };
+    let challenges = AltchaConfig {
+        signature_secret: required("BOT_CHALLENGE_SIGNATURE_SECRET")?,
+        key_secret: required("BOT_CHALLENGE_KEY_SECRET")?,
+        ttl: Duration::from_secs(parsed_or("BOT_CHALLENGE_TTL_SECONDS", 120)?),
+        base_work: parsed_or("BOT_CHALLENGE_WORK", 100_000)?,
+        threshold: challenge_at,
+    };
+    Ok(Some((policy, challenges)))
+}
