@@ -101,8 +101,8 @@ context=(-c local=true -c arch=x86_64 -c "stage=$stage" -c "redisUrl=$redis_url"
   # 400): 150 for reserve, 30 for each payment-path function, 160 left unreserved (AWS keeps
   # at least 100 unreserved). AWS defaults: 400 and 50 of the account's 1000.
   -c reserveConcurrency=150 -c paymentConcurrency=30
-  # The bot defence blocks the buyer only: every local client calls from 127.0.0.1, so an
-  # address block would lock every test and the demo out for an hour.
+  # The bot defence blocks the buyer only (the default): every local client calls from
+  # 127.0.0.1, so an address block would lock every test and the demo out for an hour.
   -c botBlockAddresses=false)
 # DynamoDB and Step Functions through the fault proxy localstack/env.sh starts (it only forwards
 # until the chaos suite sets a fault); AWS_FAULT_PROXY_URL= (empty) makes the functions go direct.

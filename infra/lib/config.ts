@@ -131,7 +131,12 @@ export interface PaymentsConfig {
  */
 export interface BotConfig {
   readonly enabled: boolean;
-  /** Block the source address too after a failed challenge (the seed); off locally, where every client is 127.0.0.1. */
+  /**
+   * Block the source address too after a failed challenge (the seed's rule). Off by default:
+   * any account can send a wrong solution, so an address block lets one account lock a carrier
+   * NAT, an office or a proxy in front of the API out for an hour; and locally every client is
+   * 127.0.0.1.
+   */
   readonly blockAddresses: boolean;
   /** The score that is challenged (1-100; the seed: above 80). */
   readonly challengeAt: number;
@@ -386,12 +391,12 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
 }
 
 /**
- * `botDefence` and `botBlockAddresses` (default true), `botChallengeAt`; on AWS `botSecretName`. The challenge keys
+ * `botDefence` (default true), `botBlockAddresses` (default false), `botChallengeAt`; on AWS `botSecretName`. The challenge keys
  * are never context values on AWS.
  */
 function botFromContext(get: ContextGetter, local: boolean): BotConfig {
   const enabled = get('botDefence') === undefined ? true : bool(get, 'botDefence');
-  const blockAddresses = get('botBlockAddresses') === undefined ? true : bool(get, 'botBlockAddresses');
+  const blockAddresses = get('botBlockAddresses') === undefined ? false : bool(get, 'botBlockAddresses');
   const challengeAt = int(get, 'botChallengeAt', DEFAULTS.botChallengeAt, 1);
   if (challengeAt > 100) throw new Error('context "botChallengeAt" must be between 1 and 100');
   if (local) {

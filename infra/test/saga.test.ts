@@ -411,8 +411,9 @@ describe('payment provider settings', () => {
     ]);
     assert.deepEqual(holders(AWS, 'BOT_CHALLENGE_KEY_SECRET'), [['reserve', secretRef('flashsale/bot', 'key_secret')]]);
     assert.deepEqual(holders(AWS, 'BOT_DEFENCE'), [['reserve', 'on']]);
-    assert.deepEqual(holders(AWS, 'BOT_BLOCK_ADDRESSES'), [['reserve', 'on']]);
-    assert.deepEqual(holders({ ...LOCAL, botBlockAddresses: 'false' }, 'BOT_BLOCK_ADDRESSES'), [['reserve', 'off']]);
+    // Address blocks are opt-in (one account could lock a NAT out): off unless asked for.
+    assert.deepEqual(holders(AWS, 'BOT_BLOCK_ADDRESSES'), [['reserve', 'off']]);
+    assert.deepEqual(holders({ ...AWS, botBlockAddresses: 'true' }, 'BOT_BLOCK_ADDRESSES'), [['reserve', 'on']]);
     assert.deepEqual(holders({ ...AWS, botDefence: 'false', botChallengeAt: '90' }, 'BOT_DEFENCE'), [['reserve', 'off']]);
     assert.deepEqual(holders({ ...AWS, botChallengeAt: '90' }, 'BOT_CHALLENGE_AT'), [['reserve', '90']]);
     assert.doesNotMatch(JSON.stringify(template(AWS).toJSON()), /local-bot-/);

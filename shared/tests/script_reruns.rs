@@ -601,7 +601,8 @@ async fn assert_observe_rerun_safe(server: &RedisServer, name: &str, keys: &[Str
 async fn the_bot_watchlist_scripts_are_safe_to_run_twice() {
     let server = RedisServer::start();
     let buyer = Subject::Buyer(UserId::parse("rerun-bot").unwrap());
-    let keys = subject_keys(&buyer, now()).to_vec();
+    let sale = flashsale_core::domain::SaleId::parse("rerun-sale").unwrap();
+    let keys = subject_keys(&buyer, &sale, now()).to_vec();
     // observe.lua: a re-sent observation counts the request once.
     assert_observe_rerun_safe(&server, "observe", &keys, "req-1").await;
     // With a block and a pass in place, it still counts once and reads the same.

@@ -10,7 +10,7 @@
 //! | `BOT_CHALLENGE_TTL_SECONDS` | 120 | how long a challenge may be answered |
 //! | `BOT_BLOCK_SECONDS` | 3600 | the block after a failed, expired or replayed solution (seed: one hour) |
 //! | `BOT_PASS_SECONDS` | 600 | how long a solved challenge spares the buyer another |
-//! | `BOT_BLOCK_ADDRESSES` | `on` | `off`: block the buyer only (where every client shares one address, as on LocalStack) |
+//! | `BOT_BLOCK_ADDRESSES` | `off` | `on`: block the address too (see [`DefencePolicy::block_addresses`] for why it is off by default) |
 //!
 //! The secrets come from Secrets Manager on AWS (dynamic references in the template) and are
 //! never logged ([`AltchaConfig`]'s `Debug` leaves them out).
@@ -22,9 +22,10 @@ use super::defence::DefencePolicy;
 use super::score::Weights;
 use crate::config::{parsed_or, required, ConfigError};
 
-/// `on` (the default) or `off`.
-fn on_off(name: &'static str) -> Result<bool, ConfigError> {
-    match parsed_or(name, "on".to_string())?.as_str() {
+/// `on` or `off`.
+fn on_off(name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    let default = if default { "on" } else { "off" };
+    match parsed_or(name, default.to_string())?.as_str() {
         "on" => Ok(true),
         "off" => Ok(false),
         other => Err(ConfigError::Invalid {
@@ -36,7 +37,7 @@ fn on_off(name: &'static str) -> Result<bool, ConfigError> {
 
 /// `None` when `BOT_DEFENCE=off`.
 pub fn from_env() -> Result<Option<(DefencePolicy, AltchaConfig)>, ConfigError> {
-    if !on_off("BOT_DEFENCE")? {
+    if !on_off("BOT_DEFENCE", true)? {
         return Ok(None);
     }
     let challenge_at: u8 = parsed_or("BOT_CHALLENGE_AT", 80)?;
@@ -53,12 +54,19 @@ pub fn from_env() -> Result<Option<(DefencePolicy, AltchaConfig)>, ConfigError> 
         },
         block_for: Duration::from_secs(parsed_or("BOT_BLOCK_SECONDS", 3600)?),
         pass_for: Duration::from_secs(parsed_or("BOT_PASS_SECONDS", 600)?),
-        block_addresses: on_off("BOT_BLOCK_ADDRESSES")?,
+        block_addresses: on_off("BOT_BLOCK_ADDRESSES", false)?,
     };
+    let ttl_seconds: u64 = parsed_or("BOT_CHALLENGE_TTL_SECONDS", 120)?;
+    if !(10..=3600).contains(&ttl_seconds) {
+        return Err(ConfigError::Invalid {
+            name: "BOT_CHALLENGE_TTL_SECONDS",
+            reason: "must be between 10 and 3600 (a shorter one expires before a person solves it)".into(),
+        });
+    }
     let challenges = AltchaConfig {
         signature_secret: required("BOT_CHALLENGE_SIGNATURE_SECRET")?,
         key_secret: required("BOT_CHALLENGE_KEY_SECRET")?,
-        ttl: Duration::from_secs(parsed_or("BOT_CHALLENGE_TTL_SECONDS", 120)?),
+        ttl: Duration::from_secs(ttl_seconds),
         base_work: parsed_or("BOT_CHALLENGE_WORK", 100_000)?,
         threshold: challenge_at,
     };

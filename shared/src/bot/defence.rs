@@ -2,12 +2,17 @@
 //!
 //! 1. The watchlist counts the request and says whether the buyer or the address is blocked:
 //!    a block answers at once (403 `blocked`, with `Retry-After`).
-//! 2. A solution sent with the request is verified whatever the score (a client that solves is
-//!    judged on its solution): a valid, unspent one grants a pass and admits; a failed, expired
-//!    or replayed one blocks the buyer and the address for [`DefencePolicy::block_for`]
-//!    (the seed: one hour); a malformed one is a client error (400), not a block.
-//! 3. Otherwise a buyer with a pass is admitted; one scoring at or above the threshold gets a
-//!    challenge (403 `challenge-required`); the rest are admitted.
+//! 2. A buyer with a pass for this sale is admitted, solution or not: a client that solved and
+//!    then retries (after a 429, a 503 or a lost answer) sends the same solution again, and must
+//!    not be punished for it.
+//! 3. A solution sent with the request is verified whatever the score (a client that solves is
+//!    judged on its solution): a valid, unspent one grants a pass for this sale and admits; a
+//!    failed, expired or replayed one (spent by another request, with no pass standing) blocks
+//!    the buyer, and the address if [`DefencePolicy::block_addresses`], for
+//!    [`DefencePolicy::block_for`] (the seed: one hour); a malformed one is a client error (400),
+//!    not a block. The block holds for this request even if it could not be written.
+//! 4. Otherwise one scoring at or above the threshold gets a challenge (403
+//!    `challenge-required`); the rest are admitted.
 //!
 //! The score and its reasons go to the log and to admins, never to the client.
 
@@ -28,8 +33,10 @@ pub struct DefencePolicy {
     /// How long a solved challenge spares the buyer another (a person is not asked again on
     /// every click).
     pub pass_for: Duration,
-    /// Block the source address too, not only the buyer (the seed's rule). Off where every
-    /// client shares one address (LocalStack: all calls come from 127.0.0.1).
+    /// Block the source address too, not only the buyer (the seed's rule). Off by default: any
+    /// account can send a wrong solution, so an address block lets one account lock out a
+    /// carrier NAT, an office or a proxy in front of the API for an hour. Turn it on only where
+    /// clients do not share addresses.
     pub block_addresses: bool,
 }
 
@@ -39,7 +46,7 @@ impl Default for DefencePolicy {
             weights: Weights::default(),
             block_for: Duration::from_secs(3600),
             pass_for: Duration::from_secs(600),
-            block_addresses: true,
+            block_addresses: false,
         }
     }
 }
@@ -88,7 +95,13 @@ impl<W: Watchlist, V: ChallengeVerifier, K: Clock> BotDefence<W, V, K> {
         let now = self.clock.now();
         let seen = self
             .watchlist
-            .observe(&suspect.buyer, suspect.address.as_deref(), &suspect.request, now)
+            .observe(
+                &suspect.buyer,
+                suspect.address.as_deref(),
+                &suspect.binding.sale,
+                &suspect.request,
+                now,
+            )
             .await?;
         if let Some(block) = seen.blocked {
             return Ok(Verdict::Blocked { block });
@@ -103,14 +116,14 @@ impl<W: Watchlist, V: ChallengeVerifier, K: Clock> BotDefence<W, V, K> {
             },
             &self.policy.weights,
         );
-        if let Some(response) = &suspect.solution {
-            return self.redeem(suspect, response, score, now).await;
-        }
         if seen.pass {
             return Ok(Verdict::Admitted {
                 score,
                 by_pass: true,
             });
+        }
+        if let Some(response) = &suspect.solution {
+            return self.redeem(suspect, response, score, now).await;
         }
         if score.reaches(self.policy.weights.challenge_at) {
             let challenge = self.challenges.issue(&suspect.binding, score.value, now)?;
@@ -131,15 +144,21 @@ impl<W: Watchlist, V: ChallengeVerifier, K: Clock> BotDefence<W, V, K> {
     ) -> Result<Verdict, DefenceError> {
         let reason = match self.challenges.verify(response, &suspect.binding) {
             Ok(solved) => {
-                // Remember the nonce a little past the challenge's own end.
-                let ttl = now.until(solved.expires_at) + Duration::from_secs(5);
+                // Remember the nonce past the challenge's own end, with room for clock skew
+                // between this instance and the one that issued it.
+                let ttl = now.until(solved.expires_at) + Duration::from_secs(60);
                 if self
                     .watchlist
                     .spend(&solved.nonce, &suspect.request, ttl, now)
                     .await?
                 {
                     self.watchlist
-                        .grant_pass(&suspect.buyer, self.policy.pass_for, now)
+                        .grant_pass(
+                            &suspect.buyer,
+                            &suspect.binding.sale,
+                            self.policy.pass_for,
+                            now,
+                        )
                         .await?;
                     return Ok(Verdict::Admitted {
                         score,
@@ -153,19 +172,22 @@ impl<W: Watchlist, V: ChallengeVerifier, K: Clock> BotDefence<W, V, K> {
             Err(Refusal::Expired) => "challenge-expired",
         };
         let buyer = Subject::Buyer(suspect.buyer.clone());
-        self.watchlist
-            .block(&buyer, reason, self.policy.block_for, now)
-            .await?;
+        let mut subjects = vec![buyer.clone()];
         if let Some(address) = suspect.address.as_ref().filter(|_| self.policy.block_addresses) {
-            self.watchlist
-                .block(
-                    &Subject::Address(address.clone()),
-                    reason,
-                    self.policy.block_for,
-                    now,
-                )
-                .await?;
+            subjects.push(Subject::Address(address.clone()));
         }
+        for subject in &subjects {
+            // This request is refused whatever happens to the write: a store that cannot take
+            // the block must not turn a failed challenge into an admission.
+            if let Err(error) = self
+                .watchlist
+                .block(subject, reason, self.policy.block_for, now)
+                .await
+            {
+                tracing::error!(%error, subject = %subject.label(), reason, "could not record a block");
+            }
+        }
+        tracing::warn!(buyer = %suspect.buyer, reason, "blocked");
         Ok(Verdict::Blocked {
             block: Block {
                 subject: buyer,
@@ -183,6 +205,7 @@ mod tests {
     use super::*;
     use crate::bot::challenge::altcha::{AltchaChallenges, AltchaConfig};
     use crate::bot::watchlist::memory::InMemoryWatchlist;
+    use crate::bot::watchlist::Observation;
     use crate::domain::{ManualClock, SaleId};
 
     fn defence() -> BotDefence<InMemoryWatchlist, AltchaChallenges, ManualClock> {
@@ -253,7 +276,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_bot_is_challenged_and_a_solution_admits_it_once_then_its_pass_lasts() {
+    async fn a_bot_is_challenged_and_a_solution_admits_it_then_its_pass_lasts_on_that_sale() {
         let d = defence();
         let Verdict::Challenged { challenge, score } = d.judge(&bot("b1")).await.unwrap() else {
             panic!("not challenged")
@@ -264,28 +287,50 @@ mod tests {
             solution: Some(answer.clone()),
             ..bot(request)
         };
-        assert!(matches!(d.judge(&with("b2")).await.unwrap(), Verdict::Admitted { .. }));
-        // The same request re-sent is still admitted (not a replay).
-        assert!(matches!(d.judge(&with("b2")).await.unwrap(), Verdict::Admitted { .. }));
+        assert!(matches!(d.judge(&with("b2")).await.unwrap(), Verdict::Admitted { by_pass: false, .. }));
+        // The client retries with the same solution (its answer was a 429 or got lost): the
+        // pass admits it, it is not a replay.
+        assert!(matches!(d.judge(&with("b3")).await.unwrap(), Verdict::Admitted { by_pass: true, .. }));
         // Without a solution, the pass admits.
-        assert!(matches!(
-            d.judge(&bot("b3")).await.unwrap(),
-            Verdict::Admitted { by_pass: true, .. }
-        ));
-        // The same solution on another request: a replay, blocked for an hour.
-        let Verdict::Blocked { block } = d.judge(&with("b4")).await.unwrap() else {
-            panic!("a replay was not blocked")
+        assert!(matches!(d.judge(&bot("b4")).await.unwrap(), Verdict::Admitted { by_pass: true, .. }));
+        // On another sale the pass opens nothing.
+        let elsewhere = Suspect {
+            binding: Binding {
+                sale: SaleId::parse("other-drop").unwrap(),
+                ..bot("b5").binding
+            },
+            ..bot("b5")
         };
-        assert_eq!(block.reason, "challenge-replayed");
-        assert_eq!(block.remaining, Duration::from_secs(3600));
+        assert!(matches!(d.judge(&elsewhere).await.unwrap(), Verdict::Challenged { .. }));
+        // When the pass has run out, the next request is challenged again.
+        d.clock.advance(Duration::from_secs(601));
+        assert!(matches!(d.judge(&bot("b6")).await.unwrap(), Verdict::Challenged { .. }));
     }
 
     #[tokio::test]
-    async fn a_failed_solution_blocks_the_buyer_and_the_address_for_an_hour_then_it_ends() {
+    async fn a_solution_spent_by_another_request_with_no_pass_standing_is_a_replay_and_blocks() {
         let d = defence();
-        let Verdict::Challenged { challenge, .. } = d.judge(&bot("f1")).await.unwrap() else {
+        let Verdict::Challenged { challenge, .. } = d.judge(&bot("r1")).await.unwrap() else {
             panic!("not challenged")
         };
+        // Spent by an earlier request whose pass did not survive (or another client's copy).
+        let nonce = challenge.challenge["parameters"]["nonce"].as_str().unwrap().to_owned();
+        let other = RequestId::from_gateway(Some("someone-else"));
+        assert!(d.watchlist.spend(&nonce, &other, Duration::from_secs(300), d.clock.now()).await.unwrap());
+        let replay = Suspect {
+            solution: Some(solve(&challenge)),
+            ..bot("r2")
+        };
+        let Verdict::Blocked { block } = d.judge(&replay).await.unwrap() else {
+            panic!("a replay was not blocked")
+        };
+        assert_eq!((block.reason.as_str(), block.remaining), ("challenge-replayed", Duration::from_secs(3600)));
+    }
+
+    #[tokio::test]
+    async fn a_failed_solution_blocks_the_buyer_and_with_address_blocks_the_address_for_an_hour() {
+        let mut d = defence();
+        d.policy.block_addresses = true;
         // Another buyer's solution is a failed one for this buyer.
         let mallory = Binding {
             buyer: UserId::parse("mallory").unwrap(),
@@ -300,7 +345,6 @@ mod tests {
             panic!("not blocked")
         };
         assert_eq!(block.reason, "challenge-failed");
-        drop(challenge);
         // Every request of the buyer, and of a person behind the same address, is blocked.
         assert!(matches!(d.judge(&bot("f3")).await.unwrap(), Verdict::Blocked { .. }));
         assert!(matches!(
@@ -316,26 +360,76 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_address_blocks_only_the_buyer_is_blocked() {
-        let mut d = defence();
-        d.policy.block_addresses = false;
+    async fn by_default_only_the_buyer_is_blocked_not_the_address() {
+        let d = defence();
+        assert!(!d.policy.block_addresses);
+        let mallory = Binding {
+            buyer: UserId::parse("mallory").unwrap(),
+            ..bot("x").binding
+        };
+        let foreign = d.challenges.issue(&mallory, 80, d.clock.now()).unwrap();
         let attempt = Suspect {
-            solution: Some(solve(&d.challenges.issue(&bot("x").binding, 80, d.clock.now()).unwrap())),
+            solution: Some(solve(&foreign)),
             ..bot("w1")
         };
-        // A valid solution of the bot's own challenge, replayed on another request.
-        assert!(matches!(d.judge(&attempt).await.unwrap(), Verdict::Admitted { .. }));
-        let replay = Suspect {
-            request: RequestId::from_gateway(Some("w2")),
-            ..attempt
-        };
-        assert!(matches!(d.judge(&replay).await.unwrap(), Verdict::Blocked { .. }));
-        assert!(matches!(d.judge(&bot("w3")).await.unwrap(), Verdict::Blocked { .. }));
+        assert!(matches!(d.judge(&attempt).await.unwrap(), Verdict::Blocked { .. }));
+        assert!(matches!(d.judge(&bot("w2")).await.unwrap(), Verdict::Blocked { .. }));
         // The person behind the same address is not.
         assert!(matches!(
             d.judge(&suspect("neighbour", "n1")).await.unwrap(),
             Verdict::Admitted { .. }
         ));
+    }
+
+    /// A watchlist whose block writes fail (the store answers everything else).
+    struct BlocksFail(InMemoryWatchlist);
+
+    impl Watchlist for BlocksFail {
+        async fn observe(
+            &self,
+            buyer: &UserId,
+            address: Option<&str>,
+            sale: &SaleId,
+            request: &RequestId,
+            now: Timestamp,
+        ) -> Result<Observation, WatchlistError> {
+            self.0.observe(buyer, address, sale, request, now).await
+        }
+        async fn block(&self, _: &Subject, _: &str, _: Duration, _: Timestamp) -> Result<(), WatchlistError> {
+            Err(WatchlistError::UnexpectedReply("store down".into()))
+        }
+        async fn lift(&self, subject: &Subject) -> Result<bool, WatchlistError> {
+            self.0.lift(subject).await
+        }
+        async fn active_blocks(&self, now: Timestamp) -> Result<Vec<Block>, WatchlistError> {
+            self.0.active_blocks(now).await
+        }
+        async fn grant_pass(&self, b: &UserId, s: &SaleId, d: Duration, now: Timestamp) -> Result<(), WatchlistError> {
+            self.0.grant_pass(b, s, d, now).await
+        }
+        async fn spend(&self, n: &str, r: &RequestId, t: Duration, now: Timestamp) -> Result<bool, WatchlistError> {
+            self.0.spend(n, r, t, now).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_solution_is_refused_even_when_the_block_cannot_be_written() {
+        let base = defence();
+        let d = BotDefence {
+            watchlist: BlocksFail(InMemoryWatchlist::default()),
+            challenges: base.challenges,
+            clock: base.clock,
+            policy: base.policy,
+        };
+        let foreign = Binding {
+            buyer: UserId::parse("mallory").unwrap(),
+            ..bot("x").binding
+        };
+        let attempt = Suspect {
+            solution: Some(solve(&d.challenges.issue(&foreign, 80, d.clock.now()).unwrap())),
+            ..bot("z2")
+        };
+        assert!(matches!(d.judge(&attempt).await.unwrap(), Verdict::Blocked { .. }));
     }
 
     #[tokio::test]

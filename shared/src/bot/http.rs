@@ -56,6 +56,7 @@ pub fn suspect_of(
 ) -> Result<Suspect, Problem> {
     let identity = identity_of(request)?;
     let account_age = identity.created_at.map(|created| created.until(now));
+    let address = identity.source_ip.as_deref().map(address_group);
     let telemetry = match header(request, TELEMETRY_HEADER)? {
         None => None,
         Some(raw) if raw.len() > MAX_TELEMETRY_BYTES => {
@@ -80,7 +81,7 @@ pub fn suspect_of(
         .collect();
     Ok(Suspect {
         buyer: identity.user_id.clone(),
-        address: identity.source_ip.clone(),
+        address,
         request: RequestId::from_gateway(gateway_request_id(request).as_deref()),
         binding: Binding {
             buyer: identity.user_id,
@@ -92,6 +93,19 @@ pub fn suspect_of(
         edge_signals,
         solution: header(request, CHALLENGE_RESPONSE_HEADER)?.map(str::to_owned),
     })
+}
+
+/// The address as counted and blocked: an IPv4 address as it is, an IPv6 address by its /64
+/// (one subscriber's whole prefix: an IPv6 client can change addresses inside it at will).
+fn address_group(raw: &str) -> String {
+    match raw.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(v6) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_default(),
+        Err(_) => raw.to_owned(),
+    }
 }
 
 fn invalid_telemetry(detail: String) -> Problem {
@@ -241,6 +255,14 @@ mod tests {
             .with_request_context(context);
         let s = suspect_of(&r, &sale(), "reserve", now()).unwrap();
         assert_eq!(s.account_age, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn ipv6_addresses_are_counted_by_their_64_prefix() {
+        assert_eq!(address_group("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(address_group("2001:db8:1:2:bbbb::9"), "2001:db8:1:2::/64");
+        assert_eq!(address_group("::ffff:198.51.100.4"), "198.51.100.4");
+        assert_eq!(address_group("198.51.100.4"), "198.51.100.4");
     }
 
     #[test]

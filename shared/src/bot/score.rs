@@ -13,11 +13,14 @@
 //! - client telemetry the front end sends (untrusted: a bot sends whatever passes), so it can
 //!   only raise the score, a little per item, and never block on its own: headless or webdriver
 //!   flags, WebGL or Canvas missing, no pointer events, a click faster than a person clicks;
+//!   and *no telemetry at all*: the shop's pages always send it, so a client that sends none is
+//!   not the shop's front end (a script, or an app that has not adopted it);
 //! - on AWS, bot signals the WAF edge forwarded as headers (Bot Control labels).
 //!
 //! The weights are configuration ([`Weights`]); the defaults put the seed's bot (fast, fresh,
-//! headless, no pointer) well above the threshold of 80 and a person (a few requests a minute,
-//! even on a day-old account in a privacy browser) far below it.
+//! headless, no pointer) well above the threshold of 80, and a script at a bot's rate (100 or
+//! more a minute) with no telemetry at it on trusted signals alone, while a person (a few
+//! requests a minute, even on a day-old account in a privacy browser) stays far below it.
 
 use std::time::Duration;
 
@@ -57,6 +60,17 @@ pub struct Signals {
     pub edge_signals: Vec<String>,
 }
 
+impl Signals {
+    /// No signals beyond the counts: for tests and callers that know nothing else.
+    pub fn counts(user_per_minute: u32, ip_per_minute: u32) -> Self {
+        Self {
+            user_per_minute,
+            ip_per_minute,
+            ..Self::default()
+        }
+    }
+}
+
 /// Why points were given. Shown to admins and logged; never sent to the client.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
@@ -67,6 +81,8 @@ pub enum Reason {
     IpRate { per_minute: u32 },
     /// The account is younger than [`Weights::new_account`].
     NewAccount { age_minutes: u64 },
+    /// The client sent no telemetry: not the shop's front end.
+    NoTelemetry,
     Webdriver,
     Headless,
     NoWebgl,
@@ -115,6 +131,8 @@ pub struct Weights {
     /// Accounts younger than this get `new_account_points`.
     pub new_account: Duration,
     pub new_account_points: u8,
+    /// For a request without any telemetry.
+    pub no_telemetry_points: u8,
     pub webdriver_points: u8,
     pub headless_points: u8,
     pub no_webgl_points: u8,
@@ -135,12 +153,13 @@ impl Default for Weights {
         Self {
             user_rate_from: 10,
             user_rate_full: 100,
-            user_rate_points: 45,
+            user_rate_points: 60,
             ip_rate_from: 120,
             ip_rate_full: 600,
             ip_rate_points: 25,
             new_account: Duration::from_secs(24 * 3600),
             new_account_points: 20,
+            no_telemetry_points: 20,
             webdriver_points: 25,
             headless_points: 25,
             no_webgl_points: 5,
@@ -212,6 +231,9 @@ pub fn score(signals: &Signals, weights: &Weights) -> Score {
             },
             weights.edge_signal_points,
         );
+    }
+    if signals.telemetry.is_none() {
+        add(Reason::NoTelemetry, weights.no_telemetry_points);
     }
     if let Some(t) = &signals.telemetry {
         let mut budget = weights.telemetry_cap;
@@ -304,7 +326,7 @@ mod tests {
         let s = score(&bot, &w);
         assert!(s.reaches(w.challenge_at), "{s:?}");
         assert_eq!(s.value, 100);
-        assert_eq!(points_of(&s, &Reason::UserRate { per_minute: 120 }), Some(45));
+        assert_eq!(points_of(&s, &Reason::UserRate { per_minute: 120 }), Some(60));
         assert_eq!(points_of(&s, &Reason::NewAccount { age_minutes: 60 }), Some(20));
     }
 
@@ -346,9 +368,9 @@ mod tests {
             score(&s, &w).value
         };
         assert_eq!(at(10), 0);
-        assert_eq!(at(55), 23); // half way from 10 to 100: 22.5 rounds to 23
-        assert_eq!(at(100), 45);
-        assert_eq!(at(10_000), 45);
+        assert_eq!(at(55), 30); // half way from 10 to 100
+        assert_eq!(at(100), 60);
+        assert_eq!(at(10_000), 60);
         let mut s = person();
         s.ip_per_minute = 600;
         assert_eq!(score(&s, &w).value, 25);
@@ -369,10 +391,12 @@ mod tests {
         let scored = score(&s, &w);
         assert_eq!(scored.value, w.telemetry_cap);
         assert!(!scored.reaches(w.challenge_at));
-        // Unknown account age and no telemetry at all: nothing.
+        // Unknown account age and no telemetry at all: only the missing telemetry counts.
         s.telemetry = None;
         s.account_age = None;
-        assert_eq!(score(&s, &w).value, 0);
+        let scored = score(&s, &w);
+        assert_eq!(scored.value, 20);
+        assert_eq!(points_of(&scored, &Reason::NoTelemetry), Some(20));
     }
 
     #[test]
@@ -387,6 +411,19 @@ mod tests {
         let scored = score(&s, &w);
         assert_eq!(scored.value, 20 + 1 + 5 + 5);
         assert!(scored.value < w.challenge_at / 2);
+    }
+
+    #[test]
+    fn a_script_at_a_bots_rate_without_telemetry_is_challenged_on_trusted_signals_alone() {
+        let w = Weights::default();
+        // No account age (AWS without the attribute), no edge, one address: rate alone.
+        let script = Signals::counts(100, 100);
+        let scored = score(&script, &w);
+        assert!(scored.reaches(w.challenge_at), "{scored:?}");
+        // A person's rate without telemetry (an app, an API client) is not.
+        assert!(!score(&Signals::counts(12, 30), &w).reaches(w.challenge_at));
+        // Nor a busy address of people (NAT) without telemetry.
+        assert!(!score(&Signals::counts(4, 600), &w).reaches(w.challenge_at));
     }
 
     #[test]

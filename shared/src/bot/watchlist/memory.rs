@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{sliding_minute, Block, Observation, Subject, Watchlist, WatchlistError};
-use crate::domain::{Timestamp, UserId};
+use crate::domain::{SaleId, Timestamp, UserId};
 use crate::rate_limit::RequestId;
 
 #[derive(Default)]
@@ -15,7 +15,7 @@ struct State {
     counts: HashMap<(Subject, i64), HashSet<RequestId>>,
     /// subject -> (reason, until).
     blocks: HashMap<Subject, (String, Timestamp)>,
-    passes: HashMap<UserId, Timestamp>,
+    passes: HashMap<(UserId, SaleId), Timestamp>,
     /// nonce -> (request, until).
     spent: HashMap<String, (RequestId, Timestamp)>,
 }
@@ -57,6 +57,7 @@ impl Watchlist for InMemoryWatchlist {
         &self,
         buyer: &UserId,
         address: Option<&str>,
+        sale: &SaleId,
         request: &RequestId,
         now: Timestamp,
     ) -> Result<Observation, WatchlistError> {
@@ -72,7 +73,10 @@ impl Watchlist for InMemoryWatchlist {
                 .flatten()
                 .filter_map(|s| active(state, s, now))
                 .max_by_key(|b| b.remaining);
-            let pass = state.passes.get(buyer).is_some_and(|until| *until > now);
+            let pass = state
+                .passes
+                .get(&(buyer.clone(), sale.clone()))
+                .is_some_and(|until| *until > now);
             Observation {
                 buyer_per_minute,
                 address_per_minute,
@@ -116,10 +120,15 @@ impl Watchlist for InMemoryWatchlist {
     async fn grant_pass(
         &self,
         buyer: &UserId,
+        sale: &SaleId,
         duration: Duration,
         now: Timestamp,
     ) -> Result<(), WatchlistError> {
-        self.with(|state| state.passes.insert(buyer.clone(), now.plus(duration)));
+        self.with(|state| {
+            state
+                .passes
+                .insert((buyer.clone(), sale.clone()), now.plus(duration))
+        });
         Ok(())
     }
 

@@ -13,7 +13,7 @@ pub mod redis;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::domain::{Timestamp, UserId};
+use crate::domain::{SaleId, Timestamp, UserId};
 use crate::rate_limit::RequestId;
 
 /// Who a block applies to.
@@ -66,7 +66,8 @@ pub struct Observation {
     pub address_per_minute: u32,
     /// The longest active block on the buyer or the address, if any.
     pub blocked: Option<Block>,
-    /// The buyer solved a challenge recently: do not ask again while the pass lasts.
+    /// The buyer solved a challenge for this sale recently: do not ask again while the pass
+    /// lasts.
     pub pass: bool,
 }
 
@@ -81,11 +82,12 @@ pub enum WatchlistError {
 /// The port.
 pub trait Watchlist: Send + Sync {
     /// Counts `request` for the buyer and the address (once, however often it is re-sent) and
-    /// reads their blocks and the buyer's pass.
+    /// reads their blocks and the buyer's pass for `sale`.
     fn observe(
         &self,
         buyer: &UserId,
         address: Option<&str>,
+        sale: &SaleId,
         request: &RequestId,
         now: Timestamp,
     ) -> impl Future<Output = Result<Observation, WatchlistError>> + Send;
@@ -108,10 +110,12 @@ pub trait Watchlist: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Block>, WatchlistError>> + Send;
 
-    /// Lets the buyer through without a challenge for `duration`.
+    /// Lets the buyer through without a challenge for `duration`, on `sale` only (a pass earned
+    /// on one sale, or a made-up one, opens no other).
     fn grant_pass(
         &self,
         buyer: &UserId,
+        sale: &SaleId,
         duration: Duration,
         now: Timestamp,
     ) -> impl Future<Output = Result<(), WatchlistError>> + Send;

@@ -9,7 +9,7 @@ use redis::aio::ConnectionLike;
 use redis::{Script, Value};
 
 use super::{sliding_minute, Block, Observation, Subject, Watchlist, WatchlistError};
-use crate::domain::{Timestamp, UserId};
+use crate::domain::{SaleId, Timestamp, UserId};
 use crate::rate_limit::RequestId;
 
 /// observe.lua (public for the test that runs every script twice).
@@ -24,15 +24,20 @@ fn tag(subject: &Subject) -> String {
     format!("fs:{{bot:{}}}", subject.label())
 }
 
-/// The keys of one subject: block, this minute, previous minute, pass.
-pub fn subject_keys(subject: &Subject, now: Timestamp) -> [String; 4] {
+/// The block key of a subject (the same whatever the sale and the minute).
+pub fn block_key(subject: &Subject) -> String {
+    format!("{}:block", tag(subject))
+}
+
+/// The keys of one subject: block, this minute, previous minute, pass (for `sale`).
+pub fn subject_keys(subject: &Subject, sale: &SaleId, now: Timestamp) -> [String; 4] {
     let t = tag(subject);
     let minute = now.as_millis().div_euclid(60_000);
     [
-        format!("{t}:block"),
+        block_key(subject),
         format!("{t}:count:{minute}"),
         format!("{t}:count:{}", minute - 1),
-        format!("{t}:pass"),
+        format!("{t}:pass:{sale}"),
     ]
 }
 
@@ -52,10 +57,11 @@ where
     async fn observe_one(
         &self,
         subject: &Subject,
+        sale: &SaleId,
         request: &RequestId,
         now: Timestamp,
     ) -> Result<(u32, Option<Block>, bool), WatchlistError> {
-        let keys = subject_keys(subject, now);
+        let keys = subject_keys(subject, sale, now);
         let reply: Vec<Value> = OBSERVE
             .key(&keys[0])
             .key(&keys[1])
@@ -98,16 +104,17 @@ where
         &self,
         buyer: &UserId,
         address: Option<&str>,
+        sale: &SaleId,
         request: &RequestId,
         now: Timestamp,
     ) -> Result<Observation, WatchlistError> {
         let buyer_subject = Subject::Buyer(buyer.clone());
         let address_subject = address.map(|a| Subject::Address(a.to_owned()));
         let (buyer_seen, address_seen) = futures::future::join(
-            self.observe_one(&buyer_subject, request, now),
+            self.observe_one(&buyer_subject, sale, request, now),
             async {
                 match &address_subject {
-                    Some(subject) => self.observe_one(subject, request, now).await.map(Some),
+                    Some(subject) => self.observe_one(subject, sale, request, now).await.map(Some),
                     None => Ok(None),
                 }
             },
@@ -140,10 +147,17 @@ where
         let mut conn = self.conn.clone();
         let ms = duration.as_millis().max(1) as u64;
         redis::cmd("SET")
-            .arg(&subject_keys(subject, now)[0])
+            .arg(block_key(subject))
             .arg(reason)
             .arg("PX")
             .arg(ms)
+            .query_async::<()>(&mut conn)
+            .await?;
+        // The index only lists: drop what has ended, so it does not grow without bound.
+        redis::cmd("ZREMRANGEBYSCORE")
+            .arg(BLOCK_INDEX)
+            .arg("-inf")
+            .arg(now.as_millis())
             .query_async::<()>(&mut conn)
             .await?;
         redis::cmd("ZADD")
@@ -157,9 +171,7 @@ where
 
     async fn lift(&self, subject: &Subject) -> Result<bool, WatchlistError> {
         let mut conn = self.conn.clone();
-        // The minute does not matter for the block key.
-        let key = &subject_keys(subject, Timestamp::from_millis(0))[0];
-        let removed: i64 = redis::cmd("DEL").arg(key).query_async(&mut conn).await?;
+        let removed: i64 = redis::cmd("DEL").arg(block_key(subject)).query_async(&mut conn).await?;
         redis::cmd("ZREM")
             .arg(BLOCK_INDEX)
             .arg(subject.label())
@@ -184,7 +196,7 @@ where
             .await?;
         let mut blocks = Vec::new();
         for subject in labels.iter().filter_map(|l| Subject::parse_label(l)) {
-            let key = &subject_keys(&subject, now)[0];
+            let key = &block_key(&subject);
             let (reason, left): (Option<String>, i64) = redis::pipe()
                 .cmd("GET")
                 .arg(key)
@@ -207,11 +219,12 @@ where
     async fn grant_pass(
         &self,
         buyer: &UserId,
+        sale: &SaleId,
         duration: Duration,
         now: Timestamp,
     ) -> Result<(), WatchlistError> {
         redis::cmd("SET")
-            .arg(&subject_keys(&Subject::Buyer(buyer.clone()), now)[3])
+            .arg(&subject_keys(&Subject::Buyer(buyer.clone()), sale, now)[3])
             .arg(1)
             .arg("PX")
             .arg(duration.as_millis().max(1) as u64)
