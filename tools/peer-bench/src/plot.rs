@@ -15,6 +15,21 @@ fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("plot: {e:?}")
 }
 
+/// A bar's label: the design's name, short enough to sit under its bar.
+fn short_label(design: &str) -> &str {
+    match design {
+        "single counter (Lua)" => "counter",
+        "single counter + buyer records (Lua)" => "counter+records",
+        "DECR then INCR back" => "DECR/INCR",
+        "WATCH/MULTI (3 tries)" => "WATCH, 3 tries",
+        "WATCH/MULTI (until it wins)" => "WATCH, until won",
+        "buckets, no fallback" => "buckets",
+        "ours + sold-out cache" => "ours+cache",
+        "DynamoDB conditional decrement" => "DynamoDB",
+        other => other,
+    }
+}
+
 /// Bars of median attempts/s per design: the sell-out crowd (dark) and selling only (light,
 /// where the design ran it).
 pub fn designs(path: &str, summaries: &[Summary], selling: &[Summary]) -> anyhow::Result<()> {
@@ -30,7 +45,7 @@ pub fn designs(path: &str, summaries: &[Summary], selling: &[Summary]) -> anyhow
         .iter()
         .map(|s| s.median.per_sec().max(selling_rate(s.median.design).unwrap_or(0.0)))
         .fold(1.0, f64::max);
-    let names: Vec<String> = summaries.iter().map(|s| s.median.design.to_string()).collect();
+    let names: Vec<String> = summaries.iter().map(|s| short_label(s.median.design).to_string()).collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "Attempts/s: sell-out crowd (dark), selling only (light); green: no correctness failure",
@@ -93,7 +108,7 @@ pub fn scaling(path: &str, scaled: &[Scaled]) -> anyhow::Result<()> {
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..17f64, 0f64..top * 1.15)
+        .build_cartesian_2d(0f64..17f64, 0f64..top * 1.45)
         .map_err(plot_error)?;
     chart
         .configure_mesh()
@@ -132,6 +147,7 @@ pub fn scaling(path: &str, scaled: &[Scaled]) -> anyhow::Result<()> {
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.8))
         .draw()
