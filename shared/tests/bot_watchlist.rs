@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::*;
 use flashsale_core::bot::watchlist::memory::InMemoryWatchlist;
 use flashsale_core::bot::watchlist::redis::{subject_keys, RedisWatchlist};
-use flashsale_core::domain::SaleId;
 use flashsale_core::bot::watchlist::{Subject, Watchlist};
+use flashsale_core::domain::SaleId;
 use flashsale_core::rate_limit::RequestId;
 use testkit::RedisServer;
 
@@ -27,14 +27,31 @@ fn drop_sale() -> SaleId {
 async fn counts_each_request_once<W: Watchlist>(w: &W) {
     let now = now();
     let (buyer, other) = (user("count-a"), user("count-b"));
-    let first = w.observe(&buyer, Some("198.51.100.7"), &drop_sale(), &rid("r1"), now).await.unwrap();
-    let resent = w.observe(&buyer, Some("198.51.100.7"), &drop_sale(), &rid("r1"), now).await.unwrap();
+    let first = w
+        .observe(&buyer, Some("198.51.100.7"), &drop_sale(), &rid("r1"), now)
+        .await
+        .unwrap();
+    let resent = w
+        .observe(&buyer, Some("198.51.100.7"), &drop_sale(), &rid("r1"), now)
+        .await
+        .unwrap();
     assert_eq!(first.buyer_per_minute, resent.buyer_per_minute);
     assert_eq!(first.address_per_minute, resent.address_per_minute);
     for i in 2..=5 {
-        w.observe(&buyer, Some("198.51.100.7"), &drop_sale(), &rid(&format!("r{i}")), now).await.unwrap();
+        w.observe(
+            &buyer,
+            Some("198.51.100.7"),
+            &drop_sale(),
+            &rid(&format!("r{i}")),
+            now,
+        )
+        .await
+        .unwrap();
     }
-    let seen = w.observe(&other, Some("198.51.100.7"), &drop_sale(), &rid("o1"), now).await.unwrap();
+    let seen = w
+        .observe(&other, Some("198.51.100.7"), &drop_sale(), &rid("o1"), now)
+        .await
+        .unwrap();
     // The other buyer: its first request; the address: both buyers' six requests.
     assert_eq!(seen.buyer_per_minute, first.buyer_per_minute);
     assert_eq!(seen.address_per_minute, first.address_per_minute + 5);
@@ -47,25 +64,68 @@ async fn blocks_apply_to_buyer_and_address<W: Watchlist>(w: &W) {
     let now = now();
     let (bot, neighbour, elsewhere) = (user("block-bot"), user("block-n"), user("block-e"));
     let address = Subject::Address("203.0.113.50".into());
-    w.block(&Subject::Buyer(bot.clone()), "challenge-failed", HOUR, now).await.unwrap();
-    w.block(&address, "challenge-failed", HOUR, now).await.unwrap();
+    w.block(&Subject::Buyer(bot.clone()), "challenge-failed", HOUR, now)
+        .await
+        .unwrap();
+    w.block(&address, "challenge-failed", HOUR, now)
+        .await
+        .unwrap();
 
-    let seen = w.observe(&bot, Some("192.0.2.1"), &drop_sale(), &rid("b1"), now).await.unwrap();
+    let seen = w
+        .observe(&bot, Some("192.0.2.1"), &drop_sale(), &rid("b1"), now)
+        .await
+        .unwrap();
     let block = seen.blocked.expect("the buyer is blocked from any address");
     assert_eq!(block.reason, "challenge-failed");
     assert!(block.remaining > HOUR - Duration::from_secs(60) && block.remaining <= HOUR);
-    let seen = w.observe(&neighbour, Some("203.0.113.50"), &drop_sale(), &rid("n1"), now).await.unwrap();
+    let seen = w
+        .observe(
+            &neighbour,
+            Some("203.0.113.50"),
+            &drop_sale(),
+            &rid("n1"),
+            now,
+        )
+        .await
+        .unwrap();
     assert_eq!(seen.blocked.map(|b| b.subject), Some(address.clone()));
-    let seen = w.observe(&elsewhere, Some("192.0.2.1"), &drop_sale(), &rid("e1"), now).await.unwrap();
+    let seen = w
+        .observe(&elsewhere, Some("192.0.2.1"), &drop_sale(), &rid("e1"), now)
+        .await
+        .unwrap();
     assert!(seen.blocked.is_none());
 
-    let listed: Vec<Subject> = w.active_blocks(now).await.unwrap().into_iter().map(|b| b.subject).collect();
-    assert!(listed.contains(&Subject::Buyer(bot.clone())) && listed.contains(&address), "{listed:?}");
+    let listed: Vec<Subject> = w
+        .active_blocks(now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.subject)
+        .collect();
+    assert!(
+        listed.contains(&Subject::Buyer(bot.clone())) && listed.contains(&address),
+        "{listed:?}"
+    );
     assert!(w.lift(&address).await.unwrap());
     assert!(!w.lift(&address).await.unwrap());
-    let seen = w.observe(&neighbour, Some("203.0.113.50"), &drop_sale(), &rid("n2"), now).await.unwrap();
+    let seen = w
+        .observe(
+            &neighbour,
+            Some("203.0.113.50"),
+            &drop_sale(),
+            &rid("n2"),
+            now,
+        )
+        .await
+        .unwrap();
     assert!(seen.blocked.is_none());
-    let listed: Vec<Subject> = w.active_blocks(now).await.unwrap().into_iter().map(|b| b.subject).collect();
+    let listed: Vec<Subject> = w
+        .active_blocks(now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.subject)
+        .collect();
     assert!(!listed.contains(&address));
 }
 
@@ -76,9 +136,19 @@ async fn a_block_ends_after_its_hour<W: Watchlist>(w: &W, later_is_real_time: bo
     }
     let now = now();
     let buyer = user("block-ends");
-    w.block(&Subject::Buyer(buyer.clone()), "challenge-failed", HOUR, now).await.unwrap();
+    w.block(
+        &Subject::Buyer(buyer.clone()),
+        "challenge-failed",
+        HOUR,
+        now,
+    )
+    .await
+    .unwrap();
     let later = now.plus(HOUR + Duration::from_secs(1));
-    let seen = w.observe(&buyer, None, &drop_sale(), &rid("late"), later).await.unwrap();
+    let seen = w
+        .observe(&buyer, None, &drop_sale(), &rid("late"), later)
+        .await
+        .unwrap();
     assert!(seen.blocked.is_none());
     assert!(w.active_blocks(later).await.unwrap().is_empty());
 }
@@ -87,17 +157,40 @@ async fn a_block_ends_after_its_hour<W: Watchlist>(w: &W, later_is_real_time: bo
 async fn passes_and_single_use<W: Watchlist>(w: &W) {
     let now = now();
     let buyer = user("pass");
-    w.grant_pass(&buyer, &drop_sale(), Duration::from_secs(300), now).await.unwrap();
-    assert!(w.observe(&buyer, None, &drop_sale(), &rid("p1"), now).await.unwrap().pass);
+    w.grant_pass(&buyer, &drop_sale(), Duration::from_secs(300), now)
+        .await
+        .unwrap();
+    assert!(
+        w.observe(&buyer, None, &drop_sale(), &rid("p1"), now)
+            .await
+            .unwrap()
+            .pass
+    );
     // The pass is for that sale only.
     let other = SaleId::parse("other-drop").unwrap();
-    assert!(!w.observe(&buyer, None, &other, &rid("p3"), now).await.unwrap().pass);
-    assert!(!w.observe(&user("no-pass"), None, &drop_sale(), &rid("p2"), now).await.unwrap().pass);
+    assert!(
+        !w.observe(&buyer, None, &other, &rid("p3"), now)
+            .await
+            .unwrap()
+            .pass
+    );
+    assert!(
+        !w.observe(&user("no-pass"), None, &drop_sale(), &rid("p2"), now)
+            .await
+            .unwrap()
+            .pass
+    );
 
     let ttl = Duration::from_secs(120);
     assert!(w.spend("nonce-a", &rid("s1"), ttl, now).await.unwrap());
-    assert!(w.spend("nonce-a", &rid("s1"), ttl, now).await.unwrap(), "a re-sent call");
-    assert!(!w.spend("nonce-a", &rid("s2"), ttl, now).await.unwrap(), "a replay");
+    assert!(
+        w.spend("nonce-a", &rid("s1"), ttl, now).await.unwrap(),
+        "a re-sent call"
+    );
+    assert!(
+        !w.spend("nonce-a", &rid("s2"), ttl, now).await.unwrap(),
+        "a replay"
+    );
     assert!(w.spend("nonce-b", &rid("s2"), ttl, now).await.unwrap());
 }
 
@@ -124,19 +217,33 @@ async fn the_watchlist_scenarios_hold_on_redis_with_the_keys_lifetimes() {
     let pttl = |key: String| {
         let mut conn = conn.clone();
         async move {
-            let ms: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+            let ms: i64 = redis::cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
             ms
         }
     };
     let bot = Subject::Buyer(user("block-bot"));
     let keys = subject_keys(&bot, &drop_sale(), now());
     let block_ms = pttl(keys[0].clone()).await;
-    assert!((3_540_000..=3_600_000).contains(&block_ms), "block PTTL {block_ms}");
+    assert!(
+        (3_540_000..=3_600_000).contains(&block_ms),
+        "block PTTL {block_ms}"
+    );
     let count_ms = pttl(keys[1].clone()).await;
     assert!((1..=120_000).contains(&count_ms), "count PTTL {count_ms}");
-    let pass_ms = pttl(subject_keys(&Subject::Buyer(user("pass")), &drop_sale(), now())[3].clone()).await;
-    assert!((290_000..=300_000).contains(&pass_ms), "pass PTTL {pass_ms}");
+    let pass_ms =
+        pttl(subject_keys(&Subject::Buyer(user("pass")), &drop_sale(), now())[3].clone()).await;
+    assert!(
+        (290_000..=300_000).contains(&pass_ms),
+        "pass PTTL {pass_ms}"
+    );
     let spent_ms = pttl("fs:{bot:spent:nonce-a}".into()).await;
-    assert!((110_000..=120_000).contains(&spent_ms), "spent PTTL {spent_ms}");
+    assert!(
+        (110_000..=120_000).contains(&spent_ms),
+        "spent PTTL {spent_ms}"
+    );
     let _: () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
 }

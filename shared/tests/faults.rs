@@ -989,7 +989,12 @@ impl<E: StockEngine> StockEngine for FlakyGrow<E> {
     ) -> Result<ReleaseOutcome, StockError> {
         self.inner.release(s, sh, id).await
     }
-    async fn drop_claim(&self, s: &SaleStock, u: &UserId, id: ReservationId) -> Result<bool, StockError> {
+    async fn drop_claim(
+        &self,
+        s: &SaleStock,
+        u: &UserId,
+        id: ReservationId,
+    ) -> Result<bool, StockError> {
         self.inner.drop_claim(s, u, id).await
     }
     async fn commit(
@@ -1400,7 +1405,8 @@ async fn a_payment_that_finds_its_sale_lost_in_redis_waits_for_the_rebuild_it_as
     let r = shop.reserve(&sale, &user("alice"), "k", 1).await.unwrap();
     for shard in 0..1 {
         let keys = ShardKeys::new(&sale.sale_id, shard);
-        shop.server.cli(&["DEL", &keys.stock(), &keys.holds(), &keys.hold_times()]);
+        shop.server
+            .cli(&["DEL", &keys.stock(), &keys.holds(), &keys.hold_times()]);
     }
     let checkout = Checkout::new(&shop);
     checkout.begin(&r, "pm_card_visa").await;
@@ -1421,9 +1427,12 @@ async fn releasing_a_hold_redis_lost_frees_the_buyers_claim() {
     let alice = user("alice");
     let r = shop.reserve(&sale, &alice, "k", 1).await.unwrap();
     let keys = ShardKeys::new(&sale.sale_id, r.shard);
-    shop.server.cli(&["HDEL", &keys.holds(), &r.reservation_id.to_string()]);
-    shop.server.cli(&["ZREM", &keys.hold_times(), &r.reservation_id.to_string()]);
-    shop.server.cli(&["HINCRBY", &keys.stock(), "available", "1"]);
+    shop.server
+        .cli(&["HDEL", &keys.holds(), &r.reservation_id.to_string()]);
+    shop.server
+        .cli(&["ZREM", &keys.hold_times(), &r.reservation_id.to_string()]);
+    shop.server
+        .cli(&["HINCRBY", &keys.stock(), "available", "1"]);
     shop.server.cli(&["HINCRBY", &keys.stock(), "held", "-1"]);
     let checkout = Checkout::new(&shop);
     checkout.records.insert(Reservation {
@@ -1431,7 +1440,10 @@ async fn releasing_a_hold_redis_lost_frees_the_buyers_claim() {
         ..r.clone()
     });
     // WHEN the saga's compensation releases the hold
-    let released = checkout.step(StepKind::ReleaseHold, &r, None).await.unwrap();
+    let released = checkout
+        .step(StepKind::ReleaseHold, &r, None)
+        .await
+        .unwrap();
     // THEN the claim goes too: alice may buy again, within her limit
     assert_eq!(released["claim_dropped"], true, "{released}");
     let again = shop.reserve(&sale, &alice, "k2", 1).await;

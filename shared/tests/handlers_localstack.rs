@@ -140,12 +140,24 @@ async fn when_dynamodb_refuses_every_write_the_hold_waits_for_the_retry_or_the_r
     // retry with the key (which writes the record) or for the hold reconciler after its grace
     // (which closes the id, then releases it). No unit is sold twice meanwhile.
     let levels = service.stock.levels(&sale.stock()).await.unwrap();
-    assert_eq!((levels.available(), levels.held()), (0, 1), "the hold waits");
+    assert_eq!(
+        (levels.available(), levels.held()),
+        (0, 1),
+        "the hold waits"
+    );
     let again =
         reservation_http::reserve(&service, &reserve_request(&sale.sale_id, "it-bob", "k")).await;
-    assert_eq!(again.status(), StatusCode::SERVICE_UNAVAILABLE, "a retry meets the same store");
+    assert_eq!(
+        again.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a retry meets the same store"
+    );
     let levels = service.stock.levels(&sale.stock()).await.unwrap();
-    assert_eq!((levels.available(), levels.held()), (0, 1), "the retry took nothing more");
+    assert_eq!(
+        (levels.available(), levels.held()),
+        (0, 1),
+        "the retry took nothing more"
+    );
     tables.delete().await;
 }
 

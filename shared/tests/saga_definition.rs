@@ -154,7 +154,9 @@ fn retry_budget_seconds(retrier: &Value) -> f64 {
     let rate = retrier["BackoffRate"].as_f64().unwrap_or(2.0);
     let cap = retrier["MaxDelaySeconds"].as_f64().unwrap_or(f64::MAX);
     let attempts = retrier["MaxAttempts"].as_i64().unwrap_or(3) as i32;
-    (0..attempts).map(|n| (interval * rate.powi(n)).min(cap)).sum()
+    (0..attempts)
+        .map(|n| (interval * rate.powi(n)).min(cap))
+        .sum()
 }
 
 #[test]
@@ -169,7 +171,10 @@ fn a_charge_that_finds_the_stock_being_rebuilt_waits_long_enough_for_the_rebuild
         .find(|(_, names)| names.contains("StockUnavailable"))
         .expect("Charge retries StockUnavailable");
     let budget = retry_budget_seconds(retrier);
-    assert!(budget >= 90.0, "StockUnavailable is retried for at most {budget} s");
+    assert!(
+        budget >= 90.0,
+        "StockUnavailable is retried for at most {budget} s"
+    );
     assert_eq!(retrier["JitterStrategy"], "FULL");
 }
 

@@ -720,14 +720,20 @@ async fn a_charge_still_processing_at_compensation_is_rechecked_until_it_settles
         .unwrap();
     w.records.mark_failed(r.reservation_id, "States.Timeout");
     // WHEN the compensation's Refund step runs while it is still processing
-    let first = w.step(StepKind::Refund, &r, test_cards::SLOW, None).await.unwrap();
+    let first = w
+        .step(StepKind::Refund, &r, test_cards::SLOW, None)
+        .await
+        .unwrap();
     // THEN it says so (the definition waits and asks again: ChargeStillProcessing)
     assert_eq!(first["pending"], true, "{first}");
     assert_eq!(w.provider.refunds(), 0);
     // AND once it has succeeded (its webhook lost for good), the recheck refunds it
     let intent = w.intent_of(&r).id;
     w.provider.settle(&intent, PaymentStatus::Succeeded);
-    let again = w.step(StepKind::Refund, &r, test_cards::SLOW, None).await.unwrap();
+    let again = w
+        .step(StepKind::Refund, &r, test_cards::SLOW, None)
+        .await
+        .unwrap();
     assert_eq!(again["refunded"], true, "{again}");
     assert!(w.provider.is_refunded(&intent));
     assert!(again.get("pending").is_none());

@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use flashsale_core::domain::{IdempotencyKey, ReservationId, Timestamp, UserId};
 use flashsale_core::bot::watchlist::redis::{subject_keys, OBSERVE, SPEND};
 use flashsale_core::bot::watchlist::Subject;
+use flashsale_core::domain::{IdempotencyKey, ReservationId, Timestamp, UserId};
 use flashsale_core::payment::breaker::BREAKER;
 use flashsale_core::rate_limit::redis::TOKEN_BUCKET;
 use flashsale_core::rate_limit::RateKey;
@@ -52,7 +52,11 @@ async fn state(conn: &mut ConnectionManager) -> State {
                 let v: Vec<u8> = redis::cmd("GET").arg(&key).query_async(conn).await.unwrap();
                 if v.starts_with(b"HYLL") {
                     // A HyperLogLog (the bot watchlist's request counts): its count.
-                    let n: i64 = redis::cmd("PFCOUNT").arg(&key).query_async(conn).await.unwrap();
+                    let n: i64 = redis::cmd("PFCOUNT")
+                        .arg(&key)
+                        .query_async(conn)
+                        .await
+                        .unwrap();
                     format!("hyperloglog of {n}")
                 } else {
                     String::from_utf8_lossy(&v).into_owned()
@@ -581,7 +585,12 @@ fn observation_meaning(reply: &Value) -> String {
     )
 }
 
-async fn assert_observe_rerun_safe(server: &RedisServer, name: &str, keys: &[String], request: &str) {
+async fn assert_observe_rerun_safe(
+    server: &RedisServer,
+    name: &str,
+    keys: &[String],
+    request: &str,
+) {
     let mut conn = server.connection().await;
     let snapshot = dump(&mut conn).await;
     let before = state(&mut conn).await;
@@ -594,7 +603,11 @@ async fn assert_observe_rerun_safe(server: &RedisServer, name: &str, keys: &[Str
     let twice = state(&mut conn).await;
     assert_ne!(before, once, "{name} changed nothing");
     assert_eq!(once, twice, "{name}: two runs differ from one");
-    assert_eq!(observation_meaning(&first), observation_meaning(&again), "{name}");
+    assert_eq!(
+        observation_meaning(&first),
+        observation_meaning(&again),
+        "{name}"
+    );
 }
 
 #[tokio::test]

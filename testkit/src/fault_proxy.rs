@@ -261,7 +261,9 @@ impl FaultProxy {
             .calls
             .iter()
             .filter(|(t, _)| t.contains(target))
-            .fold((0, 0), |(calls, faulted), (_, (c, f))| (calls + c, faulted + f))
+            .fold((0, 0), |(calls, faulted), (_, (c, f))| {
+                (calls + c, faulted + f)
+            })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -408,15 +410,20 @@ mod tests {
         assert_eq!(rules[1].fault, Fault::states_server_error());
         assert_eq!(rules[1].times, Times::Next(2));
         assert_eq!(rules[2].fault, Fault::AnswerLost);
-        assert!(serde_json::from_str::<Vec<Rule>>(r#"[{"target": "X", "times": {"next": 1}, "fault": "nap"}]"#).is_err());
+        assert!(serde_json::from_str::<Vec<Rule>>(
+            r#"[{"target": "X", "times": {"next": 1}, "fault": "nap"}]"#
+        )
+        .is_err());
     }
 
     #[test]
     fn a_rule_with_body_contains_fires_only_on_matching_bodies_and_calls_are_counted() {
         let state = Mutex::new(State::default());
-        state.lock().unwrap().rules.push(
-            Rule::next("PutItem", 5, Fault::AnswerLost).when_body_contains("Reservations"),
-        );
+        state
+            .lock()
+            .unwrap()
+            .rules
+            .push(Rule::next("PutItem", 5, Fault::AnswerLost).when_body_contains("Reservations"));
         let target = "DynamoDB_20120810.PutItem";
         assert_eq!(pick(&state, target, br#"{"TableName":"Orders"}"#), None);
         assert_eq!(

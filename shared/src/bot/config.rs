@@ -60,7 +60,8 @@ pub fn from_env() -> Result<Option<(DefencePolicy, AltchaConfig)>, ConfigError> 
     if !(10..=3600).contains(&ttl_seconds) {
         return Err(ConfigError::Invalid {
             name: "BOT_CHALLENGE_TTL_SECONDS",
-            reason: "must be between 10 and 3600 (a shorter one expires before a person solves it)".into(),
+            reason: "must be between 10 and 3600 (a shorter one expires before a person solves it)"
+                .into(),
         });
     }
     let challenges = AltchaConfig {

@@ -68,11 +68,21 @@ pub struct Suspect {
 /// The decision.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    Admitted { score: Score, by_pass: bool },
-    Challenged { score: Score, challenge: Issued },
-    Blocked { block: Block },
+    Admitted {
+        score: Score,
+        by_pass: bool,
+    },
+    Challenged {
+        score: Score,
+        challenge: Issued,
+    },
+    Blocked {
+        block: Block,
+    },
     /// The solution is not a solution (400, no block).
-    Malformed { reason: String },
+    Malformed {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +183,11 @@ impl<W: Watchlist, V: ChallengeVerifier, K: Clock> BotDefence<W, V, K> {
         };
         let buyer = Subject::Buyer(suspect.buyer.clone());
         let mut subjects = vec![buyer.clone()];
-        if let Some(address) = suspect.address.as_ref().filter(|_| self.policy.block_addresses) {
+        if let Some(address) = suspect
+            .address
+            .as_ref()
+            .filter(|_| self.policy.block_addresses)
+        {
             subjects.push(Subject::Address(address.clone()));
         }
         for subject in &subjects {
@@ -258,7 +272,8 @@ mod tests {
     }
 
     fn solve(issued: &Issued) -> String {
-        let challenge: altcha::Challenge = serde_json::from_value(issued.challenge.clone()).unwrap();
+        let challenge: altcha::Challenge =
+            serde_json::from_value(issued.challenge.clone()).unwrap();
         let solution = altcha::solve_challenge(altcha::SolveChallengeOptions::new(&challenge))
             .unwrap()
             .unwrap();
@@ -271,7 +286,10 @@ mod tests {
         let d = defence();
         for i in 0..5 {
             let verdict = d.judge(&suspect("alice", &format!("a{i}"))).await.unwrap();
-            assert!(matches!(verdict, Verdict::Admitted { by_pass: false, .. }), "{verdict:?}");
+            assert!(
+                matches!(verdict, Verdict::Admitted { by_pass: false, .. }),
+                "{verdict:?}"
+            );
         }
     }
 
@@ -287,12 +305,21 @@ mod tests {
             solution: Some(answer.clone()),
             ..bot(request)
         };
-        assert!(matches!(d.judge(&with("b2")).await.unwrap(), Verdict::Admitted { by_pass: false, .. }));
+        assert!(matches!(
+            d.judge(&with("b2")).await.unwrap(),
+            Verdict::Admitted { by_pass: false, .. }
+        ));
         // The client retries with the same solution (its answer was a 429 or got lost): the
         // pass admits it, it is not a replay.
-        assert!(matches!(d.judge(&with("b3")).await.unwrap(), Verdict::Admitted { by_pass: true, .. }));
+        assert!(matches!(
+            d.judge(&with("b3")).await.unwrap(),
+            Verdict::Admitted { by_pass: true, .. }
+        ));
         // Without a solution, the pass admits.
-        assert!(matches!(d.judge(&bot("b4")).await.unwrap(), Verdict::Admitted { by_pass: true, .. }));
+        assert!(matches!(
+            d.judge(&bot("b4")).await.unwrap(),
+            Verdict::Admitted { by_pass: true, .. }
+        ));
         // On another sale the pass opens nothing.
         let elsewhere = Suspect {
             binding: Binding {
@@ -301,10 +328,16 @@ mod tests {
             },
             ..bot("b5")
         };
-        assert!(matches!(d.judge(&elsewhere).await.unwrap(), Verdict::Challenged { .. }));
+        assert!(matches!(
+            d.judge(&elsewhere).await.unwrap(),
+            Verdict::Challenged { .. }
+        ));
         // When the pass has run out, the next request is challenged again.
         d.clock.advance(Duration::from_secs(601));
-        assert!(matches!(d.judge(&bot("b6")).await.unwrap(), Verdict::Challenged { .. }));
+        assert!(matches!(
+            d.judge(&bot("b6")).await.unwrap(),
+            Verdict::Challenged { .. }
+        ));
     }
 
     #[tokio::test]
@@ -314,9 +347,16 @@ mod tests {
             panic!("not challenged")
         };
         // Spent by an earlier request whose pass did not survive (or another client's copy).
-        let nonce = challenge.challenge["parameters"]["nonce"].as_str().unwrap().to_owned();
+        let nonce = challenge.challenge["parameters"]["nonce"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let other = RequestId::from_gateway(Some("someone-else"));
-        assert!(d.watchlist.spend(&nonce, &other, Duration::from_secs(300), d.clock.now()).await.unwrap());
+        assert!(d
+            .watchlist
+            .spend(&nonce, &other, Duration::from_secs(300), d.clock.now())
+            .await
+            .unwrap());
         let replay = Suspect {
             solution: Some(solve(&challenge)),
             ..bot("r2")
@@ -324,7 +364,10 @@ mod tests {
         let Verdict::Blocked { block } = d.judge(&replay).await.unwrap() else {
             panic!("a replay was not blocked")
         };
-        assert_eq!((block.reason.as_str(), block.remaining), ("challenge-replayed", Duration::from_secs(3600)));
+        assert_eq!(
+            (block.reason.as_str(), block.remaining),
+            ("challenge-replayed", Duration::from_secs(3600))
+        );
     }
 
     #[tokio::test]
@@ -346,7 +389,10 @@ mod tests {
         };
         assert_eq!(block.reason, "challenge-failed");
         // Every request of the buyer, and of a person behind the same address, is blocked.
-        assert!(matches!(d.judge(&bot("f3")).await.unwrap(), Verdict::Blocked { .. }));
+        assert!(matches!(
+            d.judge(&bot("f3")).await.unwrap(),
+            Verdict::Blocked { .. }
+        ));
         assert!(matches!(
             d.judge(&suspect("neighbour", "n1")).await.unwrap(),
             Verdict::Blocked { .. }
@@ -372,8 +418,14 @@ mod tests {
             solution: Some(solve(&foreign)),
             ..bot("w1")
         };
-        assert!(matches!(d.judge(&attempt).await.unwrap(), Verdict::Blocked { .. }));
-        assert!(matches!(d.judge(&bot("w2")).await.unwrap(), Verdict::Blocked { .. }));
+        assert!(matches!(
+            d.judge(&attempt).await.unwrap(),
+            Verdict::Blocked { .. }
+        ));
+        assert!(matches!(
+            d.judge(&bot("w2")).await.unwrap(),
+            Verdict::Blocked { .. }
+        ));
         // The person behind the same address is not.
         assert!(matches!(
             d.judge(&suspect("neighbour", "n1")).await.unwrap(),
@@ -395,7 +447,13 @@ mod tests {
         ) -> Result<Observation, WatchlistError> {
             self.0.observe(buyer, address, sale, request, now).await
         }
-        async fn block(&self, _: &Subject, _: &str, _: Duration, _: Timestamp) -> Result<(), WatchlistError> {
+        async fn block(
+            &self,
+            _: &Subject,
+            _: &str,
+            _: Duration,
+            _: Timestamp,
+        ) -> Result<(), WatchlistError> {
             Err(WatchlistError::UnexpectedReply("store down".into()))
         }
         async fn lift(&self, subject: &Subject) -> Result<bool, WatchlistError> {
@@ -404,10 +462,22 @@ mod tests {
         async fn active_blocks(&self, now: Timestamp) -> Result<Vec<Block>, WatchlistError> {
             self.0.active_blocks(now).await
         }
-        async fn grant_pass(&self, b: &UserId, s: &SaleId, d: Duration, now: Timestamp) -> Result<(), WatchlistError> {
+        async fn grant_pass(
+            &self,
+            b: &UserId,
+            s: &SaleId,
+            d: Duration,
+            now: Timestamp,
+        ) -> Result<(), WatchlistError> {
             self.0.grant_pass(b, s, d, now).await
         }
-        async fn spend(&self, n: &str, r: &RequestId, t: Duration, now: Timestamp) -> Result<bool, WatchlistError> {
+        async fn spend(
+            &self,
+            n: &str,
+            r: &RequestId,
+            t: Duration,
+            now: Timestamp,
+        ) -> Result<bool, WatchlistError> {
             self.0.spend(n, r, t, now).await
         }
     }
@@ -426,10 +496,15 @@ mod tests {
             ..bot("x").binding
         };
         let attempt = Suspect {
-            solution: Some(solve(&d.challenges.issue(&foreign, 80, d.clock.now()).unwrap())),
+            solution: Some(solve(
+                &d.challenges.issue(&foreign, 80, d.clock.now()).unwrap(),
+            )),
             ..bot("z2")
         };
-        assert!(matches!(d.judge(&attempt).await.unwrap(), Verdict::Blocked { .. }));
+        assert!(matches!(
+            d.judge(&attempt).await.unwrap(),
+            Verdict::Blocked { .. }
+        ));
     }
 
     #[tokio::test]
@@ -439,8 +514,14 @@ mod tests {
             solution: Some("not base64 at all!".into()),
             ..bot("m1")
         };
-        assert!(matches!(d.judge(&attempt).await.unwrap(), Verdict::Malformed { .. }));
+        assert!(matches!(
+            d.judge(&attempt).await.unwrap(),
+            Verdict::Malformed { .. }
+        ));
         // Not blocked, not passed: the next plain request is challenged again.
-        assert!(matches!(d.judge(&bot("m2")).await.unwrap(), Verdict::Challenged { .. }));
+        assert!(matches!(
+            d.judge(&bot("m2")).await.unwrap(),
+            Verdict::Challenged { .. }
+        ));
     }
 }

@@ -103,7 +103,10 @@ fn address_group(raw: &str) -> String {
             let s = v6.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
-        Ok(v6) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_default(),
+        Ok(v6) => v6
+            .to_ipv4_mapped()
+            .map(|v4| v4.to_string())
+            .unwrap_or_default(),
         Err(_) => raw.to_owned(),
     }
 }
@@ -208,7 +211,9 @@ mod tests {
     use crate::identity::context_for;
 
     fn request(headers: &[(&str, &str)]) -> Request {
-        let mut builder = lambda_http::http::Request::builder().method("POST").uri("/x");
+        let mut builder = lambda_http::http::Request::builder()
+            .method("POST")
+            .uri("/x");
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
@@ -230,7 +235,10 @@ mod tests {
     fn the_suspect_comes_from_the_authorizer_and_the_headers() {
         let r = request(&[
             (TELEMETRY_HEADER, r#"{"webdriver":true,"pointerEvents":0}"#),
-            (EDGE_SIGNAL_HEADER, "automated-browser, known-bot-data-center"),
+            (
+                EDGE_SIGNAL_HEADER,
+                "automated-browser, known-bot-data-center",
+            ),
             (CHALLENGE_RESPONSE_HEADER, "c29sdXRpb24="),
         ]);
         let s = suspect_of(&r, &sale(), "reserve", Timestamp::from_millis(0)).unwrap();
@@ -238,7 +246,10 @@ mod tests {
         assert_eq!(s.address.as_deref(), Some("198.51.100.4"));
         let t = s.telemetry.unwrap();
         assert!(t.webdriver && t.pointer_events == Some(0));
-        assert_eq!(s.edge_signals, ["automated-browser", "known-bot-data-center"]);
+        assert_eq!(
+            s.edge_signals,
+            ["automated-browser", "known-bot-data-center"]
+        );
         assert_eq!(s.solution.as_deref(), Some("c29sdXRpb24="));
         assert_eq!(s.binding.action, "reserve");
         assert_eq!(s.account_age, None);
@@ -247,7 +258,9 @@ mod tests {
         let mut context = context_for("alice", &[], "198.51.100.4");
         if let lambda_http::request::RequestContext::ApiGatewayV1(c) = &mut context {
             let created = (now().as_secs() - 3600).to_string();
-            c.authorizer.fields.insert("createdAt".into(), created.into());
+            c.authorizer
+                .fields
+                .insert("createdAt".into(), created.into());
         }
         let r = lambda_http::http::Request::builder()
             .body(Body::Empty)
@@ -268,22 +281,52 @@ mod tests {
     #[test]
     fn bad_telemetry_is_a_400_and_no_identity_is_a_401() {
         for bad in [r#"{"webdriver":"yes"}"#, "not json", r#"{"unknown":1}"#] {
-            let problem = suspect_of(&request(&[(TELEMETRY_HEADER, bad)]), &sale(), "reserve", now())
-                .unwrap_err();
-            assert_eq!((problem.status, problem.type_uri.as_str()), (400, "/problems/invalid-telemetry"));
-        }
-        let long = format!(r#"{{"headless":true,"x":"{}"}}"#, "a".repeat(MAX_TELEMETRY_BYTES));
-        let problem = suspect_of(&request(&[(TELEMETRY_HEADER, &long)]), &sale(), "reserve", now())
+            let problem = suspect_of(
+                &request(&[(TELEMETRY_HEADER, bad)]),
+                &sale(),
+                "reserve",
+                now(),
+            )
             .unwrap_err();
+            assert_eq!(
+                (problem.status, problem.type_uri.as_str()),
+                (400, "/problems/invalid-telemetry")
+            );
+        }
+        let long = format!(
+            r#"{{"headless":true,"x":"{}"}}"#,
+            "a".repeat(MAX_TELEMETRY_BYTES)
+        );
+        let problem = suspect_of(
+            &request(&[(TELEMETRY_HEADER, &long)]),
+            &sale(),
+            "reserve",
+            now(),
+        )
+        .unwrap_err();
         assert_eq!(problem.status, 400);
-        let anonymous = lambda_http::http::Request::builder().body(Body::Empty).unwrap();
-        assert_eq!(suspect_of(&anonymous, &sale(), "reserve", now()).unwrap_err().status, 401);
+        let anonymous = lambda_http::http::Request::builder()
+            .body(Body::Empty)
+            .unwrap();
+        assert_eq!(
+            suspect_of(&anonymous, &sale(), "reserve", now())
+                .unwrap_err()
+                .status,
+            401
+        );
     }
 
     #[test]
     fn verdicts_map_to_their_problems() {
-        let score = Score { value: 90, reasons: Vec::new() };
-        assert!(refusal(&Verdict::Admitted { score: score.clone(), by_pass: false }).is_none());
+        let score = Score {
+            value: 90,
+            reasons: Vec::new(),
+        };
+        assert!(refusal(&Verdict::Admitted {
+            score: score.clone(),
+            by_pass: false
+        })
+        .is_none());
         let challenged = refusal(&Verdict::Challenged {
             score,
             challenge: Issued {
@@ -292,7 +335,10 @@ mod tests {
             },
         })
         .unwrap();
-        assert_eq!((challenged.status, challenged.type_uri.as_str()), (403, "/problems/challenge-required"));
+        assert_eq!(
+            (challenged.status, challenged.type_uri.as_str()),
+            (403, "/problems/challenge-required")
+        );
         let body: serde_json::Value = serde_json::to_value(&challenged).unwrap();
         assert_eq!(body["challenge"]["signature"], "s");
         assert!(body.get("score").is_none() && body.get("reasons").is_none());
@@ -307,8 +353,13 @@ mod tests {
         .unwrap();
         assert_eq!((blocked.status, blocked.retry_after), (403, Some(3599)));
         // The reason is for admins: not in the answer.
-        assert!(!serde_json::to_string(&blocked).unwrap().contains("challenge-failed"));
-        let malformed = refusal(&Verdict::Malformed { reason: "not base64".into() }).unwrap();
+        assert!(!serde_json::to_string(&blocked)
+            .unwrap()
+            .contains("challenge-failed"));
+        let malformed = refusal(&Verdict::Malformed {
+            reason: "not base64".into(),
+        })
+        .unwrap();
         assert_eq!(malformed.status, 400);
     }
 }

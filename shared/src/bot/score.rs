@@ -76,11 +76,17 @@ impl Signals {
 #[serde(tag = "reason", rename_all = "kebab-case")]
 pub enum Reason {
     /// The buyer's request rate (per minute) is above a person's.
-    UserRate { per_minute: u32 },
+    UserRate {
+        per_minute: u32,
+    },
     /// The source IP's request rate (per minute) is above what a shared address sends.
-    IpRate { per_minute: u32 },
+    IpRate {
+        per_minute: u32,
+    },
     /// The account is younger than [`Weights::new_account`].
-    NewAccount { age_minutes: u64 },
+    NewAccount {
+        age_minutes: u64,
+    },
     /// The client sent no telemetry: not the shop's front end.
     NoTelemetry,
     Webdriver,
@@ -89,9 +95,13 @@ pub enum Reason {
     NoCanvas,
     NoPointerEvents,
     /// The buy click came faster than a person reads and clicks.
-    InstantClick { after_ms: u64 },
+    InstantClick {
+        after_ms: u64,
+    },
     /// A bot signal from the edge.
-    EdgeSignal { signal: String },
+    EdgeSignal {
+        signal: String,
+    },
 }
 
 /// One reason and the points it added.
@@ -261,7 +271,10 @@ pub fn score(signals: &Signals, weights: &Weights) -> Score {
             .click_after_ms
             .filter(|ms| u128::from(*ms) < weights.instant_click.as_millis())
         {
-            capped(Reason::InstantClick { after_ms }, weights.instant_click_points);
+            capped(
+                Reason::InstantClick { after_ms },
+                weights.instant_click_points,
+            );
         }
     }
     let total: u32 = reasons.iter().map(|c| u32::from(c.points)).sum();
@@ -326,8 +339,14 @@ mod tests {
         let s = score(&bot, &w);
         assert!(s.reaches(w.challenge_at), "{s:?}");
         assert_eq!(s.value, 100);
-        assert_eq!(points_of(&s, &Reason::UserRate { per_minute: 120 }), Some(60));
-        assert_eq!(points_of(&s, &Reason::NewAccount { age_minutes: 60 }), Some(20));
+        assert_eq!(
+            points_of(&s, &Reason::UserRate { per_minute: 120 }),
+            Some(60)
+        );
+        assert_eq!(
+            points_of(&s, &Reason::NewAccount { age_minutes: 60 }),
+            Some(20)
+        );
     }
 
     #[test]
@@ -339,7 +358,13 @@ mod tests {
             score(&s, &w)
         };
         let s = with(|s| s.account_age = Some(Duration::from_secs(600)));
-        assert_eq!((s.value, points_of(&s, &Reason::NewAccount { age_minutes: 10 })), (20, Some(20)));
+        assert_eq!(
+            (
+                s.value,
+                points_of(&s, &Reason::NewAccount { age_minutes: 10 })
+            ),
+            (20, Some(20))
+        );
         let s = with(|s| s.edge_signals = vec!["automated-browser".into()]);
         assert_eq!(s.value, 35);
         let s = with(|s| s.telemetry.as_mut().unwrap().webdriver = true);
@@ -353,7 +378,10 @@ mod tests {
         let s = with(|s| s.telemetry.as_mut().unwrap().pointer_events = Some(0));
         assert_eq!(points_of(&s, &Reason::NoPointerEvents), Some(10));
         let s = with(|s| s.telemetry.as_mut().unwrap().click_after_ms = Some(120));
-        assert_eq!(points_of(&s, &Reason::InstantClick { after_ms: 120 }), Some(15));
+        assert_eq!(
+            points_of(&s, &Reason::InstantClick { after_ms: 120 }),
+            Some(15)
+        );
         // The boundary: exactly the instant-click bound is a person's speed.
         let s = with(|s| s.telemetry.as_mut().unwrap().click_after_ms = Some(300));
         assert_eq!(s.value, 0);

@@ -104,10 +104,19 @@ mod json_object_tests {
 
     #[test]
     fn only_objects_are_bodies() {
-        assert_eq!(json_object::<Body>(br#"{"quantity": 2}"#), Ok(Body { quantity: Some(2) }));
+        assert_eq!(
+            json_object::<Body>(br#"{"quantity": 2}"#),
+            Ok(Body { quantity: Some(2) })
+        );
         for bad in [&b"[5]"[..], b"5", b"\"x\"", b"null", b"true", b"{"] {
-            assert!(json_object::<Body>(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                json_object::<Body>(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
-        assert!(json_object::<Body>(b"[5]").unwrap_err().contains("an array"));
+        assert!(json_object::<Body>(b"[5]")
+            .unwrap_err()
+            .contains("an array"));
     }
 }

@@ -144,11 +144,16 @@ mod tests {
     fn the_account_creation_time_comes_from_the_context_or_the_cognito_claim() {
         let mut context = context_for("user-1", &[], "10.0.0.1");
         if let RequestContext::ApiGatewayV1(c) = &mut context {
-            c.authorizer.fields.insert("createdAt".into(), "1700000000".into());
+            c.authorizer
+                .fields
+                .insert("createdAt".into(), "1700000000".into());
         }
         let request = lambda_http::http::Request::new(Body::Empty).with_request_context(context);
         let identity = from_request(&request).unwrap();
-        assert_eq!(identity.created_at.map(|t| t.as_secs()), Some(1_700_000_000));
+        assert_eq!(
+            identity.created_at.map(|t| t.as_secs()),
+            Some(1_700_000_000)
+        );
 
         let mut context =
             lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext::default();
@@ -159,13 +164,18 @@ mod tests {
         let request = lambda_http::http::Request::new(Body::Empty)
             .with_request_context(RequestContext::ApiGatewayV1(context));
         assert_eq!(
-            from_request(&request).unwrap().created_at.map(|t| t.as_secs()),
+            from_request(&request)
+                .unwrap()
+                .created_at
+                .map(|t| t.as_secs()),
             Some(1_700_000_001)
         );
         // Not a number: unknown, not an error.
         let mut context = context_for("user-1", &[], "10.0.0.1");
         if let RequestContext::ApiGatewayV1(c) = &mut context {
-            c.authorizer.fields.insert("createdAt".into(), "yesterday".into());
+            c.authorizer
+                .fields
+                .insert("createdAt".into(), "yesterday".into());
         }
         let request = lambda_http::http::Request::new(Body::Empty).with_request_context(context);
         assert_eq!(from_request(&request).unwrap().created_at, None);

@@ -228,7 +228,10 @@ impl DurableRecords for DynamoDurableRecords {
         now: Timestamp,
     ) -> Result<InsertOutcome, StoreError> {
         let mut record = to_item(reservation);
-        record.insert(attr::RECONCILED.into(), str(crate::reservation::item::reconciled::ORPHAN_HOLD));
+        record.insert(
+            attr::RECONCILED.into(),
+            str(crate::reservation::item::reconciled::ORPHAN_HOLD),
+        );
         record.insert(attr::EXPIRED_AT.into(), num(now.as_millis()));
         let request = self
             .client

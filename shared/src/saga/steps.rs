@@ -490,7 +490,9 @@ where
                 if started.until(self.clock.now()) > CHARGE_SETTLE_LIMIT {
                     return Err(StepError::new(
                         et::CHARGE_UNSETTLED,
-                        format!("{pi} still processing {CHARGE_SETTLE_LIMIT:?} after the payment began"),
+                        format!(
+                            "{pi} still processing {CHARGE_SETTLE_LIMIT:?} after the payment began"
+                        ),
                     ));
                 }
                 Ok(json!({

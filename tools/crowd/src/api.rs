@@ -89,8 +89,15 @@ impl Api {
     ) -> Result<Answer, OutOfBudget> {
         let url = format!("{}/sales/{sale}/reservations", self.base);
         let body = json!({ "quantity": quantity });
-        self.send(Endpoint::Reserve, Method::POST, &url, token, Some(key), Some(&body))
-            .await
+        self.send(
+            Endpoint::Reserve,
+            Method::POST,
+            &url,
+            token,
+            Some(key),
+            Some(&body),
+        )
+        .await
     }
 
     /// `POST /reservations/{id}/payment` with `{"payment_method": pm}`: 202 while the saga runs.
@@ -103,25 +110,50 @@ impl Api {
     ) -> Result<Answer, OutOfBudget> {
         let url = format!("{}/reservations/{reservation}/payment", self.base);
         let body = json!({ "payment_method": payment_method });
-        self.send(Endpoint::Pay, Method::POST, &url, token, Some(key), Some(&body))
-            .await
+        self.send(
+            Endpoint::Pay,
+            Method::POST,
+            &url,
+            token,
+            Some(key),
+            Some(&body),
+        )
+        .await
     }
 
     /// `GET /reservations/{id}`: the buyer's view (`status`: PENDING, PAYMENT_PROCESSING,
     /// CONFIRMED, FAILED, EXPIRED).
     pub async fn reservation(&self, reservation: &str, token: &str) -> Result<Answer, OutOfBudget> {
         let url = format!("{}/reservations/{reservation}", self.base);
-        self.send(Endpoint::GetReservation, Method::GET, &url, token, None, None)
-            .await
+        self.send(
+            Endpoint::GetReservation,
+            Method::GET,
+            &url,
+            token,
+            None,
+            None,
+        )
+        .await
     }
 
     /// `PUT /sales/{id}` (admin): creates the sale. Not counted against the budget.
-    pub async fn put_sale(&self, sale: &str, admin_token: &str, body: &Value) -> anyhow::Result<()> {
+    pub async fn put_sale(
+        &self,
+        sale: &str,
+        admin_token: &str,
+        body: &Value,
+    ) -> anyhow::Result<()> {
         let url = format!("{}/sales/{sale}", self.base);
         let auth = format!("Bearer {admin_token}");
         let reply = self
             .http
-            .call(Method::PUT, &url, &[("authorization", &auth)], Some(body), CALL_TIMEOUT)
+            .call(
+                Method::PUT,
+                &url,
+                &[("authorization", &auth)],
+                Some(body),
+                CALL_TIMEOUT,
+            )
             .await?;
         anyhow::ensure!(
             reply.status == 201 || reply.status == 200,
@@ -134,7 +166,9 @@ impl Api {
 
     /// `GET /sales/{id}`: the public view (`available`, approximate).
     pub async fn sale(&self, sale: &str) -> anyhow::Result<Value> {
-        self.http.get_json(&format!("{}/sales/{sale}", self.base)).await
+        self.http
+            .get_json(&format!("{}/sales/{sale}", self.base))
+            .await
     }
 
     async fn send(
@@ -153,7 +187,11 @@ impl Api {
             headers.push(("idempotency-key", key));
         }
         let started = Instant::now();
-        let answer = match self.http.call(method, url, &headers, body, CALL_TIMEOUT).await {
+        let answer = match self
+            .http
+            .call(method, url, &headers, body, CALL_TIMEOUT)
+            .await
+        {
             Ok(reply) => Answer {
                 status: Some(reply.status),
                 retry_after: reply
@@ -200,7 +238,10 @@ mod tests {
             answer(Some(410), json!({"type": "/problems/sold-out"})).outcome(),
             "sold-out"
         );
-        assert_eq!(answer(Some(502), json!({"message": "x"})).outcome(), "http-502");
+        assert_eq!(
+            answer(Some(502), json!({"message": "x"})).outcome(),
+            "http-502"
+        );
         assert_eq!(answer(None, Value::Null).outcome(), "no-answer");
         assert!(answer(None, Value::Null).retryable());
         assert!(answer(Some(503), Value::Null).retryable());

@@ -199,7 +199,12 @@ impl From<OutOfBudget> for Stop {
 }
 
 /// Runs one buyer to the end of its story.
-pub async fn run(ctx: BuyerContext, user: String, token: String, behaviour: Behaviour) -> BuyerReport {
+pub async fn run(
+    ctx: BuyerContext,
+    user: String,
+    token: String,
+    behaviour: Behaviour,
+) -> BuyerReport {
     let report = BuyerReport {
         user,
         behaviour,
@@ -222,10 +227,22 @@ pub async fn run(ctx: BuyerContext, user: String, token: String, behaviour: Beha
         Err(Stop::Budget | Stop::Time) => Outcome::CutShort,
     };
     if matches!(outcome, Outcome::CutShort) {
-        buyer.ctx.api.recorder().counters.gave_up.fetch_add(1, Ordering::Relaxed);
+        buyer
+            .ctx
+            .api
+            .recorder()
+            .counters
+            .gave_up
+            .fetch_add(1, Ordering::Relaxed);
     }
     buyer.report.outcome = outcome;
-    buyer.ctx.api.recorder().counters.buyers_done.fetch_add(1, Ordering::Relaxed);
+    buyer
+        .ctx
+        .api
+        .recorder()
+        .counters
+        .buyers_done
+        .fetch_add(1, Ordering::Relaxed);
     buyer.report
 }
 
@@ -256,7 +273,10 @@ impl Buyer {
                 let answer = self.pay(&id, GOOD_CARD, &new_key()).await?;
                 match answer.status {
                     Some(410) => Ok(Outcome::RefusedAfterExpiry),
-                    _ => Ok(Outcome::Unexpected(format!("pay after expiry: {}", answer.outcome()))),
+                    _ => Ok(Outcome::Unexpected(format!(
+                        "pay after expiry: {}",
+                        answer.outcome()
+                    ))),
                 }
             }
             Behaviour::DeclinedThenRetry => {
@@ -303,18 +323,24 @@ impl Buyer {
                     Reserved::Refused(a) => return Ok(refused(&a)),
                 };
                 let Some(expires_at) = expires_at else {
-                    return Ok(Outcome::Unexpected("no expires_at in the reservation".into()));
+                    return Ok(Outcome::Unexpected(
+                        "no expires_at in the reservation".into(),
+                    ));
                 };
                 // Sent up to 3.5 s early (a call through the API takes seconds locally), so
                 // the requests reach the handler on both sides of the deadline.
                 let jitter_ms = fastrand::i64(-3500..=500);
                 let wait_ms = expires_at - chrono::Utc::now().timestamp_millis() + jitter_ms;
-                self.sleep(Duration::from_millis(wait_ms.max(0) as u64)).await?;
+                self.sleep(Duration::from_millis(wait_ms.max(0) as u64))
+                    .await?;
                 let answer = self.pay(&id, GOOD_CARD, &new_key()).await?;
                 match answer.status {
                     Some(410) => Ok(Outcome::RefusedAfterExpiry),
                     Some(202 | 200) => self.follow(&id).await,
-                    _ => Ok(Outcome::Unexpected(format!("pay at the deadline: {}", answer.outcome()))),
+                    _ => Ok(Outcome::Unexpected(format!(
+                        "pay at the deadline: {}",
+                        answer.outcome()
+                    ))),
                 }
             }
         }
@@ -516,8 +542,14 @@ mod tests {
     fn assignment_follows_the_weights_and_interleaves() {
         let w = [(Behaviour::PayNow, 3), (Behaviour::Abandon, 1)];
         let order = assign(&w, 8);
-        assert_eq!(order.iter().filter(|b| **b == Behaviour::Abandon).count(), 2);
-        assert_ne!(order[0..4], order[4..8].iter().rev().copied().collect::<Vec<_>>()[..]);
+        assert_eq!(
+            order.iter().filter(|b| **b == Behaviour::Abandon).count(),
+            2
+        );
+        assert_ne!(
+            order[0..4],
+            order[4..8].iter().rev().copied().collect::<Vec<_>>()[..]
+        );
         // every behaviour appears within the first `sum of weights` buyers
         let all = crate::scenario::Mix::default().weights();
         let total: u32 = all.iter().map(|(_, w)| w).sum();
@@ -545,7 +577,9 @@ mod tests {
         assert!(report(Behaviour::Greedy, Outcome::Confirmed, Some((2, 2))).as_expected(2));
         assert!(!report(Behaviour::Greedy, Outcome::Confirmed, Some((3, 1))).as_expected(2));
         assert!(!report(Behaviour::Abandon, Outcome::Confirmed, None).as_expected(1));
-        assert!(report(Behaviour::PayAfterExpiry, Outcome::RefusedAfterExpiry, None).as_expected(1));
+        assert!(
+            report(Behaviour::PayAfterExpiry, Outcome::RefusedAfterExpiry, None).as_expected(1)
+        );
     }
 
     #[test]

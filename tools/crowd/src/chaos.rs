@@ -117,9 +117,12 @@ impl Fault {
 
     /// How long it lasts (instant faults: zero).
     pub fn lasts(self, long: bool) -> Duration {
-        let s = |short: u64, long_form: u64| Duration::from_secs(if long { long_form } else { short });
+        let s =
+            |short: u64, long_form: u64| Duration::from_secs(if long { long_form } else { short });
         match self {
-            Fault::RedisPrimaryKilled | Fault::RedisFlushed | Fault::ClusterPrimaryKilled => Duration::ZERO,
+            Fault::RedisPrimaryKilled | Fault::RedisFlushed | Fault::ClusterPrimaryKilled => {
+                Duration::ZERO
+            }
             Fault::RedisUnreachable => Duration::from_secs(10),
             Fault::PayRacesExpiry => Duration::ZERO,
             _ => s(8, 30),
@@ -131,7 +134,11 @@ impl Fault {
     pub fn scenario(self, long: bool) -> Scenario {
         // Stock for most of the crowd, most of which arrives after the opening seconds: the
         // fault (from the 3rd second) meets reserves and payments, not a sold-out sale.
-        let (buyers, stock, tail) = if long { (150, 110, 40.0) } else { (24, 18, 10.0) };
+        let (buyers, stock, tail) = if long {
+            (150, 110, 40.0)
+        } else {
+            (24, 18, 10.0)
+        };
         let mut mix = Mix {
             pay_now: 6,
             pay_late: 0,
@@ -164,10 +171,18 @@ impl Fault {
                 ..SaleSpec::default()
             },
             crowd: CrowdSpec {
-                buyers: if self == Fault::PayRacesExpiry { stock as u32 } else { buyers },
+                buyers: if self == Fault::PayRacesExpiry {
+                    stock as u32
+                } else {
+                    buyers
+                },
                 burst_share: 0.25,
                 burst_seconds: 2.0,
-                tail_seconds: if self == Fault::PayRacesExpiry { 2.0 } else { tail },
+                tail_seconds: if self == Fault::PayRacesExpiry {
+                    2.0
+                } else {
+                    tail
+                },
                 max_in_flight: 64,
             },
             mix,
@@ -206,14 +221,21 @@ impl ClusterStage {
     pub async fn start(http: &Http, sale: &str) -> anyhow::Result<Self> {
         let env = crate::target::RedisEnv::read(http, "dev").await?;
         let mut cluster = testkit::RedisCluster::start_with_replicas(3, 1, 1_000);
-        let sale_id = flashsale_core::domain::SaleId::parse(sale).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sale_id =
+            flashsale_core::domain::SaleId::parse(sale).map_err(|e| anyhow::anyhow!("{e}"))?;
         let key = flashsale_core::stock::ShardKeys::new(&sale_id, 0).stock();
-        let victim = cluster.primary_for_key(&key).await.context("no primary for shard 0")?;
+        let victim = cluster
+            .primary_for_key(&key)
+            .await
+            .context("no primary for shard 0")?;
         let victim_port = cluster.nodes()[victim].port();
         let replica = cluster
             .nodes()
             .iter()
-            .position(|n| n.cli(&["INFO", "replication"]).contains(&format!("master_port:{victim_port}")))
+            .position(|n| {
+                n.cli(&["INFO", "replication"])
+                    .contains(&format!("master_port:{victim_port}"))
+            })
             .context("no replica of shard 0's primary")?;
         let mut seed = None;
         for (i, node) in cluster.nodes().iter().enumerate() {
@@ -228,15 +250,29 @@ impl ClusterStage {
             env.restore(http).await?;
             return Err(error);
         }
-        Ok(Self { cluster, env, seed_url, victim, replica })
+        Ok(Self {
+            cluster,
+            env,
+            seed_url,
+            victim,
+            replica,
+        })
     }
 
     /// SIGSTOPs the replica, fills the replication stream with padding in shard 0's slot, lets
     /// the crowd run 1.5 s, SIGKILLs the primary, lets the replica go on and waits for it to
     /// take the slots over; returns its URL and a note.
-    async fn kill_primary_of_shard_0(&mut self, sale: &str) -> anyhow::Result<(String, Vec<String>, tokio::time::Instant)> {
+    async fn kill_primary_of_shard_0(
+        &mut self,
+        sale: &str,
+    ) -> anyhow::Result<(String, Vec<String>, tokio::time::Instant)> {
         let (victim, replica) = (self.victim, self.replica);
-        let before = hold_ids(&mut self.cluster.nodes()[victim].direct_connection().await, sale, &[0]).await?;
+        let before = hold_ids(
+            &mut self.cluster.nodes()[victim].direct_connection().await,
+            sale,
+            &[0],
+        )
+        .await?;
         self.cluster.nodes()[replica].freeze(true);
         let pad = "x".repeat(1 << 20);
         let flood = async {
@@ -258,17 +294,23 @@ impl ClusterStage {
         self.cluster.nodes()[replica].freeze(false);
         flood?;
         let new_hold = new_hold?;
-        let sale_id = flashsale_core::domain::SaleId::parse(sale).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sale_id =
+            flashsale_core::domain::SaleId::parse(sale).map_err(|e| anyhow::anyhow!("{e}"))?;
         let key = flashsale_core::stock::ShardKeys::new(&sale_id, 0).stock();
         let started = tokio::time::Instant::now();
         while self.cluster.primary_for_key(&key).await != Some(replica) {
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "no cluster failover within 30 s");
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "no cluster failover within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let took = started.elapsed();
         let promoted = self.cluster.nodes()[replica].url();
         let mut conn = self.cluster.nodes()[replica].direct_connection().await;
-        let keys: Vec<String> = (0..48).map(|i| format!("fs:{{{sale}:0}}:pad:{i}")).collect();
+        let keys: Vec<String> = (0..48)
+            .map(|i| format!("fs:{{{sale}:0}}:pad:{i}"))
+            .collect();
         let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
         Ok((
             promoted.clone(),
@@ -349,7 +391,10 @@ impl FaultPoints {
             self.sandbox(sandbox_defaults()).await,
             self.heal_redis_group().await,
         ];
-        steps.into_iter().collect::<anyhow::Result<Vec<()>>>().map(|_| ())
+        steps
+            .into_iter()
+            .collect::<anyhow::Result<Vec<()>>>()
+            .map(|_| ())
     }
 
     /// A run that died while the functions pointed at its cluster left them there: point them
@@ -357,7 +402,8 @@ impl FaultPoints {
     pub async fn restore_redis_env(&self) -> anyhow::Result<()> {
         let env = crate::target::RedisEnv::read(&self.http, "dev").await?;
         if env.drifted_from(crate::target::LOCAL_REDIS) {
-            env.point_all(&self.http, crate::target::LOCAL_REDIS, "standalone").await?;
+            env.point_all(&self.http, crate::target::LOCAL_REDIS, "standalone")
+                .await?;
         }
         Ok(())
     }
@@ -399,10 +445,15 @@ impl FaultPoints {
             Fault::RedisPrimaryKilled => {
                 let stalled_at = chrono::Utc::now().timestamp_millis();
                 let shards: Vec<u16> = (0..fault.scenario(long).sale.shards).collect();
-                let (promoted, notes, killed_at) = self.kill_primary_with_stalled_replica(sale, &shards).await?;
+                let (promoted, notes, killed_at) = self
+                    .kill_primary_with_stalled_replica(sale, &shards)
+                    .await?;
                 injected.at_ms = killed_at.saturating_duration_since(opened).as_millis() as u64;
                 injected.notes = notes;
-                injected.holds_lost = Some(self.holds_missing_on(&promoted, sale, dynamodb, stalled_at).await?);
+                injected.holds_lost = Some(
+                    self.holds_missing_on(&promoted, sale, dynamodb, stalled_at)
+                        .await?,
+                );
             }
             Fault::ClusterPrimaryKilled => {
                 let stage = cluster.context("the cluster fault needs its cluster (prepare)")?;
@@ -410,10 +461,16 @@ impl FaultPoints {
                 let (promoted, notes, killed_at) = stage.kill_primary_of_shard_0(sale).await?;
                 injected.at_ms = killed_at.saturating_duration_since(opened).as_millis() as u64;
                 injected.notes = notes;
-                injected.holds_lost = Some(self.holds_missing_on(&promoted, sale, dynamodb, stalled_at).await?);
+                injected.holds_lost = Some(
+                    self.holds_missing_on(&promoted, sale, dynamodb, stalled_at)
+                        .await?,
+                );
             }
             Fault::RedisRepliesDropped => {
-                let before = self.http.get_json(&format!("{REDIS_CONTROL}/state")).await?["dropped_replies"]
+                let before = self
+                    .http
+                    .get_json(&format!("{REDIS_CONTROL}/state"))
+                    .await?["dropped_replies"]
                     .as_u64()
                     .unwrap_or(0);
                 let until = tokio::time::Instant::now() + lasts;
@@ -428,7 +485,10 @@ impl FaultPoints {
                 self.http
                     .post_json(&format!("{REDIS_CONTROL}/drop-replies"), &json!({ "n": 0 }))
                     .await?;
-                let after = self.http.get_json(&format!("{REDIS_CONTROL}/state")).await?["dropped_replies"]
+                let after = self
+                    .http
+                    .get_json(&format!("{REDIS_CONTROL}/state"))
+                    .await?["dropped_replies"]
                     .as_u64()
                     .unwrap_or(0);
                 injected.dropped_replies = Some(after - before);
@@ -438,16 +498,21 @@ impl FaultPoints {
                 ));
             }
             Fault::RedisFlushed => {
-                let primary = sentinel_primary().await.context("no primary known to Sentinel")?;
+                let primary = sentinel_primary()
+                    .await
+                    .context("no primary known to Sentinel")?;
                 let client = redis::Client::open(primary.as_str())?;
                 let mut conn = client.get_multiplexed_async_connection().await?;
                 let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
                 injected.notes.push(format!("FLUSHALL on {primary}"));
-                injected.holds_lost = Some(self.holds_missing_on(&primary, sale, dynamodb, 0).await?);
+                injected.holds_lost =
+                    Some(self.holds_missing_on(&primary, sale, dynamodb, 0).await?);
             }
             Fault::RedisUnreachable => {
                 self.redis_mode("refuse").await?;
-                self.http.post_json(&format!("{REDIS_CONTROL}/cut"), &json!({})).await?;
+                self.http
+                    .post_json(&format!("{REDIS_CONTROL}/cut"), &json!({}))
+                    .await?;
                 tokio::time::sleep(lasts).await;
                 self.redis_mode("pass").await?;
             }
@@ -492,12 +557,18 @@ impl FaultPoints {
                 // The webhooks stay noisy until the crowd ends (heal_all puts them back).
             }
             Fault::LambdaKilledMidReserve => {
-                self.aws_fault_window(json!([{
-                    "target": "PutItem",
-                    "body_contains": self.target.reservations_table,
-                    "times": { "share": 0.3 },
-                    "fault": { "hang": 15000 }
-                }]), lasts, "PutItem", &mut injected).await?;
+                self.aws_fault_window(
+                    json!([{
+                        "target": "PutItem",
+                        "body_contains": self.target.reservations_table,
+                        "times": { "share": 0.3 },
+                        "fault": { "hang": 15000 }
+                    }]),
+                    lasts,
+                    "PutItem",
+                    &mut injected,
+                )
+                .await?;
             }
             Fault::PayRacesExpiry => {
                 // The buyers pay within 0.4 s of their expiry; run the cleanup right then, as
@@ -511,7 +582,9 @@ impl FaultPoints {
                     runs += 1;
                 }
                 injected.cleanup_runs = Some(runs);
-                injected.notes.push(format!("{runs} cleanup runs in the 6 s around the deadline"));
+                injected.notes.push(format!(
+                    "{runs} cleanup runs in the 6 s around the deadline"
+                ));
             }
         }
         injected.healed_ms = ms();
@@ -526,18 +599,34 @@ impl FaultPoints {
         dynamodb: &aws_sdk_dynamodb::Client,
         since_ms: i64,
     ) -> anyhow::Result<u64> {
-        let records = crate::ledger::read_reservations(dynamodb, &self.target.reservations_table, sale).await?;
-        let sale_id = flashsale_core::domain::SaleId::parse(sale).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let records =
+            crate::ledger::read_reservations(dynamodb, &self.target.reservations_table, sale)
+                .await?;
+        let sale_id =
+            flashsale_core::domain::SaleId::parse(sale).map_err(|e| anyhow::anyhow!("{e}"))?;
         let client = redis::Client::open(redis_url)?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         let mut missing = 0;
-        let owns_units = |r: &&crate::ledger::Record| matches!(r.status.as_str(), "PENDING" | "PAYMENT_PROCESSING" | "CONFIRMED");
-        for r in records.iter().filter(|r| r.created_at_ms >= since_ms).filter(owns_units) {
+        let owns_units = |r: &&crate::ledger::Record| {
+            matches!(
+                r.status.as_str(),
+                "PENDING" | "PAYMENT_PROCESSING" | "CONFIRMED"
+            )
+        };
+        for r in records
+            .iter()
+            .filter(|r| r.created_at_ms >= since_ms)
+            .filter(owns_units)
+        {
             if self.only_shard.is_some_and(|s| s != r.shard) {
                 continue;
             }
             let key = flashsale_core::stock::ShardKeys::new(&sale_id, r.shard).holds();
-            let there: bool = redis::cmd("HEXISTS").arg(&key).arg(&r.reservation_id).query_async(&mut conn).await?;
+            let there: bool = redis::cmd("HEXISTS")
+                .arg(&key)
+                .arg(&r.reservation_id)
+                .query_async(&mut conn)
+                .await?;
             missing += u64::from(!there);
         }
         Ok(missing)
@@ -570,7 +659,9 @@ impl FaultPoints {
         let after = self.calls(target).await?;
         let (calls, faulted) = (after.0 - before.0, after.1 - before.1);
         injected.calls = Some((calls, faulted));
-        injected.notes.push(format!("{faulted} of {calls} {target} calls in the window faulted"));
+        injected.notes.push(format!(
+            "{faulted} of {calls} {target} calls in the window faulted"
+        ));
         Ok(())
     }
 
@@ -582,8 +673,14 @@ impl FaultPoints {
         sale: &str,
         shards: &[u16],
     ) -> anyhow::Result<(String, Vec<String>, tokio::time::Instant)> {
-        let primary = sentinel_primary().await.context("no primary known to Sentinel")?;
-        let primary_port: u16 = primary.rsplit(':').next().and_then(|p| p.parse().ok()).context("primary port")?;
+        let primary = sentinel_primary()
+            .await
+            .context("no primary known to Sentinel")?;
+        let primary_port: u16 = primary
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("primary port")?;
         let replica_port = if primary_port == 6390 { 6391 } else { 6390 };
         let pid = |port: u16| -> anyhow::Result<i32> {
             let file = self.repo.join(format!(".local/run/redis-{port}.pid"));
@@ -600,7 +697,11 @@ impl FaultPoints {
         let result = async {
             let pad = "x".repeat(1 << 20);
             for i in 0..48 {
-                let _: () = redis::cmd("SET").arg(format!("chaos:pad:{i}")).arg(&pad).query_async(&mut conn).await?;
+                let _: () = redis::cmd("SET")
+                    .arg(format!("chaos:pad:{i}"))
+                    .arg(&pad)
+                    .query_async(&mut conn)
+                    .await?;
             }
             let stalled = stall_until_a_new_hold(&mut conn, sale, shards, &before).await?;
             signal(primary_pid, "KILL").await?;
@@ -644,7 +745,8 @@ async fn hold_ids(
     sale: &str,
     shards: &[u16],
 ) -> anyhow::Result<std::collections::HashSet<String>> {
-    let sale_id = flashsale_core::domain::SaleId::parse(sale).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sale_id =
+        flashsale_core::domain::SaleId::parse(sale).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut ids = std::collections::HashSet::new();
     for shard in shards {
         let key = flashsale_core::stock::ShardKeys::new(&sale_id, *shard).holds();
@@ -701,7 +803,10 @@ mod tests {
         for fault in Fault::ALL {
             assert_eq!(Fault::parse(fault.name()), Some(fault));
             for long in [false, true] {
-                fault.scenario(long).validate().unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+                fault
+                    .scenario(long)
+                    .validate()
+                    .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
             }
         }
     }

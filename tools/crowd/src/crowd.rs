@@ -42,7 +42,9 @@ pub async fn run(
     settle_timeout: Duration,
 ) -> anyhow::Result<Vec<BuyerReport>> {
     let behaviours = assign(&scenario.mix.weights(), scenario.crowd.buyers as usize);
-    let users: Vec<String> = (0..behaviours.len()).map(|i| format!("{run_id}-{i}")).collect();
+    let users: Vec<String> = (0..behaviours.len())
+        .map(|i| format!("{run_id}-{i}"))
+        .collect();
     let minted = futures::stream::iter(users.iter().map(|u| tokens.token(u, false)));
     let token_list: Vec<String> = {
         use futures::StreamExt;
@@ -101,7 +103,10 @@ mod tests {
         assert!(t.windows(2).all(|w| w[0] <= w[1]), "in order");
         assert_eq!(*t.last().unwrap(), Duration::from_secs(22));
         // the tail's first half of the buyers arrive in its first quarter of the time
-        let early = t[60..].iter().filter(|d| **d <= Duration::from_secs(7)).count();
+        let early = t[60..]
+            .iter()
+            .filter(|d| **d <= Duration::from_secs(7))
+            .count();
         assert!(early >= 20, "{early}");
     }
 }

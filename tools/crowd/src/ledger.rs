@@ -197,7 +197,10 @@ impl Ledger {
             None => None,
         };
         let reservations = read_reservations(dynamodb, &target.reservations_table, sale).await?;
-        let ids: Vec<String> = reservations.iter().map(|r| r.reservation_id.clone()).collect();
+        let ids: Vec<String> = reservations
+            .iter()
+            .map(|r| r.reservation_id.clone())
+            .collect();
         let orders = read_orders(dynamodb, &target.orders_table, &ids).await?;
         let indexed_orders = read_indexed_orders(dynamodb, &target.orders_table, sale).await?;
         let granted = read_granted(dynamodb, &target.reservations_table, &promises.granted).await?;
@@ -222,7 +225,10 @@ impl Ledger {
     }
 
     pub fn count(&self, status: &str) -> usize {
-        self.reservations.iter().filter(|r| r.status == status).count()
+        self.reservations
+            .iter()
+            .filter(|r| r.status == status)
+            .count()
     }
 
     pub fn held(&self) -> u64 {
@@ -256,7 +262,9 @@ impl Ledger {
             .map(|r| (r.reservation_id.as_str(), r.shard))
             .collect();
         for r in &self.reservations {
-            if (r.status == "PENDING" || r.status == "PAYMENT_PROCESSING") && usize::from(r.shard) < n {
+            if (r.status == "PENDING" || r.status == "PAYMENT_PROCESSING")
+                && usize::from(r.shard) < n
+            {
                 held[usize::from(r.shard)] += r.quantity;
             }
         }
@@ -274,7 +282,8 @@ impl Ledger {
     pub fn verdict(&self) -> Verdict {
         let mut checks = Vec::new();
         let mut not_checked = Vec::new();
-        let mut check = |name: &'static str, ok: bool, detail: String| checks.push(Check { name, ok, detail });
+        let mut check =
+            |name: &'static str, ok: bool, detail: String| checks.push(Check { name, ok, detail });
         let held = self.held();
         let sold = self.sold();
         let stock = self.stock as i64;
@@ -295,12 +304,18 @@ impl Ledger {
                 let mut disagree = Vec::new();
                 for s in &l.shards {
                     let i = usize::from(s.shard);
-                    let (h, so) = (held_i.get(i).copied().unwrap_or(0) as i64, sold_i.get(i).copied().unwrap_or(0) as i64);
+                    let (h, so) = (
+                        held_i.get(i).copied().unwrap_or(0) as i64,
+                        sold_i.get(i).copied().unwrap_or(0) as i64,
+                    );
                     let counted = s.available + h + so;
                     figures.oversold += (so + h - s.initial).max(0).max(counted - s.initial) as u64;
                     figures.lost += (s.initial - counted).max(0) as u64;
                     if counted != s.initial {
-                        unbalanced.push(format!("shard {}: {} != {} + {h} + {so}", s.shard, s.initial, s.available));
+                        unbalanced.push(format!(
+                            "shard {}: {} != {} + {h} + {so}",
+                            s.shard, s.initial, s.available
+                        ));
                     }
                     if s.available < 0 {
                         in_debt.push(format!("shard {}: available {}", s.shard, s.available));
@@ -311,7 +326,11 @@ impl Ledger {
                             s.shard,
                             s.held,
                             s.sold,
-                            if s.unavailable { " (paused or missing)" } else { "" }
+                            if s.unavailable {
+                                " (paused or missing)"
+                            } else {
+                                ""
+                            }
                         ));
                     }
                 }
@@ -320,20 +339,35 @@ impl Ledger {
                     "units conserved on every shard (initial = available + held + sold)",
                     unbalanced.is_empty() && initial_total == stock,
                     if unbalanced.is_empty() {
-                        format!("{stock} = {} + {held} + {sold} over {} shards", l.available, l.shards.len())
+                        format!(
+                            "{stock} = {} + {held} + {sold} over {} shards",
+                            l.available,
+                            l.shards.len()
+                        )
                     } else {
-                        format!("{} (stock {stock}, Redis initial {initial_total})", unbalanced.join("; "))
+                        format!(
+                            "{} (stock {stock}, Redis initial {initial_total})",
+                            unbalanced.join("; ")
+                        )
                     },
                 );
                 check(
                     "no shard in debt (available >= 0: nothing sold beyond a shard's stock)",
                     in_debt.is_empty(),
-                    if in_debt.is_empty() { "none".into() } else { in_debt.join("; ") },
+                    if in_debt.is_empty() {
+                        "none".into()
+                    } else {
+                        in_debt.join("; ")
+                    },
                 );
                 check(
                     "Redis agrees with the records on every shard",
                     disagree.is_empty(),
-                    if disagree.is_empty() { format!("held {held}, sold {sold}") } else { disagree.join("; ") },
+                    if disagree.is_empty() {
+                        format!("held {held}, sold {sold}")
+                    } else {
+                        disagree.join("; ")
+                    },
                 );
             }
             None => {
@@ -354,9 +388,20 @@ impl Ledger {
             .filter(|r| r.status == "CONFIRMED")
             .map(|r| r.reservation_id.as_str())
             .collect();
-        let ordered: HashSet<&str> = self.orders.iter().map(|o| o.reservation_id.as_str()).collect();
-        let known: HashSet<&str> = self.reservations.iter().map(|r| r.reservation_id.as_str()).collect();
-        let mut unmatched: Vec<String> = confirmed.symmetric_difference(&ordered).map(|s| s.to_string()).collect();
+        let ordered: HashSet<&str> = self
+            .orders
+            .iter()
+            .map(|o| o.reservation_id.as_str())
+            .collect();
+        let known: HashSet<&str> = self
+            .reservations
+            .iter()
+            .map(|r| r.reservation_id.as_str())
+            .collect();
+        let mut unmatched: Vec<String> = confirmed
+            .symmetric_difference(&ordered)
+            .map(|s| s.to_string())
+            .collect();
         unmatched.extend(
             self.indexed_orders
                 .iter()
@@ -369,16 +414,20 @@ impl Ledger {
             if unmatched.is_empty() {
                 format!("{} orders", ordered.len())
             } else {
-                format!("mismatched: {:?}", unmatched.iter().take(5).collect::<Vec<_>>())
+                format!(
+                    "mismatched: {:?}",
+                    unmatched.iter().take(5).collect::<Vec<_>>()
+                )
             },
         );
 
         let mut per_user: BTreeMap<&str, u64> = BTreeMap::new();
-        for r in self
-            .reservations
-            .iter()
-            .filter(|r| matches!(r.status.as_str(), "PENDING" | "PAYMENT_PROCESSING" | "CONFIRMED"))
-        {
+        for r in self.reservations.iter().filter(|r| {
+            matches!(
+                r.status.as_str(),
+                "PENDING" | "PAYMENT_PROCESSING" | "CONFIRMED"
+            )
+        }) {
             *per_user.entry(r.user_id.as_str()).or_default() += r.quantity;
         }
         let above: Vec<_> = per_user
@@ -389,20 +438,34 @@ impl Ledger {
             "no buyer above the per-user limit",
             above.is_empty(),
             if above.is_empty() {
-                format!("{} buyers hold or own units, limit {}", per_user.len(), self.per_user_limit)
+                format!(
+                    "{} buyers hold or own units, limit {}",
+                    per_user.len(),
+                    self.per_user_limit
+                )
             } else {
-                format!("above {}: {:?}", self.per_user_limit, above.iter().take(5).collect::<Vec<_>>())
+                format!(
+                    "above {}: {:?}",
+                    self.per_user_limit,
+                    above.iter().take(5).collect::<Vec<_>>()
+                )
             },
         );
 
         let mut in_flight = 0;
         match &self.charges {
             Some(charges) => {
-                let orders: HashMap<&str, &OrderRecord> =
-                    self.orders.iter().map(|o| (o.reservation_id.as_str(), o)).collect();
+                let orders: HashMap<&str, &OrderRecord> = self
+                    .orders
+                    .iter()
+                    .map(|o| (o.reservation_id.as_str(), o))
+                    .collect();
                 let mut by_reservation: HashMap<&str, Vec<&Charge>> = HashMap::new();
                 for c in charges {
-                    by_reservation.entry(c.reservation_id.as_str()).or_default().push(c);
+                    by_reservation
+                        .entry(c.reservation_id.as_str())
+                        .or_default()
+                        .push(c);
                 }
                 let mut twice = Vec::new();
                 let mut orphans = Vec::new();
@@ -423,7 +486,11 @@ impl Ledger {
                 }
                 in_flight = charges.iter().filter(|c| c.in_flight()).count();
                 figures.double_charges = (twice.len() + orphans.len()) as u64;
-                let paid: HashSet<&str> = charges.iter().filter(|c| c.kept()).map(|c| c.intent_id.as_str()).collect();
+                let paid: HashSet<&str> = charges
+                    .iter()
+                    .filter(|c| c.kept())
+                    .map(|c| c.intent_id.as_str())
+                    .collect();
                 let unpaid: Vec<&str> = self
                     .orders
                     .iter()
@@ -433,7 +500,12 @@ impl Ledger {
                 check(
                     "no reservation charged twice",
                     twice.is_empty(),
-                    format!("{} charges for {} reservations; twice: {:?}", charges.len(), by_reservation.len(), twice.iter().take(5).collect::<Vec<_>>()),
+                    format!(
+                        "{} charges for {} reservations; twice: {:?}",
+                        charges.len(),
+                        by_reservation.len(),
+                        twice.iter().take(5).collect::<Vec<_>>()
+                    ),
                 );
                 check(
                     "every charge is an order or fully refunded",
@@ -443,7 +515,10 @@ impl Ledger {
                 check(
                     "every order is paid (its charge succeeded and was kept)",
                     unpaid.is_empty(),
-                    format!("unpaid orders: {:?}", unpaid.iter().take(5).collect::<Vec<_>>()),
+                    format!(
+                        "unpaid orders: {:?}",
+                        unpaid.iter().take(5).collect::<Vec<_>>()
+                    ),
                 );
             }
             None => {
@@ -468,7 +543,11 @@ impl Ledger {
             if granted_bad.is_empty() {
                 format!("{} granted", self.granted.len())
             } else {
-                granted_bad.into_iter().take(5).collect::<Vec<_>>().join("; ")
+                granted_bad
+                    .into_iter()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             },
         );
         let seen_unordered: Vec<&str> = self
@@ -481,14 +560,20 @@ impl Ledger {
         check(
             "every reservation a buyer saw CONFIRMED has its order",
             seen_unordered.is_empty(),
-            format!("{} seen CONFIRMED; without an order: {:?}", self.promises.confirmed.len(), seen_unordered.iter().take(5).collect::<Vec<_>>()),
+            format!(
+                "{} seen CONFIRMED; without an order: {:?}",
+                self.promises.confirmed.len(),
+                seen_unordered.iter().take(5).collect::<Vec<_>>()
+            ),
         );
 
         let processing = self.count("PAYMENT_PROCESSING");
         let overdue = self
             .reservations
             .iter()
-            .filter(|r| r.status == "PENDING" && r.expires_at_ms + EXPIRY_SLACK_MS < self.read_at_ms)
+            .filter(|r| {
+                r.status == "PENDING" && r.expires_at_ms + EXPIRY_SLACK_MS < self.read_at_ms
+            })
             .count();
         figures.stuck = (processing + overdue + in_flight) as u64;
         check(
@@ -511,11 +596,23 @@ impl Ledger {
 
 /// Reads the stock hashes of the sale's shards. `redis_url` is one node (standalone, or any
 /// node of a cluster when `cluster`).
-pub async fn read_levels(redis_url: &str, cluster: bool, sale: &str, shards: u16) -> anyhow::Result<Levels> {
+pub async fn read_levels(
+    redis_url: &str,
+    cluster: bool,
+    sale: &str,
+    shards: u16,
+) -> anyhow::Result<Levels> {
     let sale_id = SaleId::parse(sale).map_err(|e| anyhow::anyhow!("{e}"))?;
     let timeout = std::time::Duration::from_secs(5);
     let fields = ["initial", "available", "held", "sold", "paused", "fenced"];
-    type Row = (Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<String>);
+    type Row = (
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+    );
     let mut rows: Vec<Row> = Vec::new();
     if cluster {
         let client = redis::cluster::ClusterClient::new(vec![redis_url])?;
@@ -524,7 +621,13 @@ pub async fn read_levels(redis_url: &str, cluster: bool, sale: &str, shards: u16
             .context("connecting to the Redis cluster")??;
         for shard in 0..shards {
             let key = ShardKeys::new(&sale_id, shard).stock();
-            rows.push(redis::cmd("HMGET").arg(&key).arg(&fields).query_async(&mut conn).await?);
+            rows.push(
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg(&fields)
+                    .query_async(&mut conn)
+                    .await?,
+            );
         }
     } else {
         let client = redis::Client::open(redis_url)?;
@@ -533,7 +636,13 @@ pub async fn read_levels(redis_url: &str, cluster: bool, sale: &str, shards: u16
             .context("connecting to Redis")??;
         for shard in 0..shards {
             let key = ShardKeys::new(&sale_id, shard).stock();
-            rows.push(redis::cmd("HMGET").arg(&key).arg(&fields).query_async(&mut conn).await?);
+            rows.push(
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg(&fields)
+                    .query_async(&mut conn)
+                    .await?,
+            );
         }
     }
     let mut levels = Levels::default();
@@ -611,20 +720,38 @@ async fn batch_get(
     for chunk in unique.chunks(100) {
         let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
             .iter()
-            .map(|id| HashMap::from([(attr::RESERVATION_ID.to_owned(), AttributeValue::S((*id).clone()))]))
+            .map(|id| {
+                HashMap::from([(
+                    attr::RESERVATION_ID.to_owned(),
+                    AttributeValue::S((*id).clone()),
+                )])
+            })
             .collect();
         let mut rounds = 0;
         while !keys.is_empty() {
             rounds += 1;
-            anyhow::ensure!(rounds <= 20, "BatchGetItem on {table} keeps leaving keys unprocessed");
-            let request = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build()?;
+            anyhow::ensure!(
+                rounds <= 20,
+                "BatchGetItem on {table} keeps leaving keys unprocessed"
+            );
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()?;
             let answer = dynamodb
                 .batch_get_item()
                 .request_items(table, request)
                 .send()
                 .await
                 .with_context(|| format!("reading {table} by key"))?;
-            items.extend(answer.responses().and_then(|r| r.get(table)).into_iter().flatten().cloned());
+            items.extend(
+                answer
+                    .responses()
+                    .and_then(|r| r.get(table))
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
             keys = answer
                 .unprocessed_keys()
                 .and_then(|u| u.get(table))
@@ -639,7 +766,11 @@ async fn batch_get(
 }
 
 /// The orders of these reservations, read consistently by key.
-async fn read_orders(dynamodb: &aws_sdk_dynamodb::Client, table: &str, ids: &[String]) -> anyhow::Result<Vec<OrderRecord>> {
+async fn read_orders(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    ids: &[String],
+) -> anyhow::Result<Vec<OrderRecord>> {
     Ok(batch_get(dynamodb, table, ids)
         .await?
         .iter()
@@ -652,7 +783,11 @@ async fn read_orders(dynamodb: &aws_sdk_dynamodb::Client, table: &str, ids: &[St
 }
 
 /// The reservation ids the orders table's `by-sale` index shows for the sale.
-async fn read_indexed_orders(dynamodb: &aws_sdk_dynamodb::Client, table: &str, sale: &str) -> anyhow::Result<Vec<String>> {
+async fn read_indexed_orders(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    sale: &str,
+) -> anyhow::Result<Vec<String>> {
     let mut ids = Vec::new();
     let mut start = None;
     loop {
@@ -666,7 +801,11 @@ async fn read_indexed_orders(dynamodb: &aws_sdk_dynamodb::Client, table: &str, s
             .send()
             .await
             .with_context(|| format!("querying {table} by sale"))?;
-        ids.extend(page.items().iter().map(|item| s(item, attr::RESERVATION_ID)));
+        ids.extend(
+            page.items()
+                .iter()
+                .map(|item| s(item, attr::RESERVATION_ID)),
+        );
         start = page.last_evaluated_key().cloned();
         if start.is_none() {
             return Ok(ids);
@@ -675,7 +814,11 @@ async fn read_indexed_orders(dynamodb: &aws_sdk_dynamodb::Client, table: &str, s
 }
 
 /// The records of the reservations the buyers were answered 201 for, by key.
-async fn read_granted(dynamodb: &aws_sdk_dynamodb::Client, table: &str, ids: &[String]) -> anyhow::Result<Vec<GrantedRecord>> {
+async fn read_granted(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    ids: &[String],
+) -> anyhow::Result<Vec<GrantedRecord>> {
     let found: HashMap<String, HashMap<String, AttributeValue>> = batch_get(dynamodb, table, ids)
         .await?
         .into_iter()
@@ -696,8 +839,15 @@ async fn read_granted(dynamodb: &aws_sdk_dynamodb::Client, table: &str, ids: &[S
 }
 
 /// The sandbox's PaymentIntents whose `metadata.reservation_id` is one of the sale's.
-async fn read_charges(http: &Http, sandbox: &str, reservations: &[Record]) -> anyhow::Result<Vec<Charge>> {
-    let ours: HashSet<&str> = reservations.iter().map(|r| r.reservation_id.as_str()).collect();
+async fn read_charges(
+    http: &Http,
+    sandbox: &str,
+    reservations: &[Record],
+) -> anyhow::Result<Vec<Charge>> {
+    let ours: HashSet<&str> = reservations
+        .iter()
+        .map(|r| r.reservation_id.as_str())
+        .collect();
     let list = http
         .get_json(&format!("{sandbox}/_sandbox/payment_intents"))
         .await
@@ -759,11 +909,24 @@ mod tests {
     }
 
     fn shard(shard: u16, initial: i64, available: i64, held: i64, sold: i64) -> ShardLevel {
-        ShardLevel { shard, initial, available, held, sold, unavailable: false }
+        ShardLevel {
+            shard,
+            initial,
+            available,
+            held,
+            sold,
+            unavailable: false,
+        }
     }
 
     fn charge(rid: &str, pi: &str, status: &str, refunded: u64) -> Charge {
-        Charge { reservation_id: rid.into(), intent_id: pi.into(), status: status.into(), amount: 100, refunded }
+        Charge {
+            reservation_id: rid.into(),
+            intent_id: pi.into(),
+            status: status.into(),
+            amount: 100,
+            refunded,
+        }
     }
 
     /// Stock 6 on two shards: shard 0 holds r3 and sold r1; shard 1 sold r2; r4 expired.
@@ -774,7 +937,14 @@ mod tests {
             stock: 6,
             shards: 2,
             per_user_limit: 1,
-            levels: Some(Levels { initial: 6, available: 3, held: 1, sold: 2, unavailable_shards: 0, shards }),
+            levels: Some(Levels {
+                initial: 6,
+                available: 3,
+                held: 1,
+                sold: 2,
+                unavailable_shards: 0,
+                shards,
+            }),
             reservations: vec![
                 record("r1", "a", "CONFIRMED", 0),
                 record("r2", "b", "CONFIRMED", 1),
@@ -782,8 +952,16 @@ mod tests {
                 record("r4", "d", "EXPIRED", 1),
             ],
             orders: vec![
-                OrderRecord { reservation_id: "r1".into(), quantity: 1, payment_intent_id: "pi_1".into() },
-                OrderRecord { reservation_id: "r2".into(), quantity: 1, payment_intent_id: "pi_2".into() },
+                OrderRecord {
+                    reservation_id: "r1".into(),
+                    quantity: 1,
+                    payment_intent_id: "pi_1".into(),
+                },
+                OrderRecord {
+                    reservation_id: "r2".into(),
+                    quantity: 1,
+                    payment_intent_id: "pi_2".into(),
+                },
             ],
             indexed_orders: vec!["r1".into(), "r2".into()],
             charges: Some(vec![
@@ -791,10 +969,21 @@ mod tests {
                 charge("r2", "pi_2", "succeeded", 0),
                 charge("r4", "pi_4", "succeeded", 100),
             ]),
-            promises: Promises { granted: vec!["r1".into(), "r3".into()], confirmed: vec!["r1".into()] },
+            promises: Promises {
+                granted: vec!["r1".into(), "r3".into()],
+                confirmed: vec!["r1".into()],
+            },
             granted: vec![
-                GrantedRecord { reservation_id: "r1".into(), status: Some("CONFIRMED".into()), reconciled: None },
-                GrantedRecord { reservation_id: "r3".into(), status: Some("PENDING".into()), reconciled: None },
+                GrantedRecord {
+                    reservation_id: "r1".into(),
+                    status: Some("CONFIRMED".into()),
+                    reconciled: None,
+                },
+                GrantedRecord {
+                    reservation_id: "r3".into(),
+                    status: Some("PENDING".into()),
+                    reconciled: None,
+                },
             ],
             read_at_ms: 1_000_000,
         }
@@ -808,7 +997,15 @@ mod tests {
     fn a_consistent_ledger_passes() {
         let v = ledger().verdict();
         assert!(v.pass, "{:?}", v.failures());
-        assert_eq!((v.figures.held, v.figures.sold, v.figures.oversold, v.figures.lost), (1, 2, 0, 0));
+        assert_eq!(
+            (
+                v.figures.held,
+                v.figures.sold,
+                v.figures.oversold,
+                v.figures.lost
+            ),
+            (1, 2, 0, 0)
+        );
         assert!(v.not_checked.is_empty());
     }
 
@@ -820,15 +1017,33 @@ mod tests {
         let levels = l.levels.as_mut().unwrap();
         levels.shards[0] = shard(0, 3, -1, 1, 3);
         levels.shards[1] = shard(1, 3, 4, 0, 1);
-        l.orders.push(OrderRecord { reservation_id: "r5".into(), quantity: 2, payment_intent_id: "pi_5".into() });
-        l.reservations.push(Record { quantity: 2, ..record("r5", "e", "CONFIRMED", 0) });
+        l.orders.push(OrderRecord {
+            reservation_id: "r5".into(),
+            quantity: 2,
+            payment_intent_id: "pi_5".into(),
+        });
+        l.reservations.push(Record {
+            quantity: 2,
+            ..record("r5", "e", "CONFIRMED", 0)
+        });
         l.indexed_orders.push("r5".into());
-        l.charges.as_mut().unwrap().push(Charge { amount: 200, ..charge("r5", "pi_5", "succeeded", 0) });
+        l.charges.as_mut().unwrap().push(Charge {
+            amount: 200,
+            ..charge("r5", "pi_5", "succeeded", 0)
+        });
         let v = l.clone().verdict();
         assert!(v.figures.oversold >= 1, "{:?}", v.figures);
         let names = failing(l);
-        assert!(names.contains(&"no shard in debt (available >= 0: nothing sold beyond a shard's stock)"), "{names:?}");
-        assert!(names.contains(&"units conserved on every shard (initial = available + held + sold)"), "{names:?}");
+        assert!(
+            names.contains(
+                &"no shard in debt (available >= 0: nothing sold beyond a shard's stock)"
+            ),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"units conserved on every shard (initial = available + held + sold)"),
+            "{names:?}"
+        );
     }
 
     #[test]
@@ -844,38 +1059,66 @@ mod tests {
 
         let mut drift = ledger();
         drift.levels.as_mut().unwrap().shards[0].held = 0;
-        assert_eq!(failing(drift), vec!["Redis agrees with the records on every shard"]);
+        assert_eq!(
+            failing(drift),
+            vec!["Redis agrees with the records on every shard"]
+        );
 
         let mut greedy = ledger();
         greedy.reservations[2].user_id = "a".into();
         assert_eq!(failing(greedy), vec!["no buyer above the per-user limit"]);
 
         let mut twice = ledger();
-        twice.charges.as_mut().unwrap().push(charge("r1", "pi_9", "succeeded", 0));
+        twice
+            .charges
+            .as_mut()
+            .unwrap()
+            .push(charge("r1", "pi_9", "succeeded", 0));
         let names = failing(twice.clone());
         assert!(names.contains(&"no reservation charged twice"), "{names:?}");
         assert_eq!(twice.verdict().figures.double_charges, 2);
 
         let mut declined_then_paid = ledger();
-        declined_then_paid.charges.as_mut().unwrap().push(charge("r1", "pi_0", "canceled", 0));
-        assert!(declined_then_paid.verdict().pass, "a canceled earlier intent is not a second charge");
+        declined_then_paid
+            .charges
+            .as_mut()
+            .unwrap()
+            .push(charge("r1", "pi_0", "canceled", 0));
+        assert!(
+            declined_then_paid.verdict().pass,
+            "a canceled earlier intent is not a second charge"
+        );
 
         let mut orphan = ledger();
         orphan.charges.as_mut().unwrap()[2].refunded = 0;
-        assert_eq!(failing(orphan), vec!["every charge is an order or fully refunded"]);
+        assert_eq!(
+            failing(orphan),
+            vec!["every charge is an order or fully refunded"]
+        );
 
         let mut unpaid = ledger();
         unpaid.charges.as_mut().unwrap().remove(1);
-        assert_eq!(failing(unpaid), vec!["every order is paid (its charge succeeded and was kept)"]);
+        assert_eq!(
+            failing(unpaid),
+            vec!["every order is paid (its charge succeeded and was kept)"]
+        );
 
         let mut no_order = ledger();
         no_order.orders.pop();
         let names = failing(no_order);
-        assert!(names.contains(&"every CONFIRMED reservation has its order, and every order its reservation"), "{names:?}");
+        assert!(
+            names.contains(
+                &"every CONFIRMED reservation has its order, and every order its reservation"
+            ),
+            "{names:?}"
+        );
 
         let mut stray_order = ledger();
         stray_order.indexed_orders.push("r9".into());
-        assert_eq!(failing(stray_order), vec!["every CONFIRMED reservation has its order, and every order its reservation"]);
+        assert_eq!(
+            failing(stray_order),
+            vec!["every CONFIRMED reservation has its order, and every order its reservation"]
+        );
 
         let mut tombstone = ledger();
         tombstone.granted[1].reconciled = Some("rolled_back".into());
@@ -887,7 +1130,10 @@ mod tests {
 
         let mut seen = ledger();
         seen.promises.confirmed.push("r3".into());
-        assert_eq!(failing(seen), vec!["every reservation a buyer saw CONFIRMED has its order"]);
+        assert_eq!(
+            failing(seen),
+            vec!["every reservation a buyer saw CONFIRMED has its order"]
+        );
 
         let mut stuck = ledger();
         stuck.read_at_ms = 1_000_000 + EXPIRY_SLACK_MS + 1;
@@ -895,7 +1141,11 @@ mod tests {
         assert_eq!(failing(stuck).len(), 1);
 
         let mut in_flight = ledger();
-        in_flight.charges.as_mut().unwrap().push(charge("r4", "pi_8", "processing", 0));
+        in_flight
+            .charges
+            .as_mut()
+            .unwrap()
+            .push(charge("r4", "pi_8", "processing", 0));
         assert_eq!(in_flight.verdict().figures.stuck, 1);
     }
 

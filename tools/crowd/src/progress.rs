@@ -59,7 +59,11 @@ impl Live {
                 let mut last = (0, 0.0);
                 loop {
                     tokio::time::sleep(Duration::from_secs(5)).await;
-                    println!("[{:>5.1} s] {}", recorder.elapsed().as_secs_f64(), line(&recorder, &mut last));
+                    println!(
+                        "[{:>5.1} s] {}",
+                        recorder.elapsed().as_secs_f64(),
+                        line(&recorder, &mut last)
+                    );
                 }
             });
             return Self { task, bars: None };
@@ -72,7 +76,10 @@ impl Live {
                 .progress_chars("=> "),
         );
         let status = multi.add(ProgressBar::new_spinner());
-        status.set_style(ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        status.set_style(
+            ProgressStyle::with_template("{msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         let (done2, status2) = (done.clone(), status.clone());
         let task = tokio::spawn(async move {
             let mut last = (0, 0.0);

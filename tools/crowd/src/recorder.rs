@@ -110,7 +110,9 @@ impl Recorder {
     pub fn record(&self, sample: Sample) {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         if sample.status.is_none_or(|s| s >= 400) {
-            *lock(&self.refusals).entry(sample.outcome.clone()).or_default() += 1;
+            *lock(&self.refusals)
+                .entry(sample.outcome.clone())
+                .or_default() += 1;
         }
         lock(&self.samples).push(sample);
     }
@@ -154,7 +156,10 @@ pub fn latencies(samples: &[Sample]) -> Vec<Latency> {
         .iter()
         .filter_map(|&endpoint| {
             let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).ok()?;
-            for s in samples.iter().filter(|s| s.endpoint == endpoint && s.status.is_some()) {
+            for s in samples
+                .iter()
+                .filter(|s| s.endpoint == endpoint && s.status.is_some())
+            {
                 let _ = h.record((s.latency_ms * 1000.0).max(1.0) as u64);
             }
             let no_answer = samples
@@ -227,10 +232,17 @@ mod tests {
             sample(1_400, Some(503)),
             sample(1_500, Some(201)),
         ];
-        assert_eq!(longest_unavailability(&samples), Duration::from_millis(1_200));
+        assert_eq!(
+            longest_unavailability(&samples),
+            Duration::from_millis(1_200)
+        );
         assert_eq!(longest_unavailability(&samples[..1]), Duration::ZERO);
         // an outage still going at the end counts up to the last answer
-        let open = vec![sample(100, Some(201)), sample(400, Some(503)), sample(2_100, Some(503))];
+        let open = vec![
+            sample(100, Some(201)),
+            sample(400, Some(503)),
+            sample(2_100, Some(503)),
+        ];
         assert_eq!(longest_unavailability(&open), Duration::from_millis(2_000));
     }
 

@@ -117,7 +117,10 @@ pub fn text(r: &RunRecord) -> String {
             outcomes.join(", ")
         );
     }
-    let _ = writeln!(out, "\n== latency (ms, answered calls; calls with no answer counted apart) ==");
+    let _ = writeln!(
+        out,
+        "\n== latency (ms, answered calls; calls with no answer counted apart) =="
+    );
     for lat in &r.latencies {
         let _ = writeln!(
             out,
@@ -138,7 +141,11 @@ pub fn text(r: &RunRecord) -> String {
         r.requests,
         r.crowd_seconds,
         r.requests as f64 / r.crowd_seconds.max(0.001),
-        if refused.is_empty() { "none".into() } else { refused.join(", ") }
+        if refused.is_empty() {
+            "none".into()
+        } else {
+            refused.join(", ")
+        }
     );
     for n in &r.verdict.not_checked {
         let _ = writeln!(out, "  [not checked] {n}");
@@ -152,7 +159,8 @@ pub fn text(r: &RunRecord) -> String {
             (true, true) => "",
             (false, true) => " (the ledger fails a check)",
             (true, false) => " (some buyers did not end as their behaviour should)",
-            (false, false) => " (the ledger fails a check, and some buyers did not end as their behaviour should)",
+            (false, false) =>
+                " (the ledger fails a check, and some buyers did not end as their behaviour should)",
         }
     );
     out
@@ -162,7 +170,8 @@ pub fn write_json(r: &RunRecord, path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, serde_json::to_vec_pretty(r)?).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, serde_json::to_vec_pretty(r)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Writes the HTML report (creating its folder).
@@ -174,7 +183,9 @@ pub fn write_html(r: &RunRecord, path: &Path) -> anyhow::Result<()> {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 pub fn html(r: &RunRecord) -> anyhow::Result<String> {
@@ -223,14 +234,22 @@ pub fn html(r: &RunRecord) -> anyhow::Result<String> {
     }
     page.push_str("<h2>Buyers by behaviour</h2><table><tr><th>behaviour</th><th>buyers</th><th>reserved</th><th>as expected</th><th>outcomes</th></tr>");
     for (b, s) in &r.behaviours {
-        let outcomes: Vec<String> = s.outcomes.iter().map(|(k, n)| format!("{} {n}", esc(k))).collect();
+        let outcomes: Vec<String> = s
+            .outcomes
+            .iter()
+            .map(|(k, n)| format!("{} {n}", esc(k)))
+            .collect();
         let _ = write!(
             page,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
             b.label(),
             s.buyers,
             s.reserved,
-            if s.as_expected == s.buyers { "ok" } else { "fail" },
+            if s.as_expected == s.buyers {
+                "ok"
+            } else {
+                "fail"
+            },
             s.as_expected,
             outcomes.join(", ")
         );
@@ -254,7 +273,14 @@ pub fn html(r: &RunRecord) -> anyhow::Result<String> {
         ("stock", stock_plot(&r.stock_series)?),
         ("rate", rate_plot(&r.samples)?),
         ("latency", latency_plot(&r.samples)?),
-        ("confirm", histogram_plot("Reserve to CONFIRMED (s)", "seconds", &r.reserve_to_confirmed())?),
+        (
+            "confirm",
+            histogram_plot(
+                "Reserve to CONFIRMED (s)",
+                "seconds",
+                &r.reserve_to_confirmed(),
+            )?,
+        ),
     ] {
         let _ = write!(page, "<figure id=\"plot-{id}\">{svg}</figure>");
     }
@@ -282,7 +308,10 @@ fn stock_plot(points: &[StockPoint]) -> anyhow::Result<String> {
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
-        let x_max = points.last().map_or(1.0, |p| p.at_ms as f64 / 1000.0).max(1.0);
+        let x_max = points
+            .last()
+            .map_or(1.0, |p| p.at_ms as f64 / 1000.0)
+            .max(1.0);
         let y_max = points
             .iter()
             .map(|p| p.available.max(p.held).max(p.sold))
@@ -311,12 +340,16 @@ fn stock_plot(points: &[StockPoint]) -> anyhow::Result<String> {
             let color = COLORS[i];
             chart
                 .draw_series(LineSeries::new(
-                    points.iter().map(|p| (p.at_ms as f64 / 1000.0, value(p) as f64)),
+                    points
+                        .iter()
+                        .map(|p| (p.at_ms as f64 / 1000.0, value(p) as f64)),
                     color.stroke_width(2),
                 ))
                 .map_err(plot_error)?
                 .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()
@@ -346,7 +379,13 @@ fn rate_plot(samples: &[Sample]) -> anyhow::Result<String> {
     for s in samples {
         per.entry(class(s)).or_insert_with(|| vec![0; seconds])[(s.at_ms / 1000) as usize] += 1;
     }
-    let y_max = per.values().flat_map(|v| v.iter()).copied().max().unwrap_or(1).max(1) as f64;
+    let y_max = per
+        .values()
+        .flat_map(|v| v.iter())
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -368,12 +407,17 @@ fn rate_plot(samples: &[Sample]) -> anyhow::Result<String> {
             let color = COLORS[i % COLORS.len()];
             chart
                 .draw_series(LineSeries::new(
-                    counts.into_iter().enumerate().map(|(t, n)| (t as f64, f64::from(n))),
+                    counts
+                        .into_iter()
+                        .enumerate()
+                        .map(|(t, n)| (t as f64, f64::from(n))),
                     color.stroke_width(2),
                 ))
                 .map_err(plot_error)?
                 .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()
@@ -392,7 +436,11 @@ fn latency_plot(samples: &[Sample]) -> anyhow::Result<String> {
     let answered: Vec<&Sample> = samples.iter().filter(|s| s.status.is_some()).collect();
     let mut all: Vec<f64> = answered.iter().map(|s| s.latency_ms).collect();
     all.sort_by(f64::total_cmp);
-    let top = all.get(all.len().saturating_sub(1) * 99 / 100).copied().unwrap_or(1.0).max(1.0);
+    let top = all
+        .get(all.len().saturating_sub(1) * 99 / 100)
+        .copied()
+        .unwrap_or(1.0)
+        .max(1.0);
     const BINS: usize = 20;
     let width = top / BINS as f64;
     let mut svg = String::new();
@@ -407,7 +455,13 @@ fn latency_plot(samples: &[Sample]) -> anyhow::Result<String> {
             }
             per.push((endpoint, bins));
         }
-        let y_max = per.iter().flat_map(|(_, b)| b.iter()).copied().max().unwrap_or(1).max(1) as f64;
+        let y_max = per
+            .iter()
+            .flat_map(|(_, b)| b.iter())
+            .copied()
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
         let mut chart = ChartBuilder::on(&root)
             .caption("Latency of answered calls", ("sans-serif", 18))
             .margin(10)
@@ -432,7 +486,9 @@ fn latency_plot(samples: &[Sample]) -> anyhow::Result<String> {
                 ))
                 .map_err(plot_error)?
                 .label(endpoint.route())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()
@@ -475,7 +531,10 @@ fn histogram_plot(title: &str, x_desc: &str, values: &[f64]) -> anyhow::Result<S
         chart
             .draw_series(bins.iter().enumerate().map(|(b, n)| {
                 let x0 = b as f64 * width;
-                Rectangle::new([(x0, 0.0), (x0 + width * 0.9, f64::from(*n))], COLORS[0].filled())
+                Rectangle::new(
+                    [(x0, 0.0), (x0 + width * 0.9, f64::from(*n))],
+                    COLORS[0].filled(),
+                )
             }))
             .map_err(plot_error)?;
         root.present().map_err(plot_error)?;

@@ -26,7 +26,12 @@ pub fn new_sale_id(prefix: &str) -> String {
 }
 
 /// Opens the sale: `PUT /sales/{id}` as an admin, open from a minute ago for two hours.
-pub async fn open_sale(api: &Api, tokens: &TokenSource, scenario: &Scenario, sale: &str) -> anyhow::Result<()> {
+pub async fn open_sale(
+    api: &Api,
+    tokens: &TokenSource,
+    scenario: &Scenario,
+    sale: &str,
+) -> anyhow::Result<()> {
     let admin = tokens.token("crowd-admin", true).await?;
     let now = chrono::Utc::now();
     let s = &scenario.sale;
@@ -66,14 +71,25 @@ pub struct StockWatch {
 }
 
 /// The local Sentinels (localstack/env.sh) and the master name they watch.
-pub const SENTINELS: [&str; 3] = ["redis://127.0.0.1:26390", "redis://127.0.0.1:26391", "redis://127.0.0.1:26392"];
+pub const SENTINELS: [&str; 3] = [
+    "redis://127.0.0.1:26390",
+    "redis://127.0.0.1:26391",
+    "redis://127.0.0.1:26392",
+];
 pub const SENTINEL_MASTER: &str = "fs";
 
 /// The primary's URL as the Sentinels see it now, if any answers.
 pub async fn sentinel_primary() -> Option<String> {
     for url in SENTINELS {
-        let Ok(client) = redis::Client::open(url) else { continue };
-        let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_millis(500), client.get_multiplexed_async_connection()).await else {
+        let Ok(client) = redis::Client::open(url) else {
+            continue;
+        };
+        let Ok(Ok(mut conn)) = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        else {
             continue;
         };
         let answer = tokio::time::timeout(
@@ -94,7 +110,14 @@ pub async fn sentinel_primary() -> Option<String> {
 impl StockWatch {
     /// `fallback_url` is read when no Sentinel answers; with `cluster`, it is a cluster node and
     /// read as the cluster (the Sentinels are not asked).
-    pub fn start(fallback_url: String, cluster: bool, sale: String, shards: u16, started: Instant, every: Duration) -> Self {
+    pub fn start(
+        fallback_url: String,
+        cluster: bool,
+        sale: String,
+        shards: u16,
+        started: Instant,
+        every: Duration,
+    ) -> Self {
         let points: Arc<Mutex<Vec<StockPoint>>> = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&points);
         let task = tokio::spawn(async move {
@@ -102,9 +125,15 @@ impl StockWatch {
                 let url = if cluster {
                     fallback_url.clone()
                 } else {
-                    sentinel_primary().await.unwrap_or_else(|| fallback_url.clone())
+                    sentinel_primary()
+                        .await
+                        .unwrap_or_else(|| fallback_url.clone())
                 };
-                let read = tokio::time::timeout(Duration::from_secs(2), read_levels(&url, cluster, &sale, shards)).await;
+                let read = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    read_levels(&url, cluster, &sale, shards),
+                )
+                .await;
                 let point = match read {
                     Ok(Ok(l)) => StockPoint {
                         at_ms: started.elapsed().as_millis() as u64,
@@ -117,7 +146,11 @@ impl StockWatch {
                     // Redis could not be read: selling from it could not have happened either;
                     // count every shard as unavailable (the last levels are carried on).
                     _ => {
-                        let last = sink.lock().unwrap_or_else(|p| p.into_inner()).last().cloned();
+                        let last = sink
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .last()
+                            .cloned();
                         StockPoint {
                             at_ms: started.elapsed().as_millis() as u64,
                             available: last.as_ref().map_or(0, |p| p.available),
@@ -141,7 +174,10 @@ impl StockWatch {
     }
 
     pub fn points(&self) -> Vec<StockPoint> {
-        self.points.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.points
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn stop(self) -> Vec<StockPoint> {
@@ -243,7 +279,11 @@ pub async fn settle(
         // Quiet but not consistent: what is left is the sweep's job (orphan holds after their
         // grace, a stuck payment's saga, a fenced shard). Locally, run it every 15 s rather than
         // wait for the minute's schedule.
-        if quiet && !verdict.pass && target.local && last_cleanup.elapsed() >= Duration::from_secs(15) {
+        if quiet
+            && !verdict.pass
+            && target.local
+            && last_cleanup.elapsed() >= Duration::from_secs(15)
+        {
             target.run_expiry_cleanup(http).await?;
             cleanups += 1;
             last_cleanup = Instant::now();
@@ -251,7 +291,9 @@ pub async fn settle(
         }
         let next_expiry = pending.iter().copied().filter(|e| *e > now).min();
         let pause = match next_expiry {
-            Some(e) if waiting_for_expiry && processing == 0 => Duration::from_millis((e - now + 500).clamp(500, 5_000) as u64),
+            Some(e) if waiting_for_expiry && processing == 0 => {
+                Duration::from_millis((e - now + 500).clamp(500, 5_000) as u64)
+            }
             _ => Duration::from_secs(2),
         };
         tokio::time::sleep(pause).await;
@@ -275,11 +317,24 @@ mod tests {
 
     #[test]
     fn the_longest_pause_runs_to_the_first_healthy_point() {
-        let points = vec![point(0, 0), point(500, 1), point(1000, 2), point(1800, 0), point(2000, 1), point(2200, 0)];
+        let points = vec![
+            point(0, 0),
+            point(500, 1),
+            point(1000, 2),
+            point(1800, 0),
+            point(2000, 1),
+            point(2200, 0),
+        ];
         assert_eq!(longest_pause(&points, 0), Some(Duration::from_millis(1300)));
-        assert_eq!(longest_pause(&points, 1900), Some(Duration::from_millis(200)));
+        assert_eq!(
+            longest_pause(&points, 1900),
+            Some(Duration::from_millis(200))
+        );
         assert_eq!(longest_pause(&points[..1], 0), None);
-        assert_eq!(longest_pause(&[point(0, 1), point(700, 1)], 0), Some(Duration::from_millis(700)));
+        assert_eq!(
+            longest_pause(&[point(0, 1), point(700, 1)], 0),
+            Some(Duration::from_millis(700))
+        );
     }
 
     #[test]

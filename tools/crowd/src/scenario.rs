@@ -231,19 +231,34 @@ impl Scenario {
         };
         let s = &self.sale;
         if !(1..=10_000_000).contains(&s.stock) {
-            return invalid("sale.stock", "must be between 1 and 10000000 (the API's bounds)");
+            return invalid(
+                "sale.stock",
+                "must be between 1 and 10000000 (the API's bounds)",
+            );
         }
         if !(1..=256).contains(&s.shards) {
-            return invalid("sale.shards", "must be between 1 and 256 (the API's bounds)");
+            return invalid(
+                "sale.shards",
+                "must be between 1 and 256 (the API's bounds)",
+            );
         }
         if u64::from(s.shards) > s.stock {
-            return invalid("sale.shards", "must not exceed sale.stock (every shard holds a unit)");
+            return invalid(
+                "sale.shards",
+                "must not exceed sale.stock (every shard holds a unit)",
+            );
         }
         if !(1..=100).contains(&s.per_user_limit) {
-            return invalid("sale.per_user_limit", "must be between 1 and 100 (the API's bounds)");
+            return invalid(
+                "sale.per_user_limit",
+                "must be between 1 and 100 (the API's bounds)",
+            );
         }
         if !(60..=3600).contains(&s.hold_seconds) {
-            return invalid("sale.hold_seconds", "must be between 60 and 3600 (the API's bounds)");
+            return invalid(
+                "sale.hold_seconds",
+                "must be between 60 and 3600 (the API's bounds)",
+            );
         }
         if s.price_minor == 0 {
             return invalid("sale.price_minor", "must be at least 1");
@@ -294,7 +309,10 @@ mod tests {
 
     #[test]
     fn a_file_names_only_what_it_changes() {
-        let s = Scenario::from_toml("name = \"x\"\n[sale]\nstock = 7\nshards = 2\n[mix]\npay_now = 1\nabandon = 0\n").unwrap();
+        let s = Scenario::from_toml(
+            "name = \"x\"\n[sale]\nstock = 7\nshards = 2\n[mix]\npay_now = 1\nabandon = 0\n",
+        )
+        .unwrap();
         assert_eq!((s.name.as_str(), s.sale.stock, s.sale.shards), ("x", 7, 2));
         assert_eq!(s.sale.hold_seconds, 60);
         assert_eq!(s.mix.abandon, 0);
@@ -333,6 +351,10 @@ mod tests {
                 seen += 1;
             }
         }
-        assert!(seen >= 2, "expected the demo's scenarios in {}", dir.display());
+        assert!(
+            seen >= 2,
+            "expected the demo's scenarios in {}",
+            dir.display()
+        );
     }
 }

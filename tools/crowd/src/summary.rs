@@ -11,8 +11,14 @@ use crate::ledger::Promises;
 /// What the buyers were told: every reservation granted (201), every one seen CONFIRMED.
 pub fn promises(reports: &[BuyerReport]) -> Promises {
     Promises {
-        granted: reports.iter().flat_map(|r| r.reservations.iter().cloned()).collect(),
-        confirmed: reports.iter().flat_map(|r| r.confirmed.iter().cloned()).collect(),
+        granted: reports
+            .iter()
+            .flat_map(|r| r.reservations.iter().cloned())
+            .collect(),
+        confirmed: reports
+            .iter()
+            .flat_map(|r| r.confirmed.iter().cloned())
+            .collect(),
     }
 }
 
@@ -26,7 +32,10 @@ pub struct BehaviourStats {
     pub outcomes: BTreeMap<String, u32>,
 }
 
-pub fn by_behaviour(reports: &[BuyerReport], per_user_limit: u32) -> BTreeMap<Behaviour, BehaviourStats> {
+pub fn by_behaviour(
+    reports: &[BuyerReport],
+    per_user_limit: u32,
+) -> BTreeMap<Behaviour, BehaviourStats> {
     let mut stats: BTreeMap<Behaviour, BehaviourStats> = BTreeMap::new();
     for r in reports {
         let s = stats.entry(r.behaviour).or_default();

@@ -80,7 +80,11 @@ impl Target {
                 .endpoint_url(LOCALSTACK)
                 .region(aws_config::Region::new("us-east-1"))
                 .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                    "test", "test", None, None, "localstack",
+                    "test",
+                    "test",
+                    None,
+                    None,
+                    "localstack",
                 ));
         }
         aws_sdk_dynamodb::Client::new(&loader.load().await)
@@ -116,7 +120,13 @@ pub async fn local_lambda(
     let auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/lambda/aws4_request, \
                 SignedHeaders=host, Signature=0";
     Ok(http
-        .call(method, &format!("{LOCALSTACK}{path}"), &[("authorization", auth)], body, Duration::from_secs(90))
+        .call(
+            method,
+            &format!("{LOCALSTACK}{path}"),
+            &[("authorization", auth)],
+            body,
+            Duration::from_secs(90),
+        )
         .await?)
 }
 
@@ -130,18 +140,30 @@ pub struct RedisEnv {
 impl RedisEnv {
     /// Every function of stack `Flashsale-<stage>` with a REDIS_URL.
     pub async fn read(http: &Http, stage: &str) -> anyhow::Result<Self> {
-        let reply = local_lambda(http, Method::GET, "/2015-03-31/functions/?MaxItems=200", None).await?;
+        let reply = local_lambda(
+            http,
+            Method::GET,
+            "/2015-03-31/functions/?MaxItems=200",
+            None,
+        )
+        .await?;
         anyhow::ensure!(reply.status == 200, "ListFunctions: {}", reply.status);
         let prefix = format!("Flashsale-{stage}-");
         let mut saved = Vec::new();
         for f in reply.json()["Functions"].as_array().into_iter().flatten() {
             let name = f["FunctionName"].as_str().unwrap_or_default();
-            let vars = f["Environment"]["Variables"].as_object().cloned().unwrap_or_default();
+            let vars = f["Environment"]["Variables"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             if name.starts_with(&prefix) && vars.contains_key("REDIS_URL") {
                 saved.push((name.to_owned(), vars));
             }
         }
-        anyhow::ensure!(!saved.is_empty(), "no function of Flashsale-{stage} reads REDIS_URL");
+        anyhow::ensure!(
+            !saved.is_empty(),
+            "no function of Flashsale-{stage} reads REDIS_URL"
+        );
         Ok(Self { saved })
     }
 
@@ -170,21 +192,36 @@ impl RedisEnv {
     pub fn drifted_from(&self, url: &str) -> bool {
         self.saved.iter().any(|(_, vars)| {
             vars.get("REDIS_URL").and_then(Value::as_str) != Some(url)
-                || vars.get("REDIS_MODE").and_then(Value::as_str).unwrap_or("standalone") != "standalone"
+                || vars
+                    .get("REDIS_MODE")
+                    .and_then(Value::as_str)
+                    .unwrap_or("standalone")
+                    != "standalone"
         })
     }
 }
 
-async fn update(http: &Http, name: &str, vars: serde_json::Map<String, Value>) -> anyhow::Result<()> {
+async fn update(
+    http: &Http,
+    name: &str,
+    vars: serde_json::Map<String, Value>,
+) -> anyhow::Result<()> {
     let path = format!("/2015-03-31/functions/{name}/configuration");
     let body = serde_json::json!({ "Environment": { "Variables": vars } });
     let reply = local_lambda(http, Method::PUT, &path, Some(&body)).await?;
-    anyhow::ensure!(reply.status == 200, "UpdateFunctionConfiguration {name}: {} {}", reply.status, String::from_utf8_lossy(&reply.body));
+    anyhow::ensure!(
+        reply.status == 200,
+        "UpdateFunctionConfiguration {name}: {} {}",
+        reply.status,
+        String::from_utf8_lossy(&reply.body)
+    );
     for _ in 0..120 {
         let now = local_lambda(http, Method::GET, &path, None).await?.json();
         match now["LastUpdateStatus"].as_str() {
             Some("Successful") | None => return Ok(()),
-            Some("Failed") => anyhow::bail!("updating {name} failed: {}", now["LastUpdateStatusReason"]),
+            Some("Failed") => {
+                anyhow::bail!("updating {name} failed: {}", now["LastUpdateStatusReason"])
+            }
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
@@ -192,8 +229,12 @@ async fn update(http: &Http, name: &str, vars: serde_json::Map<String, Value>) -
 }
 
 fn read_outputs(path: &Path, stage: &str) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{} is missing: deploy the stack first (./dev up)", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "{} is missing: deploy the stack first (./dev up)",
+            path.display()
+        )
+    })?;
     let all: Value = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
     let stack = format!("Flashsale-{stage}");
     all.get(&stack)

@@ -72,7 +72,10 @@ impl TokenSource {
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
                 let token = String::from_utf8(out.stdout)?.trim().to_owned();
-                anyhow::ensure!(!token.is_empty(), "the token command printed nothing for {user}");
+                anyhow::ensure!(
+                    !token.is_empty(),
+                    "the token command printed nothing for {user}"
+                );
                 Ok(token)
             }
         }

@@ -50,7 +50,9 @@ struct Args {
 
 fn args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
-    let kind = it.next().context("usage: fault-proxy redis|aws --listen P ... --control P")?;
+    let kind = it
+        .next()
+        .context("usage: fault-proxy redis|aws --listen P ... --control P")?;
     let mut args = Args {
         kind,
         listen: 0,
@@ -96,7 +98,9 @@ async fn main() -> anyhow::Result<()> {
             }
             Proxy::Redis(endpoint)
         }
-        "aws" => Proxy::Aws(Arc::new(FaultProxy::start_on(args.listen, &args.target).await)),
+        "aws" => Proxy::Aws(Arc::new(
+            FaultProxy::start_on(args.listen, &args.target).await,
+        )),
         other => bail!("unknown kind {other} (redis or aws)"),
     };
     let proxy = Arc::new(proxy);
@@ -192,7 +196,8 @@ async fn handle(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Byte
                 "dropped_replies": p.dropped_replies(),
             }),
         ),
-        (Proxy::Aws(p), Method::POST, "/rules") => match serde_json::from_slice::<Vec<Rule>>(&body) {
+        (Proxy::Aws(p), Method::POST, "/rules") => match serde_json::from_slice::<Vec<Rule>>(&body)
+        {
             Ok(rules) => {
                 let n = rules.len();
                 for rule in rules {
@@ -209,7 +214,10 @@ async fn handle(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Byte
         (Proxy::Aws(p), Method::GET, "/calls") => {
             let target = query.strip_prefix("target=").unwrap_or_default();
             let (calls, faulted) = p.calls(target);
-            reply(StatusCode::OK, json!({ "calls": calls, "faulted": faulted }))
+            reply(
+                StatusCode::OK,
+                json!({ "calls": calls, "faulted": faulted }),
+            )
         }
         _ => reply(StatusCode::NOT_FOUND, json!({ "error": "unknown route" })),
     }

@@ -26,7 +26,11 @@ fn main() -> anyhow::Result<()> {
             "--count" => count = Some(args.next().context("--count needs a value")?.parse()?),
             "--key" => key_path = args.next().context("--key needs a value")?.into(),
             "--account-age" => {
-                account_age = Some(args.next().context("--account-age needs seconds")?.parse()?)
+                account_age = Some(
+                    args.next()
+                        .context("--account-age needs seconds")?
+                        .parse()?,
+                )
             }
             other => bail!("unknown argument {other}"),
         }

@@ -35,7 +35,11 @@ pub struct Scaled {
 }
 
 /// The cluster nodes (by index) that own the keys of run `run` of a configuration.
-async fn nodes_of(cluster: &mut RedisCluster, run: &str, shards: Option<u16>) -> anyhow::Result<usize> {
+async fn nodes_of(
+    cluster: &mut RedisCluster,
+    run: &str,
+    shards: Option<u16>,
+) -> anyhow::Result<usize> {
     let keys: Vec<String> = match shards {
         None => vec![stock_key(run)],
         Some(n) => {
@@ -65,7 +69,10 @@ pub async fn run(crowd: &Crowd, rounds: usize, concurrency: usize) -> anyhow::Re
         (
             "single counter + buyer records (Lua)".into(),
             None,
-            Arc::new(CounterWithRecords::new(conn.clone(), crowd.spec.per_user_limit)),
+            Arc::new(CounterWithRecords::new(
+                conn.clone(),
+                crowd.spec.per_user_limit,
+            )),
         ),
     ];
     for shards in SHARD_COUNTS {
@@ -78,13 +85,19 @@ pub async fn run(crowd: &Crowd, rounds: usize, concurrency: usize) -> anyhow::Re
         ));
     }
     let mut runs: Vec<Vec<_>> = configs.iter().map(|_| Vec::new()).collect();
-    let mut cpu_totals: Vec<Vec<Duration>> = configs.iter().map(|_| vec![Duration::ZERO; pids.len()]).collect();
+    let mut cpu_totals: Vec<Vec<Duration>> = configs
+        .iter()
+        .map(|_| vec![Duration::ZERO; pids.len()])
+        .collect();
     let mut nodes: Vec<BTreeSet<usize>> = configs.iter().map(|_| BTreeSet::new()).collect();
     for round in 0..rounds {
         for turn in 0..configs.len() {
             let c = (round + turn) % configs.len();
             let id = run_id("cluster", round, c);
-            let before: Vec<Duration> = pids.iter().map(|p| cpu::used(*p)).collect::<Result<_, _>>()?;
+            let before: Vec<Duration> = pids
+                .iter()
+                .map(|p| cpu::used(*p))
+                .collect::<Result<_, _>>()?;
             let result = run_once(crowd, &configs[c].2, concurrency, &id).await?;
             let mut used: Vec<Duration> = pids
                 .iter()

@@ -59,7 +59,11 @@ impl Crowd {
         let buyers = (0..spec.buyers)
             .map(|id| Buyer {
                 id,
-                quantity: if rng.f64() < spec.two_unit_share { 2 } else { 1 },
+                quantity: if rng.f64() < spec.two_unit_share {
+                    2
+                } else {
+                    1
+                },
                 retries: rng.f64() < spec.retry_share,
                 retries_at_once: rng.bool(),
                 greedy: rng.f64() < spec.greedy_share,
@@ -100,8 +104,12 @@ impl Crowd {
         let started = Instant::now();
         let workers: Vec<_> = (0..concurrency)
             .map(|worker| {
-                let (design, next, crowd, run_id) =
-                    (design.clone(), next.clone(), self.clone(), run_id.to_string());
+                let (design, next, crowd, run_id) = (
+                    design.clone(),
+                    next.clone(),
+                    self.clone(),
+                    run_id.to_string(),
+                );
                 tokio::spawn(async move {
                     let caller = Caller {
                         design: design.as_ref(),
@@ -132,7 +140,12 @@ impl Crowd {
     }
 
     /// One buyer's requests, and the checks that need the buyer's whole story.
-    async fn play(&self, caller: &Caller<'_>, buyer: &Buyer, tally: &mut Tally) -> anyhow::Result<()> {
+    async fn play(
+        &self,
+        caller: &Caller<'_>,
+        buyer: &Buyer,
+        tally: &mut Tally,
+    ) -> anyhow::Result<()> {
         let first = Attempt {
             buyer: buyer.id,
             request: 0,
@@ -148,7 +161,10 @@ impl Crowd {
             vec![caller.send(&first).await?]
         };
         let mut units = 0u32;
-        let grants = answers.iter().filter(|(a, ..)| *a == Answer::Granted).count() as u64;
+        let grants = answers
+            .iter()
+            .filter(|(a, ..)| *a == Answer::Granted)
+            .count() as u64;
         // A request granted twice: the resend bought the units again.
         tally.duplicate_grants += grants.saturating_sub(1);
         // A resend of a granted request must hear "that was granted" (or, if both copies raced,
@@ -156,7 +172,9 @@ impl Crowd {
         // never granted invents one.
         if answers.len() == 2 {
             let replays = answers.iter().any(|(a, ..)| *a == Answer::Replayed);
-            let refused = answers.iter().any(|(a, ..)| !matches!(a, Answer::Granted | Answer::Replayed));
+            let refused = answers
+                .iter()
+                .any(|(a, ..)| !matches!(a, Answer::Granted | Answer::Replayed));
             if (grants > 0 && refused) || (grants == 0 && replays) {
                 tally.misanswered_resends += 1;
             }
@@ -255,7 +273,9 @@ impl Tally {
 
     fn record(&mut self, answer: Answer, quantity: u32, begun: Instant, ended: Instant) {
         self.attempts += 1;
-        let _ = self.latency.record((ended - begun).as_nanos().max(1) as u64);
+        let _ = self
+            .latency
+            .record((ended - begun).as_nanos().max(1) as u64);
         match answer {
             Answer::Granted => self.grants.push((begun, quantity)),
             Answer::Replayed => self.replayed += 1,
@@ -265,7 +285,10 @@ impl Tally {
             Answer::GaveUp => self.gave_up += 1,
             Answer::InProgress => unreachable!("send() retries until another answer"),
         }
-        if matches!(answer, Answer::SoldOut | Answer::Insufficient | Answer::GaveUp) {
+        if matches!(
+            answer,
+            Answer::SoldOut | Answer::Insufficient | Answer::GaveUp
+        ) {
             self.refusals.push((ended, quantity));
         }
     }
@@ -409,10 +432,17 @@ mod tests {
         assert_eq!(key(&a), key(&b));
         let twos = a.buyers.iter().filter(|b| b.quantity == 2).count();
         let retries = a.buyers.iter().filter(|b| b.retries).count();
-        let at_once = a.buyers.iter().filter(|b| b.retries && b.retries_at_once).count();
+        let at_once = a
+            .buyers
+            .iter()
+            .filter(|b| b.retries && b.retries_at_once)
+            .count();
         assert!((150..250).contains(&twos), "{twos}");
         assert!((250..350).contains(&retries), "{retries}");
-        assert!(at_once > retries / 3 && at_once < retries * 2 / 3, "{at_once}");
+        assert!(
+            at_once > retries / 3 && at_once < retries * 2 / 3,
+            "{at_once}"
+        );
         assert_eq!(a.demand(), 1000 + twos as u64);
         assert_eq!(a.with_stock(5).spec.stock, 5);
         assert_eq!(key(&a.with_stock(5)), key(&a));

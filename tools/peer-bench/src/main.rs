@@ -116,7 +116,8 @@ async fn main() -> anyhow::Result<()> {
     );
     // The same buyers with stock for every request they make: nothing sells out, every
     // attempt does the design's selling work.
-    let selling = crowd.with_stock(2 * crowd.demand() + u64::from(args.buyers) * u64::from(args.per_user_limit));
+    let selling = crowd
+        .with_stock(2 * crowd.demand() + u64::from(args.buyers) * u64::from(args.per_user_limit));
 
     let server = RedisServer::start();
     let conn = server.connection().await;
@@ -140,10 +141,22 @@ async fn main() -> anyhow::Result<()> {
         )?),
     ];
     eprintln!("side by side on redis-server 127.0.0.1:{}", server.port());
-    let mut sell_out =
-        rounds::alternate(&crowd, &redis_designs, args.rounds, args.concurrency, "side").await?;
-    let selling_only =
-        rounds::alternate(&selling, &redis_designs, args.rounds, args.concurrency, "selling").await?;
+    let mut sell_out = rounds::alternate(
+        &crowd,
+        &redis_designs,
+        args.rounds,
+        args.concurrency,
+        "side",
+    )
+    .await?;
+    let selling_only = rounds::alternate(
+        &selling,
+        &redis_designs,
+        args.rounds,
+        args.concurrency,
+        "selling",
+    )
+    .await?;
 
     if !args.no_dynamo {
         sell_out.extend(dynamo_rounds(&crowd, &args).await?);
@@ -168,7 +181,10 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("\n## The sell-out crowd ({} units)\n", args.stock);
     print_sell_out(&sell_out);
-    println!("\n## Selling only: the same crowd, stock for every request ({} units)\n", selling.spec.stock);
+    println!(
+        "\n## Selling only: the same crowd, stock for every request ({} units)\n",
+        selling.spec.stock
+    );
     print_selling(&selling_only);
     print_goal(&sell_out, &selling_only);
     if let Some(dir) = &args.plots {
@@ -199,11 +215,23 @@ async fn dynamo_rounds(crowd: &Crowd, args: &Args) -> anyhow::Result<Vec<Summary
              or pass --no-dynamo: {e}"
         )
     };
-    DynamoConditional::drop_stale(&client).await.map_err(|e| unreachable(&e))?;
-    let dynamo = Arc::new(DynamoConditional::create(client).await.map_err(|e| unreachable(&e))?);
+    DynamoConditional::drop_stale(&client)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let dynamo = Arc::new(
+        DynamoConditional::create(client)
+            .await
+            .map_err(|e| unreachable(&e))?,
+    );
     let designs: Vec<Arc<dyn Design>> = vec![dynamo.clone()];
-    let result =
-        rounds::alternate(crowd, &designs, args.dynamo_rounds, args.concurrency, "dynamo").await;
+    let result = rounds::alternate(
+        crowd,
+        &designs,
+        args.dynamo_rounds,
+        args.concurrency,
+        "dynamo",
+    )
+    .await;
     if let Err(error) = dynamo.delete().await {
         eprintln!("warning: could not drop the bench table: {error}");
     }
@@ -275,8 +303,14 @@ fn print_goal(sell_out: &[Summary], selling: &[Summary]) {
             .map(|s| (s.median.design, s.median.per_sec()))
     };
     for (phase, set, clean) in [
-        ("sell-out crowd", sell_out, (|s: &Summary| s.worst.total() == 0) as fn(&Summary) -> bool),
-        ("selling only", selling, |s: &Summary| s.worst.record_failures() == 0),
+        (
+            "sell-out crowd",
+            sell_out,
+            (|s: &Summary| s.worst.total() == 0) as fn(&Summary) -> bool,
+        ),
+        ("selling only", selling, |s: &Summary| {
+            s.worst.record_failures() == 0
+        }),
     ] {
         let Some((peer, rate)) = fastest_clean_peer(set, clean) else {
             println!("{phase}: no peer without a correctness failure");
@@ -296,7 +330,11 @@ fn print_scaling(scaled: &[cluster::Scaled]) {
     println!("| configuration | attempts/s | p99 µs | nodes holding the sale's keys | CPU ms per run, busiest / middle / least node | oversold | over the limit | sold twice on resend | resends misanswered |");
     println!("|---|---:|---:|---|---|---:|---:|---:|---:|");
     for s in scaled {
-        let cpu: Vec<String> = s.node_cpu.iter().map(|d| d.as_millis().to_string()).collect();
+        let cpu: Vec<String> = s
+            .node_cpu
+            .iter()
+            .map(|d| d.as_millis().to_string())
+            .collect();
         println!(
             "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |",
             s.label,
@@ -345,14 +383,21 @@ mod tests {
         let designs: Vec<Arc<dyn Design>> = vec![
             Arc::new(SingleCounter::new(conn.clone())),
             Arc::new(CounterWithRecords::new(conn.clone(), 2)),
-            Arc::new(Ours::new(
-                vec![RedisStockEngine::new(conn.clone(), RedisStockConfig::default())],
-                "ours",
-                4,
-            )
-            .unwrap()),
+            Arc::new(
+                Ours::new(
+                    vec![RedisStockEngine::new(
+                        conn.clone(),
+                        RedisStockConfig::default(),
+                    )],
+                    "ours",
+                    4,
+                )
+                .unwrap(),
+            ),
         ];
-        let summaries = rounds::alternate(&crowd, &designs, 1, 16, "test").await.unwrap();
+        let summaries = rounds::alternate(&crowd, &designs, 1, 16, "test")
+            .await
+            .unwrap();
         let (counter, with_records, ours) = (&summaries[0], &summaries[1], &summaries[2]);
 
         assert_eq!(ours.worst.total(), 0, "{:?}", ours.worst);

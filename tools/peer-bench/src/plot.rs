@@ -43,9 +43,16 @@ pub fn designs(path: &str, summaries: &[Summary], selling: &[Summary]) -> anyhow
     root.fill(&WHITE).map_err(plot_error)?;
     let top = summaries
         .iter()
-        .map(|s| s.median.per_sec().max(selling_rate(s.median.design).unwrap_or(0.0)))
+        .map(|s| {
+            s.median
+                .per_sec()
+                .max(selling_rate(s.median.design).unwrap_or(0.0))
+        })
         .fold(1.0, f64::max);
-    let names: Vec<String> = summaries.iter().map(|s| short_label(s.median.design).to_string()).collect();
+    let names: Vec<String> = summaries
+        .iter()
+        .map(|s| short_label(s.median.design).to_string())
+        .collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "Attempts/s: sell-out crowd (dark), selling only (light); green: no correctness failure",
@@ -76,7 +83,10 @@ pub fn designs(path: &str, summaries: &[Summary], selling: &[Summary]) -> anyhow
         .draw_series(summaries.iter().enumerate().map(|(i, s)| {
             let color = if s.worst.total() == 0 { OK } else { FAILED };
             let x = i as f64;
-            Rectangle::new([(x + 0.1, 0.0), (x + 0.5, s.median.per_sec())], color.filled())
+            Rectangle::new(
+                [(x + 0.1, 0.0), (x + 0.5, s.median.per_sec())],
+                color.filled(),
+            )
         }))
         .map_err(plot_error)?;
     chart
@@ -84,7 +94,10 @@ pub fn designs(path: &str, summaries: &[Summary], selling: &[Summary]) -> anyhow
             let color = if s.worst.total() == 0 { OK } else { FAILED };
             let x = i as f64;
             let selling = selling_rate(s.median.design).unwrap_or(0.0);
-            Rectangle::new([(x + 0.5, 0.0), (x + 0.9, selling)], color.mix(0.45).filled())
+            Rectangle::new(
+                [(x + 0.5, 0.0), (x + 0.9, selling)],
+                color.mix(0.45).filled(),
+            )
         }))
         .map_err(plot_error)?;
     root.present().map_err(plot_error)?;
@@ -117,7 +130,11 @@ pub fn scaling(path: &str, scaled: &[Scaled]) -> anyhow::Result<()> {
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(plot_error)?;
-    let colors = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(148, 103, 189)];
+    let colors = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(148, 103, 189),
+    ];
     let mut labels: Vec<&str> = Vec::new();
     for s in scaled {
         let label = s.summary.median.design;
@@ -127,9 +144,15 @@ pub fn scaling(path: &str, scaled: &[Scaled]) -> anyhow::Result<()> {
     }
     for (i, label) in labels.into_iter().enumerate() {
         let color = colors[i % colors.len()];
-        let points: Vec<(f64, f64)> = match scaled.iter().find(|s| s.summary.median.design == label && s.shards.is_none()) {
+        let points: Vec<(f64, f64)> = match scaled
+            .iter()
+            .find(|s| s.summary.median.design == label && s.shards.is_none())
+        {
             // The single counter has no shards: a flat line across the plot.
-            Some(flat) => vec![(1.0, flat.summary.median.per_sec()), (16.0, flat.summary.median.per_sec())],
+            Some(flat) => vec![
+                (1.0, flat.summary.median.per_sec()),
+                (16.0, flat.summary.median.per_sec()),
+            ],
             None => scaled
                 .iter()
                 .filter(|s| s.summary.median.design == label)
@@ -140,9 +163,15 @@ pub fn scaling(path: &str, scaled: &[Scaled]) -> anyhow::Result<()> {
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(plot_error)?
             .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         chart
-            .draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, color.filled())),
+            )
             .map_err(plot_error)?;
     }
     chart

@@ -48,7 +48,9 @@ pub fn summarise(mut runs: Vec<RunResult>) -> Summary {
     for r in &runs {
         worst.oversold = worst.oversold.max(r.oversold);
         worst.unsold = worst.unsold.max(r.unsold);
-        worst.refusals_with_stock_left = worst.refusals_with_stock_left.max(r.refusals_with_stock_left);
+        worst.refusals_with_stock_left = worst
+            .refusals_with_stock_left
+            .max(r.refusals_with_stock_left);
         worst.misanswered_resends = worst.misanswered_resends.max(r.misanswered_resends);
         worst.limit_violations = worst.limit_violations.max(r.limit_violations);
         worst.duplicate_grants = worst.duplicate_grants.max(r.duplicate_grants);

@@ -125,7 +125,8 @@ impl ChallengeVerifier for AltchaChallenges {
         if !result.verified || params.data.as_ref() != Some(&Self::binding_data(binding)) {
             return Err(Refusal::Failed);
         }
-        let expires_at = Timestamp::from_millis(params.expires_at.unwrap_or(0).saturating_mul(1000));
+        let expires_at =
+            Timestamp::from_millis(params.expires_at.unwrap_or(0).saturating_mul(1000));
         Ok(Solved {
             nonce: params.nonce.clone(),
             expires_at,
@@ -178,8 +179,14 @@ mod tests {
         let solved = v.verify(&answer, &mine).unwrap();
         assert_eq!(solved.expires_at.as_secs(), issued.expires_at.as_secs());
         assert!(!solved.nonce.is_empty());
-        assert_eq!(v.verify(&answer, &binding("mallory", "drop-1")), Err(Refusal::Failed));
-        assert_eq!(v.verify(&answer, &binding("alice", "drop-2")), Err(Refusal::Failed));
+        assert_eq!(
+            v.verify(&answer, &binding("mallory", "drop-1")),
+            Err(Refusal::Failed)
+        );
+        assert_eq!(
+            v.verify(&answer, &binding("alice", "drop-2")),
+            Err(Refusal::Failed)
+        );
         let join = Binding {
             action: "join",
             ..mine.clone()
@@ -196,14 +203,18 @@ mod tests {
         let issued = v.issue(&mine, 80, now).unwrap();
         let answer = solve(&issued);
         let mut payload: serde_json::Value = serde_json::from_slice(
-            &base64::engine::general_purpose::STANDARD.decode(&answer).unwrap(),
+            &base64::engine::general_purpose::STANDARD
+                .decode(&answer)
+                .unwrap(),
         )
         .unwrap();
         payload["solution"]["derivedKey"] = "00".repeat(32).into();
         let tampered = base64::engine::general_purpose::STANDARD.encode(payload.to_string());
         assert_eq!(v.verify(&tampered, &mine), Err(Refusal::Failed));
         // Expired: issued three minutes ago with a two-minute lifetime.
-        let old = v.issue(&mine, 80, now.minus(Duration::from_secs(180))).unwrap();
+        let old = v
+            .issue(&mine, 80, now.minus(Duration::from_secs(180)))
+            .unwrap();
         assert_eq!(v.verify(&solve(&old), &mine), Err(Refusal::Expired));
         // Foreign: signed with another secret.
         let other = AltchaChallenges::new(AltchaConfig {
@@ -226,7 +237,10 @@ mod tests {
         }
         // Valid JSON, wrong shape.
         let wrong = base64::engine::general_purpose::STANDARD.encode(r#"{"challenge": 1}"#);
-        assert!(matches!(v.verify(&wrong, &mine), Err(Refusal::Malformed(_))));
+        assert!(matches!(
+            v.verify(&wrong, &mine),
+            Err(Refusal::Malformed(_))
+        ));
     }
 
     #[test]

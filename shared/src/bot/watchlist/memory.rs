@@ -38,7 +38,12 @@ fn count(state: &mut State, subject: &Subject, request: &RequestId, now: Timesta
         .entry((subject.clone(), minute))
         .or_default()
         .insert(request.clone());
-    let of = |m: i64| state.counts.get(&(subject.clone(), m)).map_or(0, |s| s.len() as u64);
+    let of = |m: i64| {
+        state
+            .counts
+            .get(&(subject.clone(), m))
+            .map_or(0, |s| s.len() as u64)
+    };
     let into = Duration::from_millis(now.as_millis().rem_euclid(60_000) as u64);
     sliding_minute(of(minute), of(minute - 1), into)
 }

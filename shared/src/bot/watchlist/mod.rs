@@ -136,7 +136,9 @@ pub trait Watchlist: Send + Sync {
 /// minute `now` is.
 pub(crate) fn sliding_minute(current: u64, previous: u64, into_minute: Duration) -> u32 {
     let left_of_previous = 1.0 - (into_minute.as_secs_f64() / 60.0).clamp(0.0, 1.0);
-    (current as f64 + previous as f64 * left_of_previous).round().min(u32::MAX as f64) as u32
+    (current as f64 + previous as f64 * left_of_previous)
+        .round()
+        .min(u32::MAX as f64) as u32
 }
 
 #[cfg(test)]

@@ -114,7 +114,10 @@ where
             self.observe_one(&buyer_subject, sale, request, now),
             async {
                 match &address_subject {
-                    Some(subject) => self.observe_one(subject, sale, request, now).await.map(Some),
+                    Some(subject) => self
+                        .observe_one(subject, sale, request, now)
+                        .await
+                        .map(Some),
                     None => Ok(None),
                 }
             },
@@ -171,7 +174,10 @@ where
 
     async fn lift(&self, subject: &Subject) -> Result<bool, WatchlistError> {
         let mut conn = self.conn.clone();
-        let removed: i64 = redis::cmd("DEL").arg(block_key(subject)).query_async(&mut conn).await?;
+        let removed: i64 = redis::cmd("DEL")
+            .arg(block_key(subject))
+            .query_async(&mut conn)
+            .await?;
         redis::cmd("ZREM")
             .arg(BLOCK_INDEX)
             .arg(subject.label())

@@ -127,7 +127,10 @@ mod tests {
     #[tokio::test]
     async fn debounced_sends_one_request_per_sale_per_window() {
         let recorded = std::sync::Arc::new(RecordedRepairs::default());
-        let debounced = Debounced::new(std::sync::Arc::clone(&recorded), std::time::Duration::from_millis(200));
+        let debounced = Debounced::new(
+            std::sync::Arc::clone(&recorded),
+            std::time::Duration::from_millis(200),
+        );
         let (a, b) = (SaleId::parse("a").unwrap(), SaleId::parse("b").unwrap());
         for _ in 0..100 {
             debounced.request_rebuild(&a).await.unwrap();

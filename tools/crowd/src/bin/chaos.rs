@@ -79,11 +79,16 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let faults: Vec<Fault> = if args.only.is_empty() {
-        Fault::ALL.into_iter().filter(|f| args.long || f.in_short_form()).collect()
+        Fault::ALL
+            .into_iter()
+            .filter(|f| args.long || f.in_short_form())
+            .collect()
     } else {
         args.only
             .iter()
-            .map(|n| Fault::parse(n).ok_or_else(|| anyhow::anyhow!("unknown fault {n} (see --list)")))
+            .map(|n| {
+                Fault::parse(n).ok_or_else(|| anyhow::anyhow!("unknown fault {n} (see --list)"))
+            })
             .collect::<anyhow::Result<_>>()?
     };
     let repo = repo_root();
@@ -107,7 +112,16 @@ async fn main() -> anyhow::Result<()> {
         for fault in faults {
             points.heal_all().await?;
             println!("\n== {} ==", fault.name());
-            let row = run_one(fault, args.long, &target, &tokens, &http, &dynamodb, &mut points).await;
+            let row = run_one(
+                fault,
+                args.long,
+                &target,
+                &tokens,
+                &http,
+                &dynamodb,
+                &mut points,
+            )
+            .await;
             // Whatever happened, every fault point goes back to normal before the next sale.
             let healed = points.heal_all().await;
             let row = row?;
@@ -154,7 +168,10 @@ async fn run_one(
 ) -> anyhow::Result<Row> {
     let sale = new_sale_id("chaos");
     if fault != Fault::ClusterPrimaryKilled {
-        return run_sale(fault, long, target, tokens, http, dynamodb, points, &sale, None).await;
+        return run_sale(
+            fault, long, target, tokens, http, dynamodb, points, &sale, None,
+        )
+        .await;
     }
     // The cluster fault: the functions go to a Redis Cluster for this sale, and come back.
     let mut stage = ClusterStage::start(http, &sale).await?;
@@ -163,7 +180,18 @@ async fn run_one(
     on_cluster.redis_cluster = true;
     points.target = on_cluster.clone();
     points.only_shard = Some(0);
-    let row = run_sale(fault, long, &on_cluster, tokens, http, dynamodb, points, &sale, Some(&mut stage)).await;
+    let row = run_sale(
+        fault,
+        long,
+        &on_cluster,
+        tokens,
+        http,
+        dynamodb,
+        points,
+        &sale,
+        Some(&mut stage),
+    )
+    .await;
     points.target = target.clone();
     points.only_shard = None;
     stage.restore(http).await?;
@@ -188,14 +216,24 @@ async fn run_sale(
     open_sale(&api, tokens, &scenario, sale).await?;
     let opened = tokio::time::Instant::now();
     let watch = StockWatch::start(
-        target.redis_url.clone().unwrap_or_else(|| crowd::target::LOCAL_REDIS.into()),
+        target
+            .redis_url
+            .clone()
+            .unwrap_or_else(|| crowd::target::LOCAL_REDIS.into()),
         target.redis_cluster,
         sale.to_owned(),
         scenario.sale.shards,
         opened,
         Duration::from_millis(250),
     );
-    let crowd = run_crowd::run(&api, tokens, &scenario, sale, sale, Duration::from_secs(120));
+    let crowd = run_crowd::run(
+        &api,
+        tokens,
+        &scenario,
+        sale,
+        sale,
+        Duration::from_secs(120),
+    );
     let injection = points.run(fault, long, opened, sale, dynamodb, cluster);
     tokio::pin!(crowd);
     tokio::pin!(injection);
@@ -208,15 +246,29 @@ async fn run_sale(
             r = &mut crowd, if reports.is_none() => reports = Some(r?),
         }
     }
-    let (injected, reports) = injected.zip(reports).ok_or_else(|| anyhow::anyhow!("the crowd or the injection did not finish"))?;
+    let (injected, reports) = injected
+        .zip(reports)
+        .ok_or_else(|| anyhow::anyhow!("the crowd or the injection did not finish"))?;
     let mut outcomes = std::collections::BTreeMap::new();
     for r in &reports {
-        *outcomes.entry(crowd::summary::outcome_label(&r.outcome)).or_insert(0) += 1;
+        *outcomes
+            .entry(crowd::summary::outcome_label(&r.outcome))
+            .or_insert(0) += 1;
     }
     let crowd_end_ms = opened.elapsed().as_millis() as u64;
     points.heal_all().await?;
     let promises = crowd::summary::promises(&reports);
-    let settled = settle(target, http, dynamodb, &scenario, sale, &promises, false, Duration::from_secs(300)).await?;
+    let settled = settle(
+        target,
+        http,
+        dynamodb,
+        &scenario,
+        sale,
+        &promises,
+        false,
+        Duration::from_secs(300),
+    )
+    .await?;
     let points_seen = watch.stop();
     let samples = recorder.samples();
     let took_effect = evidence(fault, &injected, &samples, &outcomes);
@@ -247,7 +299,9 @@ fn evidence(
     outcomes: &std::collections::BTreeMap<String, u32>,
 ) -> (bool, String) {
     use crowd::recorder::Endpoint;
-    let in_window = |s: &&crowd::recorder::Sample| s.at_ms >= injected.at_ms && s.at_ms <= injected.healed_ms + 15_000;
+    let in_window = |s: &&crowd::recorder::Sample| {
+        s.at_ms >= injected.at_ms && s.at_ms <= injected.healed_ms + 15_000
+    };
     let refused_reserves = samples
         .iter()
         .filter(|s| s.endpoint == Endpoint::Reserve && !s.served())
@@ -255,7 +309,9 @@ fn evidence(
         .count();
     let killed_reserves = samples
         .iter()
-        .filter(|s| s.endpoint == Endpoint::Reserve && matches!(s.status, None | Some(502) | Some(504)))
+        .filter(|s| {
+            s.endpoint == Endpoint::Reserve && matches!(s.status, None | Some(502) | Some(504))
+        })
         .filter(in_window)
         .count();
     let faulted = injected.calls.map_or(0, |(_, f)| f);
@@ -313,7 +369,11 @@ fn row_line(r: &Row) -> String {
     );
     line.push_str(&format!(
         "\n  fault {}: {}",
-        if r.took_effect.0 { "took effect" } else { "DID NOT TAKE EFFECT" },
+        if r.took_effect.0 {
+            "took effect"
+        } else {
+            "DID NOT TAKE EFFECT"
+        },
         r.took_effect.1
     ));
     if r.verdict.figures.orders == 0 {
@@ -354,14 +414,21 @@ fn table(rows: &[Row], long: bool, took: Duration) -> String {
             if r.pass { "PASS" } else { "FAIL" }
         ));
     }
-    out.push_str(&format!("\n{} faults in {:.0} s.\n", rows.len(), took.as_secs_f64()));
+    out.push_str(&format!(
+        "\n{} faults in {:.0} s.\n",
+        rows.len(),
+        took.as_secs_f64()
+    ));
     out
 }
 
 /// Replaces what lies between `<!-- chaos:<form>:start -->` and `<!-- chaos:<form>:end -->`.
 fn record(path: &std::path::Path, long: bool, table: &str) -> anyhow::Result<()> {
     let form = if long { "long" } else { "short" };
-    let (start, end) = (format!("<!-- chaos:{form}:start -->"), format!("<!-- chaos:{form}:end -->"));
+    let (start, end) = (
+        format!("<!-- chaos:{form}:start -->"),
+        format!("<!-- chaos:{form}:end -->"),
+    );
     let text = std::fs::read_to_string(path)?;
     let (Some(a), Some(b)) = (text.find(&start), text.find(&end)) else {
         anyhow::bail!("{} has no {start} ... {end} markers", path.display());
@@ -372,7 +439,11 @@ fn record(path: &std::path::Path, long: bool, table: &str) -> anyhow::Result<()>
         format_args!(
             "Recorded {} with `cargo run -p crowd --bin chaos --{}`.",
             chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-            if long { " --long --record RELIABILITY.md" } else { " --record RELIABILITY.md" }
+            if long {
+                " --long --record RELIABILITY.md"
+            } else {
+                " --record RELIABILITY.md"
+            }
         ),
         &text[b..]
     );

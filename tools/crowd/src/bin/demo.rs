@@ -64,7 +64,11 @@ async fn main() -> anyhow::Result<()> {
     let repo = repo_root();
     let (target, tokens) = match &args.api_url {
         Some(url) => (
-            Target::aws(url, args.outputs.as_deref().context("--outputs")?, &args.stage)?,
+            Target::aws(
+                url,
+                args.outputs.as_deref().context("--outputs")?,
+                &args.stage,
+            )?,
             TokenSource::Command(args.token_command.clone().context("--token-command")?),
         ),
         None => (
@@ -94,7 +98,14 @@ async fn main() -> anyhow::Result<()> {
 
     let started = tokio::time::Instant::now();
     let watch = target.redis_url.clone().map(|url| {
-        StockWatch::start(url, false, sale.clone(), scenario.sale.shards, started, Duration::from_millis(500))
+        StockWatch::start(
+            url,
+            false,
+            sale.clone(),
+            scenario.sale.shards,
+            started,
+            Duration::from_millis(500),
+        )
     });
     let live = progress::Live::start(
         Arc::clone(&recorder),

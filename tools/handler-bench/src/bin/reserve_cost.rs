@@ -13,6 +13,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use flashsale_core::bot::challenge::altcha::{AltchaChallenges, AltchaConfig};
+use flashsale_core::bot::challenge::{Binding, ChallengeVerifier};
+use flashsale_core::bot::score::{score, Signals, Telemetry, Weights};
+use flashsale_core::domain::UserId;
 use flashsale_core::domain::{Clock, Currency, Money, SaleId, SystemClock};
 use flashsale_core::identity::context_for;
 use flashsale_core::rate_limit::memory::InMemoryRateLimiter;
@@ -25,11 +29,9 @@ use flashsale_core::sale::memory::InMemorySaleCatalog;
 use flashsale_core::sale::{Sale, SaleCatalog};
 use flashsale_core::stock::memory::InMemoryStockEngine;
 use flashsale_core::stock::repair::memory::RecordedRepairs;
-use flashsale_core::stock::{ShardCount, SoldOutCache, SoldOutCacheConfig, StockEngine, StockSetup};
-use flashsale_core::bot::challenge::altcha::{AltchaChallenges, AltchaConfig};
-use flashsale_core::bot::challenge::{Binding, ChallengeVerifier};
-use flashsale_core::bot::score::{score, Signals, Telemetry, Weights};
-use flashsale_core::domain::UserId;
+use flashsale_core::stock::{
+    ShardCount, SoldOutCache, SoldOutCacheConfig, StockEngine, StockSetup,
+};
 use hdrhistogram::Histogram;
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt};
@@ -65,7 +67,10 @@ fn request(sale: &SaleId, i: u64) -> Request {
 
 /// CPU time this thread has used (CLOCK_THREAD_CPUTIME_ID, clock_gettime(2)).
 fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -74,7 +79,9 @@ fn thread_cpu() -> Duration {
 fn main() -> anyhow::Result<()> {
     let n = requests_arg()?;
     // One thread, as a Lambda instance serves one request at a time.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let now = SystemClock.now();
         let sale = Sale {
@@ -125,7 +132,11 @@ fn main() -> anyhow::Result<()> {
         // Warm-up: the catalog cache filled, the allocator's pools grown.
         for i in 0..1_000 {
             let response = http::reserve(&service, &request(&sale.sale_id, n + i)).await;
-            anyhow::ensure!(response.status() == StatusCode::CREATED, "{:?}", response.body());
+            anyhow::ensure!(
+                response.status() == StatusCode::CREATED,
+                "{:?}",
+                response.body()
+            );
         }
 
         // The requests are built before the clock starts: API Gateway's work, not ours.
@@ -137,7 +148,11 @@ fn main() -> anyhow::Result<()> {
             let started = Instant::now();
             let response = http::reserve(&service, req).await;
             wall.record(started.elapsed().as_nanos().max(1) as u64)?;
-            anyhow::ensure!(response.status() == StatusCode::CREATED, "{:?}", response.body());
+            anyhow::ensure!(
+                response.status() == StatusCode::CREATED,
+                "{:?}",
+                response.body()
+            );
         }
         let cpu = thread_cpu() - cpu_before;
         let allocs = region.change();
@@ -148,9 +163,18 @@ fn main() -> anyhow::Result<()> {
         eprintln!("| wall p50 µs | {:.1} |", us(0.5));
         eprintln!("| wall p99 µs | {:.1} |", us(0.99));
         eprintln!("| wall p99.9 µs | {:.1} |", us(0.999));
-        eprintln!("| thread CPU per request, mean µs | {:.1} |", cpu.as_secs_f64() * 1e6 / n as f64);
-        eprintln!("| allocations per request, mean | {:.1} |", allocs.allocations as f64 / n as f64);
-        eprintln!("| bytes allocated per request, mean | {:.0} |", allocs.bytes_allocated as f64 / n as f64);
+        eprintln!(
+            "| thread CPU per request, mean µs | {:.1} |",
+            cpu.as_secs_f64() * 1e6 / n as f64
+        );
+        eprintln!(
+            "| allocations per request, mean | {:.1} |",
+            allocs.allocations as f64 / n as f64
+        );
+        eprintln!(
+            "| bytes allocated per request, mean | {:.0} |",
+            allocs.bytes_allocated as f64 / n as f64
+        );
 
         // The bot defence's own costs (seed 004 flow 10: detection under 10 ms).
         let bot = Signals {

@@ -40,7 +40,9 @@ impl<C> Buckets<C> {
     /// Units per bucket: an even split, the first `stock % buckets` buckets one more.
     pub fn split(stock: u64, buckets: u32) -> Vec<u64> {
         let n = u64::from(buckets.max(1));
-        (0..n).map(|b| stock / n + u64::from(b < stock % n)).collect()
+        (0..n)
+            .map(|b| stock / n + u64::from(b < stock % n))
+            .collect()
     }
 }
 
@@ -55,7 +57,10 @@ where
 
     async fn setup(&self, run: &str, crowd: &Crowd) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();
-        for (bucket, units) in Self::split(crowd.spec.stock, self.buckets).into_iter().enumerate() {
+        for (bucket, units) in Self::split(crowd.spec.stock, self.buckets)
+            .into_iter()
+            .enumerate()
+        {
             redis::cmd("SET")
                 .arg(self.key(run, bucket as u32))
                 .arg(units)

@@ -48,7 +48,11 @@ impl DynamoConditional {
     /// own).
     pub async fn drop_stale(client: &Client) -> anyhow::Result<()> {
         let tables = client.list_tables().send().await?;
-        for table in tables.table_names().iter().filter(|t| t.starts_with("peer-bench-")) {
+        for table in tables
+            .table_names()
+            .iter()
+            .filter(|t| t.starts_with("peer-bench-"))
+        {
             client.delete_table().table_name(table).send().await?;
         }
         Ok(())

@@ -62,8 +62,7 @@ pub trait Design: Send + Sync {
     fn name(&self) -> &'static str;
     /// Puts the crowd's stock on sale under `run` (a fresh key space per run).
     async fn setup(&self, run: &str, crowd: &Crowd) -> anyhow::Result<()>;
-    async fn attempt(&self, run: &str, worker: usize, attempt: &Attempt)
-        -> anyhow::Result<Answer>;
+    async fn attempt(&self, run: &str, worker: usize, attempt: &Attempt) -> anyhow::Result<Answer>;
     /// Units the store's own counters say are left (for designs with holds: still available).
     async fn left(&self, run: &str) -> anyhow::Result<i64>;
 }

@@ -60,7 +60,10 @@ impl Design for WatchMulti {
         let mut conn = self.conns[worker].lock().await;
         let key = stock_key(run);
         for _ in 0..self.tries {
-            redis::cmd("WATCH").arg(&key).query_async::<()>(&mut *conn).await?;
+            redis::cmd("WATCH")
+                .arg(&key)
+                .query_async::<()>(&mut *conn)
+                .await?;
             let left = read_counter(&mut *conn, &key).await?;
             if left < i64::from(attempt.quantity) {
                 redis::cmd("UNWATCH").query_async::<()>(&mut *conn).await?;
