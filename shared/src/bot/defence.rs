@@ -6,7 +6,7 @@
 //!    then retries (after a 429, a 503 or a lost answer) sends the same solution again, and must
 //!    not be punished for it.
 //! 3. A solution sent with the request is verified whatever the score (a client that solves is
-//!    judged on its solution): a valid, unspent one grants a pass for this sale and admits; a
+//!    judged on its solution): a valid one grants a pass for this sale, and if unspent admits; a
 //!    failed, expired or replayed one (spent by another request, with no pass standing) blocks
 //!    the buyer, and the address if [`DefencePolicy::block_addresses`], for
 //!    [`DefencePolicy::block_for`] (the seed: one hour); a malformed one is a client error (400),
@@ -154,6 +154,18 @@ impl<W: Watchlist, V: ChallengeVerifier, K: Clock> BotDefence<W, V, K> {
     ) -> Result<Verdict, DefenceError> {
         let reason = match self.challenges.verify(response, &suspect.binding) {
             Ok(solved) => {
+                // The pass first, the spend second: if the spend's answer is lost (or it runs
+                // only half), the client's retry finds the pass and is admitted, instead of
+                // finding its own nonce spent and being blocked for a replay. The pass opens
+                // only this buyer's way into this sale, which the solution was bound to anyway.
+                self.watchlist
+                    .grant_pass(
+                        &suspect.buyer,
+                        &suspect.binding.sale,
+                        self.policy.pass_for,
+                        now,
+                    )
+                    .await?;
                 // Remember the nonce past the challenge's own end, with room for clock skew
                 // between this instance and the one that issued it.
                 let ttl = now.until(solved.expires_at) + Duration::from_secs(60);
@@ -162,19 +174,13 @@ impl<W: Watchlist, V: ChallengeVerifier, K: Clock> BotDefence<W, V, K> {
                     .spend(&solved.nonce, &suspect.request, ttl, now)
                     .await?
                 {
-                    self.watchlist
-                        .grant_pass(
-                            &suspect.buyer,
-                            &suspect.binding.sale,
-                            self.policy.pass_for,
-                            now,
-                        )
-                        .await?;
                     return Ok(Verdict::Admitted {
                         score,
                         by_pass: false,
                     });
                 }
+                // Spent by another request while no pass stood: a replay (the block is checked
+                // before the pass on every later request).
                 "challenge-replayed"
             }
             Err(Refusal::Malformed(reason)) => return Ok(Verdict::Malformed { reason }),
@@ -433,10 +439,16 @@ mod tests {
         ));
     }
 
-    /// A watchlist whose block writes fail (the store answers everything else).
-    struct BlocksFail(InMemoryWatchlist);
+    /// The in-memory watchlist with faults: block writes that fail, and spends whose answer is
+    /// lost after the write landed.
+    #[derive(Default)]
+    struct Faulty {
+        inner: InMemoryWatchlist,
+        fail_blocks: bool,
+        lose_spend_answers: std::sync::atomic::AtomicU32,
+    }
 
-    impl Watchlist for BlocksFail {
+    impl Watchlist for Faulty {
         async fn observe(
             &self,
             buyer: &UserId,
@@ -445,22 +457,25 @@ mod tests {
             request: &RequestId,
             now: Timestamp,
         ) -> Result<Observation, WatchlistError> {
-            self.0.observe(buyer, address, sale, request, now).await
+            self.inner.observe(buyer, address, sale, request, now).await
         }
         async fn block(
             &self,
-            _: &Subject,
-            _: &str,
-            _: Duration,
-            _: Timestamp,
+            subject: &Subject,
+            reason: &str,
+            duration: Duration,
+            now: Timestamp,
         ) -> Result<(), WatchlistError> {
-            Err(WatchlistError::UnexpectedReply("store down".into()))
+            if self.fail_blocks {
+                return Err(WatchlistError::UnexpectedReply("store down".into()));
+            }
+            self.inner.block(subject, reason, duration, now).await
         }
         async fn lift(&self, subject: &Subject) -> Result<bool, WatchlistError> {
-            self.0.lift(subject).await
+            self.inner.lift(subject).await
         }
         async fn active_blocks(&self, now: Timestamp) -> Result<Vec<Block>, WatchlistError> {
-            self.0.active_blocks(now).await
+            self.inner.active_blocks(now).await
         }
         async fn grant_pass(
             &self,
@@ -469,7 +484,7 @@ mod tests {
             d: Duration,
             now: Timestamp,
         ) -> Result<(), WatchlistError> {
-            self.0.grant_pass(b, s, d, now).await
+            self.inner.grant_pass(b, s, d, now).await
         }
         async fn spend(
             &self,
@@ -478,19 +493,58 @@ mod tests {
             t: Duration,
             now: Timestamp,
         ) -> Result<bool, WatchlistError> {
-            self.0.spend(n, r, t, now).await
+            let spent = self.inner.spend(n, r, t, now).await?;
+            let lost = self
+                .lose_spend_answers
+                .load(std::sync::atomic::Ordering::SeqCst);
+            if lost > 0 {
+                self.lose_spend_answers
+                    .store(lost - 1, std::sync::atomic::Ordering::SeqCst);
+                return Err(WatchlistError::UnexpectedReply("answer lost".into()));
+            }
+            Ok(spent)
+        }
+    }
+
+    fn with_watchlist(watchlist: Faulty) -> BotDefence<Faulty, AltchaChallenges, ManualClock> {
+        let base = defence();
+        BotDefence {
+            watchlist,
+            challenges: base.challenges,
+            clock: base.clock,
+            policy: base.policy,
         }
     }
 
     #[tokio::test]
-    async fn a_failed_solution_is_refused_even_when_the_block_cannot_be_written() {
-        let base = defence();
-        let d = BotDefence {
-            watchlist: BlocksFail(InMemoryWatchlist::default()),
-            challenges: base.challenges,
-            clock: base.clock,
-            policy: base.policy,
+    async fn a_spend_whose_answer_is_lost_does_not_turn_the_clients_retry_into_a_replay() {
+        let d = with_watchlist(Faulty {
+            lose_spend_answers: 1.into(),
+            ..Faulty::default()
+        });
+        let Verdict::Challenged { challenge, .. } = d.judge(&bot("l1")).await.unwrap() else {
+            panic!("not challenged")
         };
+        let answer = solve(&challenge);
+        let with = |request: &str| Suspect {
+            solution: Some(answer.clone()),
+            ..bot(request)
+        };
+        // The spend landed but its answer was lost: this request fails (the guard lets it
+        // through and logs it); the client retries with the same solution.
+        assert!(d.judge(&with("l2")).await.is_err());
+        assert!(matches!(
+            d.judge(&with("l3")).await.unwrap(),
+            Verdict::Admitted { by_pass: true, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_failed_solution_is_refused_even_when_the_block_cannot_be_written() {
+        let d = with_watchlist(Faulty {
+            fail_blocks: true,
+            ..Faulty::default()
+        });
         let foreign = Binding {
             buyer: UserId::parse("mallory").unwrap(),
             ..bot("x").binding
