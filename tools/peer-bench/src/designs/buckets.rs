@@ -6,16 +6,9 @@
 use redis::aio::ConnectionLike;
 use redis::Script;
 
-use super::{read_counter, Answer, Attempt, Design};
+use super::single_counter::CHECK_AND_DECR;
+use super::{read_counter, set_counter, Answer, Attempt, Design};
 use crate::crowd::Crowd;
-
-const CHECK_AND_DECR: &str = r"
-local left = tonumber(redis.call('GET', KEYS[1]) or '0')
-local quantity = tonumber(ARGV[1])
-if left < quantity then return 0 end
-redis.call('DECRBY', KEYS[1], quantity)
-return 1
-";
 
 pub struct Buckets<C> {
     conn: C,
@@ -61,11 +54,7 @@ where
             .into_iter()
             .enumerate()
         {
-            redis::cmd("SET")
-                .arg(self.key(run, bucket as u32))
-                .arg(units)
-                .query_async::<()>(&mut conn)
-                .await?;
+            set_counter(&mut conn, &self.key(run, bucket as u32), units).await?;
         }
         self.script.prepare_invoke().load_async(&mut conn).await?;
         Ok(())

@@ -9,7 +9,7 @@ use redis::aio::ConnectionLike;
 use redis::Script;
 
 use super::single_counter::stock_key;
-use super::{read_counter, Answer, Attempt, Design};
+use super::{read_counter, set_counter, Answer, Attempt, Design};
 use crate::crowd::Crowd;
 
 /// KEYS: stock, idempotency record, buyer's count (one hash tag: one slot).
@@ -55,11 +55,7 @@ where
 
     async fn setup(&self, run: &str, crowd: &Crowd) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(stock_key(run))
-            .arg(crowd.spec.stock)
-            .query_async::<()>(&mut conn)
-            .await?;
+        set_counter(&mut conn, &stock_key(run), crowd.spec.stock).await?;
         self.script.prepare_invoke().load_async(&mut conn).await?;
         Ok(())
     }

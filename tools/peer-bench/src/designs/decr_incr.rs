@@ -6,7 +6,7 @@
 use redis::aio::ConnectionLike;
 
 use super::single_counter::stock_key;
-use super::{read_counter, Answer, Attempt, Design};
+use super::{read_counter, set_counter, Answer, Attempt, Design};
 use crate::crowd::Crowd;
 
 pub struct DecrIncr<C> {
@@ -29,12 +29,7 @@ where
     }
 
     async fn setup(&self, run: &str, crowd: &Crowd) -> anyhow::Result<()> {
-        redis::cmd("SET")
-            .arg(stock_key(run))
-            .arg(crowd.spec.stock)
-            .query_async::<()>(&mut self.conn.clone())
-            .await?;
-        Ok(())
+        set_counter(&mut self.conn.clone(), &stock_key(run), crowd.spec.stock).await
     }
 
     async fn attempt(&self, run: &str, _: usize, attempt: &Attempt) -> anyhow::Result<Answer> {

@@ -67,6 +67,20 @@ pub trait Design: Send + Sync {
     async fn left(&self, run: &str) -> anyhow::Result<i64>;
 }
 
+/// Sets `key` to `units` (a design's stock counter).
+pub(crate) async fn set_counter<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    key: &str,
+    units: u64,
+) -> anyhow::Result<()> {
+    redis::cmd("SET")
+        .arg(key)
+        .arg(units)
+        .query_async::<()>(conn)
+        .await?;
+    Ok(())
+}
+
 /// Reads an integer key, 0 when absent.
 pub(crate) async fn read_counter<C: redis::aio::ConnectionLike + Send>(
     conn: &mut C,

@@ -5,10 +5,11 @@
 use redis::aio::ConnectionLike;
 use redis::Script;
 
-use super::{read_counter, Answer, Attempt, Design};
+use super::{read_counter, set_counter, Answer, Attempt, Design};
 use crate::crowd::Crowd;
 
-const CHECK_AND_DECR: &str = r"
+/// The seed's check-and-decrement on one key (also each bucket's, in [`super::buckets`]).
+pub(crate) const CHECK_AND_DECR: &str = r"
 local left = tonumber(redis.call('GET', KEYS[1]) or '0')
 local quantity = tonumber(ARGV[1])
 if left < quantity then return 0 end
@@ -46,11 +47,7 @@ where
 
     async fn setup(&self, run: &str, crowd: &Crowd) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(stock_key(run))
-            .arg(crowd.spec.stock)
-            .query_async::<()>(&mut conn)
-            .await?;
+        set_counter(&mut conn, &stock_key(run), crowd.spec.stock).await?;
         self.script.prepare_invoke().load_async(&mut conn).await?;
         Ok(())
     }

@@ -9,7 +9,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
 use super::single_counter::stock_key;
-use super::{read_counter, Answer, Attempt, Design};
+use super::{read_counter, set_counter, Answer, Attempt, Design};
 use crate::crowd::Crowd;
 
 /// Tries that stand for "no bound": each round of contention lets one `EXEC` win, so a
@@ -48,12 +48,7 @@ impl Design for WatchMulti {
 
     async fn setup(&self, run: &str, crowd: &Crowd) -> anyhow::Result<()> {
         let mut conn = self.conns[0].lock().await;
-        redis::cmd("SET")
-            .arg(stock_key(run))
-            .arg(crowd.spec.stock)
-            .query_async::<()>(&mut *conn)
-            .await?;
-        Ok(())
+        set_counter(&mut *conn, &stock_key(run), crowd.spec.stock).await
     }
 
     async fn attempt(&self, run: &str, worker: usize, attempt: &Attempt) -> anyhow::Result<Answer> {
