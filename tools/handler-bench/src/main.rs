@@ -9,11 +9,9 @@
 //! - first request: the first reserve after init (opens the DynamoDB HTTP connection).
 //! - warm: N further reserves on the same instance (distinct buyers, ample stock).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use flashsale_core::domain::{Clock, Currency, Money, SaleId, SystemClock};
-use flashsale_core::identity::context_for;
+use flashsale_core::domain::{Clock, SaleId, SystemClock};
 use flashsale_core::rate_limit::redis::RedisRateLimiter;
 use flashsale_core::rate_limit::BucketPolicy;
 use flashsale_core::reservation::dynamo::DynamoReservationStore;
@@ -21,15 +19,15 @@ use flashsale_core::reservation::http;
 use flashsale_core::reservation::reserve::{RatePolicies, ReserveService};
 use flashsale_core::sale::cached::CachedSaleCatalog;
 use flashsale_core::sale::dynamo::DynamoSaleCatalog;
-use flashsale_core::sale::{Sale, SaleCatalog};
+use flashsale_core::sale::SaleCatalog;
 use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
-use flashsale_core::stock::{
-    ShardCount, SoldOutCache, SoldOutCacheConfig, StockEngine, StockSetup,
-};
+use flashsale_core::stock::{SoldOutCache, SoldOutCacheConfig, StockEngine, StockSetup};
 use flashsale_core::store::redis::{RedisConnection, RedisMode, RedisSettings};
+mod fixture;
+
 use hdrhistogram::Histogram;
-use lambda_http::http::{Method, StatusCode};
-use lambda_http::{Body, Request, RequestExt};
+use lambda_http::http::StatusCode;
+use lambda_http::Request;
 use testkit::dynamo::{localstack_client, Tables, LOCALSTACK};
 use testkit::RedisServer;
 
@@ -45,15 +43,7 @@ fn arg(name: &str, default: u64) -> anyhow::Result<u64> {
 }
 
 fn request(sale: &SaleId, i: u64) -> Request {
-    let params: HashMap<String, String> = [("saleId".to_string(), sale.to_string())].into();
-    lambda_http::http::Request::builder()
-        .method(Method::POST)
-        .uri(format!("/sales/{sale}/reservations"))
-        .header("Idempotency-Key", format!("k{i}"))
-        .body(Body::Empty)
-        .expect("request")
-        .with_path_parameters(params)
-        .with_request_context(context_for(&format!("bench-user-{i}"), &[], "198.51.100.1"))
+    fixture::reserve_request(sale, i, "bench-user")
 }
 
 fn summary(name: &str, h: &Histogram<u64>) {
@@ -88,21 +78,11 @@ async fn main() -> anyhow::Result<()> {
     };
 
     // One open sale with more stock than the benchmark can take.
-    let now = SystemClock.now();
-    let sale = Sale {
-        sale_id: SaleId::parse(format!("bench-{}", uuid::Uuid::now_v7().simple()))?,
-        name: "bench".into(),
-        price: Money::new(100, Currency::parse("EUR")?)?,
-        total_stock: 1_000_000,
-        shards: ShardCount::new(8)?,
-        per_user_limit: 1,
-        hold: Duration::from_secs(600),
-        starts_at: now.minus(Duration::from_secs(60)),
-        ends_at: now.plus(Duration::from_secs(3600)),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-    };
+    let _now = SystemClock.now();
+    let sale = fixture::open_sale(
+        &format!("bench-{}", uuid::Uuid::now_v7().simple()),
+        1_000_000,
+    )?;
 
     let mut init = Histogram::<u64>::new(3)?;
     let mut first = Histogram::<u64>::new(3)?;

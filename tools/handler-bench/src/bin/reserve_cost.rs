@@ -10,15 +10,13 @@
 //! allocations and bytes per request (mean), on one thread; then the bot defence's pure costs:
 //! one bot score, and issuing one challenge.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use flashsale_core::bot::challenge::altcha::{AltchaChallenges, AltchaConfig};
 use flashsale_core::bot::challenge::{Binding, ChallengeVerifier};
 use flashsale_core::bot::score::{score, Signals, Telemetry, Weights};
 use flashsale_core::domain::UserId;
-use flashsale_core::domain::{Clock, Currency, Money, SaleId, SystemClock};
-use flashsale_core::identity::context_for;
+use flashsale_core::domain::{Clock, SaleId, SystemClock};
 use flashsale_core::rate_limit::memory::InMemoryRateLimiter;
 use flashsale_core::rate_limit::BucketPolicy;
 use flashsale_core::reservation::http;
@@ -26,16 +24,17 @@ use flashsale_core::reservation::memory::InMemoryReservationStore;
 use flashsale_core::reservation::reserve::{RatePolicies, ReserveService};
 use flashsale_core::sale::cached::CachedSaleCatalog;
 use flashsale_core::sale::memory::InMemorySaleCatalog;
-use flashsale_core::sale::{Sale, SaleCatalog};
+use flashsale_core::sale::SaleCatalog;
 use flashsale_core::stock::memory::InMemoryStockEngine;
 use flashsale_core::stock::repair::memory::RecordedRepairs;
-use flashsale_core::stock::{
-    ShardCount, SoldOutCache, SoldOutCacheConfig, StockEngine, StockSetup,
-};
+use flashsale_core::stock::{SoldOutCache, SoldOutCacheConfig, StockEngine, StockSetup};
 use hdrhistogram::Histogram;
-use lambda_http::http::{Method, StatusCode};
-use lambda_http::{Body, Request, RequestExt};
+use lambda_http::http::StatusCode;
+use lambda_http::Request;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+
+#[path = "../fixture.rs"]
+mod fixture;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
@@ -51,18 +50,8 @@ fn requests_arg() -> anyhow::Result<u64> {
     }
 }
 
-/// The request API Gateway hands the function: path parameter, idempotency key, the
-/// authorizer's context with the buyer's identity and source IP.
 fn request(sale: &SaleId, i: u64) -> Request {
-    let params: HashMap<String, String> = [("saleId".to_string(), sale.to_string())].into();
-    lambda_http::http::Request::builder()
-        .method(Method::POST)
-        .uri(format!("/sales/{sale}/reservations"))
-        .header("Idempotency-Key", format!("k{i}"))
-        .body(Body::Empty)
-        .expect("request")
-        .with_path_parameters(params)
-        .with_request_context(context_for(&format!("cost-user-{i}"), &[], "198.51.100.1"))
+    fixture::reserve_request(sale, i, "cost-user")
 }
 
 /// CPU time this thread has used (CLOCK_THREAD_CPUTIME_ID, clock_gettime(2)).
@@ -83,21 +72,8 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let now = SystemClock.now();
-        let sale = Sale {
-            sale_id: SaleId::parse("cost-bench")?,
-            name: "cost bench".into(),
-            price: Money::new(100, Currency::parse("EUR")?)?,
-            total_stock: 10_000_000,
-            shards: ShardCount::new(8)?,
-            per_user_limit: 1,
-            hold: Duration::from_secs(600),
-            starts_at: now.minus(Duration::from_secs(60)),
-            ends_at: now.plus(Duration::from_secs(3600)),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        };
+        let _now = SystemClock.now();
+        let sale = fixture::open_sale("cost-bench", 10_000_000)?;
         let service = ReserveService {
             stock: SoldOutCache::new(
                 InMemoryStockEngine::default(),
