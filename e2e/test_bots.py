@@ -93,6 +93,29 @@ def test_a_bot_is_challenged_and_a_wrong_solution_blocks_it_for_an_hour(api, htt
     assert http.get(f"{api}/sales/{sale_id}", timeout=30).json()["available"] == 5
 
 
+def test_an_admin_lists_the_block_with_its_reason_and_lifts_it(api, http, admin_token):
+    sale_id = new_sale(http, api, admin_token, stock=5)
+    name = f"bot-{uuid.uuid4().hex[:8]}"
+    tok = bot_token(name)
+    challenge = challenged(reserve(http, api, sale_id, tok, as_bot()))
+    blocked(reserve(http, api, sale_id, tok, as_bot({"X-Challenge-Response": solve(challenge, tamper=True)})))
+
+    # Buyers cannot see or lift blocks.
+    assert http.get(f"{api}/admin/bot/blocks", headers=bearer(tok), timeout=30).status_code == 403
+    listing = http.get(f"{api}/admin/bot/blocks", params={"limit": "1000"}, headers=bearer(admin_token), timeout=30)
+    assert listing.status_code == 200, listing.text
+    mine = [b for b in listing.json()["blocks"] if b["label"] == f"buyer:{name}"]
+    assert len(mine) == 1, listing.text
+    assert mine[0]["reason"] == "challenge-failed" and 3500 <= mine[0]["remainingSeconds"] <= 3600
+
+    lift = http.delete(f"{api}/admin/bot/blocks", params={"subject": f"buyer:{name}"}, headers=bearer(admin_token), timeout=30)
+    assert lift.status_code == 204, lift.text
+    again = http.delete(f"{api}/admin/bot/blocks", params={"subject": f"buyer:{name}"}, headers=bearer(admin_token), timeout=30)
+    assert again.status_code == 404 and again.json()["type"] == "/problems/block-not-found", again.text
+    # Lifted: the buyer is judged again (a bot is challenged, no longer blocked).
+    challenged(reserve(http, api, sale_id, tok, as_bot()))
+
+
 def test_a_solved_challenge_admits_and_its_pass_admits_a_retry_and_the_next_request(api, http, admin_token):
     sale_id = new_sale(http, api, admin_token, stock=5, per_user_limit=2)
     tok = bot_token(f"solver-{uuid.uuid4().hex[:8]}")

@@ -334,6 +334,16 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
     timeoutSeconds: 29,
   },
   {
+    name: 'bot-blocks',
+    description: 'GET /admin/bot/blocks and DELETE /admin/bot/blocks?subject= (admins only): list and lift the bot defence blocks',
+    env: ['REDIS_URL', 'REDIS_MODE'],
+    routes: [
+      { method: 'GET', path: '/admin/bot/blocks', authorized: true },
+      { method: 'DELETE', path: '/admin/bot/blocks', authorized: true },
+    ],
+    timeoutSeconds: 5,
+  },
+  {
     // LocalStack stand-in for the Cognito authorizer: a TOKEN authorizer that verifies the
     // `Authorization: Bearer <JWT>` (RS256, issuer, audience) and returns userId/groups.
     name: 'authorizer',

@@ -250,6 +250,10 @@ describe('function specs of the endpoints', () => {
         'states:StartExecution checkoutSaga',
       ],
     },
+    'bot-blocks': {
+      env: ['REDIS_MODE', 'REDIS_URL'],
+      grants: [],
+    },
     'rebuild-stock': {
       env: ['ORDERS_TABLE', 'REDIS_MODE', 'REDIS_URL', 'RESERVATIONS_TABLE', 'SALES_TABLE'],
       grants: [
@@ -315,6 +319,8 @@ describe('routes and authorization', () => {
     // The caller is the payment provider, authenticated by the Stripe-Signature header.
     ['POST /webhooks/payments', 'payment-webhook', false],
     ['POST /sales/{saleId}/stock/rebuild', 'rebuild-stock', true],
+    ['GET /admin/bot/blocks', 'bot-blocks', true],
+    ['DELETE /admin/bot/blocks', 'bot-blocks', true],
   ];
 
   for (const [label, context, authType] of [
@@ -609,6 +615,8 @@ describe('LocalStack: authorizer attached through the API (authorizerViaApi)', (
     assert.deepEqual(
       JSON.parse(outputs.AuthorizedRoutes.Value).sort(),
       [
+        'DELETE /admin/bot/blocks',
+        'GET /admin/bot/blocks',
         'GET /reservations/{reservationId}',
         'POST /reservations/{reservationId}/payment',
         'POST /sales/{saleId}/reservations',

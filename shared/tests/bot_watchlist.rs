@@ -96,9 +96,10 @@ async fn blocks_apply_to_buyer_and_address<W: Watchlist>(w: &W) {
     assert!(seen.blocked.is_none());
 
     let listed: Vec<Subject> = w
-        .active_blocks(now)
+        .active_blocks(now, 100)
         .await
         .unwrap()
+        .blocks
         .into_iter()
         .map(|b| b.subject)
         .collect();
@@ -120,13 +121,46 @@ async fn blocks_apply_to_buyer_and_address<W: Watchlist>(w: &W) {
         .unwrap();
     assert!(seen.blocked.is_none());
     let listed: Vec<Subject> = w
-        .active_blocks(now)
+        .active_blocks(now, 100)
         .await
         .unwrap()
+        .blocks
         .into_iter()
         .map(|b| b.subject)
         .collect();
     assert!(!listed.contains(&address));
+}
+
+/// The admin list: longest remaining first, bounded, with the count of all.
+async fn the_block_list_is_ordered_and_bounded<W: Watchlist>(w: &W) {
+    let now = now();
+    let before = w.active_blocks(now, 1000).await.unwrap().total;
+    for (name, minutes) in [("list-short", 5), ("list-long", 50), ("list-mid", 20)] {
+        w.block(
+            &Subject::Buyer(user(name)),
+            "challenge-failed",
+            Duration::from_secs(minutes * 60),
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    let page = w.active_blocks(now, 2).await.unwrap();
+    assert_eq!(page.total, before + 3);
+    assert_eq!(page.blocks.len(), 2);
+    assert!(page.blocks[0].remaining >= page.blocks[1].remaining);
+    let all = w.active_blocks(now, 1000).await.unwrap();
+    let order: Vec<String> = all
+        .blocks
+        .iter()
+        .map(|b| b.subject.label())
+        .filter(|l| l.starts_with("buyer:list-"))
+        .collect();
+    assert_eq!(
+        order,
+        ["buyer:list-long", "buyer:list-mid", "buyer:list-short"]
+    );
+    assert_eq!(w.active_blocks(now, 0).await.unwrap().blocks.len(), 0);
 }
 
 /// A block ends by itself: observed an hour and a second later, it is gone.
@@ -150,7 +184,7 @@ async fn a_block_ends_after_its_hour<W: Watchlist>(w: &W, later_is_real_time: bo
         .await
         .unwrap();
     assert!(seen.blocked.is_none());
-    assert!(w.active_blocks(later).await.unwrap().is_empty());
+    assert_eq!(w.active_blocks(later, 100).await.unwrap().total, 0);
 }
 
 /// Passes and single use of a challenge.
@@ -200,6 +234,7 @@ async fn the_watchlist_scenarios_hold_in_memory() {
     counts_each_request_once(&w).await;
     blocks_apply_to_buyer_and_address(&w).await;
     a_block_ends_after_its_hour(&w, false).await;
+    the_block_list_is_ordered_and_bounded(&w).await;
     passes_and_single_use(&w).await;
 }
 
@@ -210,6 +245,7 @@ async fn the_watchlist_scenarios_hold_on_redis_with_the_keys_lifetimes() {
     counts_each_request_once(&w).await;
     blocks_apply_to_buyer_and_address(&w).await;
     a_block_ends_after_its_hour(&w, true).await;
+    the_block_list_is_ordered_and_bounded(&w).await;
     passes_and_single_use(&w).await;
 
     // The lifetimes, on the keys themselves.

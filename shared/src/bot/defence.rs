@@ -225,7 +225,7 @@ mod tests {
     use super::*;
     use crate::bot::challenge::altcha::{AltchaChallenges, AltchaConfig};
     use crate::bot::watchlist::memory::InMemoryWatchlist;
-    use crate::bot::watchlist::Observation;
+    use crate::bot::watchlist::{BlockList, Observation};
     use crate::domain::{ManualClock, SaleId};
 
     fn defence() -> BotDefence<InMemoryWatchlist, AltchaChallenges, ManualClock> {
@@ -474,8 +474,12 @@ mod tests {
         async fn lift(&self, subject: &Subject) -> Result<bool, WatchlistError> {
             self.inner.lift(subject).await
         }
-        async fn active_blocks(&self, now: Timestamp) -> Result<Vec<Block>, WatchlistError> {
-            self.inner.active_blocks(now).await
+        async fn active_blocks(
+            &self,
+            now: Timestamp,
+            limit: usize,
+        ) -> Result<BlockList, WatchlistError> {
+            self.inner.active_blocks(now, limit).await
         }
         async fn grant_pass(
             &self,

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{sliding_minute, Block, Observation, Subject, Watchlist, WatchlistError};
+use super::{sliding_minute, Block, BlockList, Observation, Subject, Watchlist, WatchlistError};
 use crate::domain::{SaleId, Timestamp, UserId};
 use crate::rate_limit::RequestId;
 
@@ -110,15 +110,21 @@ impl Watchlist for InMemoryWatchlist {
         Ok(self.with(|state| state.blocks.remove(subject).is_some()))
     }
 
-    async fn active_blocks(&self, now: Timestamp) -> Result<Vec<Block>, WatchlistError> {
+    async fn active_blocks(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<BlockList, WatchlistError> {
         Ok(self.with(|state| {
             let mut blocks: Vec<Block> = state
                 .blocks
                 .keys()
                 .filter_map(|s| active(state, s, now))
                 .collect();
-            blocks.sort_by_key(|b| b.subject.label());
-            blocks
+            blocks.sort_by_key(|b| std::cmp::Reverse(b.remaining));
+            let total = blocks.len();
+            blocks.truncate(limit);
+            BlockList { blocks, total }
         }))
     }
 

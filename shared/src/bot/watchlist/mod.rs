@@ -58,6 +58,14 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_u64(d.as_secs())
 }
 
+/// A page of active blocks (see [`Watchlist::active_blocks`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct BlockList {
+    pub blocks: Vec<Block>,
+    /// Active blocks in all (the page may hold fewer).
+    pub total: usize,
+}
+
 /// What the watchlist knew about one request's buyer and address when it was counted.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Observation {
@@ -104,11 +112,13 @@ pub trait Watchlist: Send + Sync {
     /// Lifts a block; `false` if there was none.
     fn lift(&self, subject: &Subject) -> impl Future<Output = Result<bool, WatchlistError>> + Send;
 
-    /// Every active block.
+    /// The active blocks, longest remaining first, at most `limit` of them, and how many there
+    /// are in all.
     fn active_blocks(
         &self,
         now: Timestamp,
-    ) -> impl Future<Output = Result<Vec<Block>, WatchlistError>> + Send;
+        limit: usize,
+    ) -> impl Future<Output = Result<BlockList, WatchlistError>> + Send;
 
     /// Lets the buyer through without a challenge for `duration`, on `sale` only (a pass earned
     /// on one sale, or a made-up one, opens no other).

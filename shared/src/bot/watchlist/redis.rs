@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::{Script, Value};
 
-use super::{sliding_minute, Block, Observation, Subject, Watchlist, WatchlistError};
+use super::{sliding_minute, Block, BlockList, Observation, Subject, Watchlist, WatchlistError};
 use crate::domain::{SaleId, Timestamp, UserId};
 use crate::rate_limit::RequestId;
 
@@ -186,7 +186,11 @@ where
         Ok(removed > 0)
     }
 
-    async fn active_blocks(&self, now: Timestamp) -> Result<Vec<Block>, WatchlistError> {
+    async fn active_blocks(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<BlockList, WatchlistError> {
         let mut conn = self.conn.clone();
         redis::cmd("ZREMRANGEBYSCORE")
             .arg(BLOCK_INDEX)
@@ -194,32 +198,54 @@ where
             .arg(now.as_millis())
             .query_async::<()>(&mut conn)
             .await?;
+        let total: usize = redis::cmd("ZCARD")
+            .arg(BLOCK_INDEX)
+            .query_async(&mut conn)
+            .await?;
+        if limit == 0 {
+            return Ok(BlockList {
+                blocks: Vec::new(),
+                total,
+            });
+        }
+        // Longest remaining first; a bot wave can leave thousands, so the page is bounded.
         let labels: Vec<String> = redis::cmd("ZRANGE")
             .arg(BLOCK_INDEX)
             .arg(0)
-            .arg(-1)
+            .arg(limit.saturating_sub(1))
+            .arg("REV")
             .query_async(&mut conn)
             .await?;
-        let mut blocks = Vec::new();
-        for subject in labels.iter().filter_map(|l| Subject::parse_label(l)) {
-            let key = &block_key(&subject);
-            let (reason, left): (Option<String>, i64) = redis::pipe()
-                .cmd("GET")
-                .arg(key)
-                .cmd("PTTL")
-                .arg(key)
-                .query_async(&mut conn)
-                .await?;
-            // The key decides: a block lifted or expired is not listed, whatever the index says.
-            if let (Some(reason), true) = (reason, left > 0) {
-                blocks.push(Block {
-                    subject,
-                    reason,
-                    remaining: Duration::from_millis(left as u64),
-                });
-            }
-        }
-        Ok(blocks)
+        // Each block key is in its own slot: one small pipeline per key, all at once.
+        let lookups = labels
+            .iter()
+            .filter_map(|l| Subject::parse_label(l))
+            .map(|subject| {
+                let mut conn = self.conn.clone();
+                async move {
+                    let key = block_key(&subject);
+                    let (reason, left): (Option<String>, i64) = redis::pipe()
+                        .cmd("GET")
+                        .arg(&key)
+                        .cmd("PTTL")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await?;
+                    // The key decides: a block lifted or expired is not listed, whatever the
+                    // index says.
+                    Ok::<_, WatchlistError>(reason.filter(|_| left > 0).map(|reason| Block {
+                        subject,
+                        reason,
+                        remaining: Duration::from_millis(left as u64),
+                    }))
+                }
+            });
+        let blocks = futures::future::try_join_all(lookups)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok(BlockList { blocks, total })
     }
 
     async fn grant_pass(
