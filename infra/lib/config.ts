@@ -140,6 +140,15 @@ export interface BotConfig {
   readonly blockAddresses: boolean;
   /** The score that is challenged (1-100; the seed: above 80). */
   readonly challengeAt: number;
+  /**
+   * `altcha` (default): proof of work verified in the function, no outbound call. `turnstile`:
+   * Cloudflare's hosted CAPTCHA, verified with a siteverify call to the internet, so AWS only
+   * and with NAT gateways (`natGateways` ≥ 1); its secret key is `turnstile_secret_key` in the
+   * bot secret.
+   */
+  readonly challengeProvider: 'altcha' | 'turnstile';
+  /** Turnstile's public site key (context `turnstileSiteKey`), with the turnstile provider. */
+  readonly turnstileSiteKey?: string;
   readonly signatureSecret?: string;
   readonly keySecret?: string;
   readonly secretName?: string;
@@ -379,7 +388,7 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
     authorizerCacheSeconds: int(get, 'authorizerCacheSeconds', DEFAULTS.authorizerCacheSeconds, 0),
     awsFaultProxyUrl: local ? loopbackUrl(get, 'awsFaultProxyUrl') : undefined,
     payments: paymentsFromContext(get, local),
-    bot: botFromContext(get, local),
+    bot: botFromContext(get, local, int(get, 'natGateways', DEFAULTS.natGateways, 0)),
     expiry: {
       everyMinutes: int(get, 'expiryEveryMinutes', DEFAULTS.expiryEveryMinutes, 1),
       concurrency: int(get, 'expiryConcurrency', DEFAULTS.expiryConcurrency, 1),
@@ -391,24 +400,53 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
 }
 
 /**
- * `botDefence` (default true), `botBlockAddresses` (default false), `botChallengeAt`; on AWS `botSecretName`. The challenge keys
+ * `botDefence` (default true), `botBlockAddresses` (default false), `botChallengeAt`, `botChallengeProvider`
+ * (altcha or turnstile, with `turnstileSiteKey`); on AWS `botSecretName`. The challenge keys
  * are never context values on AWS.
  */
-function botFromContext(get: ContextGetter, local: boolean): BotConfig {
+function botFromContext(get: ContextGetter, local: boolean, natGateways: number): BotConfig {
   const enabled = get('botDefence') === undefined ? true : bool(get, 'botDefence');
   const blockAddresses = get('botBlockAddresses') === undefined ? false : bool(get, 'botBlockAddresses');
   const challengeAt = int(get, 'botChallengeAt', DEFAULTS.botChallengeAt, 1);
   if (challengeAt > 100) throw new Error('context "botChallengeAt" must be between 1 and 100');
+  const challengeProvider = str(get, 'botChallengeProvider') ?? 'altcha';
+  if (challengeProvider !== 'altcha' && challengeProvider !== 'turnstile') {
+    throw new Error(`context "botChallengeProvider" must be altcha or turnstile, got ${challengeProvider}`);
+  }
+  if (challengeProvider === 'turnstile') {
+    // Its verification is a call to Cloudflare: it needs the internet, which LocalStack's
+    // functions and a VPC without NAT do not have (shared/tests/bot_turnstile.rs tests it
+    // against a local stand-in instead).
+    if (local) throw new Error('botChallengeProvider=turnstile needs the internet: AWS only (tested locally against a stand-in)');
+    if (natGateways < 1) throw new Error('botChallengeProvider=turnstile calls Cloudflare from the VPC: set natGateways to 1 or more');
+    const turnstileSiteKey = str(get, 'turnstileSiteKey');
+    if (!turnstileSiteKey) throw new Error('botChallengeProvider=turnstile needs context "turnstileSiteKey"');
+    return {
+      enabled,
+      blockAddresses,
+      challengeAt,
+      challengeProvider,
+      turnstileSiteKey,
+      secretName: str(get, 'botSecretName') ?? DEFAULTS.botSecretName,
+    };
+  }
   if (local) {
     return {
       enabled,
       blockAddresses,
       challengeAt,
+      challengeProvider,
       signatureSecret: DEFAULTS.localBotSignatureSecret,
       keySecret: DEFAULTS.localBotKeySecret,
     };
   }
-  return { enabled, blockAddresses, challengeAt, secretName: str(get, 'botSecretName') ?? DEFAULTS.botSecretName };
+  return {
+    enabled,
+    blockAddresses,
+    challengeAt,
+    challengeProvider,
+    secretName: str(get, 'botSecretName') ?? DEFAULTS.botSecretName,
+  };
 }
 
 /**

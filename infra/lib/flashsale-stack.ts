@@ -104,9 +104,16 @@ export class FlashsaleStack extends Stack {
       BOT_DEFENCE: config.bot.enabled ? 'on' : 'off',
       BOT_CHALLENGE_AT: String(config.bot.challengeAt),
       BOT_BLOCK_ADDRESSES: config.bot.blockAddresses ? 'on' : 'off',
-      BOT_CHALLENGE_SIGNATURE_SECRET:
-        config.bot.signatureSecret ?? secretField(config.bot.secretName, 'signature_secret'),
-      BOT_CHALLENGE_KEY_SECRET: config.bot.keySecret ?? secretField(config.bot.secretName, 'key_secret'),
+      BOT_CHALLENGE_PROVIDER: config.bot.challengeProvider,
+      ...(config.bot.challengeProvider === 'altcha' && {
+        BOT_CHALLENGE_SIGNATURE_SECRET:
+          config.bot.signatureSecret ?? secretField(config.bot.secretName, 'signature_secret'),
+        BOT_CHALLENGE_KEY_SECRET: config.bot.keySecret ?? secretField(config.bot.secretName, 'key_secret'),
+      }),
+      ...(config.bot.challengeProvider === 'turnstile' && {
+        TURNSTILE_SITE_KEY: config.bot.turnstileSiteKey,
+        TURNSTILE_SECRET_KEY: secretField(config.bot.secretName, 'turnstile_secret_key'),
+      }),
       BREAKER_FAILURE_THRESHOLD: String(config.payments.breakerFailureThreshold),
       BREAKER_COOLDOWN_MS: String(config.payments.breakerCooldownMs),
       EXPIRY_CONCURRENCY: String(config.expiry.concurrency),

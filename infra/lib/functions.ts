@@ -33,8 +33,11 @@ export type EnvVar =
   | 'BOT_DEFENCE'
   | 'BOT_CHALLENGE_AT'
   | 'BOT_BLOCK_ADDRESSES'
+  | 'BOT_CHALLENGE_PROVIDER'
   | 'BOT_CHALLENGE_SIGNATURE_SECRET'
   | 'BOT_CHALLENGE_KEY_SECRET'
+  | 'TURNSTILE_SITE_KEY'
+  | 'TURNSTILE_SECRET_KEY'
   // The payment provider (Stripe, or the local sandbox) and the circuit breaker around it.
   | 'STRIPE_API_BASE'
   | 'STRIPE_SECRET_KEY'
@@ -112,6 +115,11 @@ export interface FunctionSpec {
   readonly description: string;
   /** Environment variables it reads (values come from the stack). */
   readonly env: readonly EnvVar[];
+  /**
+   * Variables it reads when this deployment provides them (e.g. one challenge provider's keys
+   * or the other's); absent ones are left out instead of failing the synth.
+   */
+  readonly optionalEnv?: readonly EnvVar[];
   /** Exact DynamoDB actions per table/index. Nothing else is allowed. */
   readonly tables?: readonly TableAccess[];
   /** Exact SQS actions per queue. */
@@ -176,9 +184,9 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
       'BOT_DEFENCE',
       'BOT_CHALLENGE_AT',
       'BOT_BLOCK_ADDRESSES',
-      'BOT_CHALLENGE_SIGNATURE_SECRET',
-      'BOT_CHALLENGE_KEY_SECRET',
+      'BOT_CHALLENGE_PROVIDER',
     ],
+    optionalEnv: ['BOT_CHALLENGE_SIGNATURE_SECRET', 'BOT_CHALLENGE_KEY_SECRET', 'TURNSTILE_SITE_KEY', 'TURNSTILE_SECRET_KEY'],
     tables: [
       { table: 'sales', actions: ['dynamodb:GetItem'] },
       { table: 'reservations', actions: ['dynamodb:PutItem', 'dynamodb:GetItem'] },
@@ -449,6 +457,10 @@ export class Functions extends Construct {
           throw new Error(`function "${spec.name}" reads ${key}, which this deployment does not provide`);
         }
         environment[key] = value;
+      }
+      for (const key of spec.optionalEnv ?? []) {
+        const value = props.env[key];
+        if (value !== undefined) environment[key] = value;
       }
 
       const fn = new lambda.Function(fnScope, 'Function', {

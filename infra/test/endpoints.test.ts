@@ -113,6 +113,7 @@ describe('function specs of the endpoints', () => {
         'BOT_BLOCK_ADDRESSES',
         'BOT_CHALLENGE_AT',
         'BOT_CHALLENGE_KEY_SECRET',
+        'BOT_CHALLENGE_PROVIDER',
         'BOT_CHALLENGE_SIGNATURE_SECRET',
         'BOT_DEFENCE',
         'RATE_IP_CAPACITY',

@@ -418,6 +418,21 @@ describe('payment provider settings', () => {
     assert.deepEqual(holders({ ...AWS, botChallengeAt: '90' }, 'BOT_CHALLENGE_AT'), [['reserve', '90']]);
     assert.doesNotMatch(JSON.stringify(template(AWS).toJSON()), /local-bot-/);
     assert.throws(() => makeStack({ botChallengeAt: '101' }), /botChallengeAt/);
+    assert.deepEqual(holders(AWS, 'BOT_CHALLENGE_PROVIDER'), [['reserve', 'altcha']]);
+    assert.deepEqual(holders(AWS, 'TURNSTILE_SECRET_KEY'), []);
+  });
+
+  it('AWS: the turnstile provider gets its site key and secret reference instead of the ALTCHA keys, and needs NAT', () => {
+    const context = { ...AWS, botChallengeProvider: 'turnstile', turnstileSiteKey: '0x4AAAAAAAsite', natGateways: '1' };
+    assert.deepEqual(holders(context, 'BOT_CHALLENGE_PROVIDER'), [['reserve', 'turnstile']]);
+    assert.deepEqual(holders(context, 'TURNSTILE_SITE_KEY'), [['reserve', '0x4AAAAAAAsite']]);
+    assert.deepEqual(holders(context, 'TURNSTILE_SECRET_KEY'), [['reserve', secretRef('flashsale/bot', 'turnstile_secret_key')]]);
+    assert.deepEqual(holders(context, 'BOT_CHALLENGE_SIGNATURE_SECRET'), []);
+    assert.deepEqual(holders(context, 'BOT_CHALLENGE_KEY_SECRET'), []);
+    assert.throws(() => makeStack({ ...context, natGateways: '0' }), /natGateways/);
+    assert.throws(() => makeStack({ botChallengeProvider: 'turnstile', natGateways: '1' }), /turnstileSiteKey/);
+    assert.throws(() => makeStack({ botChallengeProvider: 'hcaptcha' }), /botChallengeProvider/);
+    assert.throws(() => makeStack({ local: 'true', botChallengeProvider: 'turnstile', turnstileSiteKey: 'k' }), /AWS only/);
   });
 
   it('LocalStack: the payment sandbox on 127.0.0.1:12111 with its test keys; no dynamic references', () => {

@@ -2,7 +2,29 @@
 //! malformed variable fails the cold start with the variable's name; handlers never read the
 //! environment themselves.
 
+use std::fmt;
 use std::str::FromStr;
+
+/// A credential from the configuration (an API key, a shared secret). `Debug` prints `***`;
+/// there is no `Display`, so it cannot end up in a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(raw: impl Into<String>) -> Self {
+        Self(raw.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -1,6 +1,7 @@
 //! Test harness: real `redis-server` processes on loopback, one per test (or per benchmark),
 //! and real three-master Redis Clusters (no mocks of Redis anywhere); throwaway DynamoDB tables
-//! on LocalStack; and an HTTP fault proxy that injects AWS faults in front of LocalStack.
+//! on LocalStack; an HTTP fault proxy that injects AWS faults in front of LocalStack; and a
+//! stand-in for Cloudflare Turnstile's siteverify.
 //!
 //! Each server listens on 127.0.0.1 at a free port, keeps its files in its own temporary
 //! folder, and dies with its owner: `Drop` kills it, and `PR_SET_PDEATHSIG` kills it even if
@@ -10,6 +11,7 @@ pub mod dynamo;
 pub mod fault_proxy;
 pub mod sentinel;
 pub mod tcp_proxy;
+pub mod turnstile;
 /// The local Stripe stand-in, started in-process by tests (tools/payment-sandbox).
 pub mod sandbox {
     pub use payment_sandbox::{Sandbox, SandboxConfig};

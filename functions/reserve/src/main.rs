@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use flashsale_core::bot::challenge::altcha::AltchaChallenges;
 use flashsale_core::bot::defence::BotDefence;
 use flashsale_core::bot::watchlist::redis::RedisWatchlist;
 use flashsale_core::domain::{SaleId, SystemClock};
@@ -59,12 +58,15 @@ async fn main() -> Result<(), Error> {
         ),
         policies: RatePolicies::from_env()?,
     };
-    let defence = flashsale_core::bot::config::from_env()?.map(|(policy, challenges)| BotDefence {
-        watchlist: RedisWatchlist::new(redis.clone()),
-        challenges: AltchaChallenges::new(challenges),
-        clock: SystemClock,
-        policy,
-    });
+    let defence = match flashsale_core::bot::config::from_env()? {
+        Some((policy, challenges)) => Some(BotDefence {
+            watchlist: RedisWatchlist::new(redis.clone()),
+            challenges: challenges.build()?,
+            clock: SystemClock,
+            policy,
+        }),
+        None => None,
+    };
     let (service, defence) = (&service, &defence);
     lambda_http::run(service_fn(move |request: Request| async move {
         // A request without a valid sale id goes on to the handler, which answers it.

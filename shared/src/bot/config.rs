@@ -3,8 +3,13 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `BOT_DEFENCE` | `on` | `off` turns the defence off (every request admitted, nothing counted) |
-//! | `BOT_CHALLENGE_SIGNATURE_SECRET` | (required when on) | HMAC key that signs challenges |
-//! | `BOT_CHALLENGE_KEY_SECRET` | (required when on) | HMAC key that signs the expected derived key |
+//! | `BOT_CHALLENGE_PROVIDER` | `altcha` | `altcha` (proof of work, verified in process) or `turnstile` (Cloudflare's hosted CAPTCHA; needs outbound internet) |
+//! | `BOT_CHALLENGE_SIGNATURE_SECRET` | (required for altcha) | HMAC key that signs challenges |
+//! | `BOT_CHALLENGE_KEY_SECRET` | (required for altcha) | HMAC key that signs the expected derived key |
+//! | `TURNSTILE_SITE_KEY` | (required for turnstile) | the widget's public site key |
+//! | `TURNSTILE_SECRET_KEY` | (required for turnstile) | the siteverify secret |
+//! | `TURNSTILE_SITEVERIFY_URL` | Cloudflare's | a local stand-in's URL in tests (http only to this machine) |
+//! | `TURNSTILE_TIMEOUT_MS` | 3000 | budget of one verification |
 //! | `BOT_CHALLENGE_AT` | 80 | the score that is challenged (seed 004 flow 10: above 80) |
 //! | `BOT_CHALLENGE_WORK` | 100000 | SHA-256 counters at the threshold (four times that at 100) |
 //! | `BOT_CHALLENGE_TTL_SECONDS` | 120 | how long a challenge may be answered |
@@ -13,14 +18,39 @@
 //! | `BOT_BLOCK_ADDRESSES` | `off` | `on`: block the address too (see [`DefencePolicy::block_addresses`] for why it is off by default) |
 //!
 //! The secrets come from Secrets Manager on AWS (dynamic references in the template) and are
-//! never logged ([`AltchaConfig`]'s `Debug` leaves them out).
+//! never logged ([`AltchaConfig`]'s `Debug` leaves them out, [`Secret`] prints `***`).
 
 use std::time::Duration;
 
-use super::challenge::altcha::AltchaConfig;
+use super::challenge::altcha::{AltchaChallenges, AltchaConfig};
+use super::challenge::turnstile::{TurnstileConfig, TurnstileVerifier, SITEVERIFY_URL};
+use super::challenge::Challenges;
 use super::defence::DefencePolicy;
 use super::score::Weights;
-use crate::config::{parsed_or, required, ConfigError};
+use crate::config::{parsed_or, required, ConfigError, Secret};
+
+/// Which challenge, with its settings.
+#[derive(Debug, Clone)]
+pub enum ChallengeConfig {
+    Altcha(AltchaConfig),
+    Turnstile(TurnstileConfig),
+}
+
+impl ChallengeConfig {
+    /// The adapter (Turnstile's sets up its HTTPS client, and checks its URL and keys).
+    pub fn build(self) -> Result<Challenges, ConfigError> {
+        Ok(match self {
+            ChallengeConfig::Altcha(c) => Challenges::Altcha(AltchaChallenges::new(c)),
+            ChallengeConfig::Turnstile(c) => {
+                let verifier = TurnstileVerifier::new(c).map_err(|e| ConfigError::Invalid {
+                    name: "TURNSTILE_SITEVERIFY_URL",
+                    reason: e.to_string(),
+                })?;
+                Challenges::Turnstile(Box::new(verifier))
+            }
+        })
+    }
+}
 
 /// `on` or `off`.
 fn on_off(name: &'static str, default: bool) -> Result<bool, ConfigError> {
@@ -36,7 +66,7 @@ fn on_off(name: &'static str, default: bool) -> Result<bool, ConfigError> {
 }
 
 /// `None` when `BOT_DEFENCE=off`.
-pub fn from_env() -> Result<Option<(DefencePolicy, AltchaConfig)>, ConfigError> {
+pub fn from_env() -> Result<Option<(DefencePolicy, ChallengeConfig)>, ConfigError> {
     if !on_off("BOT_DEFENCE", true)? {
         return Ok(None);
     }
@@ -64,12 +94,26 @@ pub fn from_env() -> Result<Option<(DefencePolicy, AltchaConfig)>, ConfigError> 
                 .into(),
         });
     }
-    let challenges = AltchaConfig {
-        signature_secret: required("BOT_CHALLENGE_SIGNATURE_SECRET")?,
-        key_secret: required("BOT_CHALLENGE_KEY_SECRET")?,
-        ttl: Duration::from_secs(ttl_seconds),
-        base_work: parsed_or("BOT_CHALLENGE_WORK", 100_000)?,
-        threshold: challenge_at,
+    let challenges = match parsed_or("BOT_CHALLENGE_PROVIDER", "altcha".to_string())?.as_str() {
+        "altcha" => ChallengeConfig::Altcha(AltchaConfig {
+            signature_secret: required("BOT_CHALLENGE_SIGNATURE_SECRET")?,
+            key_secret: required("BOT_CHALLENGE_KEY_SECRET")?,
+            ttl: Duration::from_secs(ttl_seconds),
+            base_work: parsed_or("BOT_CHALLENGE_WORK", 100_000)?,
+            threshold: challenge_at,
+        }),
+        "turnstile" => ChallengeConfig::Turnstile(TurnstileConfig {
+            site_key: required("TURNSTILE_SITE_KEY")?,
+            secret: Secret::new(required("TURNSTILE_SECRET_KEY")?),
+            siteverify_url: parsed_or("TURNSTILE_SITEVERIFY_URL", SITEVERIFY_URL.to_string())?,
+            timeout: Duration::from_millis(parsed_or("TURNSTILE_TIMEOUT_MS", 3000u64)?.max(1)),
+        }),
+        other => {
+            return Err(ConfigError::Invalid {
+                name: "BOT_CHALLENGE_PROVIDER",
+                reason: format!("must be altcha or turnstile, got {other}"),
+            })
+        }
     };
     Ok(Some((policy, challenges)))
 }

@@ -83,6 +83,9 @@ pub enum Verdict {
     Malformed {
         reason: String,
     },
+    /// The verifier could not judge the solution (503 with `Retry-After`, no pass, no block:
+    /// the client sends it again).
+    VerifierUnavailable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +155,11 @@ impl<W: Watchlist, V: ChallengeVerifier, K: Clock> BotDefence<W, V, K> {
         score: Score,
         now: Timestamp,
     ) -> Result<Verdict, DefenceError> {
-        let reason = match self.challenges.verify(response, &suspect.binding) {
+        let reason = match self
+            .challenges
+            .verify(response, &suspect.binding, now)
+            .await
+        {
             Ok(solved) => {
                 // The pass first, the spend second: if the spend's answer is lost (or it runs
                 // only half), the client's retry finds the pass and is admitted, instead of
@@ -186,6 +193,11 @@ impl<W: Watchlist, V: ChallengeVerifier, K: Clock> BotDefence<W, V, K> {
             Err(Refusal::Malformed(reason)) => return Ok(Verdict::Malformed { reason }),
             Err(Refusal::Failed) => "challenge-failed",
             Err(Refusal::Expired) => "challenge-expired",
+            Err(Refusal::Replayed) => "challenge-replayed",
+            Err(Refusal::Unavailable(reason)) => {
+                tracing::error!(%reason, "challenge verifier unavailable");
+                return Ok(Verdict::VerifierUnavailable);
+            }
         };
         let buyer = Subject::Buyer(suspect.buyer.clone());
         let mut subjects = vec![buyer.clone()];

@@ -22,7 +22,7 @@ use super::score::Telemetry;
 use super::watchlist::Watchlist;
 use crate::domain::{Clock, SaleId, Timestamp};
 use crate::http::request::{gateway_request_id, identity_of};
-use crate::http::Problem;
+use crate::http::{problems, Problem};
 use crate::rate_limit::RequestId;
 
 pub const CHALLENGE_RESPONSE_HEADER: &str = "x-challenge-response";
@@ -152,6 +152,9 @@ pub fn refusal(verdict: &Verdict) -> Option<Problem> {
             "invalid-challenge-response",
             "Invalid challenge response",
             format!("{CHALLENGE_RESPONSE_HEADER}: {reason}"),
+        )),
+        Verdict::VerifierUnavailable => Some(problems::dependency_unavailable(
+            "The challenge response could not be checked just now; send it again.",
         )),
     }
 }
@@ -361,5 +364,14 @@ mod tests {
         })
         .unwrap();
         assert_eq!(malformed.status, 400);
+        let unavailable = refusal(&Verdict::VerifierUnavailable).unwrap();
+        assert_eq!(
+            (
+                unavailable.status,
+                unavailable.retry_after,
+                unavailable.type_uri.as_str()
+            ),
+            (503, Some(1), "/problems/dependency-unavailable")
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! HTTP helpers for the `lambda_http` handlers: reading requests ([`request`]), JSON bodies,
-//! and RFC 9457 problem details ([`Problem`], the shared catalogue in [`problems`]).
+//! and RFC 9457 problem details ([`Problem`], the shared catalogue in [`problems`]); and the
+//! outbound HTTPS [`client`] of the adapters for hosted services.
 
+pub mod client;
 mod problem;
 pub mod problems;
 pub mod request;

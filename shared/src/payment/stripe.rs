@@ -41,11 +41,7 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
-use hyper::{Method, Request, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, Request};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -54,6 +50,7 @@ use super::{
     PaymentProvider, PaymentStatus, RefundOutcome,
 };
 use crate::config::{self, ConfigError};
+use crate::http::client::{check_endpoint, https_client, EndpointError, HttpsClient};
 
 /// The API version every request pins (`Stripe-Version`), so a change of the account's default
 /// version never changes the shapes this module parses.
@@ -65,25 +62,8 @@ pub const DEFAULT_API_BASE: &str = "https://api.stripe.com";
 /// The longest answer read; Stripe's objects are a few KiB.
 const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// An API key. `Debug` prints `***`; there is no `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(raw: impl Into<String>) -> Self {
-        Self(raw.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+/// The API key's type (it lives with the configuration).
+pub use crate::config::Secret;
 
 #[derive(Debug, Clone)]
 pub struct StripeConfig {
@@ -137,12 +117,10 @@ pub enum StripeSetupError {
     Tls(#[from] rustls::Error),
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// The Stripe adapter. Build it once per cold start: it keeps a pool of connections.
 #[derive(Clone)]
 pub struct StripeProvider {
-    client: HttpClient,
+    client: HttpsClient,
     base: String,
     authorization: HeaderValue,
     timeout: Duration,
@@ -159,21 +137,10 @@ impl fmt::Debug for StripeProvider {
 
 impl StripeProvider {
     pub fn new(config: StripeConfig) -> Result<Self, StripeSetupError> {
-        let base = config.api_base.trim().trim_end_matches('/').to_owned();
-        let uri: Uri = base
-            .parse()
-            .map_err(|_| StripeSetupError::BadApiBase(base.clone()))?;
-        let host = uri.host().unwrap_or_default();
-        let path_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
-        match uri.scheme_str() {
-            Some("https") if path_ok && !host.is_empty() => {}
-            Some("http") if path_ok && !host.is_empty() => {
-                if !matches!(host, "127.0.0.1" | "[::1]" | "::1" | "localhost") {
-                    return Err(StripeSetupError::PlainHttp);
-                }
-            }
-            _ => return Err(StripeSetupError::BadApiBase(base)),
-        }
+        let base = check_endpoint(&config.api_base, true).map_err(|error| match error {
+            EndpointError::PlainHttp(_) => StripeSetupError::PlainHttp,
+            _ => StripeSetupError::BadApiBase(config.api_base.trim().to_owned()),
+        })?;
         let key = config.secret_key.expose().trim();
         if key.is_empty() {
             return Err(StripeSetupError::EmptyKey);
@@ -182,19 +149,8 @@ impl StripeProvider {
             .map_err(|_| StripeSetupError::EmptyKey)?;
         authorization.set_sensitive(true);
 
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::aws_lc_rs::default_provider())?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        // Stripe closes idle keep-alive connections; do not keep ours much longer.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(https);
+        // Stripe closes idle keep-alive connections; the shared client drops ours after 30 s.
+        let client = https_client(config.timeout)?;
         Ok(Self {
             client,
             base,

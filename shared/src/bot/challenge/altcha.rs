@@ -96,7 +96,20 @@ impl ChallengeVerifier for AltchaChallenges {
         })
     }
 
-    fn verify(&self, response: &str, binding: &Binding) -> Result<Solved, Refusal> {
+    async fn verify(
+        &self,
+        response: &str,
+        binding: &Binding,
+        _now: Timestamp,
+    ) -> Result<Solved, Refusal> {
+        self.check(response, binding)
+    }
+}
+
+impl AltchaChallenges {
+    /// The verification itself: no I/O (the expiry is checked against the system clock by the
+    /// `altcha` crate).
+    pub fn check(&self, response: &str, binding: &Binding) -> Result<Solved, Refusal> {
         if response.len() > MAX_RESPONSE_BYTES {
             return Err(Refusal::Malformed(format!(
                 "longer than {MAX_RESPONSE_BYTES} bytes"
@@ -176,22 +189,22 @@ mod tests {
         let mine = binding("alice", "drop-1");
         let issued = v.issue(&mine, 85, now).unwrap();
         let answer = solve(&issued);
-        let solved = v.verify(&answer, &mine).unwrap();
+        let solved = v.check(&answer, &mine).unwrap();
         assert_eq!(solved.expires_at.as_secs(), issued.expires_at.as_secs());
         assert!(!solved.nonce.is_empty());
         assert_eq!(
-            v.verify(&answer, &binding("mallory", "drop-1")),
+            v.check(&answer, &binding("mallory", "drop-1")),
             Err(Refusal::Failed)
         );
         assert_eq!(
-            v.verify(&answer, &binding("alice", "drop-2")),
+            v.check(&answer, &binding("alice", "drop-2")),
             Err(Refusal::Failed)
         );
         let join = Binding {
             action: "join",
             ..mine.clone()
         };
-        assert_eq!(v.verify(&answer, &join), Err(Refusal::Failed));
+        assert_eq!(v.check(&answer, &join), Err(Refusal::Failed));
     }
 
     #[test]
@@ -210,19 +223,19 @@ mod tests {
         .unwrap();
         payload["solution"]["derivedKey"] = "00".repeat(32).into();
         let tampered = base64::engine::general_purpose::STANDARD.encode(payload.to_string());
-        assert_eq!(v.verify(&tampered, &mine), Err(Refusal::Failed));
+        assert_eq!(v.check(&tampered, &mine), Err(Refusal::Failed));
         // Expired: issued three minutes ago with a two-minute lifetime.
         let old = v
             .issue(&mine, 80, now.minus(Duration::from_secs(180)))
             .unwrap();
-        assert_eq!(v.verify(&solve(&old), &mine), Err(Refusal::Expired));
+        assert_eq!(v.check(&solve(&old), &mine), Err(Refusal::Expired));
         // Foreign: signed with another secret.
         let other = AltchaChallenges::new(AltchaConfig {
             signature_secret: "someone-else".into(),
             ..verifier().config
         });
         let foreign = other.issue(&mine, 80, now).unwrap();
-        assert_eq!(v.verify(&solve(&foreign), &mine), Err(Refusal::Failed));
+        assert_eq!(v.check(&solve(&foreign), &mine), Err(Refusal::Failed));
     }
 
     #[test]
@@ -231,16 +244,13 @@ mod tests {
         let mine = binding("alice", "drop-1");
         for bad in ["", "%%%", "aGVsbG8=", &"A".repeat(MAX_RESPONSE_BYTES + 1)] {
             assert!(
-                matches!(v.verify(bad, &mine), Err(Refusal::Malformed(_))),
+                matches!(v.check(bad, &mine), Err(Refusal::Malformed(_))),
                 "{bad:.20}"
             );
         }
         // Valid JSON, wrong shape.
         let wrong = base64::engine::general_purpose::STANDARD.encode(r#"{"challenge": 1}"#);
-        assert!(matches!(
-            v.verify(&wrong, &mine),
-            Err(Refusal::Malformed(_))
-        ));
+        assert!(matches!(v.check(&wrong, &mine), Err(Refusal::Malformed(_))));
     }
 
     #[test]

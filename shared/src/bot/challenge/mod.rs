@@ -5,9 +5,14 @@
 //! challenge on the [`super::watchlist::Watchlist`] after a successful verification.
 //!
 //! Adapters: [`altcha`], a proof-of-work challenge verified in process (no outbound call: it
-//! works in a VPC Lambda without NAT and on LocalStack), the work scaled by the score.
+//! works in a VPC Lambda without NAT and on LocalStack), the work scaled by the score; and
+//! [`turnstile`], Cloudflare's hosted CAPTCHA, checked with its siteverify call. [`Challenges`]
+//! is whichever one the configuration picks.
 
 pub mod altcha;
+pub mod turnstile;
+
+use std::future::Future;
 
 use crate::domain::{SaleId, Timestamp, UserId};
 
@@ -49,6 +54,14 @@ pub enum Refusal {
     /// Solved too late: answered with a block (the seed's rule).
     #[error("the challenge expired")]
     Expired,
+    /// Already redeemed elsewhere, as the verifier itself knows (a hosted CAPTCHA's token is
+    /// single use): answered with a block, as a replay.
+    #[error("the challenge was already redeemed")]
+    Replayed,
+    /// The verifier could not judge (a hosted service unreachable, refusing our key, or
+    /// failing): neither a pass nor a block; the client retries (503).
+    #[error("the challenge verifier is unavailable: {0}")]
+    Unavailable(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +72,39 @@ pub struct IssueError(pub String);
 pub trait ChallengeVerifier: Send + Sync {
     /// A new challenge for `binding`, harder for a higher `score` (0-100).
     fn issue(&self, binding: &Binding, score: u8, now: Timestamp) -> Result<Issued, IssueError>;
-    /// Checks `response` (what the client sent back) against `binding`.
-    fn verify(&self, response: &str, binding: &Binding) -> Result<Solved, Refusal>;
+    /// Checks `response` (what the client sent back) against `binding` at `now`.
+    fn verify(
+        &self,
+        response: &str,
+        binding: &Binding,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Solved, Refusal>> + Send;
+}
+
+/// The adapter the configuration picks (`BOT_CHALLENGE_PROVIDER`).
+pub enum Challenges {
+    Altcha(altcha::AltchaChallenges),
+    /// Boxed: it holds a connection pool.
+    Turnstile(Box<turnstile::TurnstileVerifier>),
+}
+
+impl ChallengeVerifier for Challenges {
+    fn issue(&self, binding: &Binding, score: u8, now: Timestamp) -> Result<Issued, IssueError> {
+        match self {
+            Challenges::Altcha(a) => a.issue(binding, score, now),
+            Challenges::Turnstile(t) => t.issue(binding, score, now),
+        }
+    }
+
+    async fn verify(
+        &self,
+        response: &str,
+        binding: &Binding,
+        now: Timestamp,
+    ) -> Result<Solved, Refusal> {
+        match self {
+            Challenges::Altcha(a) => a.verify(response, binding, now).await,
+            Challenges::Turnstile(t) => t.verify(response, binding, now).await,
+        }
+    }
 }
