@@ -73,6 +73,8 @@ export interface FlashsaleConfig {
   readonly payments: PaymentsConfig;
   /** The bot defence in front of reserve (shared/src/bot). */
   readonly bot: BotConfig;
+  /** The WAF edge in front of the API stage (AWS only; edge.ts). */
+  readonly edge: EdgeConfig;
   /** The expiry cleanup: how often the scheduled rule fires and how the run is bounded. */
   readonly expiry: ExpiryConfig;
   /** Who gets which share of the API's and Lambda's capacity (see CapacityConfig). */
@@ -154,6 +156,24 @@ export interface BotConfig {
   readonly secretName?: string;
 }
 
+/** Bot Control's inspection level, or none. */
+export type BotInspection = 'off' | 'COMMON' | 'TARGETED';
+
+/**
+ * The WAF edge (infra/lib/edge.ts). Context: `waf` (default on for AWS; LocalStack has no WAF),
+ * `wafIpRequestsPerSec` (default 10, the seed's per-IP rate), `wafRateWindowSec` (60, 120, 300
+ * or 600; default 60), `wafBotControl` (`off`, `common` (default) or `targeted`; targeted needs
+ * AWS's JavaScript SDK tokens in the front end for most of its rules).
+ */
+export interface EdgeConfig {
+  readonly enabled: boolean;
+  readonly ipRequestsPerSec: number;
+  readonly rateWindowSec: 60 | 120 | 300 | 600;
+  readonly botInspection: BotInspection;
+  /** Paths (their ends) that skip the per-IP rule and Bot Control: the signed payment webhook. */
+  readonly exemptPathSuffixes: readonly string[];
+}
+
 export interface ExpiryConfig {
   /** Minutes between two runs of the cleanup (EventBridge rule `rate(n minutes)`). */
   readonly everyMinutes: number;
@@ -205,6 +225,9 @@ export const DEFAULTS = {
   stripeSecretName: 'flashsale/stripe',
   botSecretName: 'flashsale/bot',
   botChallengeAt: 80,
+  wafIpRequestsPerSec: 10,
+  wafRateWindowSec: 60,
+  wafBotControl: 'common',
   // Local test keys for the bot challenge's HMACs (LocalStack only; never used on AWS).
   localBotSignatureSecret: 'local-bot-signature-secret',
   localBotKeySecret: 'local-bot-key-secret',
@@ -389,6 +412,7 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
     awsFaultProxyUrl: local ? loopbackUrl(get, 'awsFaultProxyUrl') : undefined,
     payments: paymentsFromContext(get, local),
     bot: botFromContext(get, local, int(get, 'natGateways', DEFAULTS.natGateways, 0)),
+    edge: edgeFromContext(get, local),
     expiry: {
       everyMinutes: int(get, 'expiryEveryMinutes', DEFAULTS.expiryEveryMinutes, 1),
       concurrency: int(get, 'expiryConcurrency', DEFAULTS.expiryConcurrency, 1),
@@ -446,6 +470,28 @@ function botFromContext(get: ContextGetter, local: boolean, natGateways: number)
     challengeAt,
     challengeProvider,
     secretName: str(get, 'botSecretName') ?? DEFAULTS.botSecretName,
+  };
+}
+
+function edgeFromContext(get: ContextGetter, local: boolean): EdgeConfig {
+  const enabled = get('waf') === undefined ? !local : bool(get, 'waf');
+  if (enabled && local) throw new Error('context "waf": LocalStack has no WAF; leave "waf" unset (or false) with local=true');
+  const rateWindowSec = int(get, 'wafRateWindowSec', DEFAULTS.wafRateWindowSec, 60);
+  if (![60, 120, 300, 600].includes(rateWindowSec)) {
+    throw new Error(`context "wafRateWindowSec" must be 60, 120, 300 or 600, got ${rateWindowSec}`);
+  }
+  const level = str(get, 'wafBotControl') ?? DEFAULTS.wafBotControl;
+  const levels: Record<string, BotInspection> = { off: 'off', common: 'COMMON', targeted: 'TARGETED' };
+  if (!Object.hasOwn(levels, level)) {
+    throw new Error(`context "wafBotControl" must be off, common or targeted, got "${level}"`);
+  }
+  return {
+    enabled,
+    // At least 1/s: with a 60 s window that is WAF's lowest limit (10) or more.
+    ipRequestsPerSec: int(get, 'wafIpRequestsPerSec', DEFAULTS.wafIpRequestsPerSec, 1),
+    rateWindowSec: rateWindowSec as EdgeConfig['rateWindowSec'],
+    botInspection: levels[level],
+    exemptPathSuffixes: ['/webhooks/payments'],
   };
 }
 

@@ -11,6 +11,7 @@ import { Construct } from 'constructs';
 import { Api } from './api';
 import { REPO_DIR, type FlashsaleConfig } from './config';
 import { Data } from './data';
+import { Edge } from './edge';
 import { FUNCTIONS, Functions, pascal, type EnvVar, type FunctionSpec } from './functions';
 import { Identity } from './identity';
 import { Monitoring } from './monitoring';
@@ -50,6 +51,8 @@ export class FlashsaleStack extends Stack {
   readonly functions: Functions;
   readonly identity: Identity;
   readonly api: Api;
+  /** The WAF edge on the API stage (AWS only). */
+  readonly edge?: Edge;
   readonly monitoring: Monitoring;
   /** Values of the environment variables a function spec may ask for (JWT_* only locally). */
   readonly functionEnv: Partial<Record<EnvVar, string>>;
@@ -218,6 +221,14 @@ export class FlashsaleStack extends Stack {
     // Outputs (fixed logical ids, so `cdk deploy --outputs-file` gives stable keys).
     const out = (id: string, value: string, description?: string) =>
       new CfnOutput(this, id, { value, description });
+    if (config.edge.enabled) {
+      this.edge = new Edge(this, 'Edge', {
+        name: `flashsale-${config.stage}`,
+        stage: this.api.restApi.deploymentStage,
+        config: config.edge,
+      });
+      out('WebAclArn', this.edge.webAcl.attrArn, 'regional WAF web ACL in front of the API stage');
+    }
     out('ApiId', this.api.restApi.restApiId, 'REST API id');
     out('StageName', this.api.restApi.deploymentStage.stageName, 'API Gateway stage');
     out('ApiUrl', this.api.restApi.url, 'API base URL (on AWS; LocalStack: /_aws/execute-api/<ApiId>/<stage>)');

@@ -6,8 +6,9 @@
 //! - `X-Client-Telemetry`: the front end's telemetry, JSON (see [`Telemetry`]), at most
 //!   [`MAX_TELEMETRY_BYTES`]; untrusted, it can only raise the score.
 //!
-//! On AWS, the WAF edge adds `x-amzn-waf-bot-signal` (one value per matched Bot Control label
-//! group; see infra). Locally there is no WAF and the header is absent.
+//! On AWS, the WAF edge adds one `x-amzn-waf-bot-signal-<slug>: <slug>` header per matched Bot
+//! Control label (infra/lib/edge.ts; WAF overwrites same-name headers, hence one name each).
+//! Locally there is no WAF and the headers are absent.
 //!
 //! Answers (problem+json): 403 `challenge-required` with a `challenge` member to solve and
 //! send back; 403 `blocked` with `Retry-After` (seconds left of the block); 400
@@ -27,8 +28,8 @@ use crate::rate_limit::RequestId;
 
 pub const CHALLENGE_RESPONSE_HEADER: &str = "x-challenge-response";
 pub const TELEMETRY_HEADER: &str = "x-client-telemetry";
-/// The header the WAF edge's label rules insert (custom request handling prefixes the name
-/// with `x-amzn-waf-`).
+/// The prefix of the headers the WAF edge's label rules insert (custom request handling
+/// prefixes the rule's header name with `x-amzn-waf-`).
 pub const EDGE_SIGNAL_HEADER: &str = "x-amzn-waf-bot-signal";
 pub const MAX_TELEMETRY_BYTES: usize = 1024;
 
@@ -68,17 +69,21 @@ pub fn suspect_of(
             serde_json::from_str::<Telemetry>(raw).map_err(|e| invalid_telemetry(e.to_string()))?,
         ),
     };
-    let edge_signals = request
+    // WAF keeps only the last of several inserted headers of one name, so each label rule
+    // inserts its own (`x-amzn-waf-bot-signal-<slug>`); the bare name is read too.
+    let mut edge_signals: Vec<String> = request
         .headers()
-        .get_all(EDGE_SIGNAL_HEADER)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .filter(|(name, _)| name.as_str().starts_with(EDGE_SIGNAL_HEADER))
+        .filter_map(|(_, v)| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|s| !s.is_empty() && s.len() <= 64)
-        .take(8)
         .map(str::to_owned)
         .collect();
+    edge_signals.sort();
+    edge_signals.dedup();
+    edge_signals.truncate(8);
     Ok(Suspect {
         buyer: identity.user_id.clone(),
         address,
@@ -256,6 +261,20 @@ mod tests {
         assert_eq!(s.solution.as_deref(), Some("c29sdXRpb24="));
         assert_eq!(s.binding.action, "reserve");
         assert_eq!(s.account_age, None);
+
+        // As the WAF edge sends them: one header per label rule (a same-name insert would
+        // overwrite the previous one), each read, repeats counted once.
+        let r = request(&[
+            ("x-amzn-waf-bot-signal-unverified-bot", "unverified-bot"),
+            (
+                "x-amzn-waf-bot-signal-non-browser-user-agent",
+                "non-browser-user-agent",
+            ),
+            (EDGE_SIGNAL_HEADER, "unverified-bot"),
+            ("x-amzn-waf-other", "not-a-bot-signal"),
+        ]);
+        let s = suspect_of(&r, &sale(), "reserve", now()).unwrap();
+        assert_eq!(s.edge_signals, ["non-browser-user-agent", "unverified-bot"]);
 
         // An account created an hour before `now`.
         let mut context = context_for("alice", &[], "198.51.100.4");
