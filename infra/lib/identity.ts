@@ -60,6 +60,12 @@ export class Identity extends Construct {
       selfSignUpEnabled: false,
       signInAliases: { email: true },
       standardAttributes: { email: { required: true, mutable: true } },
+      // The account's creation time (unix seconds), a bot-defence signal (an account under a
+      // day old scores higher; shared/src/bot/score.rs). Written once, by whoever creates the
+      // account (AdminCreateUser with `custom:created_at`; sign-up is admin-only here), and never
+      // again: immutable, and not among the client's writable attributes. The ID token carries
+      // it as the `custom:created_at` claim, which shared/src/identity reads.
+      customAttributes: { created_at: new cognito.NumberAttribute({ mutable: false, min: 0 }) },
       accountRecovery: cognito.AccountRecovery.EMAIL_ONLY,
       // Buyers' accounts outlive the stack, like the tables.
       removalPolicy: RemovalPolicy.RETAIN,
@@ -69,6 +75,10 @@ export class Identity extends Construct {
       authFlows: { userSrp: true },
       // The API takes ID tokens from the SRP flow; no hosted UI / OAuth flows.
       disableOAuth: true,
+      readAttributes: new cognito.ClientAttributes()
+        .withStandardAttributes({ email: true, emailVerified: true })
+        .withCustomAttributes('created_at'),
+      writeAttributes: new cognito.ClientAttributes().withStandardAttributes({ email: true }),
       preventUserExistenceErrors: true,
     });
     new cognito.CfnUserPoolGroup(this, 'AdminGroup', {

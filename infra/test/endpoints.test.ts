@@ -441,6 +441,19 @@ describe('identity: Cognito on AWS', () => {
     assert.equal(client.Properties.AllowedOAuthFlowsUserPoolClient, false, 'no OAuth / hosted UI flows');
   });
 
+  it('the account creation time: an immutable custom attribute the client reads (into the ID token) but cannot write', () => {
+    const { template } = synth(AWS);
+    const [, pool] = only(template, 'AWS::Cognito::UserPool');
+    const createdAt = pool.Properties.Schema.find((a: { Name: string }) => a.Name === 'created_at');
+    assert.deepEqual(
+      { type: createdAt.AttributeDataType, mutable: createdAt.Mutable },
+      { type: 'Number', mutable: false },
+    );
+    const [, client] = only(template, 'AWS::Cognito::UserPoolClient');
+    assert.ok(client.Properties.ReadAttributes.includes('custom:created_at'));
+    assert.ok(!client.Properties.WriteAttributes.includes('custom:created_at'));
+  });
+
   it('a Cognito user-pool authorizer on the pool, reading the Authorization header', () => {
     const { template } = synth(AWS);
     const [poolId] = only(template, 'AWS::Cognito::UserPool');
