@@ -72,6 +72,8 @@ def test_every_behaviour_of_the_mix_was_exercised_and_ended_as_it_should(short_d
     behaviours = run["behaviours"]
     assert set(behaviours) == mix
     for name, stats in behaviours.items():
+        if name == "bot":
+            continue  # bots should get nothing (the next test)
         assert stats["reserved"] >= 1, f"{name} never got a unit: {stats}"
         assert stats["as_expected"] == stats["buyers"], f"{name}: {stats['outcomes']}"
     # The outcomes that make each behaviour what it is were seen.
@@ -83,6 +85,23 @@ def test_every_behaviour_of_the_mix_was_exercised_and_ended_as_it_should(short_d
     assert sum(1 for r in run["ledger"]["reservations"] if r["status"] == "EXPIRED") >= 1
     greedy = [r for r in run["reports"] if r["behaviour"] == "greedy" and r["greedy"]]
     assert greedy and all(r["greedy"][0] <= run["scenario"]["sale"]["per_user_limit"] for r in greedy)
+
+
+def test_the_bots_in_the_crowd_are_stopped_while_people_buy(short_demo):
+    """Seed 004 flow 10's figures: about 90 % of bot traffic blocked, at most 1 % of people
+    challenged; the bots end with nothing while people want every unit."""
+    _, run = short_demo
+    b = run["bots"]
+    assert b["bots"] == run["behaviours"]["bot"]["buyers"] >= 4
+    assert b["bot_reserve_requests"] >= b["bots"] * 2
+    assert b["bot_requests_stopped_share"] >= 0.9, b
+    assert b["bot_reservations"] == 0 and b["bot_units_confirmed"] == 0, b
+    assert b["people_challenged"] == 0 and b["people_blocked"] == 0, b
+    assert run["behaviours"]["bot"]["as_expected"] == b["bots"], run["behaviours"]["bot"]
+    # People wanted more than the stock: someone was told sold out, and they bought units.
+    f = run["verdict"]["figures"]
+    assert f["sold"] > 0
+    assert any(r["outcome"]["kind"] == "sold_out" for r in run["reports"] if r["behaviour"] != "bot")
 
 
 def test_the_report_renders_in_a_headless_browser(short_demo, tmp_path):

@@ -152,7 +152,9 @@ pub struct Weights {
     pub instant_click: Duration,
     pub instant_click_points: u8,
     pub edge_signal_points: u8,
-    /// Telemetry points are capped here all together: it is self-reported.
+    /// Telemetry points are capped here all together: it is self-reported, so it alone never
+    /// reaches the threshold; with a fresh account it does (the seed's bot on its first
+    /// request: a headless browser admitting automation, from an account made for the drop).
     pub telemetry_cap: u8,
     /// A score at or above this is challenged (seed: "score > 80 triggers CAPTCHA").
     pub challenge_at: u8,
@@ -178,7 +180,7 @@ impl Default for Weights {
             instant_click: Duration::from_millis(300),
             instant_click_points: 15,
             edge_signal_points: 35,
-            telemetry_cap: 40,
+            telemetry_cap: 60,
             challenge_at: 80,
         }
     }
@@ -347,6 +349,36 @@ mod tests {
             points_of(&s, &Reason::NewAccount { age_minutes: 60 }),
             Some(20)
         );
+    }
+
+    /// Found by the demo's crowd: with the cap at 40 this bot scored 60 on its first request
+    /// and reserved a unit before its rate gave it away.
+    #[test]
+    fn the_seeds_bot_is_challenged_on_its_first_request() {
+        let w = Weights::default();
+        let first = Signals {
+            user_per_minute: 1,
+            ip_per_minute: 1,
+            account_age: Some(Duration::from_secs(600)),
+            telemetry: Some(Telemetry {
+                webdriver: true,
+                headless: true,
+                webgl: Some(false),
+                canvas: Some(false),
+                pointer_events: Some(0),
+                click_after_ms: Some(20),
+            }),
+            edge_signals: Vec::new(),
+        };
+        let s = score(&first, &w);
+        assert_eq!(s.value, 80, "{s:?}");
+        assert!(s.reaches(w.challenge_at));
+        // The same browser on an old account is not challenged on telemetry alone.
+        let old = Signals {
+            account_age: Some(Duration::from_secs(400 * 24 * 3600)),
+            ..first
+        };
+        assert!(!score(&old, &w).reaches(w.challenge_at));
     }
 
     #[test]

@@ -80,21 +80,25 @@ impl Api {
     }
 
     /// `POST /sales/{sale}/reservations` with `{"quantity": n}`: 201 with the reservation.
+    /// `client_headers`: what the buyer's client adds (telemetry, a challenge's answer).
     pub async fn reserve(
         &self,
         sale: &str,
         token: &str,
         key: &str,
         quantity: u32,
+        client_headers: &[(&str, &str)],
     ) -> Result<Answer, OutOfBudget> {
         let url = format!("{}/sales/{sale}/reservations", self.base);
         let body = json!({ "quantity": quantity });
+        let mut headers = vec![("idempotency-key", key)];
+        headers.extend_from_slice(client_headers);
         self.send(
             Endpoint::Reserve,
             Method::POST,
             &url,
             token,
-            Some(key),
+            &headers,
             Some(&body),
         )
         .await
@@ -115,7 +119,7 @@ impl Api {
             Method::POST,
             &url,
             token,
-            Some(key),
+            &[("idempotency-key", key)],
             Some(&body),
         )
         .await
@@ -130,7 +134,7 @@ impl Api {
             Method::GET,
             &url,
             token,
-            None,
+            &[],
             None,
         )
         .await
@@ -171,27 +175,22 @@ impl Api {
             .await
     }
 
+    /// One call: the bearer token, then `headers` (the idempotency key, the client's own).
     async fn send(
         &self,
         endpoint: Endpoint,
         method: Method,
         url: &str,
         token: &str,
-        idempotency_key: Option<&str>,
+        headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Answer, OutOfBudget> {
         self.recorder.spend()?;
         let auth = format!("Bearer {token}");
-        let mut headers = vec![("authorization", auth.as_str())];
-        if let Some(key) = idempotency_key {
-            headers.push(("idempotency-key", key));
-        }
+        let mut all = vec![("authorization", auth.as_str())];
+        all.extend_from_slice(headers);
         let started = Instant::now();
-        let answer = match self
-            .http
-            .call(method, url, &headers, body, CALL_TIMEOUT)
-            .await
-        {
+        let answer = match self.http.call(method, url, &all, body, CALL_TIMEOUT).await {
             Ok(reply) => Answer {
                 status: Some(reply.status),
                 retry_after: reply

@@ -3,6 +3,7 @@
 //! Cards are the payment sandbox's test payment methods (Stripe's names): `pm_card_visa`
 //! succeeds, `pm_card_chargeDeclined` is declined.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::api::{Answer, Api};
+use crate::client::{Client, CHALLENGE_RESPONSE_HEADER, TELEMETRY_HEADER};
 use crate::recorder::OutOfBudget;
 
 pub const GOOD_CARD: &str = "pm_card_visa";
@@ -41,7 +43,14 @@ pub enum Behaviour {
     /// after it), racing the expiry cleanup: it must end CONFIRMED or refused (410), never both
     /// or neither.
     PayAtDeadline,
+    /// A scripted bot (seed 004 flow 10): a fresh account, a headless browser's telemetry,
+    /// [`BOT_ATTEMPTS`] reservations back to back with new keys, a guessed answer to a
+    /// challenge. It should get nothing: challenged, then blocked.
+    Bot,
 }
+
+/// Reserve calls a scripted bot makes (a person makes one or two).
+pub const BOT_ATTEMPTS: u32 = 12;
 
 impl Behaviour {
     pub fn label(self) -> &'static str {
@@ -54,6 +63,15 @@ impl Behaviour {
             Behaviour::Greedy => "greedy (parallel)",
             Behaviour::RetryAfter503 => "retry after 503",
             Behaviour::PayAtDeadline => "pay at the deadline",
+            Behaviour::Bot => "scripted bot",
+        }
+    }
+
+    /// What its client looks like to the bot defence.
+    pub fn client(self) -> Client {
+        match self {
+            Behaviour::Bot => Client::Bot,
+            _ => Client::Person,
         }
     }
 
@@ -131,6 +149,8 @@ pub struct BuyerReport {
     /// ms since the run started: reserved (first 201) and confirmed (seen CONFIRMED).
     pub reserved_at_ms: Option<u64>,
     pub confirmed_at_ms: Option<u64>,
+    /// Every reserve answer it got, by outcome (`201`, `challenge-required`, `blocked`, ...).
+    pub reserve_answers: BTreeMap<String, u32>,
 }
 
 impl BuyerReport {
@@ -148,6 +168,11 @@ impl BuyerReport {
             (Behaviour::DeclinedThenRetry, ConfirmedAfterDecline | DeclinedThenSoldOut) => true,
             (Behaviour::Abandon, Abandoned) => true,
             (Behaviour::PayAtDeadline, Confirmed | RefusedAfterExpiry) => true,
+            // Nothing for a bot, and the defence (not the stock) is what stopped it.
+            (Behaviour::Bot, Refused(why)) => {
+                self.reservations.is_empty()
+                    && matches!(why.as_str(), "blocked" | "challenge-required")
+            }
             _ => false,
         }
     }
@@ -175,6 +200,8 @@ pub struct BuyerContext {
 struct Buyer {
     ctx: BuyerContext,
     token: String,
+    /// The telemetry its client sends with every reservation.
+    telemetry: String,
     /// The last granted reservation's `expires_at` (ms since the epoch).
     expires_at: Option<i64>,
     behaviour: Behaviour,
@@ -214,10 +241,12 @@ pub async fn run(
         greedy: None,
         reserved_at_ms: None,
         confirmed_at_ms: None,
+        reserve_answers: BTreeMap::new(),
     };
     let mut buyer = Buyer {
         ctx,
         token,
+        telemetry: behaviour.client().telemetry(),
         expires_at: None,
         behaviour,
         report,
@@ -314,6 +343,7 @@ impl Buyer {
                 Reserved::Refused(a) => Ok(refused(&a)),
             },
             Behaviour::Greedy => self.greedy().await,
+            Behaviour::Bot => self.bot().await,
             Behaviour::PayAtDeadline => {
                 let (id, expires_at) = match self.reserve(&new_key()).await? {
                     Reserved::Granted { id } => {
@@ -346,18 +376,47 @@ impl Buyer {
         }
     }
 
+    /// Reservation after reservation with new keys, as fast as the answers come; a challenge is
+    /// answered with a guess (in [`Self::reserve`]). Whatever it gets, it pays for.
+    async fn bot(&mut self) -> Result<Outcome, Stop> {
+        let mut last = None;
+        for _ in 0..BOT_ATTEMPTS {
+            match self.reserve(&new_key()).await? {
+                Reserved::Granted { id } => return self.pay_and_settle(&id, GOOD_CARD).await,
+                Reserved::Refused(a) if a.outcome() == "sold-out" => return Ok(Outcome::SoldOut),
+                Reserved::Refused(a) => last = Some(a),
+            }
+        }
+        Ok(last.map_or(Outcome::CutShort, |a| refused(&a)))
+    }
+
     async fn greedy(&mut self) -> Result<Outcome, Stop> {
         let n = self.ctx.per_user_limit + 2;
         let attempts = (0..n).map(|_| {
             let api = self.ctx.api.clone();
             let (sale, token) = (self.ctx.sale.clone(), self.token.clone());
-            async move { api.reserve(&sale, &token, &new_key(), 1).await }
+            let telemetry = self.telemetry.clone();
+            async move {
+                api.reserve(
+                    &sale,
+                    &token,
+                    &new_key(),
+                    1,
+                    &[(TELEMETRY_HEADER, &telemetry)],
+                )
+                .await
+            }
         });
         let answers = futures::future::join_all(attempts).await;
         let mut granted = Vec::new();
         let mut refusals = Vec::new();
         for answer in answers {
             let answer = answer?;
+            *self
+                .report
+                .reserve_answers
+                .entry(answer.outcome())
+                .or_default() += 1;
             match reservation_id(&answer) {
                 Some(id) => granted.push(id),
                 None => refusals.push(answer),
@@ -386,16 +445,33 @@ impl Buyer {
     }
 
     /// Reserve one unit with `key`, retrying "not now" answers with the same key when the
-    /// behaviour does.
+    /// behaviour does. A challenge is answered once (solved by a person, guessed by a bot) and
+    /// the request sent again with the answer.
     async fn reserve(&mut self, key: &str) -> Result<Reserved, Stop> {
         let mut attempt = 0;
+        let mut challenge_answer: Option<String> = None;
         loop {
             self.check_time()?;
+            let mut headers = vec![(TELEMETRY_HEADER, self.telemetry.as_str())];
+            if let Some(answer) = &challenge_answer {
+                headers.push((CHALLENGE_RESPONSE_HEADER, answer.as_str()));
+            }
             let answer = self
                 .ctx
                 .api
-                .reserve(&self.ctx.sale, &self.token, key, 1)
+                .reserve(&self.ctx.sale, &self.token, key, 1, &headers)
                 .await?;
+            *self
+                .report
+                .reserve_answers
+                .entry(answer.outcome())
+                .or_default() += 1;
+            if answer.outcome() == "challenge-required" && challenge_answer.is_none() {
+                challenge_answer = self.behaviour.client().answer(&answer.body["challenge"]);
+                if challenge_answer.is_some() {
+                    continue;
+                }
+            }
             if let Some(id) = reservation_id(&answer) {
                 self.expires_at = answer.body["expires_at"]
                     .as_str()
@@ -570,6 +646,7 @@ mod tests {
             greedy,
             reserved_at_ms: None,
             confirmed_at_ms: None,
+            reserve_answers: BTreeMap::new(),
         };
         assert!(report(Behaviour::PayNow, Outcome::Confirmed, None).as_expected(1));
         assert!(report(Behaviour::Abandon, Outcome::SoldOut, None).as_expected(1));
@@ -580,6 +657,15 @@ mod tests {
         assert!(
             report(Behaviour::PayAfterExpiry, Outcome::RefusedAfterExpiry, None).as_expected(1)
         );
+        // A bot is as expected only when the defence stopped it, with nothing reserved.
+        assert!(report(Behaviour::Bot, Outcome::Refused("blocked".into()), None).as_expected(1));
+        assert!(!report(
+            Behaviour::Bot,
+            Outcome::Refused("rate-limited".into()),
+            None
+        )
+        .as_expected(1));
+        assert!(!report(Behaviour::Bot, Outcome::Confirmed, None).as_expected(1));
     }
 
     #[test]

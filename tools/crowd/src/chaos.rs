@@ -148,6 +148,7 @@ impl Fault {
             greedy: 0,
             retry_after_503: 4,
             pay_at_deadline: 0,
+            bot: 0,
         };
         if self == Fault::PayRacesExpiry {
             mix = Mix {
@@ -159,6 +160,7 @@ impl Fault {
                 greedy: 0,
                 retry_after_503: 0,
                 pay_at_deadline: 1,
+                bot: 0,
             };
         }
         Scenario {

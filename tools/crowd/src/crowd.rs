@@ -45,7 +45,12 @@ pub async fn run(
     let users: Vec<String> = (0..behaviours.len())
         .map(|i| format!("{run_id}-{i}"))
         .collect();
-    let minted = futures::stream::iter(users.iter().map(|u| tokens.token(u, false)));
+    let minted = futures::stream::iter(
+        users
+            .iter()
+            .zip(&behaviours)
+            .map(|(u, b)| tokens.token(u, false, Some(b.client().account_age()))),
+    );
     let token_list: Vec<String> = {
         use futures::StreamExt;
         minted

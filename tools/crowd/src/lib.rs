@@ -2,7 +2,8 @@
 //! then reads the sale's ledger back from every store and gives the invariant's verdict.
 //!
 //! - [`scenario`]: the sale, the crowd and its behaviours (TOML files in `scenarios/`);
-//! - [`buyer`], [`crowd`]: what each buyer does, and the arrival curve;
+//! - [`buyer`], [`crowd`]: what each buyer does, and the arrival curve; [`client`]: what its
+//!   client looks like to the bot defence (a person's browser or a scripted bot);
 //! - [`api`], [`tokens`], [`http`], [`target`]: how the system is reached;
 //! - [`recorder`]: every call's outcome and latency, live counters;
 //! - [`ledger`], [`sale_run`]: settling, the ledger and the verdict;
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod buyer;
 pub mod chaos;
+pub mod client;
 pub mod crowd;
 pub mod http;
 pub mod ledger;

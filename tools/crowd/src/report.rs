@@ -17,7 +17,7 @@ use crate::ledger::{Ledger, Verdict};
 use crate::recorder::{Endpoint, Latency, Sample};
 use crate::sale_run::StockPoint;
 use crate::scenario::Scenario;
-use crate::summary::BehaviourStats;
+use crate::summary::{BehaviourStats, BotFigures};
 
 /// Everything one sale run produced.
 #[derive(Debug, Clone, Serialize)]
@@ -31,6 +31,8 @@ pub struct RunRecord {
     pub refusals: BTreeMap<String, u64>,
     pub latencies: Vec<Latency>,
     pub behaviours: BTreeMap<Behaviour, BehaviourStats>,
+    /// How the bot defence treated bots and people.
+    pub bots: BotFigures,
     pub verdict: Verdict,
     pub ledger: Ledger,
     pub reports: Vec<BuyerReport>,
@@ -115,6 +117,22 @@ pub fn text(r: &RunRecord) -> String {
             s.reserved,
             s.as_expected,
             outcomes.join(", ")
+        );
+    }
+    if r.bots.bots > 0 {
+        let b = &r.bots;
+        let _ = writeln!(
+            out,
+            "\n== bot defence ==\n  bots: {} reserve requests, {} stopped by the defence ({:.1} %), {} reservations, {} units bought\n  people: {} of {} challenged ({:.1} %), {} blocked",
+            b.bot_reserve_requests,
+            b.bot_requests_stopped,
+            b.bot_requests_stopped_share * 100.0,
+            b.bot_reservations,
+            b.bot_units_confirmed,
+            b.people_challenged,
+            b.people,
+            b.people_challenged_share * 100.0,
+            b.people_blocked
         );
     }
     let _ = writeln!(
@@ -254,7 +272,27 @@ pub fn html(r: &RunRecord) -> anyhow::Result<String> {
             outcomes.join(", ")
         );
     }
-    page.push_str("</table><h2>Latency (ms)</h2><table><tr><th>endpoint</th><th>answered</th><th>no answer</th><th>p50</th><th>p95</th><th>p99</th><th>max</th></tr>");
+    page.push_str("</table>");
+    if r.bots.bots > 0 {
+        let b = &r.bots;
+        let _ = write!(
+            page,
+            "<h2>Bot defence</h2><table><tr><th></th><th>reserve requests</th><th>stopped by the defence</th><th>reservations</th><th>units bought</th></tr>\
+             <tr><td>{} bots</td><td>{}</td><td>{} ({:.1} %)</td><td>{}</td><td>{}</td></tr></table>\
+             <p>People: {} of {} challenged ({:.1} %), {} blocked.</p>",
+            b.bots,
+            b.bot_reserve_requests,
+            b.bot_requests_stopped,
+            b.bot_requests_stopped_share * 100.0,
+            b.bot_reservations,
+            b.bot_units_confirmed,
+            b.people_challenged,
+            b.people,
+            b.people_challenged_share * 100.0,
+            b.people_blocked
+        );
+    }
+    page.push_str("<h2>Latency (ms)</h2><table><tr><th>endpoint</th><th>answered</th><th>no answer</th><th>p50</th><th>p95</th><th>p99</th><th>max</th></tr>");
     for l in &r.latencies {
         let _ = write!(
             page,

@@ -32,7 +32,7 @@ pub async fn open_sale(
     scenario: &Scenario,
     sale: &str,
 ) -> anyhow::Result<()> {
-    let admin = tokens.token("crowd-admin", true).await?;
+    let admin = tokens.token("crowd-admin", true, None).await?;
     let now = chrono::Utc::now();
     let s = &scenario.sale;
     let body = json!({

@@ -12,13 +12,14 @@
 //! per_user_limit = 1    # units one buyer may hold or own
 //! hold_seconds = 60     # how long an unpaid reservation holds its units (60..=3600)
 //! [crowd]
-//! buyers = 200
+//! buyers = 250
 //! burst_share = 0.7     # share of the buyers who arrive in the opening burst
 //! burst_seconds = 3     # the burst's length
 //! tail_seconds = 30     # the rest arrive over this long, fewer and fewer
 //! max_in_flight = 64    # buyers acting at once (the client side's concurrency)
 //! [mix]                 # relative weights of the behaviours (see Behaviour)
 //! pay_now = 50
+//! bot = 25              # scripted bots among the buyers (they should end with nothing)
 //! [limits]
 //! max_requests = 5000
 //! max_seconds = 300
@@ -95,7 +96,7 @@ pub struct CrowdSpec {
 impl Default for CrowdSpec {
     fn default() -> Self {
         Self {
-            buyers: 200,
+            buyers: 250,
             burst_share: 0.7,
             burst_seconds: 3.0,
             tail_seconds: 30.0,
@@ -116,6 +117,8 @@ pub struct Mix {
     pub greedy: u32,
     pub retry_after_503: u32,
     pub pay_at_deadline: u32,
+    /// Scripted bots (not buyers: they should end with nothing).
+    pub bot: u32,
 }
 
 impl Default for Mix {
@@ -129,6 +132,7 @@ impl Default for Mix {
             greedy: 5,
             retry_after_503: 10,
             pay_at_deadline: 0,
+            bot: 25,
         }
     }
 }
@@ -145,6 +149,7 @@ impl Mix {
             (Behaviour::Greedy, self.greedy),
             (Behaviour::RetryAfter503, self.retry_after_503),
             (Behaviour::PayAtDeadline, self.pay_at_deadline),
+            (Behaviour::Bot, self.bot),
         ]
         .into_iter()
         .filter(|(_, w)| *w > 0)
@@ -303,8 +308,9 @@ mod tests {
     fn an_empty_file_is_the_defaults() {
         let s = Scenario::from_toml("").unwrap();
         assert_eq!(s.sale.stock, 50);
-        assert_eq!(s.crowd.buyers, 200);
-        assert_eq!(s.mix.weights().len(), 7);
+        assert_eq!(s.crowd.buyers, 250);
+        assert_eq!(s.mix.weights().len(), 8);
+        assert_eq!(s.mix.bot, 25, "the default crowd has scripted bots in it");
     }
 
     #[test]
@@ -330,7 +336,7 @@ mod tests {
             ("[sale]\ncurrency = \"euro\"\n", "sale.currency"),
             ("[crowd]\nburst_share = 1.5\n", "crowd.burst_share"),
             ("[crowd]\nbuyers = 0\n", "crowd.buyers"),
-            ("[mix]\npay_now = 0\npay_late = 0\npay_after_expiry = 0\ndeclined_then_retry = 0\nabandon = 0\ngreedy = 0\nretry_after_503 = 0\npay_at_deadline = 0\n", "mix"),
+            ("[mix]\npay_now = 0\npay_late = 0\npay_after_expiry = 0\ndeclined_then_retry = 0\nabandon = 0\ngreedy = 0\nretry_after_503 = 0\npay_at_deadline = 0\nbot = 0\n", "mix"),
             ("[limits]\nmax_seconds = 0\n", "limits.max_seconds"),
             ("[lmits]\n", "lmits"),
         ];

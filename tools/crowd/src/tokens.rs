@@ -7,6 +7,7 @@
 //! script, e.g. one that signs in Cognito test users with `aws cognito-idp admin-initiate-auth`).
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use flashsale_core::identity::token::{mint, Claims};
@@ -35,8 +36,15 @@ impl TokenSource {
         })
     }
 
-    /// A token for `user`; `admin` adds the `admin` group.
-    pub async fn token(&self, user: &str, admin: bool) -> anyhow::Result<String> {
+    /// A token for `user`; `admin` adds the `admin` group; `account_age` sets the account's
+    /// creation claim (`custom:created_at`) that far back (local tokens only: a command's
+    /// identity provider knows its own accounts' ages).
+    pub async fn token(
+        &self,
+        user: &str,
+        admin: bool,
+        account_age: Option<Duration>,
+    ) -> anyhow::Result<String> {
         match self {
             TokenSource::Local {
                 private_key_pem,
@@ -52,7 +60,8 @@ impl TokenSource {
                     iat: now,
                     groups: if admin { vec!["admin".into()] } else { vec![] },
                     token_use: Some("id".into()),
-                    created_at: None,
+                    created_at: account_age
+                        .map(|age| (now - age.as_secs() as i64).max(0).to_string()),
                 };
                 Ok(mint(private_key_pem, &claims)?)
             }
@@ -89,9 +98,15 @@ mod tests {
     #[tokio::test]
     async fn the_command_source_substitutes_user_and_role() {
         let source = TokenSource::Command("echo tok-{user}-{role}".into());
-        assert_eq!(source.token("ann", false).await.unwrap(), "tok-ann-buyer");
-        assert_eq!(source.token("ops", true).await.unwrap(), "tok-ops-admin");
+        assert_eq!(
+            source.token("ann", false, None).await.unwrap(),
+            "tok-ann-buyer"
+        );
+        assert_eq!(
+            source.token("ops", true, None).await.unwrap(),
+            "tok-ops-admin"
+        );
         let failing = TokenSource::Command("exit 3".into());
-        assert!(failing.token("ann", false).await.is_err());
+        assert!(failing.token("ann", false, None).await.is_err());
     }
 }

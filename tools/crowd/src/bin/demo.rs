@@ -146,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         refusals: recorder.refusals(),
         latencies: latencies(&samples),
         behaviours,
+        bots: crowd::summary::bot_figures(&reports),
         verdict: settled.verdict.clone(),
         ledger: settled.ledger.clone(),
         reports,
