@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::watchlist::{Block, Subject, Watchlist};
 use crate::domain::Clock;
-use crate::http::request::{bad_request, identity_of};
+use crate::http::request::{admin_of, bad_request};
 use crate::http::{json, problems, Problem};
 
 pub const DEFAULT_LIMIT: usize = 100;
@@ -54,12 +54,7 @@ async fn handle<W: Watchlist, K: Clock>(
     clock: &K,
     request: &Request,
 ) -> Result<Response<Body>, Problem> {
-    let identity = identity_of(request)?;
-    if !identity.is_admin() {
-        return Err(problems::admin_only(
-            "The bot defence's blocks are for the admin group.",
-        ));
-    }
+    let identity = admin_of(request, "The bot defence's blocks are for the admin group.")?;
     let query = request.query_string_parameters_ref();
     let param = |name: &str| query.and_then(|q| q.first(name)).map(str::to_owned);
     let unavailable = |error: super::watchlist::WatchlistError| {

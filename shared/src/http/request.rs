@@ -7,7 +7,7 @@ use lambda_http::{Body, Request, RequestExt};
 
 use super::problems;
 use super::Problem;
-use crate::domain::IdempotencyKey;
+use crate::domain::{IdempotencyKey, SaleId};
 use crate::identity::{self, Identity};
 
 /// Request bodies are tiny; anything larger is refused before parsing.
@@ -15,6 +15,16 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024;
 
 pub fn identity_of(request: &Request) -> Result<Identity, Problem> {
     identity::from_request(request).map_err(|_| problems::unauthenticated())
+}
+
+/// The caller, who must be in the admin group: 401 without an identity, 403 `forbidden` (with
+/// `detail`, which says what needed the right) for anyone else.
+pub fn admin_of(request: &Request, detail: &str) -> Result<Identity, Problem> {
+    let identity = identity_of(request)?;
+    if !identity.is_admin() {
+        return Err(problems::admin_only(detail));
+    }
+    Ok(identity)
 }
 
 /// The body's bytes, at most [`MAX_BODY_BYTES`] (413 beyond).
@@ -36,6 +46,13 @@ pub fn path_param(request: &Request, name: &str) -> Option<String> {
         .path_parameters_ref()
         .and_then(|params| params.first(name))
         .map(str::to_owned)
+}
+
+/// The `{saleId}` path parameter (400 `invalid-sale-id` if missing or malformed).
+pub fn sale_id_of(request: &Request) -> Result<SaleId, Problem> {
+    path_param(request, "saleId")
+        .and_then(|raw| SaleId::parse(raw).ok())
+        .ok_or_else(problems::invalid_sale_id)
 }
 
 /// The required `Idempotency-Key` header; `why` tells a client that omitted it what it protects.

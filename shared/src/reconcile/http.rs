@@ -8,9 +8,8 @@ use lambda_http::{Body, Request, Response};
 use super::rebuild::{RebuildError, StockRebuilder, Trigger};
 use super::DurableRecords;
 use crate::domain::Clock;
-use crate::http::request::identity_of;
+use crate::http::request::{admin_of, sale_id_of};
 use crate::http::{json, problems, Problem};
-use crate::sale::http::sale_id_of;
 use crate::sale::SaleCatalog;
 use crate::stock::{StockEngine, StockMaintenance};
 
@@ -52,12 +51,7 @@ where
     C: SaleCatalog,
     K: Clock,
 {
-    let identity = identity_of(request)?;
-    if !identity.is_admin() {
-        return Err(problems::admin_only(
-            "Rebuilding stock needs the admin group.",
-        ));
-    }
+    let identity = admin_of(request, "Rebuilding stock needs the admin group.")?;
     let sale_id = sale_id_of(request)?;
     tracing::info!(sale_id = %sale_id, admin = %identity.user_id, "stock rebuild requested");
     match rebuilder.rebuild(&sale_id, Trigger::Admin).await {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::put::PutSaleError;
 use super::{Sale, SaleCatalog, SaleWindow};
 use crate::domain::{Clock, Currency, Money, SaleId, Timestamp};
-use crate::http::request::{body_bytes, identity_of, path_param};
+use crate::http::request::{admin_of, body_bytes, sale_id_of};
 use crate::http::{json, problems, Problem};
 use crate::stock::{ShardCount, StockEngine};
 
@@ -53,13 +53,6 @@ fn view(sale: &Sale, available: Option<i64>, now: Timestamp) -> SaleView {
         starts_at: sale.starts_at.to_rfc3339(),
         ends_at: sale.ends_at.to_rfc3339(),
     }
-}
-
-/// The `{saleId}` path parameter (400 if malformed).
-pub fn sale_id_of(request: &Request) -> Result<SaleId, Problem> {
-    path_param(request, "saleId")
-        .and_then(|raw| SaleId::parse(raw).ok())
-        .ok_or_else(problems::invalid_sale_id)
 }
 
 async fn available<S: StockEngine>(stock: &S, sale: &Sale) -> Option<i64> {
@@ -216,12 +209,7 @@ async fn put_sale_inner<C: SaleCatalog, S: StockEngine, K: Clock>(
     clock: &K,
     request: &Request,
 ) -> Result<Response<Body>, Problem> {
-    let identity = identity_of(request)?;
-    if !identity.is_admin() {
-        return Err(problems::admin_only(
-            "Managing sales needs the admin group.",
-        ));
-    }
+    admin_of(request, "Managing sales needs the admin group.")?;
     let sale_id = sale_id_of(request)?;
     let now = clock.now();
     let wanted = parse_put(sale_id, body_bytes(request)?, now)?;
