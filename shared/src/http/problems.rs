@@ -49,6 +49,29 @@ pub fn invalid_reservation_id() -> Problem {
     )
 }
 
+/// 404 for a reservation that does not exist or is not the caller's (the same answer, so ids
+/// of other buyers' reservations cannot be probed).
+pub fn reservation_not_found() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "reservation-not-found",
+        "Reservation not found",
+        "You have no reservation with this id.",
+    )
+}
+
+/// 503 `temporarily-unavailable` (the payment intake's slug; clients branch on it), with
+/// `Retry-After: 1`.
+pub fn temporarily_unavailable(detail: impl Into<String>) -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily-unavailable",
+        "Temporarily unavailable",
+        detail,
+    )
+    .with_retry_after(RETRY_SOON_SECS)
+}
+
 /// 400 for a body that is not the JSON the endpoint expects; `detail` names what is wrong.
 pub fn malformed_body(detail: impl Into<String>) -> Problem {
     Problem::new(

@@ -7,7 +7,7 @@ use lambda_http::{Body, Request, RequestExt};
 
 use super::problems;
 use super::Problem;
-use crate::domain::{IdempotencyKey, SaleId};
+use crate::domain::{IdempotencyKey, ReservationId, SaleId};
 use crate::identity::{self, Identity};
 
 /// Request bodies are tiny; anything larger is refused before parsing.
@@ -53,6 +53,13 @@ pub fn sale_id_of(request: &Request) -> Result<SaleId, Problem> {
     path_param(request, "saleId")
         .and_then(|raw| SaleId::parse(raw).ok())
         .ok_or_else(problems::invalid_sale_id)
+}
+
+/// The `{reservationId}` path parameter (400 `invalid-reservation-id` if missing or not a UUID).
+pub fn reservation_id_of(request: &Request) -> Result<ReservationId, Problem> {
+    path_param(request, "reservationId")
+        .and_then(|raw| ReservationId::parse(&raw).ok())
+        .ok_or_else(problems::invalid_reservation_id)
 }
 
 /// The required `Idempotency-Key` header; `why` tells a client that omitted it what it protects.

@@ -2,18 +2,17 @@
 //! Parsing refuses bad input with a problem document; [`reserve_error_problem`] is the one
 //! place that maps reserve errors to statuses.
 
-use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::reserve::{
-    ReserveCommand, ReserveError, ReserveResponse, ReserveService, Reserved, RETRY_SOON,
-};
+use super::reserve::{ReserveCommand, ReserveError, ReserveResponse, ReserveService, Reserved};
 use super::{ReservationStore, ReservationView};
 use crate::domain::Clock;
-use crate::domain::{Quantity, ReservationId, SaleId};
+use crate::domain::Quantity;
+use crate::http::problems::RETRY_SOON_SECS;
 use crate::http::request::{
-    bad_request, body_bytes, gateway_request_id, idempotency_key, identity_of, path_param,
+    body_bytes, gateway_request_id, idempotency_key, identity_of, reservation_id_of, sale_id_of,
 };
 use crate::http::{json, problems, Problem};
 use crate::rate_limit::{RateDecision, RateLimiter, RequestId};
@@ -54,15 +53,7 @@ fn parse_quantity(value: Option<serde_json::Value>) -> Result<Quantity, Problem>
 /// Reads a reserve request. The caller's identity comes from the authorizer context only.
 pub fn parse_reserve(request: &Request) -> Result<ReserveCommand, Problem> {
     let identity = identity_of(request)?;
-    let sale_id = path_param(request, "saleId")
-        .and_then(|raw| SaleId::parse(raw).ok())
-        .ok_or_else(|| {
-            bad_request(
-                "invalid-sale-id",
-                "Invalid sale id",
-                "The sale id in the path is malformed.",
-            )
-        })?;
+    let sale_id = sale_id_of(request)?;
     let key = idempotency_key(
         request,
         "Send an Idempotency-Key header (a UUID works well) so a retry cannot reserve twice.",
@@ -72,11 +63,7 @@ pub fn parse_reserve(request: &Request) -> Result<ReserveCommand, Problem> {
         ReserveBody { quantity: None }
     } else {
         crate::http::request::json_object(bytes).map_err(|e| {
-            bad_request(
-                "malformed-body",
-                "Malformed JSON body",
-                format!("The body is not the expected JSON object: {e}"),
-            )
+            problems::malformed_body(format!("The body is not the expected JSON object: {e}"))
         })?
     };
     Ok(ReserveCommand {
@@ -96,17 +83,17 @@ pub fn reserve_error_problem(error: &ReserveError) -> Problem {
     }
     match error {
         RateLimited(_) => p(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests", "Slow down: retry after the time in Retry-After."),
-        SaleNotFound => p(StatusCode::NOT_FOUND, "sale-not-found", "Sale not found", "There is no sale with this id."),
+        SaleNotFound => problems::sale_not_found(),
         SaleNotStarted { starts_at } => p(StatusCode::CONFLICT, "sale-not-started", "Sale not started", format!("The sale opens at {}.", starts_at.to_rfc3339())),
         SaleEnded => p(StatusCode::CONFLICT, "sale-ended", "Sale ended", "The sale is over."),
         SoldOut => p(StatusCode::GONE, "sold-out", "Sold out", "Every unit is reserved or sold. Units of unpaid reservations come back when they expire."),
         InsufficientStock => p(StatusCode::CONFLICT, "insufficient-stock", "Not enough units", "Fewer units than requested are left; try a smaller quantity."),
         LimitReached { claimed, limit } => p(StatusCode::CONFLICT, "limit-reached", "Per-buyer limit reached", format!("You hold {claimed} of at most {limit} units in this sale.")),
         KeyReused => p(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused", "This Idempotency-Key was used for a different request; use a new key."),
-        InProgress => p(StatusCode::CONFLICT, "request-in-progress", "Request in progress", "A request with this Idempotency-Key is still being processed; retry shortly."),
+        InProgress => p(StatusCode::CONFLICT, "request-in-progress", "Request in progress", "A request with this Idempotency-Key is still being processed; retry shortly.").with_retry_after(RETRY_SOON_SECS),
         KeySpent => p(StatusCode::CONFLICT, "idempotency-key-spent", "Idempotency-Key spent", "The reservation made with this Idempotency-Key no longer exists (its units went back on sale); send a new key to reserve again."),
-        Paused => p(StatusCode::SERVICE_UNAVAILABLE, "sale-paused", "Sale paused", "Selling is paused while stock is being rebuilt; retry shortly."),
-        StockNotReady => p(StatusCode::SERVICE_UNAVAILABLE, "stock-unavailable", "Stock unavailable", "This sale's stock is being restored; retry shortly."),
+        Paused => p(StatusCode::SERVICE_UNAVAILABLE, "sale-paused", "Sale paused", "Selling is paused while stock is being rebuilt; retry shortly.").with_retry_after(RETRY_SOON_SECS),
+        StockNotReady => p(StatusCode::SERVICE_UNAVAILABLE, "stock-unavailable", "Stock unavailable", "This sale's stock is being restored; retry shortly.").with_retry_after(RETRY_SOON_SECS),
         Stock(_) | Catalog(_) | Store(_) | RateStore(_) => problems::dependency_unavailable("A dependency did not answer; it is safe to retry with the same Idempotency-Key."),
     }
 }
@@ -155,14 +142,7 @@ pub fn reserve_response(response: ReserveResponse) -> Response<Body> {
             ) {
                 tracing::error!(%error, "reserve failed on a dependency");
             }
-            let mut r = reserve_error_problem(error).into_response();
-            if r.status() == StatusCode::SERVICE_UNAVAILABLE
-                || matches!(error, ReserveError::InProgress)
-            {
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_SOON.as_secs()));
-            }
-            r
+            reserve_error_problem(error).into_response()
         }
     };
     if let Some(rate) = &response.rate {
@@ -205,31 +185,21 @@ where
     reserve_response(response)
 }
 
-pub fn not_found_reservation() -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        "reservation-not-found",
-        "Reservation not found",
-        "You have no reservation with this id.",
-    )
-}
-
 /// `GET /reservations/{id}`: the caller's own reservation; someone else's is "not found".
 pub async fn get_reservation<R: ReservationStore>(store: &R, request: &Request) -> Response<Body> {
     let identity = match identity_of(request) {
         Ok(identity) => identity,
         Err(problem) => return problem.into_response(),
     };
-    let Some(id) =
-        path_param(request, "reservationId").and_then(|raw| ReservationId::parse(&raw).ok())
-    else {
-        return problems::invalid_reservation_id().into_response();
+    let id = match reservation_id_of(request) {
+        Ok(id) => id,
+        Err(problem) => return problem.into_response(),
     };
     match store.get(id).await {
         Ok(Some(r)) if r.user_id == identity.user_id => {
             json(StatusCode::OK, &ReservationView::from(&r))
         }
-        Ok(_) => not_found_reservation().into_response(),
+        Ok(_) => problems::reservation_not_found().into_response(),
         Err(error) => {
             tracing::error!(%error, "reading a reservation failed");
             problems::dependency_unavailable("Retry shortly.").into_response()

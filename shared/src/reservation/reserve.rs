@@ -20,8 +20,6 @@
 //! A fenced shard (Redis may have lost writes in a failover) answers 503 and asks for an
 //! immediate rebuild of the sale ([`crate::stock::repair`]).
 
-use std::time::Duration;
-
 use crate::domain::{Clock, IdempotencyKey, Quantity, SaleId, Timestamp, UserId};
 use crate::rate_limit::{
     BucketPolicy, RateDecision, RateKey, RateLimitError, RateLimiter, RequestId,
@@ -442,9 +440,6 @@ where
         })
     }
 }
-
-/// Suggested client back-off for answers that say "try again shortly".
-pub const RETRY_SOON: Duration = Duration::from_secs(1);
 
 /// Test-only fault injection, compiled only with the `fault-injection` feature (never enabled
 /// by a production build). Switches are per sale, so tests running in parallel in one process

@@ -1,7 +1,7 @@
 //! HTTP for the saga's two entry points: `POST /reservations/{reservationId}/payment` (buyers)
 //! and `POST /webhooks/payments` (the payment provider, authenticated by its signature).
 
-use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -10,13 +10,13 @@ use super::control::SagaControl;
 use super::pay::{PayCommand, PayError, PayService, PaymentMethod};
 use super::records::CheckoutRecords;
 use super::webhook::{WebhookError, WebhookEventLog, WebhookOutcome, WebhookService};
-use crate::domain::{Clock, ReservationId};
-use crate::http::request::{bad_request, body_bytes, idempotency_key, identity_of, path_param};
-use crate::http::{json, Problem};
+use crate::domain::Clock;
+use crate::http::problems::RETRY_SOON_SECS;
+use crate::http::request::{
+    bad_request, body_bytes, idempotency_key, identity_of, reservation_id_of,
+};
+use crate::http::{json, problems, Problem};
 use crate::payment::PaymentProvider;
-
-/// How soon a client should retry after a 503 here.
-const RETRY_AFTER_SECS: &str = "1";
 
 #[derive(Debug, Deserialize)]
 struct PayBody {
@@ -29,25 +29,13 @@ fn unprocessable(slug: &str, title: &str, detail: impl Into<String>) -> Problem 
 
 pub fn parse_pay(request: &Request) -> Result<PayCommand, Problem> {
     let identity = identity_of(request)?;
-    let reservation_id = path_param(request, "reservationId")
-        .and_then(|raw| ReservationId::parse(&raw).ok())
-        .ok_or_else(|| {
-            bad_request(
-                "invalid-reservation-id",
-                "Invalid reservation id",
-                "The reservation id in the path is malformed.",
-            )
-        })?;
+    let reservation_id = reservation_id_of(request)?;
     let payment_key = idempotency_key(
         request,
         "Send an Idempotency-Key header so a retried payment request cannot pay twice.",
     )?;
     let body: PayBody = crate::http::request::json_object(body_bytes(request)?).map_err(|e| {
-        bad_request(
-            "malformed-body",
-            "Malformed JSON body",
-            format!("Expected {{\"payment_method\": \"pm_...\"}}: {e}"),
-        )
+        problems::malformed_body(format!("Expected {{\"payment_method\": \"pm_...\"}}: {e}"))
     })?;
     let raw = match body.payment_method {
         Some(serde_json::Value::String(s)) => s,
@@ -76,12 +64,7 @@ pub fn parse_pay(request: &Request) -> Result<PayCommand, Problem> {
 
 pub fn pay_error_problem(error: &PayError) -> Problem {
     match error {
-        PayError::NotFound => Problem::new(
-            StatusCode::NOT_FOUND,
-            "reservation-not-found",
-            "Reservation not found",
-            "No reservation with this id belongs to you.",
-        ),
+        PayError::NotFound => problems::reservation_not_found(),
         PayError::Expired => Problem::new(
             StatusCode::GONE,
             "reservation-expired",
@@ -112,21 +95,10 @@ pub fn pay_error_problem(error: &PayError) -> Problem {
             "Payment in progress",
             "Another payment request for this reservation is being processed.",
         ),
-        PayError::Unavailable(_) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily-unavailable",
-            "Temporarily unavailable",
-            "Try again shortly with the same Idempotency-Key.",
-        ),
+        PayError::Unavailable(_) => {
+            problems::temporarily_unavailable("Try again shortly with the same Idempotency-Key.")
+        }
     }
-}
-
-fn with_retry_after(mut response: Response<Body>) -> Response<Body> {
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from_static(RETRY_AFTER_SECS),
-    );
-    response
 }
 
 /// `POST /reservations/{reservationId}/payment` ─▶ 202 `{reservation_id, status}`.
@@ -143,7 +115,7 @@ pub async fn pay<R: CheckoutRecords, S: SagaControl, C: Clock>(
         Err(error) => {
             if let PayError::Unavailable(detail) = &error {
                 tracing::error!(%detail, "payment intake dependency unavailable");
-                return with_retry_after(pay_error_problem(&error).into_response());
+                return pay_error_problem(&error).into_response();
             }
             pay_error_problem(&error).into_response()
         }
@@ -203,15 +175,14 @@ where
         }
         Err(WebhookError::RetryLater(detail)) => {
             tracing::warn!(%detail, "webhook deferred; the provider will redeliver");
-            with_retry_after(
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "retry-later",
-                    "Retry later",
-                    "The event cannot be handled yet; redeliver it.",
-                )
-                .into_response(),
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "retry-later",
+                "Retry later",
+                "The event cannot be handled yet; redeliver it.",
             )
+            .with_retry_after(RETRY_SOON_SECS)
+            .into_response()
         }
     }
 }
