@@ -6,9 +6,10 @@
 //! The port speaks in outcomes the payment saga acts on, not in HTTP: a charge is either
 //! [`ChargeOutcome::Accepted`] (the money is taken or on its way; the webhook settles it) or
 //! [`ChargeOutcome::Declined`] (the buyer's card said no: a business answer, not an error).
-//! Errors ([`PaymentError`]) are reserved for the provider or our own setup failing, and each
-//! has a stable name ([`PaymentError::error_type`], listed in [`error_types`]) that Step
-//! Functions `Retry`/`Catch` blocks match on.
+//! Errors ([`PaymentError`]) are reserved for the provider or our own setup failing. The names
+//! Step Functions' `Retry`/`Catch` match are the saga's (`saga::error_types`, mapped from these
+//! in `saga::steps`): one vocabulary, checked against the definition by
+//! `tests/saga_definition.rs`.
 
 pub mod breaker;
 pub mod memory;
@@ -173,26 +174,6 @@ pub enum RefundOutcome {
     NotCharged(PaymentStatus),
 }
 
-/// Stable error type names. Step Functions `Retry`/`Catch` match `ErrorEquals` on them, so they
-/// never change; [`error_types::ALL`] lists them for code that builds those blocks.
-pub mod error_types {
-    /// [`super::PaymentError::Transient`]: retry with backoff.
-    pub const PROVIDER_UNAVAILABLE: &str = "ProviderUnavailable";
-    /// [`super::PaymentError::CircuitOpen`]: retry after the cooldown, or give up.
-    pub const CIRCUIT_OPEN: &str = "CircuitOpen";
-    /// [`super::PaymentError::Rejected`]: do not retry; a bug or bad configuration.
-    pub const PROVIDER_REJECTED: &str = "ProviderRejected";
-    /// [`super::PaymentError::Breaker`]: the breaker's store (Redis) failed.
-    pub const BREAKER_UNAVAILABLE: &str = "BreakerUnavailable";
-
-    pub const ALL: [&str; 4] = [
-        PROVIDER_UNAVAILABLE,
-        CIRCUIT_OPEN,
-        PROVIDER_REJECTED,
-        BREAKER_UNAVAILABLE,
-    ];
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentError {
     /// Network error, timeout, HTTP 5xx, 409 or 429, Stripe `api_error`/`rate_limit_error`:
@@ -215,16 +196,6 @@ pub enum PaymentError {
 }
 
 impl PaymentError {
-    /// The stable name of this error, one of [`error_types::ALL`].
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            Self::Transient(_) => error_types::PROVIDER_UNAVAILABLE,
-            Self::CircuitOpen { .. } => error_types::CIRCUIT_OPEN,
-            Self::Rejected { .. } => error_types::PROVIDER_REJECTED,
-            Self::Breaker(_) => error_types::BREAKER_UNAVAILABLE,
-        }
-    }
-
     /// Whether the same call may succeed later (everything but `Rejected`).
     pub fn is_retryable(&self) -> bool {
         !matches!(self, Self::Rejected { .. })
@@ -306,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn every_error_has_a_distinct_stable_type_name() {
+    fn only_a_rejection_is_final() {
         let errors = [
             PaymentError::Transient("x".into()),
             PaymentError::CircuitOpen {
@@ -318,18 +289,7 @@ mod tests {
             },
             PaymentError::Breaker("x".into()),
         ];
-        let names: Vec<&str> = errors.iter().map(PaymentError::error_type).collect();
-        assert_eq!(names, error_types::ALL);
-        assert_eq!(
-            names,
-            [
-                "ProviderUnavailable",
-                "CircuitOpen",
-                "ProviderRejected",
-                "BreakerUnavailable"
-            ]
-        );
         assert!(!errors[2].is_retryable());
-        assert!(errors[0].is_retryable() && errors[1].is_retryable());
+        assert!(errors[0].is_retryable() && errors[1].is_retryable() && errors[3].is_retryable());
     }
 }

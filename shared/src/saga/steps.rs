@@ -584,6 +584,34 @@ fn spec_of(record: &CheckoutRecord) -> HoldSpec {
 mod tests {
     use super::*;
 
+    /// The payment errors in the one vocabulary the state machine matches.
+    #[test]
+    fn payment_errors_take_the_sagas_names() {
+        let name = |e: PaymentError| StepError::from(e).error_type;
+        assert_eq!(
+            name(PaymentError::Transient("x".into())),
+            et::PROVIDER_UNAVAILABLE
+        );
+        assert_eq!(
+            name(PaymentError::CircuitOpen {
+                retry_after: std::time::Duration::from_secs(1)
+            }),
+            et::CIRCUIT_OPEN
+        );
+        assert_eq!(
+            name(PaymentError::Rejected {
+                code: None,
+                message: "x".into()
+            }),
+            et::PROVIDER_REJECTED
+        );
+        // The breaker's store failing is retried like a provider that did not answer.
+        assert_eq!(
+            name(PaymentError::Breaker("x".into())),
+            et::PROVIDER_UNAVAILABLE
+        );
+    }
+
     #[test]
     fn step_input_reads_what_the_definition_sends() {
         let input: StepInput = serde_json::from_value(json!({
