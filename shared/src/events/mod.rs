@@ -33,6 +33,17 @@ impl EventType {
             ReservationStatus::Expired => Self::ReservationExpired,
         }
     }
+
+    /// The name on the wire (the JSON `event_type` and the SQS `event_type` attribute).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReservationCreated => "ReservationCreated",
+            Self::PaymentStarted => "PaymentStarted",
+            Self::ReservationConfirmed => "ReservationConfirmed",
+            Self::ReservationFailed => "ReservationFailed",
+            Self::ReservationExpired => "ReservationExpired",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,4 +70,22 @@ pub trait EventSink: Send + Sync {
         &self,
         events: &[ReservationEvent],
     ) -> impl Future<Output = Result<usize, SinkError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_name_is_the_json_name() {
+        for t in [
+            EventType::ReservationCreated,
+            EventType::PaymentStarted,
+            EventType::ReservationConfirmed,
+            EventType::ReservationFailed,
+            EventType::ReservationExpired,
+        ] {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+        }
+    }
 }

@@ -31,7 +31,7 @@ impl EventSink for SqsEventSink {
                         .map_err(|e| SinkError::Unavailable(e.to_string()))?;
                     let kind = MessageAttributeValue::builder()
                         .data_type("String")
-                        .string_value(format!("{:?}", event.event_type))
+                        .string_value(event.event_type.as_str())
                         .build()
                         .map_err(|e| SinkError::Unavailable(e.to_string()))?;
                     SendMessageBatchRequestEntry::builder()

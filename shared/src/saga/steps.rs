@@ -320,7 +320,7 @@ where
                 }
                 Err(StepError::new(
                     et::STOCK_UNAVAILABLE,
-                    format!("stock not ready: {other:?}"),
+                    format!("stock not ready: {}", other.as_str()),
                 ))
             }
         }
@@ -461,7 +461,7 @@ where
                 if other == CommitOutcome::SaleNotSetUp {
                     self.request_rebuild(&r.sale_id).await;
                 }
-                Err(StepError::new(et::STOCK_UNAVAILABLE, format!("{other:?}")))
+                Err(StepError::new(et::STOCK_UNAVAILABLE, other.as_str()))
             }
         }
     }
@@ -521,7 +521,7 @@ where
             }
             RefundOutcome::AlreadyRefunded => Ok(json!({ "refunded": true, "reason": "already" })),
             RefundOutcome::NotCharged(status) => {
-                Ok(json!({ "refunded": false, "reason": format!("{status:?}") }))
+                Ok(json!({ "refunded": false, "reason": status.as_str() }))
             }
         }
     }
@@ -556,15 +556,18 @@ where
                     .drop_claim(&sale, &r.user_id, r.reservation_id)
                     .await
                     .map_err(stock_error)?;
-                Ok(json!({ "released": "NotFound", "claim_dropped": true }))
+                Ok(json!({ "released": ReleaseOutcome::NotFound.as_str(), "claim_dropped": true }))
             }
             ReleaseOutcome::SaleNotSetUp => {
                 // Redis lost the whole sale: the rebuild counts this FAILED reservation as
                 // not holding anything. Ask for it now rather than at the next sweep.
                 self.request_rebuild(&r.sale_id).await;
-                Ok(json!({ "released": "SaleNotSetUp", "rebuild_requested": true }))
+                Ok(
+                    json!({ "released": ReleaseOutcome::SaleNotSetUp.as_str(), "rebuild_requested": true }),
+                )
             }
-            outcome => Ok(json!({ "released": format!("{outcome:?}") })),
+            // (`Released` carries the buyer: only the outcome's name goes into the output.)
+            outcome => Ok(json!({ "released": outcome.as_str() })),
         }
     }
 }

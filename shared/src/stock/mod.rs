@@ -208,6 +208,19 @@ pub enum ReleaseOutcome {
     SaleNotSetUp,
 }
 
+impl ReleaseOutcome {
+    /// Its name in step outputs and logs (without the buyer a `Released` carries).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Released { .. } => "Released",
+            Self::AlreadyReleased => "AlreadyReleased",
+            Self::WasCommitted => "WasCommitted",
+            Self::NotFound => "NotFound",
+            Self::SaleNotSetUp => "SaleNotSetUp",
+        }
+    }
+}
+
 /// The result of committing a hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
@@ -226,6 +239,21 @@ pub enum CommitOutcome {
     /// [`StockEngine::commit_paid`] only: the hold is gone and the shard is paused for a
     /// rebuild, which counts this sale from the records; retry after it.
     Paused,
+}
+
+impl CommitOutcome {
+    /// Its name in step outputs and errors.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Committed => "Committed",
+            Self::AlreadyCommitted => "AlreadyCommitted",
+            Self::WasReleased => "WasReleased",
+            Self::NotFound => "NotFound",
+            Self::SaleNotSetUp => "SaleNotSetUp",
+            Self::Retaken { .. } => "Retaken",
+            Self::Paused => "Paused",
+        }
+    }
 }
 
 /// Where a hold stands in Redis.
@@ -269,6 +297,21 @@ pub enum RestoreOutcome {
     /// The shard was fenced just now (see [`Unavailable::Fenced`]); nothing changed.
     Fenced,
     SaleNotSetUp,
+}
+
+impl RestoreOutcome {
+    /// Its name in step outputs and errors.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Restored { .. } => "Restored",
+            Self::AlreadyHeld => "AlreadyHeld",
+            Self::WasCommitted => "WasCommitted",
+            Self::NoUnits { .. } => "NoUnits",
+            Self::Paused => "Paused",
+            Self::Fenced => "Fenced",
+            Self::SaleNotSetUp => "SaleNotSetUp",
+        }
+    }
 }
 
 /// The result of setting up a sale's stock.
