@@ -7,6 +7,7 @@ use std::time::Duration;
 use flashsale_core::bot::challenge::turnstile::{TurnstileConfig, TurnstileVerifier};
 use flashsale_core::bot::challenge::{Binding, ChallengeVerifier, Refusal};
 use flashsale_core::bot::defence::{BotDefence, DefencePolicy, Suspect, Verdict};
+use flashsale_core::bot::score::Telemetry;
 use flashsale_core::bot::watchlist::memory::InMemoryWatchlist;
 use flashsale_core::config::Secret;
 use flashsale_core::domain::{Clock, SaleId, SystemClock, UserId};
@@ -172,14 +173,19 @@ async fn the_defence_admits_blocks_or_defers_on_turnstiles_answer() {
         clock: SystemClock,
         policy: DefencePolicy::default(),
     };
+    // Scores the challenge threshold: a solution is only judged there.
     let suspect = |buyer: &str, request: &str, solution: &str| Suspect {
         buyer: UserId::parse(buyer).unwrap(),
         address: None,
         request: RequestId::from_gateway(Some(request)),
         binding: binding(buyer),
-        account_age: None,
-        telemetry: None,
-        edge_signals: Vec::new(),
+        account_age: Some(Duration::from_secs(600)),
+        telemetry: Some(Telemetry {
+            webdriver: true,
+            headless: true,
+            ..Telemetry::default()
+        }),
+        edge_signals: vec!["automated-browser".into()],
         solution: Some(solution.to_owned()),
     };
 

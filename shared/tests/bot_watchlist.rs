@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use common::*;
 use flashsale_core::bot::watchlist::memory::InMemoryWatchlist;
-use flashsale_core::bot::watchlist::redis::{subject_keys, RedisWatchlist};
-use flashsale_core::bot::watchlist::{Subject, Watchlist};
-use flashsale_core::domain::SaleId;
+use flashsale_core::bot::watchlist::redis::{spent_key, subject_keys, RedisWatchlist};
+use flashsale_core::bot::watchlist::{Redeem, Redemption, Subject, Watchlist};
+use flashsale_core::domain::{SaleId, Timestamp, UserId};
 use flashsale_core::rate_limit::RequestId;
 use testkit::RedisServer;
 
@@ -187,13 +187,36 @@ async fn a_block_ends_after_its_hour<W: Watchlist>(w: &W, later_is_real_time: bo
     assert_eq!(w.active_blocks(later, 100).await.unwrap().total, 0);
 }
 
+/// Redeems `nonce` for `buyer` on the drop sale (the answer unwrapped).
+async fn redeem_as<W: Watchlist>(
+    w: &W,
+    buyer: &UserId,
+    nonce: &str,
+    request: &str,
+    pass_for: Duration,
+    now: Timestamp,
+) -> Redemption {
+    let (sale, request) = (drop_sale(), rid(request));
+    let redeem = Redeem {
+        buyer,
+        sale: &sale,
+        nonce,
+        request: &request,
+        nonce_ttl: Duration::from_secs(120),
+        pass_for,
+    };
+    w.redeem(&redeem, now).await.unwrap()
+}
+
 /// Passes and single use of a challenge.
-async fn passes_and_single_use<W: Watchlist>(w: &W) {
+async fn passes_and_single_use<W: Watchlist>(w: &W, later_is_real_time: bool) {
     let now = now();
     let buyer = user("pass");
-    w.grant_pass(&buyer, &drop_sale(), Duration::from_secs(300), now)
-        .await
-        .unwrap();
+    let five_minutes = Duration::from_secs(300);
+    assert_eq!(
+        redeem_as(w, &buyer, "nonce-a", "s1", five_minutes, now).await,
+        Redemption::Granted
+    );
     assert!(
         w.observe(&buyer, None, &drop_sale(), &rid("p1"), now)
             .await
@@ -215,17 +238,31 @@ async fn passes_and_single_use<W: Watchlist>(w: &W) {
             .pass
     );
 
-    let ttl = Duration::from_secs(120);
-    assert!(w.spend("nonce-a", &rid("s1"), ttl, now).await.unwrap());
-    assert!(
-        w.spend("nonce-a", &rid("s1"), ttl, now).await.unwrap(),
+    // Single use: the same request again is a re-sent call (redeemed now); another request
+    // gets nothing new, and is admitted only while the pass stands.
+    assert_eq!(
+        redeem_as(w, &buyer, "nonce-a", "s1", five_minutes, now).await,
+        Redemption::Granted,
         "a re-sent call"
     );
-    assert!(
-        !w.spend("nonce-a", &rid("s2"), ttl, now).await.unwrap(),
-        "a replay"
+    assert_eq!(
+        redeem_as(w, &buyer, "nonce-a", "s2", five_minutes, now).await,
+        Redemption::AlreadyRedeemed { pass_stands: true },
+        "a double submit"
     );
-    assert!(w.spend("nonce-b", &rid("s2"), ttl, now).await.unwrap());
+    let (short, brief) = (Duration::from_millis(1), user("pass-brief"));
+    assert_eq!(
+        redeem_as(w, &brief, "nonce-b", "s3", short, now).await,
+        Redemption::Granted
+    );
+    if !later_is_real_time {
+        let later = now.plus(Duration::from_secs(1));
+        assert_eq!(
+            redeem_as(w, &brief, "nonce-b", "s4", five_minutes, later).await,
+            Redemption::AlreadyRedeemed { pass_stands: false },
+            "a replay once the pass is gone"
+        );
+    }
 }
 
 #[tokio::test]
@@ -235,7 +272,7 @@ async fn the_watchlist_scenarios_hold_in_memory() {
     blocks_apply_to_buyer_and_address(&w).await;
     a_block_ends_after_its_hour(&w, false).await;
     the_block_list_is_ordered_and_bounded(&w).await;
-    passes_and_single_use(&w).await;
+    passes_and_single_use(&w, false).await;
 }
 
 #[tokio::test]
@@ -246,7 +283,7 @@ async fn the_watchlist_scenarios_hold_on_redis_with_the_keys_lifetimes() {
     blocks_apply_to_buyer_and_address(&w).await;
     a_block_ends_after_its_hour(&w, true).await;
     the_block_list_is_ordered_and_bounded(&w).await;
-    passes_and_single_use(&w).await;
+    passes_and_single_use(&w, true).await;
 
     // The lifetimes, on the keys themselves.
     let mut conn = server.connection().await;
@@ -276,7 +313,7 @@ async fn the_watchlist_scenarios_hold_on_redis_with_the_keys_lifetimes() {
         (290_000..=300_000).contains(&pass_ms),
         "pass PTTL {pass_ms}"
     );
-    let spent_ms = pttl("fs:{bot:spent:nonce-a}".into()).await;
+    let spent_ms = pttl(spent_key(&user("pass"), "nonce-a")).await;
     assert!(
         (110_000..=120_000).contains(&spent_ms),
         "spent PTTL {spent_ms}"

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use flashsale_core::bot::watchlist::redis::{subject_keys, OBSERVE, SPEND};
+use flashsale_core::bot::watchlist::redis::{spent_key, subject_keys, OBSERVE, REDEEM};
 use flashsale_core::bot::watchlist::Subject;
 use flashsale_core::domain::{IdempotencyKey, ReservationId, Timestamp, UserId};
 use flashsale_core::payment::breaker::BREAKER;
@@ -631,14 +631,19 @@ async fn the_bot_watchlist_scripts_are_safe_to_run_twice() {
             .unwrap();
     }
     assert_observe_rerun_safe(&server, "observe (blocked, with a pass)", &keys, "req-2").await;
-    // spend.lua: a re-sent spend of the same request is still "first".
-    let spent = vec!["fs:{bot:spent:nonce-1}".to_string()];
+    // redeem.lua: a re-sent redemption of the same request is still "redeemed now", and
+    // leaves the same spent nonce and pass.
+    let rerun_buyer = UserId::parse("rerun-solver").unwrap();
+    let redeem_keys = vec![
+        spent_key(&rerun_buyer, "nonce-1"),
+        subject_keys(&Subject::Buyer(rerun_buyer.clone()), &sale, now())[3].clone(),
+    ];
     assert_rerun_safe(
         &server,
-        "spend",
-        &SPEND,
-        &spent,
-        &["req-3".into(), "120000".into()],
+        "redeem",
+        &REDEEM,
+        &redeem_keys,
+        &["req-3".into(), "120000".into(), "600000".into()],
     )
     .await;
 }

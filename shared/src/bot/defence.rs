@@ -5,14 +5,16 @@
 //! 2. A buyer with a pass for this sale is admitted, solution or not: a client that solved and
 //!    then retries (after a 429, a 503 or a lost answer) sends the same solution again, and must
 //!    not be punished for it.
-//! 3. A solution sent with the request is verified whatever the score (a client that solves is
-//!    judged on its solution): a valid one grants a pass for this sale, and if unspent admits; a
-//!    failed, expired or replayed one (spent by another request, with no pass standing) blocks
-//!    the buyer, and the address if [`DefencePolicy::block_addresses`], for
-//!    [`DefencePolicy::block_for`] (the seed: one hour); a malformed one is a client error (400),
-//!    not a block. The block holds for this request even if it could not be written.
-//! 4. Otherwise one scoring at or above the threshold gets a challenge (403
-//!    `challenge-required`); the rest are admitted.
+//! 3. A request scoring under the threshold is admitted; a solution it carries is not judged
+//!    (a front end may keep sending an earlier answer: that must not block a person).
+//! 4. At or above the threshold, a solution sent with the request is verified: a valid one is
+//!    redeemed (single use: the first redemption grants a pass for this sale and admits; a
+//!    second copy admits only while that pass stands) ; a failed, expired or replayed one
+//!    (redeemed before, no pass standing) blocks the buyer, and the address if
+//!    [`DefencePolicy::block_addresses`], for [`DefencePolicy::block_for`] (the seed: one hour);
+//!    a malformed one is a client error (400), not a block. The block holds for this request
+//!    even if it could not be written. Without a solution the request gets a challenge (403
+//!    `challenge-required`).
 //!
 //! The score and its reasons go to the log and to admins, never to the client.
 
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use super::challenge::{Binding, ChallengeVerifier, Issued, Refusal};
 use super::score::{score, Score, Signals, Telemetry, Weights};
-use super::watchlist::{Block, Subject, Watchlist, WatchlistError};
+use super::watchlist::{Block, Redeem, Redemption, Subject, Watchlist, WatchlistError};
 use crate::domain::{Clock, Timestamp, UserId};
 use crate::rate_limit::RequestId;
 
@@ -135,17 +137,22 @@ impl<W: Watchlist, V: ChallengeVerifier, K: Clock> BotDefence<W, V, K> {
                 by_pass: true,
             });
         }
-        if let Some(response) = &suspect.solution {
-            return self.redeem(suspect, response, score, now).await;
+        if !score.reaches(self.policy.weights.challenge_at) {
+            // Below the threshold a solution is not needed, and not judged: a front end that
+            // keeps sending the answer of an earlier challenge (on another sale, or after its
+            // pass ran out) must not get a person blocked.
+            return Ok(Verdict::Admitted {
+                score,
+                by_pass: false,
+            });
         }
-        if score.reaches(self.policy.weights.challenge_at) {
-            let challenge = self.challenges.issue(&suspect.binding, score.value, now)?;
-            return Ok(Verdict::Challenged { score, challenge });
+        match &suspect.solution {
+            Some(response) => self.redeem(suspect, response, score, now).await,
+            None => {
+                let challenge = self.challenges.issue(&suspect.binding, score.value, now)?;
+                Ok(Verdict::Challenged { score, challenge })
+            }
         }
-        Ok(Verdict::Admitted {
-            score,
-            by_pass: false,
-        })
     }
 
     async fn redeem(
@@ -161,34 +168,41 @@ impl<W: Watchlist, V: ChallengeVerifier, K: Clock> BotDefence<W, V, K> {
             .await
         {
             Ok(solved) => {
-                // The pass first, the spend second: if the spend's answer is lost (or it runs
-                // only half), the client's retry finds the pass and is admitted, instead of
-                // finding its own nonce spent and being blocked for a replay. The pass opens
-                // only this buyer's way into this sale, which the solution was bound to anyway.
-                self.watchlist
-                    .grant_pass(
-                        &suspect.buyer,
-                        &suspect.binding.sale,
-                        self.policy.pass_for,
+                // The pass and the spent nonce are one write: if its answer is lost, or two
+                // copies of the solved request race, the retry or the other copy finds the
+                // pass (admitted) rather than a nonce spent by someone else (a replay). The
+                // nonce is remembered past the challenge's own end, with room for clock skew
+                // between this instance and the one that issued it.
+                let redemption = self
+                    .watchlist
+                    .redeem(
+                        &Redeem {
+                            buyer: &suspect.buyer,
+                            sale: &suspect.binding.sale,
+                            nonce: &solved.nonce,
+                            request: &suspect.request,
+                            nonce_ttl: now.until(solved.expires_at) + Duration::from_secs(60),
+                            pass_for: self.policy.pass_for,
+                        },
                         now,
                     )
                     .await?;
-                // Remember the nonce past the challenge's own end, with room for clock skew
-                // between this instance and the one that issued it.
-                let ttl = now.until(solved.expires_at) + Duration::from_secs(60);
-                if self
-                    .watchlist
-                    .spend(&solved.nonce, &suspect.request, ttl, now)
-                    .await?
-                {
-                    return Ok(Verdict::Admitted {
-                        score,
-                        by_pass: false,
-                    });
+                match redemption {
+                    Redemption::Granted => {
+                        return Ok(Verdict::Admitted {
+                            score,
+                            by_pass: false,
+                        })
+                    }
+                    Redemption::AlreadyRedeemed { pass_stands: true } => {
+                        return Ok(Verdict::Admitted {
+                            score,
+                            by_pass: true,
+                        })
+                    }
+                    // Redeemed before and no pass stands: a replay.
+                    Redemption::AlreadyRedeemed { pass_stands: false } => "challenge-replayed",
                 }
-                // Spent by another request while no pass stood: a replay (the block is checked
-                // before the pass on every later request).
-                "challenge-replayed"
             }
             Err(Refusal::Malformed(reason)) => return Ok(Verdict::Malformed { reason }),
             Err(Refusal::Failed) => "challenge-failed",
@@ -364,17 +378,27 @@ mod tests {
         let Verdict::Challenged { challenge, .. } = d.judge(&bot("r1")).await.unwrap() else {
             panic!("not challenged")
         };
-        // Spent by an earlier request whose pass did not survive (or another client's copy).
+        // Redeemed by an earlier request whose pass did not survive.
         let nonce = challenge.challenge["parameters"]["nonce"]
             .as_str()
             .unwrap()
             .to_owned();
         let other = RequestId::from_gateway(Some("someone-else"));
-        assert!(d
-            .watchlist
-            .spend(&nonce, &other, Duration::from_secs(300), d.clock.now())
-            .await
-            .unwrap());
+        let buyer = UserId::parse("bot").unwrap();
+        let sale = SaleId::parse("drop").unwrap();
+        let earlier = Redeem {
+            buyer: &buyer,
+            sale: &sale,
+            nonce: &nonce,
+            request: &other,
+            nonce_ttl: Duration::from_secs(300),
+            pass_for: Duration::from_millis(1),
+        };
+        assert_eq!(
+            d.watchlist.redeem(&earlier, d.clock.now()).await.unwrap(),
+            Redemption::Granted
+        );
+        d.clock.advance(Duration::from_secs(1));
         let replay = Suspect {
             solution: Some(solve(&challenge)),
             ..bot("r2")
@@ -451,13 +475,15 @@ mod tests {
         ));
     }
 
-    /// The in-memory watchlist with faults: block writes that fail, and spends whose answer is
-    /// lost after the write landed.
+    /// The in-memory watchlist with faults: block writes that fail, redemptions whose answer is
+    /// lost after the write landed, and observations taken before another request's pass was
+    /// written (two copies of one request racing).
     #[derive(Default)]
     struct Faulty {
         inner: InMemoryWatchlist,
         fail_blocks: bool,
-        lose_spend_answers: std::sync::atomic::AtomicU32,
+        lose_redeem_answers: std::sync::atomic::AtomicU32,
+        observe_before_passes: bool,
     }
 
     impl Watchlist for Faulty {
@@ -469,7 +495,14 @@ mod tests {
             request: &RequestId,
             now: Timestamp,
         ) -> Result<Observation, WatchlistError> {
-            self.inner.observe(buyer, address, sale, request, now).await
+            let mut seen = self
+                .inner
+                .observe(buyer, address, sale, request, now)
+                .await?;
+            if self.observe_before_passes {
+                seen.pass = false;
+            }
+            Ok(seen)
         }
         async fn block(
             &self,
@@ -493,32 +526,21 @@ mod tests {
         ) -> Result<BlockList, WatchlistError> {
             self.inner.active_blocks(now, limit).await
         }
-        async fn grant_pass(
+        async fn redeem(
             &self,
-            b: &UserId,
-            s: &SaleId,
-            d: Duration,
+            r: &Redeem<'_>,
             now: Timestamp,
-        ) -> Result<(), WatchlistError> {
-            self.inner.grant_pass(b, s, d, now).await
-        }
-        async fn spend(
-            &self,
-            n: &str,
-            r: &RequestId,
-            t: Duration,
-            now: Timestamp,
-        ) -> Result<bool, WatchlistError> {
-            let spent = self.inner.spend(n, r, t, now).await?;
+        ) -> Result<Redemption, WatchlistError> {
+            let redemption = self.inner.redeem(r, now).await?;
             let lost = self
-                .lose_spend_answers
+                .lose_redeem_answers
                 .load(std::sync::atomic::Ordering::SeqCst);
             if lost > 0 {
-                self.lose_spend_answers
+                self.lose_redeem_answers
                     .store(lost - 1, std::sync::atomic::Ordering::SeqCst);
                 return Err(WatchlistError::UnexpectedReply("answer lost".into()));
             }
-            Ok(spent)
+            Ok(redemption)
         }
     }
 
@@ -533,9 +555,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_spend_whose_answer_is_lost_does_not_turn_the_clients_retry_into_a_replay() {
+    async fn a_redemption_whose_answer_is_lost_does_not_turn_the_clients_retry_into_a_replay() {
         let d = with_watchlist(Faulty {
-            lose_spend_answers: 1.into(),
+            lose_redeem_answers: 1.into(),
             ..Faulty::default()
         });
         let Verdict::Challenged { challenge, .. } = d.judge(&bot("l1")).await.unwrap() else {
@@ -546,7 +568,7 @@ mod tests {
             solution: Some(answer.clone()),
             ..bot(request)
         };
-        // The spend landed but its answer was lost: this request fails (the guard lets it
+        // The redemption landed but its answer was lost: this request fails (the guard lets it
         // through and logs it); the client retries with the same solution.
         assert!(d.judge(&with("l2")).await.is_err());
         assert!(matches!(
@@ -592,6 +614,66 @@ mod tests {
         assert!(matches!(
             d.judge(&bot("m2")).await.unwrap(),
             Verdict::Challenged { .. }
+        ));
+    }
+
+    /// Found by a break attempt: two copies of a solved request (a double click, or a retry
+    /// while the first is in flight) both observed no pass; the second found the nonce spent
+    /// and blocked the person who had just solved.
+    #[tokio::test]
+    async fn two_copies_of_a_solved_request_racing_are_both_admitted_and_grant_one_pass() {
+        let d = with_watchlist(Faulty {
+            observe_before_passes: true,
+            ..Faulty::default()
+        });
+        let Verdict::Challenged { challenge, .. } = d.judge(&bot("c1")).await.unwrap() else {
+            panic!("not challenged")
+        };
+        let answer = solve(&challenge);
+        let copy = |request: &str| Suspect {
+            solution: Some(answer.clone()),
+            ..bot(request)
+        };
+        assert!(matches!(
+            d.judge(&copy("c2")).await.unwrap(),
+            Verdict::Admitted { by_pass: false, .. }
+        ));
+        assert!(matches!(
+            d.judge(&copy("c3")).await.unwrap(),
+            Verdict::Admitted { by_pass: true, .. }
+        ));
+    }
+
+    /// Found by a break attempt: a front end that kept an earlier answer got a person (score
+    /// 0) blocked for an hour on another sale.
+    #[tokio::test]
+    async fn a_person_below_the_threshold_is_admitted_whatever_answer_it_carries() {
+        let d = defence();
+        let Verdict::Challenged { challenge, .. } = d.judge(&bot("s1")).await.unwrap() else {
+            panic!("not challenged")
+        };
+        // The person's own answer on another sale, and a stale one after its lifetime.
+        let stale = Suspect {
+            binding: Binding {
+                sale: SaleId::parse("other-drop").unwrap(),
+                ..suspect("alice", "a1").binding
+            },
+            solution: Some(solve(&challenge)),
+            ..suspect("alice", "a1")
+        };
+        let verdict = d.judge(&stale).await.unwrap();
+        assert!(
+            matches!(verdict, Verdict::Admitted { by_pass: false, .. }),
+            "{verdict:?}"
+        );
+        d.clock.advance(Duration::from_secs(700));
+        let later = Suspect {
+            solution: Some("bm90IGV2ZW4gYW4gYW5zd2Vy".into()),
+            ..suspect("alice", "a2")
+        };
+        assert!(matches!(
+            d.judge(&later).await.unwrap(),
+            Verdict::Admitted { .. }
         ));
     }
 }

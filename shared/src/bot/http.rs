@@ -96,7 +96,11 @@ pub fn suspect_of(
         account_age,
         telemetry,
         edge_signals,
-        solution: header(request, CHALLENGE_RESPONSE_HEADER)?.map(str::to_owned),
+        // An empty header is no answer (some client libraries always send it).
+        solution: header(request, CHALLENGE_RESPONSE_HEADER)?
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
     })
 }
 
@@ -301,8 +305,18 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_challenge_response_header_is_no_answer() {
+        for empty in ["", "   "] {
+            let r = request(&[(CHALLENGE_RESPONSE_HEADER, empty)]);
+            let s = suspect_of(&r, &sale(), "reserve", now()).unwrap();
+            assert_eq!(s.solution, None);
+        }
+    }
+
+    #[test]
     fn bad_telemetry_is_a_400_and_no_identity_is_a_401() {
-        for bad in [r#"{"webdriver":"yes"}"#, "not json", r#"{"unknown":1}"#] {
+        // (Unknown fields are ignored, not refused: see score::tests.)
+        for bad in [r#"{"webdriver":"yes"}"#, "not json", "[1]"] {
             let problem = suspect_of(
                 &request(&[(TELEMETRY_HEADER, bad)]),
                 &sale(),

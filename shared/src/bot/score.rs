@@ -18,16 +18,20 @@
 //! - on AWS, bot signals the WAF edge forwarded as headers (Bot Control labels).
 //!
 //! The weights are configuration ([`Weights`]); the defaults put the seed's bot (fast, fresh,
-//! headless, no pointer) well above the threshold of 80, and a script at a bot's rate (100 or
-//! more a minute) with no telemetry at it on trusted signals alone, while a person (a few
-//! requests a minute, even on a day-old account in a privacy browser) stays far below it.
+//! headless, no pointer) well above the threshold of 80, the same headless browser on a fresh
+//! account at it from its first request, and a script at a bot's rate (100 or more a minute)
+//! that sends no telemetry at it, while a person (a few requests a minute, even on a day-old
+//! account in a privacy browser) stays far below it. What the score cannot see: a script that
+//! sends a person's telemetry and keeps to a person's pace (README, "Bot defence").
 
 use std::time::Duration;
 
 /// What the client says about itself (the front end's telemetry). Untrusted: each field only
-/// adds points when it reports something a person's browser does not do.
+/// adds points when it reports something a person's browser does not do. Lenient, so a front
+/// end never breaks reservations: fields it does not know are ignored, and counts may come as
+/// any JSON number (`performance.now()` gives fractions; they are rounded, negatives read as 0).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Telemetry {
     /// `navigator.webdriver` was true.
     #[serde(default)]
@@ -40,9 +44,32 @@ pub struct Telemetry {
     /// A 2D canvas could be read back.
     pub canvas: Option<bool>,
     /// Pointer (mouse, touch, pen) events seen on the page before the click.
+    #[serde(default, deserialize_with = "whole_u32")]
     pub pointer_events: Option<u32>,
     /// Milliseconds from the page view to the buy click.
+    #[serde(default, deserialize_with = "whole_u64")]
     pub click_after_ms: Option<u64>,
+}
+
+/// Any JSON number (or null) as a whole number: rounded; negatives and non-numbers read as 0.
+fn rounded<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let raw: Option<f64> = serde::Deserialize::deserialize(deserializer)?;
+    // `as` saturates: above u64::MAX it is u64::MAX.
+    Ok(raw.map(|n| {
+        if n.is_finite() {
+            n.round().max(0.0) as u64
+        } else {
+            0
+        }
+    }))
+}
+
+fn whole_u64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    rounded(deserializer)
+}
+
+fn whole_u32<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    Ok(rounded(deserializer)?.map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
 }
 
 /// Everything the score looks at for one request.
@@ -484,6 +511,28 @@ mod tests {
         assert!(!score(&Signals::counts(12, 30), &w).reaches(w.challenge_at));
         // Nor a busy address of people (NAT) without telemetry.
         assert!(!score(&Signals::counts(4, 600), &w).reaches(w.challenge_at));
+    }
+
+    /// Found by a break attempt: a browser's fractional milliseconds, or one new field from
+    /// the front end, turned every reservation into a 400.
+    #[test]
+    fn telemetry_is_read_leniently() {
+        let t: Telemetry = serde_json::from_str(
+            r#"{"clickAfterMs": 2534.7, "pointerEvents": 12.0, "hardwareConcurrency": 8, "webgl": true}"#,
+        )
+        .unwrap();
+        assert_eq!((t.click_after_ms, t.pointer_events), (Some(2535), Some(12)));
+        let t: Telemetry =
+            serde_json::from_str(r#"{"clickAfterMs": -5, "pointerEvents": 1e12}"#).unwrap();
+        assert_eq!(
+            (t.click_after_ms, t.pointer_events),
+            (Some(0), Some(u32::MAX))
+        );
+        let t: Telemetry = serde_json::from_str(r#"{"clickAfterMs": null}"#).unwrap();
+        assert_eq!(t.click_after_ms, None);
+        // Still JSON of the right types, or refused.
+        assert!(serde_json::from_str::<Telemetry>(r#"{"webdriver": "yes"}"#).is_err());
+        assert!(serde_json::from_str::<Telemetry>("[1]").is_err());
     }
 
     #[test]

@@ -5,7 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{sliding_minute, Block, BlockList, Observation, Subject, Watchlist, WatchlistError};
+use super::{
+    sliding_minute, Block, BlockList, Observation, Redeem, Redemption, Subject, Watchlist,
+    WatchlistError,
+};
 use crate::domain::{SaleId, Timestamp, UserId};
 use crate::rate_limit::RequestId;
 
@@ -128,36 +131,25 @@ impl Watchlist for InMemoryWatchlist {
         }))
     }
 
-    async fn grant_pass(
-        &self,
-        buyer: &UserId,
-        sale: &SaleId,
-        duration: Duration,
-        now: Timestamp,
-    ) -> Result<(), WatchlistError> {
-        self.with(|state| {
-            state
-                .passes
-                .insert((buyer.clone(), sale.clone()), now.plus(duration))
-        });
-        Ok(())
-    }
-
-    async fn spend(
-        &self,
-        nonce: &str,
-        request: &RequestId,
-        ttl: Duration,
-        now: Timestamp,
-    ) -> Result<bool, WatchlistError> {
-        Ok(self.with(|state| match state.spent.get(nonce) {
-            Some((first, until)) if *until > now => first == request,
-            _ => {
-                state
-                    .spent
-                    .insert(nonce.to_owned(), (request.clone(), now.plus(ttl)));
-                true
+    async fn redeem(&self, r: &Redeem<'_>, now: Timestamp) -> Result<Redemption, WatchlistError> {
+        Ok(self.with(|state| {
+            let pass = (r.buyer.clone(), r.sale.clone());
+            let first = match state.spent.get(r.nonce) {
+                Some((first, until)) if *until > now => first == r.request,
+                _ => {
+                    state.spent.insert(
+                        r.nonce.to_owned(),
+                        (r.request.clone(), now.plus(r.nonce_ttl)),
+                    );
+                    true
+                }
+            };
+            if first {
+                state.passes.insert(pass, now.plus(r.pass_for));
+                return Redemption::Granted;
             }
+            let pass_stands = state.passes.get(&pass).is_some_and(|until| *until > now);
+            Redemption::AlreadyRedeemed { pass_stands }
         }))
     }
 }

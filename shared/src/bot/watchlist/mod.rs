@@ -120,26 +120,41 @@ pub trait Watchlist: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<BlockList, WatchlistError>> + Send;
 
-    /// Lets the buyer through without a challenge for `duration`, on `sale` only (a pass earned
-    /// on one sale, or a made-up one, opens no other).
-    fn grant_pass(
+    /// Redeems a solved challenge: the first redemption of its nonce (and the same request
+    /// again) grants the buyer a pass on the sale; the pass and the spent nonce are written in
+    /// one step, so a lost answer or a concurrent duplicate leaves the pass standing for the
+    /// client's retry. A solution is single use: redeemed again by another request it grants
+    /// nothing new ([`Redemption::AlreadyRedeemed`]).
+    fn redeem(
         &self,
-        buyer: &UserId,
-        sale: &SaleId,
-        duration: Duration,
+        redeem: &Redeem<'_>,
         now: Timestamp,
-    ) -> impl Future<Output = Result<(), WatchlistError>> + Send;
+    ) -> impl Future<Output = Result<Redemption, WatchlistError>> + Send;
+}
 
-    /// Spends a challenge (by its nonce) for `request`: `true` the first time, and again for
-    /// the same request (a re-sent call); `false` for any other request (a replay). Remembered
-    /// for `ttl` (at least the challenge's remaining lifetime).
-    fn spend(
-        &self,
-        nonce: &str,
-        request: &RequestId,
-        ttl: Duration,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<bool, WatchlistError>> + Send;
+/// What to redeem (see [`Watchlist::redeem`]).
+#[derive(Debug, Clone)]
+pub struct Redeem<'a> {
+    pub buyer: &'a UserId,
+    pub sale: &'a SaleId,
+    /// The solved challenge's nonce.
+    pub nonce: &'a str,
+    pub request: &'a RequestId,
+    /// How long the nonce is remembered (at least the challenge's remaining lifetime).
+    pub nonce_ttl: Duration,
+    /// How long the pass spares the buyer another challenge on this sale.
+    pub pass_for: Duration,
+}
+
+/// The answer of [`Watchlist::redeem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redemption {
+    /// Redeemed now; the pass is granted.
+    Granted,
+    /// Redeemed before by another request. `pass_stands`: the buyer's pass on the sale is
+    /// still there (a double submit, or the retry of a call whose answer was lost); without
+    /// it, this is a replay.
+    AlreadyRedeemed { pass_stands: bool },
 }
 
 /// The sliding-minute estimate from two fixed minutes. `into_minute`: how far into the current

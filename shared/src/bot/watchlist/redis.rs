@@ -8,14 +8,17 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::{Script, Value};
 
-use super::{sliding_minute, Block, BlockList, Observation, Subject, Watchlist, WatchlistError};
+use super::{
+    sliding_minute, Block, BlockList, Observation, Redeem, Redemption, Subject, Watchlist,
+    WatchlistError,
+};
 use crate::domain::{SaleId, Timestamp, UserId};
 use crate::rate_limit::RequestId;
 
 /// observe.lua (public for the test that runs every script twice).
 pub static OBSERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("observe.lua")));
-/// spend.lua (public for the test that runs every script twice).
-pub static SPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("spend.lua")));
+/// redeem.lua (public for the test that runs every script twice).
+pub static REDEEM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redeem.lua")));
 
 /// The sorted set of blocked subjects' labels, scored by when their block ends (ms).
 const BLOCK_INDEX: &str = "fs:{bot:blocks}";
@@ -27,6 +30,12 @@ fn tag(subject: &Subject) -> String {
 /// The block key of a subject (the same whatever the sale and the minute).
 pub fn block_key(subject: &Subject) -> String {
     format!("{}:block", tag(subject))
+}
+
+/// A buyer's spent-challenge key for `nonce` (in the buyer's slot, beside its pass: the nonce
+/// is bound to the buyer anyway).
+pub fn spent_key(buyer: &UserId, nonce: &str) -> String {
+    format!("{}:spent:{nonce}", tag(&Subject::Buyer(buyer.clone())))
 }
 
 /// The keys of one subject: block, this minute, previous minute, pass (for `sale`).
@@ -248,36 +257,21 @@ where
         Ok(BlockList { blocks, total })
     }
 
-    async fn grant_pass(
-        &self,
-        buyer: &UserId,
-        sale: &SaleId,
-        duration: Duration,
-        now: Timestamp,
-    ) -> Result<(), WatchlistError> {
-        redis::cmd("SET")
-            .arg(&subject_keys(&Subject::Buyer(buyer.clone()), sale, now)[3])
-            .arg(1)
-            .arg("PX")
-            .arg(duration.as_millis().max(1) as u64)
-            .query_async::<()>(&mut self.conn.clone())
-            .await?;
-        Ok(())
-    }
-
-    async fn spend(
-        &self,
-        nonce: &str,
-        request: &RequestId,
-        ttl: Duration,
-        _now: Timestamp,
-    ) -> Result<bool, WatchlistError> {
-        let spent: i64 = SPEND
-            .key(format!("fs:{{bot:spent:{nonce}}}"))
-            .arg(request.as_str())
-            .arg(ttl.as_millis().max(1) as u64)
+    async fn redeem(&self, r: &Redeem<'_>, now: Timestamp) -> Result<Redemption, WatchlistError> {
+        let pass_key = subject_keys(&Subject::Buyer(r.buyer.clone()), r.sale, now)[3].clone();
+        let answer: i64 = REDEEM
+            .key(spent_key(r.buyer, r.nonce))
+            .key(pass_key)
+            .arg(r.request.as_str())
+            .arg(r.nonce_ttl.as_millis().max(1) as u64)
+            .arg(r.pass_for.as_millis().max(1) as u64)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(spent == 1)
+        match answer {
+            1 => Ok(Redemption::Granted),
+            2 => Ok(Redemption::AlreadyRedeemed { pass_stands: true }),
+            0 => Ok(Redemption::AlreadyRedeemed { pass_stands: false }),
+            other => Err(WatchlistError::UnexpectedReply(format!("redeem: {other}"))),
+        }
     }
 }
