@@ -156,14 +156,14 @@ export interface BotConfig {
   readonly secretName?: string;
 }
 
-/** Bot Control's inspection level, or none. */
-export type BotInspection = 'off' | 'COMMON' | 'TARGETED';
+/** Bot Control's inspection level, or none (TARGETED is refused: see edgeFromContext). */
+export type BotInspection = 'off' | 'COMMON';
 
 /**
  * The WAF edge (infra/lib/edge.ts). Context: `waf` (default on for AWS; LocalStack has no WAF),
  * `wafIpRequestsPerSec` (default 10, the seed's per-IP rate), `wafRateWindowSec` (60, 120, 300
- * or 600; default 60), `wafBotControl` (`off`, `common` (default) or `targeted`; targeted needs
- * AWS's JavaScript SDK tokens in the front end for most of its rules).
+ * or 600; default 60), `wafBotControl` (`off` or `common` (default); `targeted` is refused: most
+ * of its rules need AWS's JavaScript SDK tokens in the front end and challenge API calls).
  */
 export interface EdgeConfig {
   readonly enabled: boolean;
@@ -481,9 +481,15 @@ function edgeFromContext(get: ContextGetter, local: boolean): EdgeConfig {
     throw new Error(`context "wafRateWindowSec" must be 60, 120, 300 or 600, got ${rateWindowSec}`);
   }
   const level = str(get, 'wafBotControl') ?? DEFAULTS.wafBotControl;
-  const levels: Record<string, BotInspection> = { off: 'off', common: 'COMMON', targeted: 'TARGETED' };
+  if (level === 'targeted') {
+    // Most targeted rules need the tokens of AWS's WAF JavaScript SDK, which the front end does
+    // not send, and answer with CAPTCHA (405) or Challenge (202) actions by default: a 202 to a
+    // reservation reads as success. Refused until the front end integrates the SDK.
+    throw new Error('context "wafBotControl": targeted needs the AWS WAF JavaScript SDK in the front end (its rules answer API calls with CAPTCHA/Challenge); use common or off');
+  }
+  const levels: Record<string, BotInspection> = { off: 'off', common: 'COMMON' };
   if (!Object.hasOwn(levels, level)) {
-    throw new Error(`context "wafBotControl" must be off, common or targeted, got "${level}"`);
+    throw new Error(`context "wafBotControl" must be off or common, got "${level}"`);
   }
   return {
     enabled,

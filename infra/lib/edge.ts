@@ -39,9 +39,6 @@ export const BOT_SIGNALS: readonly { slug: string; key: string; scope: 'LABEL' |
   { slug: 'known-bot-data-center', key: `${BOT_CONTROL}signal:known_bot_data_center`, scope: 'LABEL' },
   { slug: 'automated-browser', key: `${BOT_CONTROL}signal:automated_browser`, scope: 'LABEL' },
 ];
-/** With the TARGETED inspection level: any of its labels. */
-export const TARGETED_SIGNAL = { slug: 'targeted', key: `${BOT_CONTROL}targeted:`, scope: 'NAMESPACE' } as const;
-
 /**
  * Bot Control rules counted instead of blocked. AWS ignores an override whose rule name does not
  * exist, silently: check the names against `aws wafv2 describe-managed-rule-group --scope
@@ -142,8 +139,7 @@ export class Edge extends Construct {
         },
         visibilityConfig: visibility('bot-control'),
       });
-      const signals = config.botInspection === 'TARGETED' ? [...BOT_SIGNALS, TARGETED_SIGNAL] : BOT_SIGNALS;
-      signals.forEach((signal, i) =>
+      BOT_SIGNALS.forEach((signal, i) =>
         rules.push({
           // After Bot Control, whose labels they match.
           name: `bot-signal-${signal.slug}`,

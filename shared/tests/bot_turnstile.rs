@@ -22,6 +22,8 @@ fn verifier(standin: &TurnstileStandIn, secret: &str) -> TurnstileVerifier {
         secret: Secret::new(secret),
         siteverify_url: standin.siteverify_url(),
         timeout: Duration::from_secs(2),
+        // The dummy secrets are refused without it (they accept only the unbound dummy token).
+        accept_test_keys: true,
     })
     .unwrap()
 }
@@ -49,15 +51,15 @@ async fn the_documented_dummy_secrets_pass_fail_and_report_spent() {
     let now = SystemClock.now();
     let alice = binding("alice");
 
-    // Always passes: a token rendered with this buyer's action and cData is solved...
+    // Always passes: the dummy token is solved (with test keys there is no binding to check);
+    // a real token is refused, as Cloudflare's dummy secrets do.
     let passes = verifier(&standin, ALWAYS_PASSES);
-    let token = solve_issued(&standin, &passes, &alice);
-    let solved = passes.verify(&token, &alice, now).await.unwrap();
+    let solved = passes.verify(DUMMY_TOKEN, &alice, now).await.unwrap();
     assert!(solved.nonce.starts_with("turnstile:"));
     assert!(solved.expires_at > now && solved.expires_at <= now.plus(Duration::from_secs(301)));
-    // ...but the bare dummy token carries no binding: success at Cloudflare, not here.
+    let real = solve_issued(&standin, &passes, &alice);
     assert_eq!(
-        passes.verify(DUMMY_TOKEN, &alice, now).await,
+        passes.verify(&real, &alice, now).await,
         Err(Refusal::Failed)
     );
 
@@ -148,12 +150,29 @@ async fn bad_tokens_are_client_errors_and_an_outage_or_a_wrong_key_is_unavailabl
         Err(Refusal::Unavailable(_))
     ));
 
+    // Our own call malformed (Cloudflare's `bad-request`): not the person's doing, so a 503
+    // for them, never a 400 they cannot fix or a block.
+    let misrouted = TurnstileVerifier::new(TurnstileConfig {
+        site_key: "0x4AAAAAAAsite".into(),
+        secret: Secret::new(SECRET),
+        siteverify_url: standin.siteverify_url().replace("siteverify", "elsewhere"),
+        timeout: Duration::from_secs(2),
+        accept_test_keys: false,
+    })
+    .unwrap();
+    let token = solve_issued(&standin, &misrouted, &alice);
+    assert!(matches!(
+        misrouted.verify(&token, &alice, now).await,
+        Err(Refusal::Unavailable(_))
+    ));
+
     // Nothing listens: unavailable within the budget, not a hang.
     let gone = TurnstileVerifier::new(TurnstileConfig {
         site_key: "k".into(),
         secret: Secret::new(SECRET),
         siteverify_url: format!("http://127.0.0.1:{}/siteverify", testkit::free_port()),
         timeout: Duration::from_millis(500),
+        accept_test_keys: false,
     })
     .unwrap();
     assert!(matches!(

@@ -3,9 +3,9 @@
 //! without the internet. It honours the documented dummy secret keys
 //! (https://developers.cloudflare.com/turnstile/troubleshooting/testing/):
 //!
-//! - always passes ([`ALWAYS_PASSES`]): success for the dummy token [`DUMMY_TOKEN`] or any
-//!   token of this stand-in (echoing the action and cData it was minted with; the dummy token
-//!   has none);
+//! - always passes ([`ALWAYS_PASSES`]): success for the dummy token [`DUMMY_TOKEN`] (with no
+//!   action or cData), `invalid-input-response` for any other token (dummy secrets reject real
+//!   tokens);
 //! - always fails ([`ALWAYS_FAILS`]) with `invalid-input-response`;
 //! - already spent ([`ALREADY_SPENT`]) with `timeout-or-duplicate`;
 //!
@@ -181,11 +181,8 @@ fn verify(state: &mut State, fields: &HashMap<String, String>) -> Value {
         return failure("invalid-input-response");
     }
     match secret.as_str() {
-        ALWAYS_PASSES => match state.tokens.get(token) {
-            Some(m) => success(&m.action, &m.cdata, m.solved_at),
-            None if token == DUMMY_TOKEN => success("", "", SystemTime::now()),
-            None => failure("invalid-input-response"),
-        },
+        ALWAYS_PASSES if token == DUMMY_TOKEN => success("", "", SystemTime::now()),
+        ALWAYS_PASSES => failure("invalid-input-response"),
         ALWAYS_FAILS => failure("invalid-input-response"),
         ALREADY_SPENT => failure("timeout-or-duplicate"),
         SECRET => {

@@ -10,7 +10,8 @@
 //! | `TURNSTILE_SECRET_KEY` | (required for turnstile) | the siteverify secret |
 //! | `TURNSTILE_SITEVERIFY_URL` | Cloudflare's | a local stand-in's URL in tests (http only to this machine) |
 //! | `TURNSTILE_TIMEOUT_MS` | 3000 | budget of one verification |
-//! | `BOT_CHALLENGE_AT` | 80 | the score that is challenged (seed 004 flow 10: above 80) |
+//! | `TURNSTILE_TEST_KEYS` | `off` | `on` allows Cloudflare's dummy secret keys (a front end's tests only) |
+//! | `BOT_CHALLENGE_AT` | 80 | the lowest score that is challenged (the seed's "above 80", taken inclusively: its bot on a fresh account scores exactly 80 on its first request) |
 //! | `BOT_CHALLENGE_WORK` | 100000 | SHA-256 counters at the threshold (four times that at 100) |
 //! | `BOT_CHALLENGE_TTL_SECONDS` | 120 | how long a challenge may be answered |
 //! | `BOT_BLOCK_SECONDS` | 3600 | the block after a failed, expired or replayed solution (seed: one hour) |
@@ -23,7 +24,9 @@
 use std::time::Duration;
 
 use super::challenge::altcha::{AltchaChallenges, AltchaConfig};
-use super::challenge::turnstile::{TurnstileConfig, TurnstileVerifier, SITEVERIFY_URL};
+use super::challenge::turnstile::{
+    TurnstileConfig, TurnstileSetupError, TurnstileVerifier, SITEVERIFY_URL,
+};
 use super::challenge::Challenges;
 use super::defence::DefencePolicy;
 use super::score::Weights;
@@ -43,7 +46,13 @@ impl ChallengeConfig {
             ChallengeConfig::Altcha(c) => Challenges::Altcha(AltchaChallenges::new(c)),
             ChallengeConfig::Turnstile(c) => {
                 let verifier = TurnstileVerifier::new(c).map_err(|e| ConfigError::Invalid {
-                    name: "TURNSTILE_SITEVERIFY_URL",
+                    name: match e {
+                        TurnstileSetupError::Endpoint(_) => "TURNSTILE_SITEVERIFY_URL",
+                        TurnstileSetupError::EmptyKey | TurnstileSetupError::TestKey => {
+                            "TURNSTILE_SECRET_KEY"
+                        }
+                        TurnstileSetupError::Tls(_) => "BOT_CHALLENGE_PROVIDER",
+                    },
                     reason: e.to_string(),
                 })?;
                 Challenges::Turnstile(Box::new(verifier))
@@ -94,6 +103,17 @@ pub fn from_env() -> Result<Option<(DefencePolicy, ChallengeConfig)>, ConfigErro
                 .into(),
         });
     }
+    // A solution is remembered for its lifetime and a minute more; a pass that ends sooner
+    // would turn the same solution sent again (a retry) into a replay and a block.
+    if policy.pass_for < Duration::from_secs(ttl_seconds + 60) {
+        return Err(ConfigError::Invalid {
+            name: "BOT_PASS_SECONDS",
+            reason: format!(
+                "must be at least BOT_CHALLENGE_TTL_SECONDS + 60 ({})",
+                ttl_seconds + 60
+            ),
+        });
+    }
     let challenges = match parsed_or("BOT_CHALLENGE_PROVIDER", "altcha".to_string())?.as_str() {
         "altcha" => ChallengeConfig::Altcha(AltchaConfig {
             signature_secret: required("BOT_CHALLENGE_SIGNATURE_SECRET")?,
@@ -107,6 +127,7 @@ pub fn from_env() -> Result<Option<(DefencePolicy, ChallengeConfig)>, ConfigErro
             secret: Secret::new(required("TURNSTILE_SECRET_KEY")?),
             siteverify_url: parsed_or("TURNSTILE_SITEVERIFY_URL", SITEVERIFY_URL.to_string())?,
             timeout: Duration::from_millis(parsed_or("TURNSTILE_TIMEOUT_MS", 3000u64)?.max(1)),
+            accept_test_keys: on_off("TURNSTILE_TEST_KEYS", false)?,
         }),
         other => {
             return Err(ConfigError::Invalid {

@@ -20,7 +20,7 @@ use lambda_http::{Body, Request, Response};
 use super::challenge::{Binding, ChallengeVerifier};
 use super::defence::{BotDefence, Suspect, Verdict};
 use super::score::Telemetry;
-use super::watchlist::Watchlist;
+use super::watchlist::{address_group, Watchlist};
 use crate::domain::{Clock, SaleId, Timestamp};
 use crate::http::request::{gateway_request_id, identity_of};
 use crate::http::{problems, Problem};
@@ -102,22 +102,6 @@ pub fn suspect_of(
             .filter(|s| !s.is_empty())
             .map(str::to_owned),
     })
-}
-
-/// The address as counted and blocked: an IPv4 address as it is, an IPv6 address by its /64
-/// (one subscriber's whole prefix: an IPv6 client can change addresses inside it at will).
-fn address_group(raw: &str) -> String {
-    match raw.parse::<std::net::Ipv6Addr>() {
-        Ok(v6) if v6.to_ipv4_mapped().is_none() => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        Ok(v6) => v6
-            .to_ipv4_mapped()
-            .map(|v4| v4.to_string())
-            .unwrap_or_default(),
-        Err(_) => raw.to_owned(),
-    }
 }
 
 fn invalid_telemetry(detail: String) -> Problem {

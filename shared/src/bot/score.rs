@@ -179,11 +179,16 @@ pub struct Weights {
     pub instant_click: Duration,
     pub instant_click_points: u8,
     pub edge_signal_points: u8,
+    /// Edge signals' points are capped here all together: several Bot Control findings often
+    /// describe one client (a native app is a non-browser user agent, and often also an
+    /// unverified bot or a data-centre address), and must not add up to a challenge alone.
+    pub edge_cap: u8,
     /// Telemetry points are capped here all together: it is self-reported, so it alone never
     /// reaches the threshold; with a fresh account it does (the seed's bot on its first
     /// request: a headless browser admitting automation, from an account made for the drop).
     pub telemetry_cap: u8,
-    /// A score at or above this is challenged (seed: "score > 80 triggers CAPTCHA").
+    /// A score at or above this is challenged (seed: "score > 80 triggers CAPTCHA", taken
+    /// inclusively, so the seed's headless bot on a fresh account, at exactly 80, is asked).
     pub challenge_at: u8,
 }
 
@@ -207,6 +212,7 @@ impl Default for Weights {
             instant_click: Duration::from_millis(300),
             instant_click_points: 15,
             edge_signal_points: 35,
+            edge_cap: 35,
             telemetry_cap: 60,
             challenge_at: 80,
         }
@@ -263,12 +269,15 @@ pub fn score(signals: &Signals, weights: &Weights) -> Score {
             weights.new_account_points,
         );
     }
+    let mut edge_budget = weights.edge_cap;
     for signal in &signals.edge_signals {
+        let given = weights.edge_signal_points.min(edge_budget);
+        edge_budget -= given;
         add(
             Reason::EdgeSignal {
                 signal: signal.clone(),
             },
-            weights.edge_signal_points,
+            given,
         );
     }
     if signals.telemetry.is_none() {
@@ -426,6 +435,13 @@ mod tests {
         );
         let s = with(|s| s.edge_signals = vec!["automated-browser".into()]);
         assert_eq!(s.value, 35);
+        // Several findings about one client count once (a native app: non-browser user agent
+        // and unverified bot, with no telemetry, stays under the threshold).
+        let s = with(|s| {
+            s.edge_signals = vec!["non-browser-user-agent".into(), "unverified-bot".into()];
+            s.telemetry = None;
+        });
+        assert_eq!(s.value, 35 + 20);
         let s = with(|s| s.telemetry.as_mut().unwrap().webdriver = true);
         assert_eq!((s.value, points_of(&s, &Reason::Webdriver)), (25, Some(25)));
         let s = with(|s| s.telemetry.as_mut().unwrap().headless = true);

@@ -25,8 +25,17 @@
 //! | `success`, solved > 300 s ago | `Expired` | block |
 //! | `invalid-input-response` | `Failed` | block |
 //! | `timeout-or-duplicate` | `Replayed` | block |
-//! | `missing-input-response`, `bad-request`, empty or > 2,048 chars | `Malformed` | 400 |
-//! | `missing-/invalid-input-secret`, `internal-error`, 5xx, no answer in time | `Unavailable` | 503 |
+//! | empty or > 2,048 chars (checked before any call) | `Malformed` | 400 |
+//! | `missing-input-response`, `bad-request` (our call was malformed), `missing-/invalid-input-secret`, `internal-error`, 5xx, no answer in time | `Unavailable` | 503 |
+//!
+//! Cloudflare's dummy secret keys (https://developers.cloudflare.com/turnstile/troubleshooting/testing/)
+//! accept only the dummy token, which carries no action or cData: a deployment using one would
+//! block everyone who solves. They are refused at setup unless
+//! [`TurnstileConfig::accept_test_keys`] (`TURNSTILE_TEST_KEYS=on`, for a front end's own
+//! tests; the CDK app never sets it), and then their answers are taken without the binding.
+//!
+//! Single use: Cloudflare's own (a token verifies once) is traded for retries by the
+//! idempotency key above; the defence's redemption record makes a solution single use.
 
 use std::time::Duration;
 
@@ -44,6 +53,13 @@ use crate::http::client::{check_endpoint, https_client, EndpointError, HttpsClie
 
 /// Cloudflare's siteverify endpoint.
 pub const SITEVERIFY_URL: &str = "https://challenges.cloudflare.com/turnstile/v0/siteverify";
+/// Cloudflare's dummy secret keys: always passes, always fails, already spent.
+pub const TEST_SECRET_KEYS: [&str; 3] = [
+    "1x0000000000000000000000000000000AA",
+    "2x0000000000000000000000000000000AA",
+    "3x0000000000000000000000000000000AA",
+];
+
 /// The longest token Turnstile issues (its docs: 2,048 characters).
 pub const MAX_TOKEN_CHARS: usize = 2048;
 /// How long a token is valid after it was solved (its docs: 300 s).
@@ -60,6 +76,8 @@ pub struct TurnstileConfig {
     pub siteverify_url: String,
     /// The budget of one verification, connection and one retry included.
     pub timeout: Duration,
+    /// Allow Cloudflare's dummy secret keys (see the module doc). Off in every deployment.
+    pub accept_test_keys: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +86,8 @@ pub enum TurnstileSetupError {
     Endpoint(#[from] EndpointError),
     #[error("the Turnstile site key and secret key must not be empty")]
     EmptyKey,
+    #[error("TURNSTILE_SECRET_KEY is one of Cloudflare's dummy keys, which accept only the dummy token (no binding): set TURNSTILE_TEST_KEYS=on only for a front end's tests")]
+    TestKey,
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
 }
@@ -79,6 +99,8 @@ pub struct TurnstileVerifier {
     site_key: String,
     secret: Secret,
     timeout: Duration,
+    /// The secret is a dummy key (only with `accept_test_keys`): answers carry no binding.
+    test_key: bool,
 }
 
 #[derive(Deserialize)]
@@ -99,12 +121,22 @@ impl TurnstileVerifier {
         if config.site_key.trim().is_empty() || config.secret.expose().trim().is_empty() {
             return Err(TurnstileSetupError::EmptyKey);
         }
+        let test_key = TEST_SECRET_KEYS.contains(&config.secret.expose().trim());
+        if test_key && !config.accept_test_keys {
+            return Err(TurnstileSetupError::TestKey);
+        }
+        if test_key {
+            tracing::warn!(
+                "Turnstile runs with a dummy secret key: answers are not bound to buyers"
+            );
+        }
         Ok(Self {
             client: https_client(config.timeout)?,
             url: check_endpoint(&config.siteverify_url, false)?,
             site_key: config.site_key.trim().to_owned(),
             secret: Secret::new(config.secret.expose().trim()),
             timeout: config.timeout,
+            test_key,
         })
     }
 
@@ -225,16 +257,15 @@ impl ChallengeVerifier for TurnstileVerifier {
                 Refusal::Replayed
             } else if code("invalid-input-response") {
                 Refusal::Failed
-            } else if code("missing-input-response") || code("bad-request") {
-                Refusal::Malformed("siteverify could not read the token".into())
             } else {
-                // Our key refused, or Cloudflare failing: not the client's doing.
+                // Our call malformed or our key refused, or Cloudflare failing: not the
+                // client's doing, and nothing it can fix.
                 Refusal::Unavailable(format!("siteverify: {:?}", answer.error_codes))
             });
         }
-        if answer.action.as_deref() != Some(binding.action)
-            || answer.cdata.as_deref() != Some(Self::cdata(binding).as_str())
-        {
+        let bound = answer.action.as_deref() == Some(binding.action)
+            && answer.cdata.as_deref() == Some(Self::cdata(binding).as_str());
+        if !bound && !self.test_key {
             return Err(Refusal::Failed);
         }
         let solved_at = answer
@@ -294,6 +325,7 @@ mod tests {
             secret: Secret::new("s"),
             siteverify_url: url.into(),
             timeout: Duration::from_secs(1),
+            accept_test_keys: false,
         };
         assert!(matches!(
             TurnstileVerifier::new(config("", SITEVERIFY_URL)),
@@ -303,5 +335,18 @@ mod tests {
             TurnstileVerifier::new(config("k", "http://challenges.example/siteverify")),
             Err(TurnstileSetupError::Endpoint(EndpointError::PlainHttp(_)))
         ));
+        let dummy = TurnstileConfig {
+            secret: Secret::new(TEST_SECRET_KEYS[0]),
+            ..config("k", SITEVERIFY_URL)
+        };
+        assert!(matches!(
+            TurnstileVerifier::new(dummy.clone()),
+            Err(TurnstileSetupError::TestKey)
+        ));
+        assert!(TurnstileVerifier::new(TurnstileConfig {
+            accept_test_keys: true,
+            ..dummy
+        })
+        .is_ok());
     }
 }

@@ -33,11 +33,13 @@ impl Subject {
         }
     }
 
-    /// The inverse of [`Subject::label`].
+    /// The inverse of [`Subject::label`]. An address may be given as the client's own (an
+    /// IPv6 address is read as the /64 it is counted and blocked by, an IPv4-mapped one as its
+    /// IPv4 address), or as listed.
     pub fn parse_label(label: &str) -> Option<Self> {
         match label.split_once(':')? {
             ("buyer", id) => UserId::parse(id).ok().map(Subject::Buyer),
-            ("address", ip) if !ip.is_empty() => Some(Subject::Address(ip.to_owned())),
+            ("address", ip) if !ip.is_empty() => Some(Subject::Address(address_group(ip))),
             _ => None,
         }
     }
@@ -157,6 +159,25 @@ pub enum Redemption {
     AlreadyRedeemed { pass_stands: bool },
 }
 
+/// The address as counted and blocked: an IPv4 address as it is, an IPv6 address by its /64
+/// (one subscriber's whole prefix: an IPv6 client can change addresses inside it at will), an
+/// IPv4-mapped IPv6 address as its IPv4 address; a /64 as listed stays as it is.
+pub fn address_group(raw: &str) -> String {
+    let raw = raw.trim();
+    let bare = raw.strip_suffix("/64").unwrap_or(raw);
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => raw.to_owned(),
+    }
+}
+
 /// The sliding-minute estimate from two fixed minutes. `into_minute`: how far into the current
 /// minute `now` is.
 pub(crate) fn sliding_minute(current: u64, previous: u64, into_minute: Duration) -> u32 {
@@ -182,10 +203,19 @@ mod tests {
         for subject in [
             Subject::Buyer(UserId::parse("alice").unwrap()),
             Subject::Address("203.0.113.9".into()),
-            Subject::Address("2001:db8::1".into()),
+            Subject::Address("2001:db8:0:0::/64".into()),
         ] {
             assert_eq!(Subject::parse_label(&subject.label()), Some(subject));
         }
+        // The client's own address finds the block it is counted under.
+        assert_eq!(
+            Subject::parse_label("address:2001:db8:1:2:aaaa::1"),
+            Some(Subject::Address("2001:db8:1:2::/64".into()))
+        );
+        assert_eq!(
+            Subject::parse_label("address:::ffff:198.51.100.4"),
+            Some(Subject::Address("198.51.100.4".into()))
+        );
         assert_eq!(Subject::parse_label("robot:x"), None);
         assert_eq!(Subject::parse_label("address:"), None);
         assert_eq!(Subject::parse_label("nocolon"), None);

@@ -1,6 +1,6 @@
 //! The Redis adapter of [`Watchlist`]. Each subject's keys share one hash tag (one slot), so
 //! its observation is one script; the block index (for the admin list) is a sorted set of its
-//! own, written after the block key (the block key decides; the index only lists).
+//! own, written before the block key (the block key decides; the index only lists).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -158,14 +158,11 @@ where
     ) -> Result<(), WatchlistError> {
         let mut conn = self.conn.clone();
         let ms = duration.as_millis().max(1) as u64;
-        redis::cmd("SET")
-            .arg(block_key(subject))
-            .arg(reason)
-            .arg("PX")
-            .arg(ms)
-            .query_async::<()>(&mut conn)
-            .await?;
-        // The index only lists: drop what has ended, so it does not grow without bound.
+        // The index first, the key second (they live in different slots, so not one step):
+        // a block written half is either listed but not in force (the list reads the key, and
+        // the entry is pruned when its time is up) or not written at all; never in force and
+        // hidden from the admins who must be able to lift it. The index only lists: drop what
+        // has ended on every write, so it does not grow without bound.
         redis::cmd("ZREMRANGEBYSCORE")
             .arg(BLOCK_INDEX)
             .arg("-inf")
@@ -178,19 +175,28 @@ where
             .arg(subject.label())
             .query_async::<()>(&mut conn)
             .await?;
+        redis::cmd("SET")
+            .arg(block_key(subject))
+            .arg(reason)
+            .arg("PX")
+            .arg(ms)
+            .query_async::<()>(&mut conn)
+            .await?;
         Ok(())
     }
 
     async fn lift(&self, subject: &Subject) -> Result<bool, WatchlistError> {
         let mut conn = self.conn.clone();
-        let removed: i64 = redis::cmd("DEL")
-            .arg(block_key(subject))
-            .query_async(&mut conn)
-            .await?;
+        // The key decides, so it goes last: a lift that stops half way leaves the block in
+        // force, and the admin's retry (told 503) finishes it.
         redis::cmd("ZREM")
             .arg(BLOCK_INDEX)
             .arg(subject.label())
             .query_async::<()>(&mut conn)
+            .await?;
+        let removed: i64 = redis::cmd("DEL")
+            .arg(block_key(subject))
+            .query_async(&mut conn)
             .await?;
         Ok(removed > 0)
     }
