@@ -2,11 +2,20 @@
 //!
 //! Layout (by domain concept; each port sits beside the adapters that implement it):
 //! - [`domain`]: ids, quantities, money, and the clock port. Invalid values cannot be built.
+//! - [`identity`]: who the caller is, from the API Gateway authorizer only; the local JWT
+//!   authorizer and token minting that stand in for Cognito.
+//! - [`sale`]: the sale catalog port (DynamoDB, and a per-instance cache), put-sale and the
+//!   public view.
+//! - [`reservation`]: the reserve flow ([`reservation::reserve::ReserveService`]), the
+//!   reservation record's one home (its item schema and status transitions,
+//!   [`reservation::item`]) and the reservation store port.
 //! - [`stock`]: the stock engine port ([`stock::StockEngine`]), its Redis Lua adapter
 //!   ([`stock::redis::RedisStockEngine`]) and the per-process sold-out fast path
 //!   ([`stock::SoldOutCache`]).
 //! - [`rate_limit`]: the token-bucket port and its Redis Lua adapter.
-//! - [`bot`]: bot defence: the explainable bot score of a request.
+//! - [`bot`]: bot defence: the explainable bot score of a request, the challenge (ALTCHA or
+//!   Turnstile), blocks and passes in Redis, and the admins' view of blocks.
+//! - [`events`]: reservation events from the table's stream to the events queue.
 //! - [`expiry`]: the scheduled cleanup of expired PENDING reservations.
 //! - [`reconcile`]: hold reconciliation between Redis and DynamoDB, the stock rebuild after a
 //!   Redis loss, and the scheduled sweep that runs them with the cleanup.
@@ -18,7 +27,13 @@
 //!   cold start.
 //! - [`saga`]: the payment saga: payment intake, the workflow's task steps, webhook intake
 //!   (with the Step Functions adapter of [`saga::control::SagaControl`]).
-//! - [`config`], [`observability`]: typed start-up configuration and JSON logs.
+//! - [`config`], [`observability`], [`metrics`]: start-up configuration, JSON logs and
+//!   CloudWatch embedded-metric lines.
+//!
+//! Generic parameters name the same port everywhere: `S` stock engine, `C` sale catalog, `K`
+//! clock, `R` records (reservations or checkouts), `L` rate limiter or webhook log, `P` (and a
+//! second one, `Q`) payment provider, `G` the saga's workflow control, `M` repair requests, `W`
+//! watchlist, `V` challenge verifier; a Redis adapter's own `C` is its connection.
 
 pub mod bot;
 pub mod config;

@@ -152,8 +152,8 @@ pub fn reserve_response(response: ReserveResponse) -> Response<Body> {
 }
 
 /// `POST /sales/{saleId}/reservations`: parse, reserve, answer, and emit metrics.
-pub async fn reserve<S, L, C, R, K, P>(
-    service: &ReserveService<S, L, C, R, K, P>,
+pub async fn reserve<S, L, C, R, K, M>(
+    service: &ReserveService<S, L, C, R, K, M>,
     request: &Request,
 ) -> Response<Body>
 where
@@ -162,7 +162,7 @@ where
     C: SaleCatalog,
     R: ReservationStore,
     K: Clock,
-    P: RepairRequests,
+    M: RepairRequests,
 {
     let started = std::time::Instant::now();
     let command = match parse_reserve(request) {

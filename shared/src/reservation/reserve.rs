@@ -137,13 +137,13 @@ pub struct ReserveResponse {
 
 /// The reserve use case. `S` stock engine, `L` rate limiter, `C` sale catalog, `R` reservation
 /// store, `K` clock, `P` repair requests.
-pub struct ReserveService<S, L, C, R, K, P> {
+pub struct ReserveService<S, L, C, R, K, M> {
     pub stock: S,
     pub limiter: L,
     pub catalog: C,
     pub store: R,
     pub clock: K,
-    pub repairs: P,
+    pub repairs: M,
     pub policies: RatePolicies,
 }
 
@@ -169,14 +169,14 @@ fn stricter(a: RateDecision, b: RateDecision) -> RateDecision {
     }
 }
 
-impl<S, L, C, R, K, P> ReserveService<S, L, C, R, K, P>
+impl<S, L, C, R, K, M> ReserveService<S, L, C, R, K, M>
 where
     S: StockEngine,
     L: RateLimiter,
     C: SaleCatalog,
     R: ReservationStore,
     K: Clock,
-    P: RepairRequests,
+    M: RepairRequests,
 {
     pub async fn reserve(&self, command: ReserveCommand) -> ReserveResponse {
         let rate = match self.check_rate(&command).await {

@@ -102,8 +102,8 @@ pub fn pay_error_problem(error: &PayError) -> Problem {
 }
 
 /// `POST /reservations/{reservationId}/payment` ─▶ 202 `{reservation_id, status}`.
-pub async fn pay<R: CheckoutRecords, S: SagaControl, C: Clock>(
-    service: &PayService<R, S, C>,
+pub async fn pay<R: CheckoutRecords, G: SagaControl, K: Clock>(
+    service: &PayService<R, G, K>,
     request: &Request,
 ) -> Response<Body> {
     let command = match parse_pay(request) {
@@ -124,16 +124,16 @@ pub async fn pay<R: CheckoutRecords, S: SagaControl, C: Clock>(
 
 /// `POST /webhooks/payments`: 200 for handled, duplicate and ignored events; 400 for a bad
 /// signature or body (never processed); 503 when the event must be redelivered later.
-pub async fn webhook<L, R, S, P, C>(
-    service: &WebhookService<L, R, S, P, C>,
+pub async fn webhook<L, R, G, P, K>(
+    service: &WebhookService<L, R, G, P, K>,
     request: &Request,
 ) -> Response<Body>
 where
     L: WebhookEventLog,
     R: CheckoutRecords,
-    S: SagaControl,
+    G: SagaControl,
     P: PaymentProvider,
-    C: Clock,
+    K: Clock,
 {
     // The signature is over the exact bytes received; the body must not be re-serialised.
     let body: &[u8] = match request.body() {

@@ -83,13 +83,13 @@ pub fn saga_input(reservation_id: ReservationId, payment_method: &str) -> serde_
     json!({ "reservation_id": reservation_id.to_string(), "payment_method": payment_method })
 }
 
-pub struct PayService<R, S, C> {
+pub struct PayService<R, G, K> {
     pub records: R,
-    pub saga: S,
-    pub clock: C,
+    pub saga: G,
+    pub clock: K,
 }
 
-impl<R: CheckoutRecords, S: SagaControl, C: Clock> PayService<R, S, C> {
+impl<R: CheckoutRecords, G: SagaControl, K: Clock> PayService<R, G, K> {
     pub async fn pay(&self, command: &PayCommand) -> Result<PayAccepted, PayError> {
         let record = self.load(command).await?;
         if record.reservation.status == ReservationStatus::Pending {

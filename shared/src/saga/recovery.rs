@@ -23,12 +23,12 @@ use crate::domain::ReservationId;
 use crate::reconcile::{PaymentCheck, PaymentRecovery, RecoveryError};
 use crate::reservation::ReservationStatus;
 
-pub struct SagaRecovery<R, S> {
+pub struct SagaRecovery<R, G> {
     pub records: R,
-    pub saga: S,
+    pub saga: G,
 }
 
-impl<R: CheckoutRecords, S: SagaControl> SagaRecovery<R, S> {
+impl<R: CheckoutRecords, G: SagaControl> SagaRecovery<R, G> {
     async fn start(
         &self,
         name: &str,
@@ -46,7 +46,7 @@ impl<R: CheckoutRecords, S: SagaControl> SagaRecovery<R, S> {
     }
 }
 
-impl<R: CheckoutRecords, S: SagaControl> PaymentRecovery for SagaRecovery<R, S> {
+impl<R: CheckoutRecords, G: SagaControl> PaymentRecovery for SagaRecovery<R, G> {
     async fn settle(&self, id: ReservationId) -> Result<PaymentCheck, RecoveryError> {
         let Some(record) = self
             .records

@@ -124,23 +124,23 @@ impl IntentFacts {
     }
 }
 
-pub struct WebhookService<L, R, S, P, C> {
+pub struct WebhookService<L, R, G, P, K> {
     pub events: L,
     pub records: R,
-    pub saga: S,
+    pub saga: G,
     /// The bare provider (no circuit breaker): refunds of late charges must go through.
     pub refunds: P,
-    pub clock: C,
+    pub clock: K,
     pub secrets: Vec<WebhookSecret>,
 }
 
-impl<L, R, S, P, C> WebhookService<L, R, S, P, C>
+impl<L, R, G, P, K> WebhookService<L, R, G, P, K>
 where
     L: WebhookEventLog,
     R: CheckoutRecords,
-    S: SagaControl,
+    G: SagaControl,
     P: PaymentProvider,
-    C: Clock,
+    K: Clock,
 {
     pub async fn receive(
         &self,

@@ -33,15 +33,15 @@ impl Default for SoldOutCacheConfig {
 }
 
 /// A [`StockEngine`] decorator that adds the sold-out fast path to any engine.
-pub struct SoldOutCache<E, K> {
-    inner: E,
+pub struct SoldOutCache<S, K> {
+    inner: S,
     clock: K,
     config: SoldOutCacheConfig,
     sold_out_until: RwLock<HashMap<SaleId, Timestamp>>,
 }
 
-impl<E: StockEngine, K: Clock> SoldOutCache<E, K> {
-    pub fn new(inner: E, clock: K, config: SoldOutCacheConfig) -> Self {
+impl<S: StockEngine, K: Clock> SoldOutCache<S, K> {
+    pub fn new(inner: S, clock: K, config: SoldOutCacheConfig) -> Self {
         Self {
             inner,
             clock,
@@ -80,7 +80,7 @@ impl<E: StockEngine, K: Clock> SoldOutCache<E, K> {
     }
 }
 
-impl<E: StockEngine, K: Clock> StockEngine for SoldOutCache<E, K> {
+impl<S: StockEngine, K: Clock> StockEngine for SoldOutCache<S, K> {
     async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, StockError> {
         if self.is_known_sold_out(&request.sale.sale_id) {
             return Ok(ReserveOutcome::SoldOut);

@@ -66,18 +66,18 @@ impl<T: RepairRequests> RepairRequests for &T {
 /// fenced or lost shard would send one message per refused request (thousands a second), and
 /// the consumer would be invoked as often to find the rebuild already done. A request that
 /// fails to send does not count, so the next caller tries again.
-pub struct Debounced<R> {
-    inner: R,
+pub struct Debounced<M> {
+    inner: M,
     window: std::time::Duration,
     last_sent: std::sync::Mutex<std::collections::HashMap<SaleId, std::time::Instant>>,
 }
 
-impl<R> Debounced<R> {
+impl<M> Debounced<M> {
     /// 5 s: a rebuild takes about that long (its settle pause and the reads), and a request sent
     /// while one runs changes nothing.
     pub const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
 
-    pub fn new(inner: R, window: std::time::Duration) -> Self {
+    pub fn new(inner: M, window: std::time::Duration) -> Self {
         Self {
             inner,
             window,
@@ -106,7 +106,7 @@ impl<R> Debounced<R> {
     }
 }
 
-impl<R: RepairRequests> RepairRequests for Debounced<R> {
+impl<M: RepairRequests> RepairRequests for Debounced<M> {
     async fn request_rebuild(&self, sale: &SaleId) -> Result<(), RepairError> {
         if !self.claim_slot(sale) {
             return Ok(());
