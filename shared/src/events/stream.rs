@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{EventSink, EventType, ReservationEvent};
+use crate::reservation::item::attr;
 use crate::reservation::ReservationStatus;
 
 /// The parts of a DynamoDB stream event this handler reads.
@@ -54,7 +55,7 @@ fn attr_n(image: &serde_json::Map<String, Value>, name: &str) -> Option<u32> {
 }
 
 fn status_of(image: Option<&serde_json::Map<String, Value>>) -> Option<ReservationStatus> {
-    ReservationStatus::parse(attr_s(image?, "status")?)
+    ReservationStatus::parse(attr_s(image?, attr::STATUS)?)
 }
 
 /// The event a change produces: a new reservation, or a status change (PENDING -> EXPIRED is
@@ -69,14 +70,14 @@ pub fn event_of(record: &StreamRecord) -> Option<ReservationEvent> {
         "MODIFY" if status_of(record.dynamodb.old_image.as_ref()) != Some(status) => {}
         _ => return None,
     }
-    let reservation_id = attr_s(new, "reservation_id")?.to_owned();
+    let reservation_id = attr_s(new, attr::RESERVATION_ID)?.to_owned();
     Some(ReservationEvent {
         event_id: format!("{reservation_id}:{}", status.as_str()),
         event_type: EventType::for_status(status),
         reservation_id,
-        sale_id: attr_s(new, "sale_id")?.to_owned(),
-        user_id: attr_s(new, "user_id")?.to_owned(),
-        quantity: attr_n(new, "quantity")?,
+        sale_id: attr_s(new, attr::SALE_ID)?.to_owned(),
+        user_id: attr_s(new, attr::USER_ID)?.to_owned(),
+        quantity: attr_n(new, attr::QUANTITY)?,
         status,
     })
 }

@@ -27,12 +27,14 @@
 //! and 64 made no consistent difference: LocalStack is the bottleneck. On AWS all three are
 //! fast; only the WCU cost differs.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    BatchStatementRequest, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, BatchStatementRequest, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -139,18 +141,16 @@ impl DynamoExpiryStore {
         id: ReservationId,
         now: Timestamp,
     ) -> Result<ExpireOutcome, StoreError> {
-        let t = transition("expire");
+        let e = expire_update(now);
         let request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(attr::RESERVATION_ID, str(id.to_string()))
-            .update_expression(UPDATE_EXPRESSION)
-            .condition_expression(CONDITION)
-            .expression_attribute_names("#s", attr::STATUS)
-            .expression_attribute_values(":to", str(t.to.as_str()))
-            .expression_attribute_values(":from", str(t.from.as_str()))
-            .expression_attribute_values(":now", num(now.as_millis()))
+            .update_expression(e.update)
+            .condition_expression(e.condition)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         match write::with_retries(
             RetryPolicy::BACKGROUND,
@@ -162,7 +162,7 @@ impl DynamoExpiryStore {
         {
             Ok(_) => Ok(ExpireOutcome::Expired),
             Err(WriteFailure::ConditionFailed { old, .. }) => Ok(condition_failed(old.as_ref())),
-            Err(other) => Err(StoreError::Unavailable(format!("{other:?}"))),
+            Err(other) => Err(other.into_store_error()),
         }
     }
 
@@ -176,10 +176,10 @@ impl DynamoExpiryStore {
             .map(|id| {
                 BatchStatementRequest::builder()
                     .statement(&self.update_statement)
-                    .parameters(str(ReservationStatus::Expired.as_str()))
+                    .parameters(str(transition("expire").to.as_str()))
                     .parameters(num(now.as_millis()))
                     .parameters(str(id.to_string()))
-                    .parameters(str(ReservationStatus::Pending.as_str()))
+                    .parameters(str(transition("expire").from.as_str()))
                     .parameters(num(now.as_millis()))
                     .return_values_on_condition_check_failure(
                         ReturnValuesOnConditionCheckFailure::AllOld,
@@ -249,16 +249,14 @@ impl DynamoExpiryStore {
         id: ReservationId,
         now: Timestamp,
     ) -> Result<TransactWriteItem, StoreError> {
-        let t = transition("expire");
+        let e = expire_update(now);
         let update = Update::builder()
             .table_name(&self.table)
             .key(attr::RESERVATION_ID, str(id.to_string()))
-            .update_expression(UPDATE_EXPRESSION)
-            .condition_expression(CONDITION)
-            .expression_attribute_names("#s", attr::STATUS)
-            .expression_attribute_values(":to", str(t.to.as_str()))
-            .expression_attribute_values(":from", str(t.from.as_str()))
-            .expression_attribute_values(":now", num(now.as_millis()))
+            .update_expression(e.update)
+            .condition_expression(e.condition)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(|e| StoreError::Malformed(e.to_string()))?;
@@ -380,21 +378,50 @@ impl DynamoExpiryStore {
     }
 }
 
-/// PENDING -> EXPIRED (the `expire` transition), leaving the expiry index.
-const UPDATE_EXPRESSION: &str = "SET #s = :to, expired_at = :now REMOVE expiry_bucket";
-const CONDITION: &str = "#s = :from AND expires_at <= :now";
+/// PENDING -> EXPIRED (the `expire` transition), leaving the expiry index: the expressions and
+/// their names and values, for the single update and the transaction's alike.
+struct ExpireUpdate {
+    update: &'static str,
+    condition: &'static str,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+fn expire_update(now: Timestamp) -> ExpireUpdate {
+    let t = transition("expire");
+    let names = [
+        ("#s", attr::STATUS),
+        ("#expired", attr::EXPIRED_AT),
+        ("#bucket", attr::EXPIRY_BUCKET),
+        ("#expires", attr::EXPIRES_AT),
+    ];
+    let values = [
+        (":to", str(t.to.as_str())),
+        (":from", str(t.from.as_str())),
+        (":now", num(now.as_millis())),
+    ];
+    ExpireUpdate {
+        update: "SET #s = :to, #expired = :now REMOVE #bucket",
+        condition: "#s = :from AND #expires <= :now",
+        names: names
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        values: values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+    }
+}
 
 /// Reads what the index projects (production: `sale_id, user_id, quantity, shard, status`
 /// plus the keys).
 pub fn due_from_item(item: &Item) -> Result<DueReservation, String> {
     Ok(DueReservation {
-        reservation_id: ReservationId::parse(&item::s(item, "reservation_id")?)
+        reservation_id: ReservationId::parse(&item::s(item, attr::RESERVATION_ID)?)
             .map_err(|e| e.to_string())?,
-        sale_id: SaleId::parse(item::s(item, "sale_id")?).map_err(|e| e.to_string())?,
-        user_id: UserId::parse(item::s(item, "user_id")?).map_err(|e| e.to_string())?,
-        quantity: Quantity::new(item::n(item, "quantity")?).map_err(|e| e.to_string())?,
-        shard: item::n(item, "shard")?,
-        expires_at: Timestamp::from_millis(item::n(item, "expires_at")?),
+        sale_id: SaleId::parse(item::s(item, attr::SALE_ID)?).map_err(|e| e.to_string())?,
+        user_id: UserId::parse(item::s(item, attr::USER_ID)?).map_err(|e| e.to_string())?,
+        quantity: Quantity::new(item::n(item, attr::QUANTITY)?).map_err(|e| e.to_string())?,
+        shard: item::n(item, attr::SHARD)?,
+        expires_at: Timestamp::from_millis(item::n(item, attr::EXPIRES_AT)?),
     })
 }
 
@@ -413,17 +440,18 @@ impl ExpiryStore for DynamoExpiryStore {
             .query()
             .table_name(&self.table)
             .index_name(INDEX)
-            .key_condition_expression("expiry_bucket = :b AND expires_at <= :now")
+            .key_condition_expression("#bucket = :b AND #exp <= :now")
+            .expression_attribute_names("#bucket", attr::EXPIRY_BUCKET)
             .expression_attribute_values(":b", str(bucket))
             .expression_attribute_values(":now", num(now.as_millis()))
             // Aliases: `shard` (and others) are DynamoDB reserved words.
             .projection_expression("#id, #sale, #user, #qty, #shard, #exp")
-            .expression_attribute_names("#id", "reservation_id")
-            .expression_attribute_names("#sale", "sale_id")
-            .expression_attribute_names("#user", "user_id")
-            .expression_attribute_names("#qty", "quantity")
-            .expression_attribute_names("#shard", "shard")
-            .expression_attribute_names("#exp", "expires_at")
+            .expression_attribute_names("#id", attr::RESERVATION_ID)
+            .expression_attribute_names("#sale", attr::SALE_ID)
+            .expression_attribute_names("#user", attr::USER_ID)
+            .expression_attribute_names("#qty", attr::QUANTITY)
+            .expression_attribute_names("#shard", attr::SHARD)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .set_exclusive_start_key(after)
             .send()
@@ -436,7 +464,7 @@ impl ExpiryStore for DynamoExpiryStore {
                 // One bad item must not stop the cleanup of the others; it stays in the index
                 // and is reported on every run until someone fixes it.
                 Err(error) => {
-                    tracing::error!(%error, item = ?raw.get("reservation_id"), "malformed item in the expiry index")
+                    tracing::error!(%error, item = ?raw.get(attr::RESERVATION_ID), "malformed item in the expiry index")
                 }
             }
         }

@@ -55,7 +55,7 @@ impl DynamoDurableRecords {
     ) -> Result<(), StoreError> {
         let keys: Vec<Item> = ids
             .iter()
-            .map(|id| Item::from([("reservation_id".to_string(), str(id.to_string()))]))
+            .map(|id| Item::from([(attr::RESERVATION_ID.to_string(), str(id.to_string()))]))
             .collect();
         let mut request = Some(
             KeysAndAttributes::builder()
@@ -249,7 +249,7 @@ impl DurableRecords for DynamoDurableRecords {
         {
             Ok(_) => Ok(InsertOutcome::Inserted),
             Err(WriteFailure::ConditionFailed { .. }) => Ok(InsertOutcome::AlreadyExists),
-            Err(other) => Err(StoreError::Unavailable(format!("{other:?}"))),
+            Err(other) => Err(other.into_store_error()),
         }
     }
 
@@ -294,7 +294,7 @@ impl DurableRecords for DynamoDurableRecords {
                     && crate::store::item::opt_s(&old, attr::FAILURE_REASON).as_deref()
                         == Some(reason)
             })),
-            Err(other) => Err(StoreError::Unavailable(format!("{other:?}"))),
+            Err(other) => Err(other.into_store_error()),
         }
     }
 }

@@ -44,7 +44,7 @@ impl ReservationStore for DynamoReservationStore {
         {
             Ok(_) => Ok(InsertOutcome::Inserted),
             Err(WriteFailure::ConditionFailed { .. }) => Ok(InsertOutcome::AlreadyExists),
-            Err(other) => Err(StoreError::Unavailable(format!("{other:?}"))),
+            Err(other) => Err(other.into_store_error()),
         }
     }
 
@@ -71,7 +71,7 @@ impl ReservationStore for DynamoReservationStore {
         {
             Ok(_) => Ok(InsertOutcome::Inserted),
             Err(WriteFailure::ConditionFailed { .. }) => Ok(InsertOutcome::AlreadyExists),
-            Err(other) => Err(StoreError::Unavailable(format!("{other:?}"))),
+            Err(other) => Err(other.into_store_error()),
         }
     }
 

@@ -26,6 +26,15 @@ pub enum ReservationStatus {
 }
 
 impl ReservationStatus {
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::PaymentProcessing,
+        Self::Confirmed,
+        Self::Failed,
+        Self::Expired,
+    ];
+
+    /// The stored (and wire) form: the one table of status names.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "PENDING",
@@ -41,15 +50,9 @@ impl ReservationStatus {
         matches!(self, Self::Pending | Self::PaymentProcessing)
     }
 
+    /// The inverse of [`Self::as_str`].
     pub fn parse(raw: &str) -> Option<Self> {
-        Some(match raw {
-            "PENDING" => Self::Pending,
-            "PAYMENT_PROCESSING" => Self::PaymentProcessing,
-            "CONFIRMED" => Self::Confirmed,
-            "FAILED" => Self::Failed,
-            "EXPIRED" => Self::Expired,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 }
 
@@ -94,13 +97,8 @@ impl From<&Reservation> for ReservationView {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("reservation store unavailable: {0}")]
-    Unavailable(String),
-    #[error("reservation record is malformed: {0}")]
-    Malformed(String),
-}
+/// The stores' error (it lives with the stores: the DynamoDB helpers build it).
+pub use crate::store::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertOutcome {

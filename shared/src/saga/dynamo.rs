@@ -289,7 +289,7 @@ impl CheckoutRecords for DynamoCheckoutRecords {
                     _ => Ok(ConfirmOutcome::NotProcessing),
                 }
             }
-            Err(other) => Err(StoreError::Unavailable(format!("{other:?}"))),
+            Err(other) => Err(other.into_store_error()),
         }
     }
 }

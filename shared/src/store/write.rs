@@ -37,7 +37,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::CancellationReason;
 
 use super::item::Item;
-use crate::reservation::StoreError;
+use super::StoreError;
 
 /// A failed call as the adapters' store error (for reads and final failures).
 pub fn unavailable<E, R>(error: SdkError<E, R>) -> StoreError
@@ -62,6 +62,13 @@ pub enum WriteFailure {
     Transient(String),
     /// Anything else: retrying would fail the same way.
     Permanent(String),
+}
+
+impl WriteFailure {
+    /// A failure that is not a business outcome, as the adapters' store error.
+    pub fn into_store_error(self) -> StoreError {
+        StoreError::Unavailable(format!("{self:?}"))
+    }
 }
 
 const TRANSIENT_CODES: [&str; 8] = [
