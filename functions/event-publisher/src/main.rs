@@ -1,16 +1,15 @@
 //! event-publisher: the reservations table's change stream → reservation events on SQS.
 //! Partial failures are reported so the stream retries from the first unsent record.
 
-use aws_config::BehaviorVersion;
 use flashsale_core::events::sqs::SqsEventSink;
 use flashsale_core::events::stream::{publish, BatchResponse, StreamEvent};
-use flashsale_core::{config, observability};
+use flashsale_core::{config, observability, store};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     observability::init();
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = store::aws_config().await;
     let sink = SqsEventSink::new(
         aws_sdk_sqs::Client::new(&aws),
         config::required("EVENTS_QUEUE_URL")?,

@@ -9,7 +9,7 @@ use lambda_http::{service_fn, Error, Request};
 async fn main() -> Result<(), Error> {
     observability::init();
     let reservations = DynamoReservationStore::new(
-        store::dynamo::client().await,
+        store::dynamo::client(&store::aws_config().await),
         config::required("RESERVATIONS_TABLE")?,
     );
     let reservations = &reservations;

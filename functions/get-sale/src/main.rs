@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     observability::init();
     let redis = RedisConnection::connect(&RedisSettings::from_env()?).await?;
     let catalog = DynamoSaleCatalog::new(
-        store::dynamo::client().await,
+        store::dynamo::client(&store::aws_config().await),
         config::required("SALES_TABLE")?,
     );
     let stock = RedisStockEngine::new(redis, RedisStockConfig::from_env()?);

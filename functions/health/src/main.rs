@@ -18,7 +18,7 @@ async fn main() -> Result<(), Error> {
     let probes: Vec<Box<dyn Probe>> = vec![
         Box::new(RedisProbe(RedisConnection::connect(&redis).await?)),
         Box::new(DynamoTableProbe {
-            client: store::dynamo::client().await,
+            client: store::dynamo::client(&store::aws_config().await),
             table: sales_table,
             key_attribute: "sale_id",
         }),

@@ -12,14 +12,15 @@ use lambda_http::{service_fn, Error, Request};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     observability::init();
+    let aws = store::aws_config().await;
     let service = PayService {
         records: DynamoCheckoutRecords::new(
-            store::dynamo::client().await,
+            store::dynamo::client(&aws),
             config::required("RESERVATIONS_TABLE")?,
             config::required("ORDERS_TABLE")?,
         ),
         saga: StepFunctionsControl::new(
-            StepFunctionsControl::client().await,
+            StepFunctionsControl::client(&aws),
             config::required("SAGA_STATE_MACHINE_ARN")?,
         ),
         clock: SystemClock,

@@ -14,7 +14,8 @@ use lambda_http::{service_fn, Error, Request};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     observability::init();
-    let dynamo = store::dynamo::client().await;
+    let aws = store::aws_config().await;
+    let dynamo = store::dynamo::client(&aws);
     let service = WebhookService {
         events: DynamoWebhookEventLog::new(
             dynamo.clone(),
@@ -26,7 +27,7 @@ async fn main() -> Result<(), Error> {
             config::required("ORDERS_TABLE")?,
         ),
         saga: StepFunctionsControl::new(
-            StepFunctionsControl::client().await,
+            StepFunctionsControl::client(&aws),
             config::required("SAGA_STATE_MACHINE_ARN")?,
         ),
         refunds: StripeProvider::new(StripeConfig::from_env()?)?,

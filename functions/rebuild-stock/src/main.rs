@@ -16,7 +16,7 @@ use lambda_http::{service_fn, Error, Request};
 async fn main() -> Result<(), Error> {
     observability::init();
     let redis = RedisConnection::connect(&RedisSettings::from_env()?).await?;
-    let dynamo = store::dynamo::client().await;
+    let dynamo = store::dynamo::client(&store::aws_config().await);
     let records = DynamoDurableRecords::new(
         dynamo.clone(),
         config::required("RESERVATIONS_TABLE")?,

@@ -20,10 +20,10 @@ impl StepFunctionsControl {
         }
     }
 
-    /// A client from the standard AWS configuration chain (`AWS_ENDPOINT_URL` for LocalStack).
-    pub async fn client() -> Client {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Client::new(&config)
+    /// A client from the function's AWS configuration (`store::aws_config`, loaded once per
+    /// cold start; `AWS_ENDPOINT_URL` for LocalStack).
+    pub fn client(config: &aws_config::SdkConfig) -> Client {
+        Client::new(config)
     }
 
     /// `arn:aws:states:<region>:<account>:stateMachine:<name>` ─▶ the ARN of its execution `name`.

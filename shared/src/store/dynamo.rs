@@ -1,9 +1,8 @@
 //! The DynamoDB client. The endpoint comes from the standard AWS configuration chain, so the
 //! same binary talks to AWS, or to LocalStack when `AWS_ENDPOINT_URL` is set.
 
-use aws_config::BehaviorVersion;
-
-pub async fn client() -> aws_sdk_dynamodb::Client {
-    let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    aws_sdk_dynamodb::Client::new(&config)
+/// A client from the function's AWS configuration ([`super::aws_config`], loaded once per cold
+/// start).
+pub fn client(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(config)
 }

@@ -92,7 +92,8 @@ async fn main() -> anyhow::Result<()> {
         // --- init, as reserve's main() does it ---
         let started = Instant::now();
         let conn = RedisConnection::connect(&settings).await?;
-        let dynamo = flashsale_core::store::dynamo::client().await;
+        let dynamo =
+            flashsale_core::store::dynamo::client(&flashsale_core::store::aws_config().await);
         let engine = RedisStockEngine::new(conn.clone(), RedisStockConfig::default());
         engine.preload_scripts().await?;
         let service = ReserveService {
