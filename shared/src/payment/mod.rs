@@ -1,7 +1,8 @@
 //! Payments: the provider port ([`PaymentProvider`]), its Stripe adapter
 //! ([`stripe::StripeProvider`]), a circuit breaker shared by every Lambda instance through Redis
-//! ([`breaker::RedisCircuitBreaker`], applied with [`breaker::BreakingProvider`]) and the
-//! verification of Stripe's webhook signatures ([`signature`]).
+//! ([`breaker::RedisCircuitBreaker`], applied with [`breaker::BreakingProvider`]), the
+//! verification of Stripe's webhook signatures ([`signature`]) and the reading of its webhook
+//! events into provider-neutral ones ([`event`]).
 //!
 //! The port speaks in outcomes the payment saga acts on, not in HTTP: a charge is either
 //! [`ChargeOutcome::Accepted`] (the money is taken or on its way; the webhook settles it) or
@@ -12,6 +13,7 @@
 //! `tests/saga_definition.rs`.
 
 pub mod breaker;
+pub mod event;
 pub mod memory;
 pub mod signature;
 pub mod stripe;

@@ -10,14 +10,14 @@
 use std::future::Future;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::control::{Resumed, SagaControl};
 use super::error_types;
 use super::records::CheckoutRecords;
 use super::refund_idempotency_key;
-use crate::domain::{Clock, ReservationId, Timestamp};
+use crate::domain::{Clock, Timestamp};
+use crate::payment::event::{PaymentEvent, PaymentEventKind};
 use crate::payment::signature::{self, SignatureError, WebhookSecret};
 use crate::payment::{PaymentIntentId, PaymentProvider};
 use crate::reservation::ReservationStatus;
@@ -77,53 +77,6 @@ pub enum WebhookError {
     RetryLater(String),
 }
 
-#[derive(Debug, Deserialize)]
-struct Event {
-    id: String,
-    #[serde(rename = "type")]
-    kind: String,
-    data: EventData,
-}
-
-#[derive(Debug, Deserialize)]
-struct EventData {
-    object: Value,
-}
-
-/// The parts of a PaymentIntent object the intake reads.
-struct IntentFacts {
-    id: String,
-    reservation_id: Option<ReservationId>,
-    amount_received: u64,
-    failure: String,
-}
-
-impl IntentFacts {
-    fn of(object: &Value) -> Option<Self> {
-        let id = object.get("id")?.as_str()?.to_owned();
-        let reservation_id = object
-            .pointer("/metadata/reservation_id")
-            .and_then(Value::as_str)
-            .and_then(|raw| ReservationId::parse(raw).ok());
-        let amount_received = object
-            .get("amount_received")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        let error = object.get("last_payment_error");
-        let failure = error
-            .and_then(|e| e.get("decline_code").or_else(|| e.get("code")))
-            .and_then(Value::as_str)
-            .unwrap_or("payment_failed")
-            .to_owned();
-        Some(Self {
-            id,
-            reservation_id,
-            amount_received,
-            failure,
-        })
-    }
-}
-
 pub struct WebhookService<L, R, G, P, K> {
     pub events: L,
     pub records: R,
@@ -155,11 +108,10 @@ where
             self.clock.now().as_secs(),
             SIGNATURE_TOLERANCE,
         )?;
-        let event: Event =
-            serde_json::from_slice(body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
+        let event = PaymentEvent::parse(body).map_err(WebhookError::Malformed)?;
         let claim = self
             .events
-            .claim(&event.id, &event.kind, self.clock.now())
+            .claim(&event.id, &event.type_name, self.clock.now())
             .await
             .map_err(|e| WebhookError::RetryLater(e.to_string()))?;
         if claim == Claim::Done {
@@ -177,14 +129,11 @@ where
         Ok(outcome)
     }
 
-    async fn handle(&self, event: &Event) -> Result<WebhookOutcome, WebhookError> {
-        let kind = match event.kind.as_str() {
-            "payment_intent.succeeded" => Kind::Succeeded,
-            "payment_intent.payment_failed" => Kind::Failed,
-            "payment_intent.processing" => Kind::Processing,
-            _ => return Ok(WebhookOutcome::Ignored("event type not used")),
+    async fn handle(&self, event: &PaymentEvent) -> Result<WebhookOutcome, WebhookError> {
+        let Some(kind) = event.kind() else {
+            return Ok(WebhookOutcome::Ignored("event type not used"));
         };
-        let Some(intent) = IntentFacts::of(&event.data.object) else {
+        let Some(intent) = event.intent() else {
             return Err(WebhookError::Malformed(
                 "data.object is not a payment intent".into(),
             ));
@@ -204,7 +153,7 @@ where
         let status = record.reservation.status;
         let token = record.charge_token.as_deref();
         match (kind, status, token) {
-            (Kind::Succeeded, ReservationStatus::PaymentProcessing, Some(token)) => {
+            (PaymentEventKind::Succeeded, ReservationStatus::PaymentProcessing, Some(token)) => {
                 let output = json!({
                     "payment_intent_id": intent.id,
                     "amount_received": intent.amount_received,
@@ -221,13 +170,17 @@ where
                     Resumed::TaskEnded => Err(retry("the charge task already ended".into())),
                 }
             }
-            (Kind::Succeeded, ReservationStatus::PaymentProcessing, None) => {
+            (PaymentEventKind::Succeeded, ReservationStatus::PaymentProcessing, None) => {
                 Err(retry("the charge step has not stored its token yet".into()))
             }
-            (Kind::Succeeded, ReservationStatus::Confirmed, _) => {
+            (PaymentEventKind::Succeeded, ReservationStatus::Confirmed, _) => {
                 Ok(WebhookOutcome::Handled("already confirmed"))
             }
-            (Kind::Succeeded, ReservationStatus::Failed | ReservationStatus::Expired, _) => {
+            (
+                PaymentEventKind::Succeeded,
+                ReservationStatus::Failed | ReservationStatus::Expired,
+                _,
+            ) => {
                 // The saga compensated before the money arrived: give it back.
                 let id = PaymentIntentId::parse(intent.id.as_str())
                     .map_err(|e| WebhookError::Malformed(e.to_string()))?;
@@ -237,7 +190,7 @@ where
                     .map_err(|e| retry(e.to_string()))?;
                 Ok(WebhookOutcome::Handled("late charge refunded"))
             }
-            (Kind::Failed, ReservationStatus::PaymentProcessing, Some(token)) => {
+            (PaymentEventKind::Failed, ReservationStatus::PaymentProcessing, Some(token)) => {
                 match self
                     .saga
                     .fail(token, error_types::PAYMENT_DECLINED, &intent.failure)
@@ -250,7 +203,7 @@ where
                     Resumed::TaskEnded => Err(retry("the charge task already ended".into())),
                 }
             }
-            (Kind::Processing, ReservationStatus::PaymentProcessing, Some(token)) => {
+            (PaymentEventKind::Processing, ReservationStatus::PaymentProcessing, Some(token)) => {
                 self.saga
                     .heartbeat(token)
                     .await
@@ -260,11 +213,4 @@ where
             _ => Ok(WebhookOutcome::Ignored("nothing to do in this state")),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Succeeded,
-    Failed,
-    Processing,
 }
