@@ -17,8 +17,10 @@
 //!   Turnstile), blocks and passes in Redis, and the admins' view of blocks.
 //! - [`events`]: reservation events from the table's stream to the events queue.
 //! - [`expiry`]: the scheduled cleanup of expired PENDING reservations.
-//! - [`reconcile`]: hold reconciliation between Redis and DynamoDB, the stock rebuild after a
-//!   Redis loss, and the scheduled sweep that runs them with the cleanup.
+//! - [`reconcile`]: hold reconciliation between Redis and DynamoDB, and the stock rebuild after a
+//!   Redis loss.
+//! - [`sweep`]: the scheduled run (the `expiry-cleanup` Lambda): the expiry cleanup, then per
+//!   sale rebuild detection and hold reconciliation.
 //! - [`payment`]: the payment provider port, its Stripe adapter, the Redis circuit breaker shared
 //!   by every instance, and Stripe webhook signatures.
 //! - [`health`]: liveness and readiness with dependency probes.
@@ -53,3 +55,4 @@ pub mod saga;
 pub mod sale;
 pub mod stock;
 pub mod store;
+pub mod sweep;

@@ -12,7 +12,6 @@ use flashsale_core::expiry::{ExpiryConfig, ExpiryService};
 use flashsale_core::reconcile::holds::{HoldReconciler, ReconcileConfig};
 use flashsale_core::reconcile::memory::{InMemoryLedger, RecordedPaymentChecks};
 use flashsale_core::reconcile::rebuild::{RebuildConfig, StockRebuilder, Trigger};
-use flashsale_core::reconcile::sweep::{Sweep, SweepConfig};
 use flashsale_core::reservation::{Reservation, ReservationStatus};
 use flashsale_core::sale::memory::InMemorySaleCatalog;
 use flashsale_core::sale::{Sale, SaleCatalog};
@@ -22,6 +21,7 @@ use flashsale_core::stock::{
     split_evenly, ReleaseOutcome, ReserveOutcome, ShardCount, ShardKeys, StockEngine,
     StockMaintenance, StockSetup, Unavailable,
 };
+use flashsale_core::sweep::{Sweep, SweepConfig};
 use redis::aio::ConnectionManager;
 use testkit::RedisServer;
 

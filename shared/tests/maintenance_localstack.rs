@@ -746,7 +746,7 @@ async fn sales_are_listed_for_the_sweep() {
 
 #[tokio::test]
 async fn the_sweep_runs_cleanup_reconciliation_and_rebuild_through_dynamodb() {
-    use flashsale_core::reconcile::sweep::{Sweep, SweepConfig};
+    use flashsale_core::sweep::{Sweep, SweepConfig};
     let w = world().await;
     let healthy = w.open_sale(5, 2, 1).await;
     let lost = w.open_sale(6, 2, 1).await;

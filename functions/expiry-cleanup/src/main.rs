@@ -1,5 +1,5 @@
 //! expiry-cleanup: the maintenance function, started two ways. Wiring only; the work is
-//! `flashsale_core::reconcile::sweep`.
+//! `flashsale_core::sweep`.
 //! - Every minute by an EventBridge rule (any payload but an SQS batch; `{}` works for a direct
 //!   invoke): expire due PENDING reservations, then per sale rebuild lost or fenced stock or
 //!   reconcile holds and stuck payments, all within a budget that ends well before the
@@ -14,7 +14,6 @@ use flashsale_core::domain::SaleId;
 use flashsale_core::domain::SystemClock;
 use flashsale_core::expiry::dynamo::{DynamoExpiryStore, ExpiryWrites};
 use flashsale_core::reconcile::dynamo::DynamoDurableRecords;
-use flashsale_core::reconcile::sweep::{Sweep, SweepConfig};
 use flashsale_core::saga::dynamo::DynamoCheckoutRecords;
 use flashsale_core::saga::recovery::SagaRecovery;
 use flashsale_core::saga::sfn::StepFunctionsControl;
@@ -22,6 +21,7 @@ use flashsale_core::sale::dynamo::DynamoSaleCatalog;
 use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
 use flashsale_core::stock::repair::RepairRequest;
 use flashsale_core::store::redis::{RedisConnection, RedisSettings};
+use flashsale_core::sweep::{Sweep, SweepConfig};
 use flashsale_core::{config, observability, store};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde::Serialize;

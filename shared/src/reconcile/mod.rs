@@ -15,7 +15,7 @@
 //! - [`rebuild::StockRebuilder`]: the big repair after Redis lost a sale's data. Selling is
 //!   paused, every shard is recomputed from the durable records, and selling resumes.
 //!
-//! [`sweep::Sweep`] is the scheduled run: expiry cleanup, then per sale rebuild detection and
+//! [`crate::sweep::Sweep`] is the scheduled run: expiry cleanup, then per sale rebuild detection and
 //! reconciliation, within one time budget. [`http`] is the admin endpoint of the rebuild.
 
 pub mod dynamo;
@@ -23,7 +23,6 @@ pub mod holds;
 pub mod http;
 pub mod memory;
 pub mod rebuild;
-pub mod sweep;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::holds::{totals, HoldReconciler, ReconcileConfig, SaleReconcileReport};
-use super::rebuild::{RebuildConfig, RebuildError, RebuildReport, StockRebuilder, Trigger};
-use super::{DurableRecords, PaymentRecovery};
 use crate::config::{parsed_or, ConfigError};
 use crate::domain::Clock;
 use crate::expiry::{ExpiryConfig, ExpiryReport, ExpiryService, ExpiryStore};
+use crate::reconcile::holds::{totals, HoldReconciler, ReconcileConfig, SaleReconcileReport};
+use crate::reconcile::rebuild::{
+    RebuildConfig, RebuildError, RebuildReport, StockRebuilder, Trigger,
+};
+use crate::reconcile::{DurableRecords, PaymentRecovery};
 use crate::sale::{Sale, SaleCatalog};
 use crate::stock::maintenance::ShardState;
 use crate::stock::{StockEngine, StockMaintenance};
