@@ -34,27 +34,68 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
-pub fn required(name: &'static str) -> Result<String, ConfigError> {
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => Ok(value),
-        _ => Err(ConfigError::Missing(name)),
+/// The function's environment, read once at a cold start ([`Env::from_process`]: the one
+/// place that reads the process environment) and handed to every part's `from_env`.
+#[derive(Debug, Clone, Default)]
+pub struct Env(std::collections::HashMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self(std::env::vars().collect())
+    }
+
+    /// An environment of these variables only (tests, tools).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// The variable's value; a missing or blank one is an error naming it.
+    pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.get(name)
+            .map(str::to_owned)
+            .ok_or(ConfigError::Missing(name))
+    }
+
+    /// The variable parsed as `T`, or `default` when it is missing or blank; an unparsable one
+    /// is an error naming it.
+    pub fn parsed_or<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match self.get(name) {
+            Some(raw) => raw.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
+            None => Ok(default),
+        }
     }
 }
 
-pub fn parsed_or<T>(name: &'static str, default: T) -> Result<T, ConfigError>
-where
-    T: FromStr,
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(raw) if !raw.trim().is_empty() => {
-            raw.trim()
-                .parse()
-                .map_err(|e: T::Err| ConfigError::Invalid {
-                    name,
-                    reason: e.to_string(),
-                })
-        }
-        _ => Ok(default),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_trimmed_and_blank_is_missing() {
+        let env = Env::from_pairs([("A", " 5 "), ("B", "  "), ("C", "x")]);
+        assert_eq!(env.parsed_or("A", 1u32).unwrap(), 5);
+        assert_eq!(env.parsed_or("B", 1u32).unwrap(), 1);
+        assert!(matches!(env.required("B"), Err(ConfigError::Missing("B"))));
+        assert!(matches!(
+            env.parsed_or("C", 1u32),
+            Err(ConfigError::Invalid { name: "C", .. })
+        ));
+        assert_eq!(env.required("C").unwrap(), "x");
     }
 }

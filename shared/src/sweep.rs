@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{parsed_or, ConfigError};
+use crate::config::{ConfigError, Env};
 use crate::domain::Clock;
 use crate::expiry::{ExpiryConfig, ExpiryReport, ExpiryService, ExpiryStore};
 use crate::reconcile::holds::{totals, HoldReconciler, ReconcileConfig, SaleReconcileReport};
@@ -59,16 +59,15 @@ impl Default for SweepConfig {
 
 impl SweepConfig {
     /// The parts' variables, and `STALE_PAUSE_MS` (default 120000).
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let d = Self::default();
         Ok(Self {
-            expiry: ExpiryConfig::from_env()?,
-            reconcile: ReconcileConfig::from_env()?,
-            rebuild: RebuildConfig::from_env()?,
-            stale_pause: Duration::from_millis(parsed_or(
-                "STALE_PAUSE_MS",
-                d.stale_pause.as_millis() as u64,
-            )?),
+            expiry: ExpiryConfig::from_env(env)?,
+            reconcile: ReconcileConfig::from_env(env)?,
+            rebuild: RebuildConfig::from_env(env)?,
+            stale_pause: Duration::from_millis(
+                env.parsed_or("STALE_PAUSE_MS", d.stale_pause.as_millis() as u64)?,
+            ),
             ..d
         })
     }

@@ -9,10 +9,12 @@ use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     observability::init();
+    // The environment, read once; every part takes its settings from this snapshot.
+    let env = config::Env::from_process();
     let verifier = TokenVerifier::new(
-        &config::required("JWT_PUBLIC_KEY")?,
-        &config::required("JWT_ISSUER")?,
-        &config::required("JWT_AUDIENCE")?,
+        &env.required("JWT_PUBLIC_KEY")?,
+        &env.required("JWT_ISSUER")?,
+        &env.required("JWT_AUDIENCE")?,
     )?;
     let verifier = &verifier;
     lambda_runtime::run(service_fn(

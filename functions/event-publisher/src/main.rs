@@ -9,10 +9,12 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     observability::init();
+    // The environment, read once; every part takes its settings from this snapshot.
+    let env = config::Env::from_process();
     let aws = store::aws_config().await;
     let sink = SqsEventSink::new(
         aws_sdk_sqs::Client::new(&aws),
-        config::required("EVENTS_QUEUE_URL")?,
+        env.required("EVENTS_QUEUE_URL")?,
     );
     let sink = &sink;
     lambda_runtime::run(service_fn(

@@ -88,28 +88,30 @@ fn repair_batch(event: &Value) -> Option<Vec<(String, Option<SaleId>)>> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     observability::init();
-    let redis = RedisConnection::connect(&RedisSettings::from_env()?).await?;
+    // The environment, read once; every part takes its settings from this snapshot.
+    let env = config::Env::from_process();
+    let redis = RedisConnection::connect(&RedisSettings::from_env(&env)?).await?;
     let aws = store::aws_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-    let reservations = config::required("RESERVATIONS_TABLE")?;
-    let orders = config::required("ORDERS_TABLE")?;
+    let reservations = env.required("RESERVATIONS_TABLE")?;
+    let orders = env.required("ORDERS_TABLE")?;
     let expiry_store = DynamoExpiryStore::new(
         dynamo.clone(),
         reservations.clone(),
-        ExpiryWrites::from_env()?,
+        ExpiryWrites::from_env(&env)?,
     );
     let records = DynamoDurableRecords::new(dynamo.clone(), reservations.clone(), orders.clone());
     let payments = SagaRecovery {
         records: DynamoCheckoutRecords::new(dynamo.clone(), reservations, orders),
         saga: StepFunctionsControl::new(
             aws_sdk_sfn::Client::new(&aws),
-            config::required("SAGA_STATE_MACHINE_ARN")?,
+            env.required("SAGA_STATE_MACHINE_ARN")?,
         ),
     };
     // Not cached: the cleanup memoizes sales per run, and a rebuild must read the current total.
-    let catalog = DynamoSaleCatalog::new(dynamo, config::required("SALES_TABLE")?);
-    let stock = RedisStockEngine::new(redis, RedisStockConfig::from_env()?);
-    let cap = Duration::from_millis(config::parsed_or("EXPIRY_BUDGET_MS", 50_000)?);
+    let catalog = DynamoSaleCatalog::new(dynamo, env.required("SALES_TABLE")?);
+    let stock = RedisStockEngine::new(redis, RedisStockConfig::from_env(&env)?);
+    let cap = Duration::from_millis(env.parsed_or("EXPIRY_BUDGET_MS", 50_000)?);
     let sweep = Sweep {
         expiry_store: &expiry_store,
         stock: &stock,
@@ -117,7 +119,7 @@ async fn main() -> Result<(), Error> {
         catalog: &catalog,
         clock: &SystemClock,
         payments: &payments,
-        config: SweepConfig::from_env()?,
+        config: SweepConfig::from_env(&env)?,
     };
     let sweep = &sweep;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -8,9 +8,11 @@ use lambda_http::{service_fn, Error, Request};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     observability::init();
+    // The environment, read once; every part takes its settings from this snapshot.
+    let env = config::Env::from_process();
     let reservations = DynamoReservationStore::new(
         store::dynamo::client(&store::aws_config().await),
-        config::required("RESERVATIONS_TABLE")?,
+        env.required("RESERVATIONS_TABLE")?,
     );
     let reservations = &reservations;
     lambda_http::run(service_fn(move |request: Request| async move {

@@ -11,9 +11,11 @@ use lambda_http::{service_fn, Error, Request};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     observability::init();
-    let redis = RedisSettings::from_env()?;
-    let sales_table = config::required("SALES_TABLE")?;
-    let timeout = Duration::from_millis(config::parsed_or("HEALTH_TIMEOUT_MS", 1_000)?);
+    // The environment, read once; every part takes its settings from this snapshot.
+    let env = config::Env::from_process();
+    let redis = RedisSettings::from_env(&env)?;
+    let sales_table = env.required("SALES_TABLE")?;
+    let timeout = Duration::from_millis(env.parsed_or("HEALTH_TIMEOUT_MS", 1_000)?);
 
     let probes: Vec<Box<dyn Probe>> = vec![
         Box::new(RedisProbe(RedisConnection::connect(&redis).await?)),

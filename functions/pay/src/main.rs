@@ -12,16 +12,18 @@ use lambda_http::{service_fn, Error, Request};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     observability::init();
+    // The environment, read once; every part takes its settings from this snapshot.
+    let env = config::Env::from_process();
     let aws = store::aws_config().await;
     let service = PayService {
         records: DynamoCheckoutRecords::new(
             store::dynamo::client(&aws),
-            config::required("RESERVATIONS_TABLE")?,
-            config::required("ORDERS_TABLE")?,
+            env.required("RESERVATIONS_TABLE")?,
+            env.required("ORDERS_TABLE")?,
         ),
         saga: StepFunctionsControl::new(
             StepFunctionsControl::client(&aws),
-            config::required("SAGA_STATE_MACHINE_ARN")?,
+            env.required("SAGA_STATE_MACHINE_ARN")?,
         ),
         clock: SystemClock,
     };

@@ -14,25 +14,24 @@ use lambda_http::{service_fn, Error, Request};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     observability::init();
+    // The environment, read once; every part takes its settings from this snapshot.
+    let env = config::Env::from_process();
     let aws = store::aws_config().await;
     let dynamo = store::dynamo::client(&aws);
     let service = WebhookService {
-        events: DynamoWebhookEventLog::new(
-            dynamo.clone(),
-            config::required("WEBHOOK_EVENTS_TABLE")?,
-        ),
+        events: DynamoWebhookEventLog::new(dynamo.clone(), env.required("WEBHOOK_EVENTS_TABLE")?),
         records: DynamoCheckoutRecords::new(
             dynamo,
-            config::required("RESERVATIONS_TABLE")?,
-            config::required("ORDERS_TABLE")?,
+            env.required("RESERVATIONS_TABLE")?,
+            env.required("ORDERS_TABLE")?,
         ),
         saga: StepFunctionsControl::new(
             StepFunctionsControl::client(&aws),
-            config::required("SAGA_STATE_MACHINE_ARN")?,
+            env.required("SAGA_STATE_MACHINE_ARN")?,
         ),
-        refunds: StripeProvider::new(StripeConfig::from_env()?)?,
+        refunds: StripeProvider::new(StripeConfig::from_env(&env)?)?,
         clock: SystemClock,
-        secrets: webhook_secrets_from_env()?,
+        secrets: webhook_secrets_from_env(&env)?,
     };
     let service = &service;
     lambda_http::run(service_fn(move |request: Request| async move {

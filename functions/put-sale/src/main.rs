@@ -11,12 +11,14 @@ use lambda_http::{service_fn, Error, Request};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     observability::init();
-    let redis = RedisConnection::connect(&RedisSettings::from_env()?).await?;
+    // The environment, read once; every part takes its settings from this snapshot.
+    let env = config::Env::from_process();
+    let redis = RedisConnection::connect(&RedisSettings::from_env(&env)?).await?;
     let catalog = DynamoSaleCatalog::new(
         store::dynamo::client(&store::aws_config().await),
-        config::required("SALES_TABLE")?,
+        env.required("SALES_TABLE")?,
     );
-    let stock = RedisStockEngine::new(redis, RedisStockConfig::from_env()?);
+    let stock = RedisStockEngine::new(redis, RedisStockConfig::from_env(&env)?);
     let (catalog, stock) = (&catalog, &stock);
     lambda_http::run(service_fn(move |request: Request| async move {
         Ok::<_, Error>(http::put_sale(catalog, stock, &SystemClock, &request).await)

@@ -15,21 +15,23 @@ use lambda_http::{service_fn, Error, Request};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     observability::init();
-    let redis = RedisConnection::connect(&RedisSettings::from_env()?).await?;
+    // The environment, read once; every part takes its settings from this snapshot.
+    let env = config::Env::from_process();
+    let redis = RedisConnection::connect(&RedisSettings::from_env(&env)?).await?;
     let dynamo = store::dynamo::client(&store::aws_config().await);
     let records = DynamoDurableRecords::new(
         dynamo.clone(),
-        config::required("RESERVATIONS_TABLE")?,
-        config::required("ORDERS_TABLE")?,
+        env.required("RESERVATIONS_TABLE")?,
+        env.required("ORDERS_TABLE")?,
     );
-    let catalog = DynamoSaleCatalog::new(dynamo, config::required("SALES_TABLE")?);
-    let stock = RedisStockEngine::new(redis, RedisStockConfig::from_env()?);
+    let catalog = DynamoSaleCatalog::new(dynamo, env.required("SALES_TABLE")?);
+    let stock = RedisStockEngine::new(redis, RedisStockConfig::from_env(&env)?);
     let rebuilder = StockRebuilder {
         stock: &stock,
         records: &records,
         catalog: &catalog,
         clock: &SystemClock,
-        config: RebuildConfig::from_env()?,
+        config: RebuildConfig::from_env(&env)?,
     };
     let rebuilder = &rebuilder;
     lambda_http::run(service_fn(move |request: Request| async move {

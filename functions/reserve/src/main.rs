@@ -25,14 +25,16 @@ use lambda_http::{service_fn, Error, Request};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     observability::init();
-    let redis = RedisConnection::connect(&RedisSettings::from_env()?).await?;
+    // The environment, read once; every part takes its settings from this snapshot.
+    let env = config::Env::from_process();
+    let redis = RedisConnection::connect(&RedisSettings::from_env(&env)?).await?;
     let aws = store::aws_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-    let engine = RedisStockEngine::new(redis.clone(), RedisStockConfig::from_env()?);
+    let engine = RedisStockEngine::new(redis.clone(), RedisStockConfig::from_env(&env)?);
     if let Err(error) = engine.preload_scripts().await {
         tracing::warn!(%error, "could not preload scripts; they load on first use");
     }
-    let sold_out_window = Duration::from_millis(config::parsed_or("SOLD_OUT_CACHE_MS", 500)?);
+    let sold_out_window = Duration::from_millis(env.parsed_or("SOLD_OUT_CACHE_MS", 500)?);
     let service = ReserveService {
         stock: SoldOutCache::new(
             engine,
@@ -43,22 +45,22 @@ async fn main() -> Result<(), Error> {
         ),
         limiter: RedisRateLimiter::new(redis.clone()),
         catalog: CachedSaleCatalog::new(
-            DynamoSaleCatalog::new(dynamo.clone(), config::required("SALES_TABLE")?),
+            DynamoSaleCatalog::new(dynamo.clone(), env.required("SALES_TABLE")?),
             SystemClock,
             Duration::from_secs(1),
         ),
-        store: DynamoReservationStore::new(dynamo, config::required("RESERVATIONS_TABLE")?),
+        store: DynamoReservationStore::new(dynamo, env.required("RESERVATIONS_TABLE")?),
         clock: SystemClock,
         repairs: Debounced::new(
             SqsRepairRequests::new(
                 aws_sdk_sqs::Client::new(&aws),
-                config::required("REPAIR_QUEUE_URL")?,
+                env.required("REPAIR_QUEUE_URL")?,
             ),
             Debounced::<SqsRepairRequests>::DEFAULT_WINDOW,
         ),
-        policies: RatePolicies::from_env()?,
+        policies: RatePolicies::from_env(&env)?,
     };
-    let defence = match flashsale_core::bot::config::from_env()? {
+    let defence = match flashsale_core::bot::config::from_env(&env)? {
         Some((policy, challenges)) => Some(BotDefence {
             watchlist: RedisWatchlist::new(redis.clone()),
             challenges: challenges.build()?,

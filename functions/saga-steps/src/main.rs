@@ -23,28 +23,30 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     observability::init();
-    let redis = RedisConnection::connect(&RedisSettings::from_env()?).await?;
+    // The environment, read once; every part takes its settings from this snapshot.
+    let env = config::Env::from_process();
+    let redis = RedisConnection::connect(&RedisSettings::from_env(&env)?).await?;
     let aws = store::aws_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-    let provider = StripeProvider::new(StripeConfig::from_env()?)?;
+    let provider = StripeProvider::new(StripeConfig::from_env(&env)?)?;
     let breaker = RedisCircuitBreaker::new(
         redis.clone(),
         "payment-provider",
-        BreakerConfig::from_env()?,
+        BreakerConfig::from_env(&env)?,
         SystemClock,
     )
     .map_err(|_| "invalid circuit breaker name")?;
     let steps = SagaSteps {
         records: DynamoCheckoutRecords::new(
             dynamo.clone(),
-            config::required("RESERVATIONS_TABLE")?,
-            config::required("ORDERS_TABLE")?,
+            env.required("RESERVATIONS_TABLE")?,
+            env.required("ORDERS_TABLE")?,
         ),
         charges: BreakingProvider::new(provider.clone(), breaker),
         refunds: provider,
-        stock: RedisStockEngine::new(redis, RedisStockConfig::from_env()?),
+        stock: RedisStockEngine::new(redis, RedisStockConfig::from_env(&env)?),
         catalog: CachedSaleCatalog::new(
-            DynamoSaleCatalog::new(dynamo, config::required("SALES_TABLE")?),
+            DynamoSaleCatalog::new(dynamo, env.required("SALES_TABLE")?),
             SystemClock,
             Duration::from_secs(5),
         ),
@@ -52,7 +54,7 @@ async fn main() -> Result<(), Error> {
         repairs: Debounced::new(
             SqsRepairRequests::new(
                 aws_sdk_sqs::Client::new(&aws),
-                config::required("REPAIR_QUEUE_URL")?,
+                env.required("REPAIR_QUEUE_URL")?,
             ),
             Debounced::<SqsRepairRequests>::DEFAULT_WINDOW,
         ),

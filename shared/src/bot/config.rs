@@ -30,7 +30,7 @@ use super::challenge::turnstile::{
 use super::challenge::Challenges;
 use super::defence::DefencePolicy;
 use super::score::Weights;
-use crate::config::{parsed_or, required, ConfigError, Secret};
+use crate::config::{ConfigError, Env, Secret};
 
 /// Which challenge, with its settings.
 #[derive(Debug, Clone)]
@@ -62,9 +62,9 @@ impl ChallengeConfig {
 }
 
 /// `on` or `off`.
-fn on_off(name: &'static str, default: bool) -> Result<bool, ConfigError> {
+fn on_off(env: &Env, name: &'static str, default: bool) -> Result<bool, ConfigError> {
     let default = if default { "on" } else { "off" };
-    match parsed_or(name, default.to_string())?.as_str() {
+    match env.parsed_or(name, default.to_string())?.as_str() {
         "on" => Ok(true),
         "off" => Ok(false),
         other => Err(ConfigError::Invalid {
@@ -75,11 +75,11 @@ fn on_off(name: &'static str, default: bool) -> Result<bool, ConfigError> {
 }
 
 /// `None` when `BOT_DEFENCE=off`.
-pub fn from_env() -> Result<Option<(DefencePolicy, ChallengeConfig)>, ConfigError> {
-    if !on_off("BOT_DEFENCE", true)? {
+pub fn from_env(env: &Env) -> Result<Option<(DefencePolicy, ChallengeConfig)>, ConfigError> {
+    if !on_off(env, "BOT_DEFENCE", true)? {
         return Ok(None);
     }
-    let challenge_at: u8 = parsed_or("BOT_CHALLENGE_AT", 80)?;
+    let challenge_at: u8 = env.parsed_or("BOT_CHALLENGE_AT", 80)?;
     if !(1..=100).contains(&challenge_at) {
         return Err(ConfigError::Invalid {
             name: "BOT_CHALLENGE_AT",
@@ -91,11 +91,11 @@ pub fn from_env() -> Result<Option<(DefencePolicy, ChallengeConfig)>, ConfigErro
             challenge_at,
             ..Weights::default()
         },
-        block_for: Duration::from_secs(parsed_or("BOT_BLOCK_SECONDS", 3600)?),
-        pass_for: Duration::from_secs(parsed_or("BOT_PASS_SECONDS", 600)?),
-        block_addresses: on_off("BOT_BLOCK_ADDRESSES", false)?,
+        block_for: Duration::from_secs(env.parsed_or("BOT_BLOCK_SECONDS", 3600)?),
+        pass_for: Duration::from_secs(env.parsed_or("BOT_PASS_SECONDS", 600)?),
+        block_addresses: on_off(env, "BOT_BLOCK_ADDRESSES", false)?,
     };
-    let ttl_seconds: u64 = parsed_or("BOT_CHALLENGE_TTL_SECONDS", 120)?;
+    let ttl_seconds: u64 = env.parsed_or("BOT_CHALLENGE_TTL_SECONDS", 120)?;
     if !(10..=3600).contains(&ttl_seconds) {
         return Err(ConfigError::Invalid {
             name: "BOT_CHALLENGE_TTL_SECONDS",
@@ -114,20 +114,24 @@ pub fn from_env() -> Result<Option<(DefencePolicy, ChallengeConfig)>, ConfigErro
             ),
         });
     }
-    let challenges = match parsed_or("BOT_CHALLENGE_PROVIDER", "altcha".to_string())?.as_str() {
+    let challenges = match env
+        .parsed_or("BOT_CHALLENGE_PROVIDER", "altcha".to_string())?
+        .as_str()
+    {
         "altcha" => ChallengeConfig::Altcha(AltchaConfig {
-            signature_secret: required("BOT_CHALLENGE_SIGNATURE_SECRET")?,
-            key_secret: required("BOT_CHALLENGE_KEY_SECRET")?,
+            signature_secret: env.required("BOT_CHALLENGE_SIGNATURE_SECRET")?,
+            key_secret: env.required("BOT_CHALLENGE_KEY_SECRET")?,
             ttl: Duration::from_secs(ttl_seconds),
-            base_work: parsed_or("BOT_CHALLENGE_WORK", 100_000)?,
+            base_work: env.parsed_or("BOT_CHALLENGE_WORK", 100_000)?,
             threshold: challenge_at,
         }),
         "turnstile" => ChallengeConfig::Turnstile(TurnstileConfig {
-            site_key: required("TURNSTILE_SITE_KEY")?,
-            secret: Secret::new(required("TURNSTILE_SECRET_KEY")?),
-            siteverify_url: parsed_or("TURNSTILE_SITEVERIFY_URL", SITEVERIFY_URL.to_string())?,
-            timeout: Duration::from_millis(parsed_or("TURNSTILE_TIMEOUT_MS", 3000u64)?.max(1)),
-            accept_test_keys: on_off("TURNSTILE_TEST_KEYS", false)?,
+            site_key: env.required("TURNSTILE_SITE_KEY")?,
+            secret: Secret::new(env.required("TURNSTILE_SECRET_KEY")?),
+            siteverify_url: env
+                .parsed_or("TURNSTILE_SITEVERIFY_URL", SITEVERIFY_URL.to_string())?,
+            timeout: Duration::from_millis(env.parsed_or("TURNSTILE_TIMEOUT_MS", 3000u64)?.max(1)),
+            accept_test_keys: on_off(env, "TURNSTILE_TEST_KEYS", false)?,
         }),
         other => {
             return Err(ConfigError::Invalid {

@@ -39,7 +39,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::{DuePage, DueReservation, ExpireOutcome, ExpiryStore};
-use crate::config::{parsed_or, ConfigError};
+use crate::config::{ConfigError, Env};
 use crate::domain::{Quantity, ReservationId, SaleId, Timestamp, UserId};
 use crate::reservation::item::{attr, status_of, transition};
 use crate::reservation::{ReservationStatus, StoreError};
@@ -82,10 +82,10 @@ impl ExpiryWrites {
     /// `EXPIRY_WRITE_MODE`: `transact` (default), `partiql` or `single`;
     /// `EXPIRY_WRITE_BATCH`: items per call (default and maximum: 100 for transact, 25 for
     /// partiql).
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let mode: String = parsed_or("EXPIRY_WRITE_MODE", "transact".to_string())?;
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mode: String = env.parsed_or("EXPIRY_WRITE_MODE", "transact".to_string())?;
         let batch = |max: usize| -> Result<usize, ConfigError> {
-            let n: usize = parsed_or("EXPIRY_WRITE_BATCH", max)?;
+            let n: usize = env.parsed_or("EXPIRY_WRITE_BATCH", max)?;
             if (2..=max).contains(&n) {
                 Ok(n)
             } else {

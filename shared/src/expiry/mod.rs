@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use futures::{stream, StreamExt};
 use serde::Serialize;
 
-use crate::config::{parsed_or, ConfigError};
+use crate::config::{ConfigError, Env};
 use crate::domain::{Quantity, ReservationId, SaleId, Timestamp, UserId};
 use crate::reservation::item::EXPIRY_BUCKETS;
 use crate::reservation::StoreError;
@@ -118,10 +118,10 @@ impl Default for ExpiryConfig {
 
 impl ExpiryConfig {
     /// `EXPIRY_CONCURRENCY` (default 32), `EXPIRY_PAGE_SIZE` (default 500).
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let d = Self::default();
-        let concurrency: usize = parsed_or("EXPIRY_CONCURRENCY", d.concurrency)?;
-        let page_size: u32 = parsed_or("EXPIRY_PAGE_SIZE", d.page_size)?;
+        let concurrency: usize = env.parsed_or("EXPIRY_CONCURRENCY", d.concurrency)?;
+        let page_size: u32 = env.parsed_or("EXPIRY_PAGE_SIZE", d.page_size)?;
         if concurrency == 0 || concurrency > 1024 {
             return Err(ConfigError::Invalid {
                 name: "EXPIRY_CONCURRENCY",

@@ -48,7 +48,7 @@ use super::{
     ChargeOutcome, ChargeRequest, PaymentError, PaymentIntent, PaymentIntentId, PaymentProvider,
     RefundOutcome,
 };
-use crate::config::{self, ConfigError};
+use crate::config::{ConfigError, Env};
 use crate::domain::Clock;
 
 /// breaker.lua (public for the test that runs every script twice).
@@ -78,18 +78,15 @@ impl Default for BreakerConfig {
 impl BreakerConfig {
     /// `BREAKER_FAILURE_THRESHOLD` (5), `BREAKER_COOLDOWN_MS` (30000),
     /// `BREAKER_PROBE_TIMEOUT_MS` (15000).
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let config = Self {
-            failure_threshold: config::parsed_or(
-                "BREAKER_FAILURE_THRESHOLD",
-                defaults.failure_threshold,
-            )?,
-            cooldown: Duration::from_millis(config::parsed_or("BREAKER_COOLDOWN_MS", 30_000)?),
-            probe_timeout: Duration::from_millis(config::parsed_or(
-                "BREAKER_PROBE_TIMEOUT_MS",
-                15_000,
-            )?),
+            failure_threshold: env
+                .parsed_or("BREAKER_FAILURE_THRESHOLD", defaults.failure_threshold)?,
+            cooldown: Duration::from_millis(env.parsed_or("BREAKER_COOLDOWN_MS", 30_000)?),
+            probe_timeout: Duration::from_millis(
+                env.parsed_or("BREAKER_PROBE_TIMEOUT_MS", 15_000)?,
+            ),
         };
         config.validate()?;
         Ok(config)

@@ -16,7 +16,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, Env};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -56,8 +56,8 @@ impl fmt::Debug for WebhookSecret {
 
 /// `STRIPE_WEBHOOK_SECRETS`: one or more secrets, comma-separated (the new and the old one
 /// while rolling a secret). At least one is required.
-pub fn webhook_secrets_from_env() -> Result<Vec<WebhookSecret>, ConfigError> {
-    let raw = crate::config::required("STRIPE_WEBHOOK_SECRETS")?;
+pub fn webhook_secrets_from_env(env: &Env) -> Result<Vec<WebhookSecret>, ConfigError> {
+    let raw = env.required("STRIPE_WEBHOOK_SECRETS")?;
     parse_secrets(&raw)
 }
 

@@ -49,7 +49,7 @@ use super::{
     ChargeOutcome, ChargeRequest, Decline, PaymentError, PaymentIntent, PaymentIntentId,
     PaymentProvider, PaymentStatus, RefundOutcome,
 };
-use crate::config::{self, ConfigError};
+use crate::config::{ConfigError, Env};
 use crate::http::client::{check_endpoint, https_client, EndpointError, HttpsClient};
 
 /// The API version every request pins (`Stripe-Version`), so a change of the account's default
@@ -87,10 +87,10 @@ impl StripeConfig {
 
     /// `STRIPE_SECRET_KEY` (required), `STRIPE_API_BASE` (default `https://api.stripe.com`),
     /// `STRIPE_TIMEOUT_MS` (default 10000).
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let secret_key = Secret::new(config::required("STRIPE_SECRET_KEY")?.trim());
-        let api_base = config::parsed_or("STRIPE_API_BASE", DEFAULT_API_BASE.to_owned())?;
-        let timeout_ms: u64 = config::parsed_or("STRIPE_TIMEOUT_MS", 10_000)?;
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let secret_key = Secret::new(env.required("STRIPE_SECRET_KEY")?.trim());
+        let api_base = env.parsed_or("STRIPE_API_BASE", DEFAULT_API_BASE.to_owned())?;
+        let timeout_ms: u64 = env.parsed_or("STRIPE_TIMEOUT_MS", 10_000)?;
         if timeout_ms == 0 {
             return Err(ConfigError::Invalid {
                 name: "STRIPE_TIMEOUT_MS",

@@ -49,7 +49,7 @@ use serde::Serialize;
 use super::{
     is_held, DurableRecords, PaymentCheck, PaymentRecovery, ReservationSummary, Which, STOCK_LOST,
 };
-use crate::config::{parsed_or, ConfigError};
+use crate::config::{ConfigError, Env};
 use crate::domain::{ReservationId, Timestamp};
 use crate::reservation::{InsertOutcome, Reservation, ReservationStatus, StoreError};
 use crate::sale::Sale;
@@ -75,10 +75,12 @@ impl Default for ReconcileConfig {
 
 impl ReconcileConfig {
     /// `HOLD_GRACE_MS` (default 60000).
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let d = Self::default();
         Ok(Self {
-            grace: Duration::from_millis(parsed_or("HOLD_GRACE_MS", d.grace.as_millis() as u64)?),
+            grace: Duration::from_millis(
+                env.parsed_or("HOLD_GRACE_MS", d.grace.as_millis() as u64)?,
+            ),
             ..d
         })
     }

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{DurableRecords, Which};
-use crate::config::{parsed_or, ConfigError};
+use crate::config::{ConfigError, Env};
 use crate::domain::{Clock, Quantity, ReservationId, SaleId, Timestamp, UserId};
 use crate::reservation::{ReservationStatus, StoreError};
 use crate::sale::{CatalogError, Sale, SaleCatalog};
@@ -71,17 +71,15 @@ impl Default for RebuildConfig {
 impl RebuildConfig {
     /// `REBUILD_SETTLE_MS` (default 1000), `HOLD_GRACE_MS` (default 60000, shared with the
     /// hold reconciler).
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let d = Self::default();
         Ok(Self {
-            settle: Duration::from_millis(parsed_or(
-                "REBUILD_SETTLE_MS",
-                d.settle.as_millis() as u64,
-            )?),
-            young_hold_grace: Duration::from_millis(parsed_or(
-                "HOLD_GRACE_MS",
-                d.young_hold_grace.as_millis() as u64,
-            )?),
+            settle: Duration::from_millis(
+                env.parsed_or("REBUILD_SETTLE_MS", d.settle.as_millis() as u64)?,
+            ),
+            young_hold_grace: Duration::from_millis(
+                env.parsed_or("HOLD_GRACE_MS", d.young_hold_grace.as_millis() as u64)?,
+            ),
             ..d
         })
     }

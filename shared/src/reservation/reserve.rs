@@ -43,12 +43,12 @@ pub struct RatePolicies {
 impl RatePolicies {
     /// `RATE_USER_CAPACITY`, `RATE_USER_REFILL_PER_SEC`, `RATE_IP_CAPACITY`,
     /// `RATE_IP_REFILL_PER_SEC`; each defaults to [`RatePolicies::default`].
-    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
-        use crate::config::{parsed_or, ConfigError};
+    pub fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        use crate::config::ConfigError;
         let d = Self::default();
         let policy = |cap: &'static str, refill: &'static str, default: BucketPolicy| {
-            let capacity = parsed_or(cap, default.capacity())?;
-            let rate = parsed_or(refill, default.refill_per_sec())?;
+            let capacity = env.parsed_or(cap, default.capacity())?;
+            let rate = env.parsed_or(refill, default.refill_per_sec())?;
             BucketPolicy::new(capacity, rate).map_err(|e| ConfigError::Invalid {
                 name: cap,
                 reason: e.to_string(),

@@ -26,7 +26,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
 
-use crate::config::{self, ConfigError};
+use crate::config::{ConfigError, Env};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedisMode {
@@ -60,9 +60,12 @@ impl fmt::Debug for RedisSettings {
 impl RedisSettings {
     /// `REDIS_URL` (redis:// or rediss://), `REDIS_MODE` (`standalone` | `cluster`, default
     /// standalone), `REDIS_RESPONSE_TIMEOUT_MS` (default 500).
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let url = config::required("REDIS_URL")?;
-        let mode = match config::parsed_or("REDIS_MODE", "standalone".to_string())?.as_str() {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.required("REDIS_URL")?;
+        let mode = match env
+            .parsed_or("REDIS_MODE", "standalone".to_string())?
+            .as_str()
+        {
             "standalone" => RedisMode::Standalone,
             "cluster" => RedisMode::Cluster,
             other => {
@@ -75,18 +78,13 @@ impl RedisSettings {
         Ok(Self {
             url,
             mode,
-            connect_timeout: Duration::from_millis(config::parsed_or(
-                "REDIS_CONNECT_TIMEOUT_MS",
-                1_000,
-            )?),
-            response_timeout: Duration::from_millis(config::parsed_or(
-                "REDIS_RESPONSE_TIMEOUT_MS",
-                500,
-            )?),
-            call_deadline: Duration::from_millis(config::parsed_or(
-                "REDIS_CALL_DEADLINE_MS",
-                1_500,
-            )?),
+            connect_timeout: Duration::from_millis(
+                env.parsed_or("REDIS_CONNECT_TIMEOUT_MS", 1_000)?,
+            ),
+            response_timeout: Duration::from_millis(
+                env.parsed_or("REDIS_RESPONSE_TIMEOUT_MS", 500)?,
+            ),
+            call_deadline: Duration::from_millis(env.parsed_or("REDIS_CALL_DEADLINE_MS", 1_500)?),
         })
     }
 

@@ -46,8 +46,8 @@ impl Default for RedisStockConfig {
 
 impl RedisStockConfig {
     /// `STOCK_FENCING` (`on`, the default, or `off`).
-    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
-        let raw: String = crate::config::parsed_or("STOCK_FENCING", "on".to_string())?;
+    pub fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        let raw: String = env.parsed_or("STOCK_FENCING", "on".to_string())?;
         let fencing = match raw.as_str() {
             "on" => true,
             "off" => false,
