@@ -30,11 +30,11 @@ use flashsale_core::saga::sfn::StepFunctionsControl;
 use flashsale_core::saga::webhook::{Claim, WebhookEventLog};
 use flashsale_core::sale::dynamo::DynamoSaleCatalog;
 use flashsale_core::sale::put::put_sale;
-use flashsale_core::sale::{Sale, SaleCatalog};
+use flashsale_core::sale::SaleCatalog;
 use flashsale_core::stock::memory::InMemoryStockEngine;
-use flashsale_core::stock::ShardCount;
 use testkit::dynamo::{localstack_client, Tables, LOCALSTACK};
 use testkit::fault_proxy::{Fault, FaultProxy, Rule};
+use testkit::fixtures::OpenSale;
 
 async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -380,20 +380,11 @@ async fn the_webhook_event_log_and_the_sale_catalog_retry_and_recognise_their_wr
     let catalog = DynamoSaleCatalog::new(w.faulty.clone(), &w.tables.sales);
     let stock = InMemoryStockEngine::default();
     let now = now();
-    let sale = Sale {
-        sale_id: unique_sale("flt-sale"),
-        name: "drop".into(),
-        price: Money::new(900, Currency::parse("EUR").unwrap()).unwrap(),
-        total_stock: 10,
-        shards: ShardCount::new(2).unwrap(),
-        per_user_limit: 1,
-        hold: Duration::from_secs(600),
-        starts_at: now,
-        ends_at: Timestamp::from_millis(now.as_millis() + 3_600_000),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-    };
+    let sale = OpenSale::new(unique_sale("flt-sale"), 10)
+        .shards(2)
+        .price(900)
+        .opened_ago(Duration::ZERO)
+        .at(now);
     w.proxy.add(Rule::next("PutItem", 1, Fault::AnswerLost));
     let outcome = put_sale(&catalog, &stock, &SystemClock, sale.clone())
         .await

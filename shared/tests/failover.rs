@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use flashsale_core::domain::{Currency, IdempotencyKey, Money, Quantity, SystemClock, UserId};
+use flashsale_core::domain::{IdempotencyKey, Quantity, SystemClock, UserId};
 use flashsale_core::rate_limit::memory::InMemoryRateLimiter;
 use flashsale_core::rate_limit::{BucketPolicy, RequestId};
 use flashsale_core::reconcile::memory::InMemoryLedger;
@@ -34,8 +34,9 @@ use flashsale_core::sale::memory::InMemorySaleCatalog;
 use flashsale_core::sale::{Sale, SaleCatalog};
 use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
 use flashsale_core::stock::repair::memory::RecordedRepairs;
-use flashsale_core::stock::{ShardCount, ShardKeys, StockEngine, StockMaintenance, StockSetup};
+use flashsale_core::stock::{ShardKeys, StockEngine, StockMaintenance, StockSetup};
 use flashsale_core::store::redis::{RedisConnection, RedisSettings};
+use testkit::fixtures::OpenSale;
 use testkit::sentinel::SentinelGroup;
 use testkit::{RedisCluster, RedisServer};
 
@@ -64,20 +65,9 @@ struct Sale1 {
 
 async fn open_sale(conn: RedisConnection, units: u64, shards: u16) -> Sale1 {
     let now = now();
-    let sale = Sale {
-        sale_id: unique_sale("failover"),
-        name: "drop".into(),
-        price: Money::new(1_000, Currency::parse("EUR").unwrap()).unwrap(),
-        total_stock: units,
-        shards: ShardCount::new(shards).unwrap(),
-        per_user_limit: 1,
-        hold: Duration::from_secs(600),
-        starts_at: now.minus(Duration::from_secs(60)),
-        ends_at: now.plus(Duration::from_secs(3600)),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-    };
+    let sale = OpenSale::new(unique_sale("failover"), units)
+        .shards(shards)
+        .at(now);
     let ledger = InMemoryLedger::default();
     let repairs = Arc::new(RecordedRepairs::default());
     let service = ReserveService {

@@ -40,29 +40,21 @@ use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
 use flashsale_core::stock::repair::memory::RecordedRepairs;
 use flashsale_core::stock::{
     CommitOutcome, Hold, HoldSpec, HoldState, ReleaseOutcome, ReserveOutcome, ReserveRequest,
-    RestoreOutcome, SaleStock, SetupOutcome, ShardCount, ShardKeys, SoldOutCache,
-    SoldOutCacheConfig, StockEngine, StockError, StockLevels, StockSetup, Unavailable,
+    RestoreOutcome, SaleStock, SetupOutcome, ShardKeys, SoldOutCache, SoldOutCacheConfig,
+    StockEngine, StockError, StockLevels, StockSetup, Unavailable,
 };
 use redis::aio::ConnectionManager;
+use testkit::fixtures::{self, OpenSale};
 use testkit::RedisServer;
 
 type Engine = RedisStockEngine<ConnectionManager>;
 
 fn the_sale(prefix: &str, units: u64, shards: u16, limit: u32, now: Timestamp) -> Sale {
-    Sale {
-        sale_id: unique_sale(prefix),
-        name: "drop".into(),
-        price: Money::new(2_000, Currency::parse("EUR").unwrap()).unwrap(),
-        total_stock: units,
-        shards: ShardCount::new(shards).unwrap(),
-        per_user_limit: limit,
-        hold: Duration::from_secs(600),
-        starts_at: now.minus(Duration::from_secs(60)),
-        ends_at: now.plus(Duration::from_secs(3600)),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-    }
+    OpenSale::new(unique_sale(prefix), units)
+        .shards(shards)
+        .limit(limit)
+        .price(2_000)
+        .at(now)
 }
 
 /// The reserve path on real Redis with in-memory records.
@@ -103,18 +95,7 @@ impl Shop {
 
     async fn open(&self, prefix: &str, units: u64, shards: u16, limit: u32) -> Sale {
         let sale = the_sale(prefix, units, shards, limit, self.service.clock.now());
-        self.service.catalog.create(&sale).await.unwrap();
-        self.service
-            .stock
-            .setup(
-                &sale.stock(),
-                &StockSetup {
-                    total_units: units,
-                    per_user_limit: limit,
-                },
-            )
-            .await
-            .unwrap();
+        fixtures::open(&self.service.catalog, &self.service.stock, &sale).await;
         sale
     }
 

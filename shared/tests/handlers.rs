@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use flashsale_core::domain::{Currency, ManualClock, Money, SaleId, Timestamp};
+use flashsale_core::domain::{ManualClock, SaleId, Timestamp};
 use flashsale_core::identity::context_for;
 use flashsale_core::rate_limit::memory::InMemoryRateLimiter;
 use flashsale_core::rate_limit::BucketPolicy;
@@ -13,13 +13,14 @@ use flashsale_core::reservation::memory::InMemoryReservationStore;
 use flashsale_core::reservation::reserve::{RatePolicies, ReserveService};
 use flashsale_core::sale::http as sale_http;
 use flashsale_core::sale::memory::InMemorySaleCatalog;
-use flashsale_core::sale::{Sale, SaleCatalog};
+use flashsale_core::sale::Sale;
 use flashsale_core::stock::memory::InMemoryStockEngine;
 use flashsale_core::stock::repair::memory::RecordedRepairs;
-use flashsale_core::stock::{ShardCount, StockEngine, StockSetup};
+use flashsale_core::stock::StockEngine;
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::Value;
+use testkit::fixtures::{self, OpenSale};
 
 const NOW: i64 = 1_800_000_000_000;
 
@@ -33,20 +34,11 @@ type Service = ReserveService<
 >;
 
 fn sale(id: &str, units: u64, limit: u32) -> Sale {
-    Sale {
-        sale_id: SaleId::parse(id).unwrap(),
-        name: "Console drop".into(),
-        price: Money::new(49_999, Currency::parse("EUR").unwrap()).unwrap(),
-        total_stock: units,
-        shards: ShardCount::new(4).unwrap(),
-        per_user_limit: limit,
-        hold: Duration::from_secs(600),
-        starts_at: Timestamp::from_millis(NOW - 60_000),
-        ends_at: Timestamp::from_millis(NOW + 3_600_000),
-        created_at: Timestamp::from_millis(NOW - 120_000),
-        updated_at: Timestamp::from_millis(NOW - 120_000),
-        version: 1,
-    }
+    OpenSale::new(SaleId::parse(id).unwrap(), units)
+        .limit(limit)
+        .price(49_999)
+        .named("Console drop")
+        .at(Timestamp::from_millis(NOW))
 }
 
 async fn service_with(sales: &[Sale]) -> Service {
@@ -64,18 +56,7 @@ async fn service_with(sales: &[Sale]) -> Service {
         },
     };
     for sale in sales {
-        service.catalog.create(sale).await.unwrap();
-        service
-            .stock
-            .setup(
-                &sale.stock(),
-                &StockSetup {
-                    total_units: sale.total_stock,
-                    per_user_limit: sale.per_user_limit,
-                },
-            )
-            .await
-            .unwrap();
+        fixtures::open(&service.catalog, &service.stock, sale).await;
     }
     service
 }

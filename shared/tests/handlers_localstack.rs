@@ -4,11 +4,9 @@
 #![cfg(feature = "localstack-tests")]
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use flashsale_core::domain::{
-    Clock, Currency, IdempotencyKey, Money, Quantity, ReservationId, SaleId, SystemClock,
-    Timestamp, UserId,
+    Clock, IdempotencyKey, Quantity, ReservationId, SaleId, SystemClock, Timestamp, UserId,
 };
 use flashsale_core::identity::context_for;
 use flashsale_core::rate_limit::redis::RedisRateLimiter;
@@ -19,11 +17,12 @@ use flashsale_core::reservation::ReservationStore;
 use flashsale_core::sale::dynamo::DynamoSaleCatalog;
 use flashsale_core::sale::{Sale, SaleCatalog};
 use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
-use flashsale_core::stock::{ReserveOutcome, ReserveRequest, ShardCount, StockEngine, StockSetup};
+use flashsale_core::stock::{ReserveOutcome, ReserveRequest, StockEngine};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt};
 use redis::aio::ConnectionManager;
 use testkit::dynamo::{localstack_client, Tables};
+use testkit::fixtures::{self, OpenSale};
 use testkit::RedisServer;
 
 type Service = ReserveService<
@@ -50,33 +49,12 @@ async fn service(server: &RedisServer, tables: &Tables, reservations_table: &str
 }
 
 async fn open_sale(service: &Service, units: u64) -> Sale {
-    let now = SystemClock.now();
-    let sale = Sale {
-        sale_id: SaleId::parse(format!("it-{}", uuid::Uuid::now_v7().simple())).unwrap(),
-        name: "IT".into(),
-        price: Money::new(500, Currency::parse("EUR").unwrap()).unwrap(),
-        total_stock: units,
-        shards: ShardCount::new(4).unwrap(),
-        per_user_limit: 1,
-        hold: Duration::from_secs(600),
-        starts_at: now.minus(Duration::from_secs(60)),
-        ends_at: now.plus(Duration::from_secs(3600)),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-    };
-    service.catalog.create(&sale).await.unwrap();
-    service
-        .stock
-        .setup(
-            &sale.stock(),
-            &StockSetup {
-                total_units: units,
-                per_user_limit: 1,
-            },
-        )
-        .await
-        .unwrap();
+    let id = SaleId::parse(format!("it-{}", uuid::Uuid::now_v7().simple())).unwrap();
+    let sale = OpenSale::new(id, units)
+        .price(500)
+        .named("IT")
+        .at(SystemClock.now());
+    fixtures::open(&service.catalog, &service.stock, &sale).await;
     sale
 }
 

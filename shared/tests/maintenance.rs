@@ -7,22 +7,23 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use flashsale_core::domain::{Currency, ManualClock, Money, Quantity, SaleId, Timestamp, UserId};
+use flashsale_core::domain::{ManualClock, Quantity, SaleId, Timestamp, UserId};
 use flashsale_core::expiry::{ExpiryConfig, ExpiryService};
 use flashsale_core::reconcile::holds::{HoldReconciler, ReconcileConfig};
 use flashsale_core::reconcile::memory::{InMemoryLedger, RecordedPaymentChecks};
 use flashsale_core::reconcile::rebuild::{RebuildConfig, StockRebuilder, Trigger};
 use flashsale_core::reservation::{Reservation, ReservationStatus};
 use flashsale_core::sale::memory::InMemorySaleCatalog;
-use flashsale_core::sale::{Sale, SaleCatalog};
+use flashsale_core::sale::Sale;
 use flashsale_core::stock::maintenance::ShardState;
 use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
 use flashsale_core::stock::{
-    split_evenly, ReleaseOutcome, ReserveOutcome, ShardCount, ShardKeys, StockEngine,
-    StockMaintenance, StockSetup, Unavailable,
+    split_evenly, ReleaseOutcome, ReserveOutcome, ShardKeys, StockEngine, StockMaintenance,
+    Unavailable,
 };
 use flashsale_core::sweep::{Sweep, SweepConfig};
 use redis::aio::ConnectionManager;
+use testkit::fixtures::{self, OpenSale};
 use testkit::RedisServer;
 
 type Engine = RedisStockEngine<ConnectionManager>;
@@ -51,32 +52,11 @@ async fn world() -> World {
 
 impl World {
     async fn open_sale(&self, prefix: &str, units: u64, shards: u16, limit: u32) -> Sale {
-        let now = now();
-        let sale = Sale {
-            sale_id: unique_sale(prefix),
-            name: "drop".into(),
-            price: Money::new(1_000, Currency::parse("EUR").unwrap()).unwrap(),
-            total_stock: units,
-            shards: ShardCount::new(shards).unwrap(),
-            per_user_limit: limit,
-            hold: Duration::from_secs(600),
-            starts_at: now.minus(Duration::from_secs(60)),
-            ends_at: now.plus(Duration::from_secs(3600)),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        };
-        self.catalog.create(&sale).await.unwrap();
-        self.engine
-            .setup(
-                &sale.stock(),
-                &StockSetup {
-                    total_units: units,
-                    per_user_limit: limit,
-                },
-            )
-            .await
-            .unwrap();
+        let sale = OpenSale::new(unique_sale(prefix), units)
+            .shards(shards)
+            .limit(limit)
+            .at(now());
+        fixtures::open(&self.catalog, &self.engine, &sale).await;
         sale
     }
 

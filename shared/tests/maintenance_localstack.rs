@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
 use flashsale_core::domain::{
-    Clock, Currency, IdempotencyKey, Money, Quantity, ReservationId, SaleId, SystemClock,
-    Timestamp, UserId,
+    Clock, IdempotencyKey, Quantity, ReservationId, SaleId, SystemClock, Timestamp, UserId,
 };
 use flashsale_core::expiry::dynamo::{DynamoExpiryStore, ExpiryWrites};
 use flashsale_core::expiry::{ExpireOutcome, ExpiryConfig, ExpiryService, ExpiryStore};
@@ -35,12 +34,13 @@ use flashsale_core::sale::dynamo::DynamoSaleCatalog;
 use flashsale_core::sale::{Sale, SaleCatalog};
 use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
 use flashsale_core::stock::repair::memory::RecordedRepairs;
-use flashsale_core::stock::{split_evenly, ShardCount, ShardKeys, StockEngine, StockSetup};
+use flashsale_core::stock::{split_evenly, ShardKeys, StockEngine};
 use flashsale_core::store::item::{num, str};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt};
 use redis::aio::ConnectionManager;
 use testkit::dynamo::{localstack_client, Tables};
+use testkit::fixtures::{self, OpenSale};
 use testkit::RedisServer;
 
 type Engine = RedisStockEngine<ConnectionManager>;
@@ -93,32 +93,14 @@ impl World {
     }
 
     async fn open_sale(&self, units: u64, shards: u16, limit: u32) -> Sale {
-        let now = SystemClock.now();
-        let sale = Sale {
-            sale_id: SaleId::parse(format!("mt-{}", uuid::Uuid::now_v7().simple())).unwrap(),
-            name: "maintenance".into(),
-            price: Money::new(700, Currency::parse("EUR").unwrap()).unwrap(),
-            total_stock: units,
-            shards: ShardCount::new(shards).unwrap(),
-            per_user_limit: limit,
-            hold: Duration::from_secs(600),
-            starts_at: now.minus(Duration::from_secs(60)),
-            ends_at: now.plus(Duration::from_secs(3600)),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        };
-        self.service.catalog.create(&sale).await.unwrap();
-        self.engine()
-            .setup(
-                &sale.stock(),
-                &StockSetup {
-                    total_units: units,
-                    per_user_limit: limit,
-                },
-            )
-            .await
-            .unwrap();
+        let id = SaleId::parse(format!("mt-{}", uuid::Uuid::now_v7().simple())).unwrap();
+        let sale = OpenSale::new(id, units)
+            .shards(shards)
+            .limit(limit)
+            .price(700)
+            .named("maintenance")
+            .at(SystemClock.now());
+        fixtures::open(&self.service.catalog, self.engine(), &sale).await;
         sale
     }
 

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashsale_core::domain::{
-    Clock, Currency, IdempotencyKey, ManualClock, Money, Quantity, ReservationId, SaleId,
-    Timestamp, UserId,
+    Clock, IdempotencyKey, ManualClock, Quantity, ReservationId, SaleId, Timestamp, UserId,
 };
 use flashsale_core::payment::memory::{test_cards, InMemoryPaymentProvider};
 use flashsale_core::payment::signature::{sign, WebhookSecret};
@@ -22,11 +21,12 @@ use flashsale_core::saga::pay::{PayCommand, PayError, PayService, PaymentMethod}
 use flashsale_core::saga::steps::{ChargeResult, SagaSteps, StepInput, StepKind};
 use flashsale_core::saga::webhook::{WebhookError, WebhookOutcome, WebhookService};
 use flashsale_core::sale::memory::InMemorySaleCatalog;
-use flashsale_core::sale::{Sale, SaleCatalog};
+use flashsale_core::sale::Sale;
 use flashsale_core::stock::memory::InMemoryStockEngine;
 use flashsale_core::stock::repair::memory::RecordedRepairs;
-use flashsale_core::stock::{ReserveOutcome, ReserveRequest, ShardCount, StockEngine, StockSetup};
+use flashsale_core::stock::{ReserveOutcome, ReserveRequest, StockEngine};
 use serde_json::json;
+use testkit::fixtures::{self, OpenSale};
 
 const NOW: i64 = 1_800_000_000_000;
 const PRICE: i64 = 2_500;
@@ -45,33 +45,14 @@ struct World {
 
 async fn world() -> World {
     let clock = ManualClock::at(Timestamp::from_millis(NOW));
-    let sale = Sale {
-        sale_id: SaleId::parse("saga-drop").unwrap(),
-        name: "drop".into(),
-        price: Money::new(PRICE, Currency::parse("EUR").unwrap()).unwrap(),
-        total_stock: 10,
-        shards: ShardCount::ONE,
-        per_user_limit: 2,
-        hold: Duration::from_secs(600),
-        starts_at: Timestamp::from_millis(NOW - 60_000),
-        ends_at: Timestamp::from_millis(NOW + 3_600_000),
-        created_at: Timestamp::from_millis(NOW - 60_000),
-        updated_at: Timestamp::from_millis(NOW - 60_000),
-        version: 1,
-    };
+    let sale = OpenSale::new(SaleId::parse("saga-drop").unwrap(), 10)
+        .shards(1)
+        .limit(2)
+        .price(PRICE)
+        .at(Timestamp::from_millis(NOW));
     let catalog = InMemorySaleCatalog::default();
-    catalog.create(&sale).await.unwrap();
     let stock = InMemoryStockEngine::default();
-    stock
-        .setup(
-            &sale.stock(),
-            &StockSetup {
-                total_units: 10,
-                per_user_limit: 2,
-            },
-        )
-        .await
-        .unwrap();
+    fixtures::open(&catalog, &stock, &sale).await;
     World {
         clock,
         records: InMemoryCheckoutRecords::default(),

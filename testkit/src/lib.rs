@@ -1,7 +1,8 @@
 //! Test harness: real `redis-server` processes on loopback, one per test (or per benchmark),
 //! and real three-master Redis Clusters (no mocks of Redis anywhere); throwaway DynamoDB tables
 //! on LocalStack; an HTTP fault proxy that injects AWS faults in front of LocalStack; and a
-//! stand-in for Cloudflare Turnstile's siteverify.
+//! stand-in for Cloudflare Turnstile's siteverify; and the domain fixtures the tests and tools
+//! share ([`fixtures`]).
 //!
 //! Each server listens on 127.0.0.1 at a free port, keeps its files in its own temporary
 //! folder, and dies with its owner: `Drop` kills it, and `PR_SET_PDEATHSIG` kills it even if
@@ -9,6 +10,7 @@
 
 pub mod dynamo;
 pub mod fault_proxy;
+pub mod fixtures;
 pub mod sentinel;
 pub mod tcp_proxy;
 pub mod turnstile;

@@ -18,8 +18,7 @@ use anyhow::{ensure, Context};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use flashsale_core::domain::{
-    Clock, Currency, IdempotencyKey, Money, Quantity, ReservationId, SaleId, SystemClock,
-    Timestamp, UserId,
+    Clock, IdempotencyKey, Quantity, ReservationId, SaleId, SystemClock, Timestamp, UserId,
 };
 use flashsale_core::expiry::dynamo::{DynamoExpiryStore, ExpiryWrites};
 use flashsale_core::expiry::{ExpiryConfig, ExpiryService, ExpiryStore};
@@ -28,12 +27,13 @@ use flashsale_core::reconcile::{DurableRecords, Which};
 use flashsale_core::reservation::item::to_item;
 use flashsale_core::reservation::{Reservation, ReservationStatus};
 use flashsale_core::sale::dynamo::DynamoSaleCatalog;
-use flashsale_core::sale::{Sale, SaleCatalog};
+
 use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
-use flashsale_core::stock::{ReserveOutcome, ReserveRequest, ShardCount, StockEngine, StockSetup};
+use flashsale_core::stock::{ReserveOutcome, ReserveRequest, StockEngine};
 use futures::{stream, StreamExt, TryStreamExt};
 use redis::aio::ConnectionManager;
 use testkit::dynamo::{localstack_client, Tables};
+use testkit::fixtures::{self, OpenSale};
 use testkit::RedisServer;
 
 struct Args {
@@ -156,30 +156,15 @@ async fn run(
     let n = args.reservations;
     let now = SystemClock.now();
     let catalog = DynamoSaleCatalog::new(client.clone(), &tables.sales);
-    let sale = Sale {
-        sale_id: SaleId::parse(format!("bench-{}", uuid::Uuid::now_v7().simple()))?,
-        name: "expiry bench".into(),
-        price: Money::new(1_000, Currency::parse("EUR")?)?,
-        total_stock: n,
-        shards: ShardCount::new(args.shards)?,
-        per_user_limit: 1,
-        hold: Duration::from_secs(600),
-        starts_at: now.minus(Duration::from_secs(3600)),
-        ends_at: now.plus(Duration::from_secs(3600)),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-    };
-    catalog.create(&sale).await?;
-    engine
-        .setup(
-            &sale.stock(),
-            &StockSetup {
-                total_units: n,
-                per_user_limit: 1,
-            },
-        )
-        .await?;
+    let sale = OpenSale::new(
+        SaleId::parse(format!("bench-{}", uuid::Uuid::now_v7().simple()))?,
+        n,
+    )
+    .shards(args.shards)
+    .named("expiry bench")
+    .opened_ago(Duration::from_secs(3600))
+    .at(now);
+    fixtures::open(&catalog, engine, &sale).await;
 
     // Seed: every unit held in Redis by its own buyer, reserved 20 minutes ago.
     let seeding = Instant::now();

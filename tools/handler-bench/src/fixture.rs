@@ -2,32 +2,21 @@
 //! hands the function.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use flashsale_core::domain::{Clock, Currency, Money, SaleId, SystemClock};
+use flashsale_core::domain::{Clock, SaleId, SystemClock};
 use flashsale_core::identity::context_for;
 use flashsale_core::sale::Sale;
-use flashsale_core::stock::ShardCount;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, RequestExt};
+use testkit::fixtures::OpenSale;
 
 /// A sale open since a minute ago for an hour, 8 shards, limit 1, 10-minute holds.
 pub fn open_sale(id: &str, total_stock: u64) -> anyhow::Result<Sale> {
-    let now = SystemClock.now();
-    Ok(Sale {
-        sale_id: SaleId::parse(id)?,
-        name: "bench".into(),
-        price: Money::new(100, Currency::parse("EUR")?)?,
-        total_stock,
-        shards: ShardCount::new(8)?,
-        per_user_limit: 1,
-        hold: Duration::from_secs(600),
-        starts_at: now.minus(Duration::from_secs(60)),
-        ends_at: now.plus(Duration::from_secs(3600)),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-    })
+    Ok(OpenSale::new(SaleId::parse(id)?, total_stock)
+        .shards(8)
+        .price(100)
+        .named("bench")
+        .at(SystemClock.now()))
 }
 
 /// Buyer `user_prefix-i`'s reserve request: path parameter, idempotency key, the authorizer's
