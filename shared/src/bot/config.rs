@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use super::challenge::altcha::{AltchaChallenges, AltchaConfig};
 use super::challenge::turnstile::{
-    TurnstileConfig, TurnstileSetupError, TurnstileVerifier, SITEVERIFY_URL,
+    TurnstileConfig, TurnstileSetupError, TurnstileVerifier, SITEVERIFY_URL, TOKEN_LIFETIME,
 };
 use super::challenge::Challenges;
 use super::defence::DefencePolicy;
@@ -103,17 +103,6 @@ pub fn from_env(env: &Env) -> Result<Option<(DefencePolicy, ChallengeConfig)>, C
                 .into(),
         });
     }
-    // A solution is remembered for its lifetime and a minute more; a pass that ends sooner
-    // would turn the same solution sent again (a retry) into a replay and a block.
-    if policy.pass_for < Duration::from_secs(ttl_seconds + 60) {
-        return Err(ConfigError::Invalid {
-            name: "BOT_PASS_SECONDS",
-            reason: format!(
-                "must be at least BOT_CHALLENGE_TTL_SECONDS + 60 ({})",
-                ttl_seconds + 60
-            ),
-        });
-    }
     let challenges = match env
         .parsed_or("BOT_CHALLENGE_PROVIDER", "altcha".to_string())?
         .as_str()
@@ -140,5 +129,20 @@ pub fn from_env(env: &Env) -> Result<Option<(DefencePolicy, ChallengeConfig)>, C
             })
         }
     };
+    // A solution is remembered for its lifetime and a minute more; a pass that ends sooner
+    // would turn the same solution sent again (a retry) into a replay and a block.
+    let lifetime = match &challenges {
+        ChallengeConfig::Altcha(c) => c.ttl,
+        ChallengeConfig::Turnstile(_) => TOKEN_LIFETIME,
+    };
+    if policy.pass_for < lifetime + Duration::from_secs(60) {
+        return Err(ConfigError::Invalid {
+            name: "BOT_PASS_SECONDS",
+            reason: format!(
+                "must be at least the challenge's lifetime + 60 s ({} s)",
+                (lifetime + Duration::from_secs(60)).as_secs()
+            ),
+        });
+    }
     Ok(Some((policy, challenges)))
 }

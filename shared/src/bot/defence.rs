@@ -9,7 +9,9 @@
 //!    (a front end may keep sending an earlier answer: that must not block a person).
 //! 4. At or above the threshold, a solution sent with the request is verified: a valid one is
 //!    redeemed (single use: the first redemption grants a pass for this sale and admits; a
-//!    second copy admits only while that pass stands) ; a failed, expired or replayed one
+//!    second copy admits only while that pass stands); the buyer's own answer to another or a
+//!    timed-out challenge (a front end that kept it) gets a fresh challenge; a failed (bad
+//!    work, another buyer's), expired or replayed one
 //!    (redeemed before, no pass standing) blocks the buyer, and the address if
 //!    [`DefencePolicy::block_addresses`], for [`DefencePolicy::block_for`] (the seed: one hour);
 //!    a malformed one is a client error (400), not a block. The block holds for this request
@@ -205,6 +207,10 @@ impl<W: Watchlist, V: ChallengeVerifier, K: Clock> BotDefence<W, V, K> {
                 }
             }
             Err(Refusal::Malformed(reason)) => return Ok(Verdict::Malformed { reason }),
+            Err(Refusal::Stale) => {
+                let challenge = self.challenges.issue(&suspect.binding, score.value, now)?;
+                return Ok(Verdict::Challenged { score, challenge });
+            }
             Err(Refusal::Failed) => "challenge-failed",
             Err(Refusal::Expired) => "challenge-expired",
             Err(Refusal::Replayed) => "challenge-replayed",
@@ -675,5 +681,48 @@ mod tests {
             d.judge(&later).await.unwrap(),
             Verdict::Admitted { .. }
         ));
+    }
+
+    /// Found by a second break attempt: a challenged buyer (still above the threshold) whose
+    /// front end kept its answer was blocked on the next sale and after its pass ran out.
+    #[tokio::test]
+    async fn a_kept_answer_of_this_buyer_gets_a_fresh_challenge_not_a_block() {
+        let d = defence();
+        let Verdict::Challenged { challenge, .. } = d.judge(&bot("k1")).await.unwrap() else {
+            panic!("not challenged")
+        };
+        let on_sale_b = Suspect {
+            binding: Binding {
+                sale: SaleId::parse("other-drop").unwrap(),
+                ..bot("k2").binding
+            },
+            solution: Some(solve(&challenge)),
+            ..bot("k2")
+        };
+        assert!(
+            matches!(
+                d.judge(&on_sale_b).await.unwrap(),
+                Verdict::Challenged { .. }
+            ),
+            "another sale"
+        );
+        // An answer of this buyer's whose time is up (issued three minutes ago; ALTCHA checks
+        // expiry against the system clock): a fresh challenge.
+        let old = d
+            .challenges
+            .issue(
+                &bot("k3").binding,
+                85,
+                d.clock.now().minus(Duration::from_secs(180)),
+            )
+            .unwrap();
+        let late = Suspect {
+            solution: Some(solve(&old)),
+            ..bot("k3")
+        };
+        assert!(
+            matches!(d.judge(&late).await.unwrap(), Verdict::Challenged { .. }),
+            "timed out"
+        );
     }
 }

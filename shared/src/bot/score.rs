@@ -179,9 +179,10 @@ pub struct Weights {
     pub instant_click: Duration,
     pub instant_click_points: u8,
     pub edge_signal_points: u8,
-    /// Edge signals' points are capped here all together: several Bot Control findings often
-    /// describe one client (a native app is a non-browser user agent, and often also an
-    /// unverified bot or a data-centre address), and must not add up to a challenge alone.
+    /// The points of the edge findings that say what kind of client it is (see
+    /// [`CLIENT_KIND_SIGNALS`]) are capped here all together: a native app is a non-browser user
+    /// agent, often also an unverified bot, and on a VPN a data-centre address; that alone must
+    /// not add up to a challenge. Other findings (an automated browser) count in full.
     pub edge_cap: u8,
     /// Telemetry points are capped here all together: it is self-reported, so it alone never
     /// reaches the threshold; with a fresh account it does (the seed's bot on its first
@@ -218,6 +219,14 @@ impl Default for Weights {
         }
     }
 }
+
+/// Edge findings about the kind of client (infra/lib/edge.ts slugs), capped together by
+/// [`Weights::edge_cap`].
+pub const CLIENT_KIND_SIGNALS: [&str; 3] = [
+    "non-browser-user-agent",
+    "unverified-bot",
+    "known-bot-data-center",
+];
 
 /// Points for a rate: none up to `from`, `points` at `full` and above, linear in between.
 fn rate_points(rate: u32, from: u32, full: u32, points: u8) -> u8 {
@@ -271,8 +280,13 @@ pub fn score(signals: &Signals, weights: &Weights) -> Score {
     }
     let mut edge_budget = weights.edge_cap;
     for signal in &signals.edge_signals {
-        let given = weights.edge_signal_points.min(edge_budget);
-        edge_budget -= given;
+        let given = if CLIENT_KIND_SIGNALS.contains(&signal.as_str()) {
+            let given = weights.edge_signal_points.min(edge_budget);
+            edge_budget -= given;
+            given
+        } else {
+            weights.edge_signal_points
+        };
         add(
             Reason::EdgeSignal {
                 signal: signal.clone(),
@@ -435,13 +449,18 @@ mod tests {
         );
         let s = with(|s| s.edge_signals = vec!["automated-browser".into()]);
         assert_eq!(s.value, 35);
-        // Several findings about one client count once (a native app: non-browser user agent
-        // and unverified bot, with no telemetry, stays under the threshold).
+        // Findings about the kind of client count once (a native app: non-browser user agent,
+        // unverified bot and a VPN's data-centre address, with no telemetry, stays under the
+        // threshold); an automated browser counts on top.
         let s = with(|s| {
-            s.edge_signals = vec!["non-browser-user-agent".into(), "unverified-bot".into()];
+            s.edge_signals = CLIENT_KIND_SIGNALS.iter().map(|x| x.to_string()).collect();
             s.telemetry = None;
         });
         assert_eq!(s.value, 35 + 20);
+        let s = with(|s| {
+            s.edge_signals = vec!["non-browser-user-agent".into(), "automated-browser".into()];
+        });
+        assert_eq!(s.value, 35 + 35);
         let s = with(|s| s.telemetry.as_mut().unwrap().webdriver = true);
         assert_eq!((s.value, points_of(&s, &Reason::Webdriver)), (25, Some(25)));
         let s = with(|s| s.telemetry.as_mut().unwrap().headless = true);

@@ -131,12 +131,28 @@ impl AltchaChallenges {
         })
         // Errors come from parameters that fail to parse (non-hex values): malformed.
         .map_err(|e| Refusal::Malformed(e.to_string()))?;
+        // The signature covers `data` and the expiry, so a verified challenge's binding is
+        // ours to compare. This buyer's own answer to another (or a timed-out) challenge is
+        // stale, not a failure; anyone else's, or bad work, fails.
+        let data = params.data.as_ref();
+        let buyers_own = data.and_then(|d| d.get("buyer")).and_then(|b| b.as_str())
+            == Some(binding.buyer.as_str());
         if result.expired {
-            return Err(Refusal::Expired);
+            return Err(if buyers_own {
+                Refusal::Stale
+            } else {
+                Refusal::Expired
+            });
         }
-        // The signature covers `data`, so a verified challenge's binding is ours: compare it.
-        if !result.verified || params.data.as_ref() != Some(&Self::binding_data(binding)) {
+        if !result.verified {
             return Err(Refusal::Failed);
+        }
+        if data != Some(&Self::binding_data(binding)) {
+            return Err(if buyers_own {
+                Refusal::Stale
+            } else {
+                Refusal::Failed
+            });
         }
         let expires_at =
             Timestamp::from_millis(params.expires_at.unwrap_or(0).saturating_mul(1000));
@@ -196,15 +212,16 @@ mod tests {
             v.check(&answer, &binding("mallory", "drop-1")),
             Err(Refusal::Failed)
         );
+        // Alice's own answer on another sale or action: stale (a fresh challenge), not failed.
         assert_eq!(
             v.check(&answer, &binding("alice", "drop-2")),
-            Err(Refusal::Failed)
+            Err(Refusal::Stale)
         );
         let join = Binding {
             action: "join",
             ..mine.clone()
         };
-        assert_eq!(v.check(&answer, &join), Err(Refusal::Failed));
+        assert_eq!(v.check(&answer, &join), Err(Refusal::Stale));
     }
 
     #[test]
@@ -224,11 +241,16 @@ mod tests {
         payload["solution"]["derivedKey"] = "00".repeat(32).into();
         let tampered = base64::engine::general_purpose::STANDARD.encode(payload.to_string());
         assert_eq!(v.check(&tampered, &mine), Err(Refusal::Failed));
-        // Expired: issued three minutes ago with a two-minute lifetime.
+        // Expired: issued three minutes ago with a two-minute lifetime. The buyer's own is
+        // stale (answered with a fresh challenge); another buyer's is expired.
         let old = v
             .issue(&mine, 80, now.minus(Duration::from_secs(180)))
             .unwrap();
-        assert_eq!(v.check(&solve(&old), &mine), Err(Refusal::Expired));
+        assert_eq!(v.check(&solve(&old), &mine), Err(Refusal::Stale));
+        assert_eq!(
+            v.check(&solve(&old), &binding("mallory", "drop-1")),
+            Err(Refusal::Expired)
+        );
         // Foreign: signed with another secret.
         let other = AltchaChallenges::new(AltchaConfig {
             signature_secret: "someone-else".into(),

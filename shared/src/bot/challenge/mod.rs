@@ -54,6 +54,12 @@ pub enum Refusal {
     /// Solved too late: answered with a block (the seed's rule).
     #[error("the challenge expired")]
     Expired,
+    /// This buyer's own answer, but to another challenge: one of ours for another sale or
+    /// action, or one whose time is up. What a front end that keeps its last answer sends: the
+    /// buyer gets a fresh challenge, not a block (a bot gains nothing from it: a request
+    /// without an answer gets a challenge anyway).
+    #[error("the answer is for another challenge of this buyer")]
+    Stale,
     /// Already redeemed elsewhere, as the verifier itself knows (a hosted CAPTCHA's token is
     /// single use): answered with a block, as a replay.
     #[error("the challenge was already redeemed")]

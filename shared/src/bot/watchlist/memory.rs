@@ -19,8 +19,8 @@ struct State {
     /// subject -> (reason, until).
     blocks: HashMap<Subject, (String, Timestamp)>,
     passes: HashMap<(UserId, SaleId), Timestamp>,
-    /// nonce -> (request, until).
-    spent: HashMap<String, (RequestId, Timestamp)>,
+    /// (buyer, nonce) -> (request, until): per buyer, as in Redis (the buyer's slot).
+    spent: HashMap<(UserId, String), (RequestId, Timestamp)>,
 }
 
 #[derive(Default)]
@@ -134,13 +134,13 @@ impl Watchlist for InMemoryWatchlist {
     async fn redeem(&self, r: &Redeem<'_>, now: Timestamp) -> Result<Redemption, WatchlistError> {
         Ok(self.with(|state| {
             let pass = (r.buyer.clone(), r.sale.clone());
-            let first = match state.spent.get(r.nonce) {
+            let nonce = (r.buyer.clone(), r.nonce.to_owned());
+            let first = match state.spent.get(&nonce) {
                 Some((first, until)) if *until > now => first == r.request,
                 _ => {
-                    state.spent.insert(
-                        r.nonce.to_owned(),
-                        (r.request.clone(), now.plus(r.nonce_ttl)),
-                    );
+                    state
+                        .spent
+                        .insert(nonce, (r.request.clone(), now.plus(r.nonce_ttl)));
                     true
                 }
             };
