@@ -6,12 +6,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::scenarios::{lose_hold, MaintenanceWorld};
 use common::*;
 use flashsale_core::domain::{ManualClock, Quantity, SaleId, Timestamp, UserId};
 use flashsale_core::expiry::{ExpiryConfig, ExpiryService};
-use flashsale_core::reconcile::holds::{HoldReconciler, ReconcileConfig};
+use flashsale_core::reconcile::holds::{HoldReconciler, ReconcileConfig, SaleReconcileReport};
 use flashsale_core::reconcile::memory::{InMemoryLedger, RecordedPaymentChecks};
-use flashsale_core::reconcile::rebuild::{RebuildConfig, StockRebuilder, Trigger};
+use flashsale_core::reconcile::rebuild::{RebuildConfig, RebuildReport, StockRebuilder, Trigger};
 use flashsale_core::reservation::{Reservation, ReservationStatus};
 use flashsale_core::sale::memory::InMemorySaleCatalog;
 use flashsale_core::sale::Sale;
@@ -186,6 +187,61 @@ impl World {
 fn later(by: Duration) -> Timestamp {
     now().plus(by)
 }
+
+impl MaintenanceWorld for World {
+    type Stock = Engine;
+
+    fn stock(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn redis(&self) -> &RedisServer {
+        &self.server
+    }
+
+    async fn open_sale(&self, units: u64, shards: u16, limit: u32) -> Sale {
+        World::open_sale(self, "scenario", units, shards, limit).await
+    }
+
+    async fn reserve(&self, sale: &Sale, user: &str) -> Reservation {
+        World::reserve(self, sale, user, ReservationStatus::Pending).await
+    }
+
+    async fn record(&self, r: &Reservation, status: ReservationStatus) {
+        match status {
+            ReservationStatus::Confirmed => self.ledger.confirm(r.reservation_id),
+            other => self.ledger.set_status(r.reservation_id, other),
+        }
+    }
+
+    async fn reconcile(&self, sale: &Sale) -> SaleReconcileReport {
+        // A minute on: the holds are past the reconciler's grace.
+        self.reconciler()
+            .reconcile_sale(
+                sale,
+                later(Duration::from_secs(61)),
+                Instant::now() + Duration::from_secs(30),
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn rebuild(&self, sale: &Sale) -> RebuildReport {
+        self.rebuilder()
+            .rebuild(&sale.sale_id, Trigger::Admin)
+            .await
+            .unwrap()
+    }
+
+    async fn assert_invariant(&self, sale: &Sale) {
+        World::assert_invariant(self, sale).await
+    }
+
+    async fn finish(self) {}
+}
+
+// The scenarios both back ends run (tests/common/scenarios.rs).
+crate::maintenance_scenarios!(world());
 
 #[tokio::test]
 async fn expiry_expires_due_reservations_releases_their_units_and_skips_paid_ones() {
@@ -382,73 +438,6 @@ async fn the_reconciler_releases_orphans_commits_confirmed_and_keeps_live_holds(
     );
 }
 
-/// Removes a hold as a failover that lost the reserve's writes would: the hold, its index
-/// entry, the decrement and the buyer's claim are all gone.
-async fn lose_hold(w: &World, sale: &Sale, r: &Reservation) {
-    let keys = ShardKeys::new(&sale.sale_id, r.shard);
-    let home = ShardKeys::new(&sale.sale_id, sale.shards.home_of(&r.user_id));
-    let mut conn = w.server.connection().await;
-    let id = r.reservation_id.to_string();
-    let _: () = redis::pipe()
-        .cmd("HDEL")
-        .arg(keys.holds())
-        .arg(&id)
-        .ignore()
-        .cmd("ZREM")
-        .arg(keys.hold_times())
-        .arg(&id)
-        .ignore()
-        .cmd("HINCRBY")
-        .arg(keys.stock())
-        .arg("available")
-        .arg(r.quantity.get())
-        .ignore()
-        .cmd("HINCRBY")
-        .arg(keys.stock())
-        .arg("held")
-        .arg(-i64::from(r.quantity.get()))
-        .ignore()
-        .cmd("HDEL")
-        .arg(home.user(&r.user_id))
-        .arg(&id)
-        .ignore()
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-}
-
-#[tokio::test]
-async fn a_pending_reservation_whose_hold_was_lost_gets_it_back_with_its_claim() {
-    let w = world().await;
-    let sale = w.open_sale("repair", 4, 1, 1).await;
-    let r = w.reserve(&sale, "lost", ReservationStatus::Pending).await;
-    lose_hold(&w, &sale, &r).await;
-    assert_eq!(w.engine.levels(&sale.stock()).await.unwrap().available(), 4);
-
-    let report = w
-        .reconciler()
-        .reconcile_sale(
-            &sale,
-            later(Duration::from_secs(61)),
-            Instant::now() + Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    assert_eq!(report.repaired, 1, "{report:?}");
-    w.assert_invariant(&sale).await;
-    assert_eq!(w.claims_of(&sale, &r.user_id).await, 1);
-    // The per-user limit counts it again.
-    let again = w
-        .engine
-        .reserve(&request(&sale.stock(), &r.user_id, "second", 1))
-        .await
-        .unwrap();
-    assert!(
-        matches!(again, ReserveOutcome::LimitReached { .. }),
-        "{again:?}"
-    );
-}
-
 #[tokio::test]
 async fn a_lost_hold_with_no_unit_left_cancels_a_pending_reservation_and_goes_into_debt_for_a_paid_one(
 ) {
@@ -459,8 +448,8 @@ async fn a_lost_hold_with_no_unit_left_cancels_a_pending_reservation_and_goes_in
         .reserve(&sale, "p2", ReservationStatus::PaymentProcessing)
         .await;
     // GIVEN both holds were lost and their units resold to two other buyers
-    lose_hold(&w, &sale, &pending).await;
-    lose_hold(&w, &sale, &paying).await;
+    lose_hold(&w.server, &sale, &pending).await;
+    lose_hold(&w.server, &sale, &paying).await;
     w.reserve(&sale, "other1", ReservationStatus::Pending).await;
     w.reserve(&sale, "other2", ReservationStatus::Pending).await;
 
@@ -679,44 +668,6 @@ async fn after_a_flush_the_sale_refuses_to_sell_until_the_rebuild_restores_exact
     let levels = w.engine.levels(&sale.stock()).await.unwrap();
     assert_eq!(levels.available(), 0);
     assert_eq!(levels.held() + levels.sold(), 20, "zero oversell");
-    w.assert_invariant(&sale).await;
-}
-
-#[tokio::test]
-async fn a_rebuild_of_an_intact_sale_changes_no_counter() {
-    let w = world().await;
-    let sale = w.open_sale("intact", 9, 3, 1).await;
-    let a = w.reserve(&sale, "a", ReservationStatus::Pending).await;
-    let b = w.reserve(&sale, "b", ReservationStatus::Pending).await;
-    w.reserve(&sale, "c", ReservationStatus::PaymentProcessing)
-        .await;
-    w.ledger.confirm(a.reservation_id);
-    w.engine
-        .commit(&sale.stock(), a.shard, a.reservation_id)
-        .await
-        .unwrap();
-    w.ledger
-        .set_status(b.reservation_id, ReservationStatus::Expired);
-    w.engine
-        .release(&sale.stock(), b.shard, b.reservation_id)
-        .await
-        .unwrap();
-    let before = w.engine.levels(&sale.stock()).await.unwrap();
-
-    let report = w
-        .rebuilder()
-        .rebuild(&sale.sale_id, Trigger::Admin)
-        .await
-        .unwrap();
-
-    assert!(report.unchanged, "{report:?}");
-    assert_eq!(report.shards_lost, 0);
-    assert_eq!(w.engine.levels(&sale.stock()).await.unwrap(), before);
-    let states = w.engine.shard_states(&sale.stock()).await.unwrap();
-    assert!(
-        states.iter().all(|s| s.is_ready_and_selling()),
-        "resumed: {states:?}"
-    );
     w.assert_invariant(&sale).await;
 }
 

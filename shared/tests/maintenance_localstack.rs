@@ -5,10 +5,13 @@
 //! Compiled only with `--features localstack-tests` (which turns on `fault-injection`).
 #![cfg(feature = "localstack-tests")]
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
+use common::scenarios::MaintenanceWorld;
 use flashsale_core::domain::{
     Clock, IdempotencyKey, Quantity, ReservationId, SaleId, SystemClock, Timestamp, UserId,
 };
@@ -18,10 +21,10 @@ use flashsale_core::identity::context_for;
 use flashsale_core::rate_limit::redis::RedisRateLimiter;
 use flashsale_core::rate_limit::RequestId;
 use flashsale_core::reconcile::dynamo::DynamoDurableRecords;
-use flashsale_core::reconcile::holds::{HoldReconciler, ReconcileConfig};
+use flashsale_core::reconcile::holds::{HoldReconciler, ReconcileConfig, SaleReconcileReport};
 use flashsale_core::reconcile::http as rebuild_http;
 use flashsale_core::reconcile::memory::RecordedPaymentChecks;
-use flashsale_core::reconcile::rebuild::{RebuildConfig, StockRebuilder, Trigger};
+use flashsale_core::reconcile::rebuild::{RebuildConfig, RebuildReport, StockRebuilder, Trigger};
 use flashsale_core::reconcile::{DurableRecords, Which};
 use flashsale_core::reservation::dynamo::DynamoReservationStore;
 use flashsale_core::reservation::http as reservation_http;
@@ -192,10 +195,7 @@ impl World {
         }
     }
 
-    async fn reconcile(
-        &self,
-        sale: &Sale,
-    ) -> flashsale_core::reconcile::holds::SaleReconcileReport {
+    async fn reconcile(&self, sale: &Sale) -> SaleReconcileReport {
         self.reconciler()
             .reconcile_sale(
                 sale,
@@ -239,6 +239,55 @@ impl World {
         }
     }
 }
+
+impl MaintenanceWorld for World {
+    type Stock = Engine;
+
+    fn stock(&self) -> &Engine {
+        self.engine()
+    }
+
+    fn redis(&self) -> &RedisServer {
+        &self.server
+    }
+
+    async fn open_sale(&self, units: u64, shards: u16, limit: u32) -> Sale {
+        World::open_sale(self, units, shards, limit).await
+    }
+
+    async fn reserve(&self, sale: &Sale, user: &str) -> Reservation {
+        World::reserve(self, sale, user).await
+    }
+
+    async fn record(&self, r: &Reservation, status: ReservationStatus) {
+        match status {
+            ReservationStatus::Confirmed => self.confirm(r).await,
+            other => self.set_status(r, other).await,
+        }
+    }
+
+    async fn reconcile(&self, sale: &Sale) -> SaleReconcileReport {
+        World::reconcile(self, sale).await
+    }
+
+    async fn rebuild(&self, sale: &Sale) -> RebuildReport {
+        self.rebuilder()
+            .rebuild(&sale.sale_id, Trigger::Admin)
+            .await
+            .unwrap()
+    }
+
+    async fn assert_invariant(&self, sale: &Sale) {
+        World::assert_invariant(self, sale).await
+    }
+
+    async fn finish(self) {
+        self.tables.delete().await;
+    }
+}
+
+// The scenarios both back ends run (tests/common/scenarios.rs).
+crate::maintenance_scenarios!(world());
 
 async fn expiry_run(
     w: &World,
@@ -462,92 +511,6 @@ async fn a_reserve_killed_between_its_two_writes_is_released_by_the_reconciler()
     w.tables.delete().await;
 }
 
-#[tokio::test]
-async fn a_pending_reservation_whose_hold_was_removed_is_repaired() {
-    let w = world().await;
-    let sale = w.open_sale(4, 2, 1).await;
-    let r = w.reserve(&sale, "lost").await;
-    // GIVEN Redis lost the hold, its decrement and the claim (a failover)
-    let keys = ShardKeys::new(&sale.sale_id, r.shard);
-    let home = ShardKeys::new(&sale.sale_id, sale.shards.home_of(&r.user_id));
-    let id = r.reservation_id.to_string();
-    let mut conn = w.server.connection().await;
-    let _: () = redis::pipe()
-        .cmd("HDEL")
-        .arg(keys.holds())
-        .arg(&id)
-        .ignore()
-        .cmd("ZREM")
-        .arg(keys.hold_times())
-        .arg(&id)
-        .ignore()
-        .cmd("HINCRBY")
-        .arg(keys.stock())
-        .arg("available")
-        .arg(1)
-        .ignore()
-        .cmd("HINCRBY")
-        .arg(keys.stock())
-        .arg("held")
-        .arg(-1)
-        .ignore()
-        .cmd("HDEL")
-        .arg(home.user(&r.user_id))
-        .arg(&id)
-        .ignore()
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(w.engine().levels(&sale.stock()).await.unwrap().held(), 0);
-
-    let report = w.reconcile(&sale).await;
-
-    assert_eq!(report.repaired, 1, "{report:?}");
-    w.assert_invariant(&sale).await;
-    let claims: i64 = redis::cmd("HLEN")
-        .arg(home.user(&r.user_id))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(claims, 1, "the claim is back");
-    w.tables.delete().await;
-}
-
-#[tokio::test]
-async fn a_confirmed_reservation_whose_hold_is_still_held_is_committed() {
-    let w = world().await;
-    let sale = w.open_sale(4, 2, 1).await;
-    let r = w.reserve(&sale, "buyer").await;
-    // GIVEN the saga confirmed the order but its Redis commit never happened
-    w.confirm(&r).await;
-    assert_eq!(w.engine().levels(&sale.stock()).await.unwrap().held(), 1);
-
-    let report = w.reconcile(&sale).await;
-
-    assert_eq!(report.committed, 1, "{report:?}");
-    let levels = w.engine().levels(&sale.stock()).await.unwrap();
-    assert_eq!((levels.held(), levels.sold()), (0, 1));
-    w.assert_invariant(&sale).await;
-    w.tables.delete().await;
-}
-
-#[tokio::test]
-async fn an_expired_reservation_whose_hold_is_still_held_is_released() {
-    let w = world().await;
-    let sale = w.open_sale(4, 2, 1).await;
-    let r = w.reserve(&sale, "late").await;
-    // GIVEN the record went EXPIRED but the release failed
-    w.set_status(&r, ReservationStatus::Expired).await;
-
-    let report = w.reconcile(&sale).await;
-
-    assert_eq!(report.released, 1, "{report:?}");
-    let levels = w.engine().levels(&sale.stock()).await.unwrap();
-    assert_eq!((levels.available(), levels.held()), (4, 0));
-    w.assert_invariant(&sale).await;
-    w.tables.delete().await;
-}
-
 fn reserve_http(sale: &SaleId, user: &str) -> Request {
     let params: HashMap<String, String> = [("saleId".to_string(), sale.to_string())].into();
     lambda_http::http::Request::builder()
@@ -672,39 +635,6 @@ async fn mid_sale_redis_loss_pauses_selling_and_the_rebuild_restores_exact_stock
     let again =
         reservation_http::reserve(&w.service, &reserve_http(&sale.sale_id, "early-6")).await;
     assert_eq!(again.status(), StatusCode::CONFLICT, "{:?}", again.body());
-    w.tables.delete().await;
-}
-
-#[tokio::test]
-async fn a_rebuild_while_the_sale_is_intact_changes_no_counter() {
-    let w = world().await;
-    let sale = w.open_sale(12, 3, 1).await;
-    let a = w.reserve(&sale, "a").await;
-    let b = w.reserve(&sale, "b").await;
-    w.reserve(&sale, "c").await;
-    w.confirm(&a).await;
-    w.engine()
-        .commit(&sale.stock(), a.shard, a.reservation_id)
-        .await
-        .unwrap();
-    w.set_status(&b, ReservationStatus::Expired).await;
-    w.engine()
-        .release(&sale.stock(), b.shard, b.reservation_id)
-        .await
-        .unwrap();
-    let before = w.engine().levels(&sale.stock()).await.unwrap();
-
-    let report = w
-        .rebuilder()
-        .rebuild(&sale.sale_id, Trigger::Admin)
-        .await
-        .unwrap();
-
-    assert!(report.unchanged, "{report:?}");
-    assert_eq!(w.engine().levels(&sale.stock()).await.unwrap(), before);
-    w.assert_invariant(&sale).await;
-    // Still selling.
-    w.reserve(&sale, "d").await;
     w.tables.delete().await;
 }
 

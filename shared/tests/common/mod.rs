@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod scenarios;
+
 use std::time::Duration;
 
 use flashsale_core::domain::{IdempotencyKey, Quantity, ReservationId, SaleId, Timestamp, UserId};
