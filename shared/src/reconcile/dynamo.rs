@@ -20,6 +20,7 @@ use futures::future::try_join_all;
 
 use super::{DurableRecords, OrderSummary, ReservationSummary, Which};
 use crate::domain::{Quantity, ReservationId, SaleId, Timestamp, UserId};
+use crate::reservation::dynamo::put_new;
 use crate::reservation::item::{self, attr, status_of, to_item, transition};
 use crate::reservation::{InsertOutcome, Reservation, ReservationStatus, StoreError};
 use crate::store::item::{num, str, Item};
@@ -233,24 +234,14 @@ impl DurableRecords for DynamoDurableRecords {
             str(crate::reservation::item::reconciled::ORPHAN_HOLD),
         );
         record.insert(attr::EXPIRED_AT.into(), num(now.as_millis()));
-        let request = self
-            .client
-            .put_item()
-            .table_name(&self.reservations)
-            .set_item(Some(record))
-            .condition_expression(format!("attribute_not_exists({})", attr::RESERVATION_ID));
-        match write::with_retries(
+        put_new(
+            &self.client,
+            &self.reservations,
+            record,
             RetryPolicy::BACKGROUND,
             "record orphan",
-            write::classify,
-            || request.clone().send(),
         )
-        .await?
-        {
-            Ok(_) => Ok(InsertOutcome::Inserted),
-            Err(WriteFailure::ConditionFailed { .. }) => Ok(InsertOutcome::AlreadyExists),
-            Err(other) => Err(other.into_store_error()),
-        }
+        .await
     }
 
     /// PENDING -> FAILED. The old image comes back when the condition fails: if it is already

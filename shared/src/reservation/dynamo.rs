@@ -5,8 +5,47 @@ use aws_sdk_dynamodb::Client;
 use super::item::{attr, reconciled, to_item};
 use super::{InsertOutcome, Reservation, ReservationStatus, ReservationStore, StoreError};
 use crate::domain::ReservationId;
-use crate::store::item::{num, str};
+use crate::store::item::{num, str, Item};
 use crate::store::write::{self, unavailable, RetryPolicy, WriteFailure};
+
+/// Writes a new reservation item (one whose id is not taken), retried per `policy`. Ids are
+/// new per attempt, so a condition failure on a retry is this write's own earlier effect whose
+/// answer was lost (or a concurrent copy of it): `AlreadyExists`. `what` names it in logs.
+pub(crate) async fn put_new(
+    client: &Client,
+    table: &str,
+    item: Item,
+    policy: RetryPolicy,
+    what: &'static str,
+) -> Result<InsertOutcome, StoreError> {
+    let request = client
+        .put_item()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression(format!("attribute_not_exists({})", attr::RESERVATION_ID));
+    match write::with_retries(policy, what, write::classify, || request.clone().send()).await? {
+        Ok(_) => Ok(InsertOutcome::Inserted),
+        Err(WriteFailure::ConditionFailed { .. }) => Ok(InsertOutcome::AlreadyExists),
+        Err(other) => Err(other.into_store_error()),
+    }
+}
+
+/// The reservation's whole item, read consistently (what the last write left).
+pub(crate) async fn get_consistent(
+    client: &Client,
+    table: &str,
+    id: ReservationId,
+) -> Result<Option<Item>, StoreError> {
+    let output = client
+        .get_item()
+        .table_name(table)
+        .key(attr::RESERVATION_ID, str(id.to_string()))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(unavailable)?;
+    Ok(output.item)
+}
 
 #[derive(Clone)]
 pub struct DynamoReservationStore {
@@ -28,24 +67,14 @@ impl ReservationStore for DynamoReservationStore {
     /// this id: reservation ids are new per attempt, so it is this attempt's own write whose
     /// answer was lost (or a concurrent replay of the same hold): `AlreadyExists`.
     async fn insert_pending(&self, r: &Reservation) -> Result<InsertOutcome, StoreError> {
-        let request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(r)))
-            .condition_expression(format!("attribute_not_exists({})", attr::RESERVATION_ID));
-        match write::with_retries(
+        put_new(
+            &self.client,
+            &self.table,
+            to_item(r),
             RetryPolicy::INTERACTIVE,
             "insert reservation",
-            write::classify,
-            || request.clone().send(),
         )
-        .await?
-        {
-            Ok(_) => Ok(InsertOutcome::Inserted),
-            Err(WriteFailure::ConditionFailed { .. }) => Ok(InsertOutcome::AlreadyExists),
-            Err(other) => Err(other.into_store_error()),
-        }
+        .await
     }
 
     async fn insert_void(&self, r: &Reservation) -> Result<InsertOutcome, StoreError> {
@@ -55,24 +84,14 @@ impl ReservationStore for DynamoReservationStore {
         });
         item.insert(attr::RECONCILED.into(), str(reconciled::ROLLED_BACK));
         item.insert(attr::EXPIRED_AT.into(), num(r.created_at.as_millis()));
-        let request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(format!("attribute_not_exists({})", attr::RESERVATION_ID));
-        match write::with_retries(
+        put_new(
+            &self.client,
+            &self.table,
+            item,
             RetryPolicy::INTERACTIVE,
             "void reservation",
-            write::classify,
-            || request.clone().send(),
         )
-        .await?
-        {
-            Ok(_) => Ok(InsertOutcome::Inserted),
-            Err(WriteFailure::ConditionFailed { .. }) => Ok(InsertOutcome::AlreadyExists),
-            Err(other) => Err(other.into_store_error()),
-        }
+        .await
     }
 
     async fn is_tombstone(&self, id: ReservationId) -> Result<bool, StoreError> {
@@ -95,17 +114,8 @@ impl ReservationStore for DynamoReservationStore {
     }
 
     async fn get(&self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(attr::RESERVATION_ID, str(id.to_string()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        output
-            .item
+        get_consistent(&self.client, &self.table, id)
+            .await?
             .map(|item| Reservation::try_from(&item).map_err(StoreError::Malformed))
             .transpose()
     }

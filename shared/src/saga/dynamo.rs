@@ -15,10 +15,11 @@ use sha2::{Digest, Sha256};
 use super::records::{BeginPayment, CheckoutRecord, CheckoutRecords, ConfirmOutcome, Order};
 use super::webhook::{Claim, EventLogError, WebhookEventLog, EVENT_RETENTION};
 use crate::domain::{ReservationId, Timestamp, UserId};
+use crate::reservation::dynamo::get_consistent;
 use crate::reservation::item::{attr, transition};
 use crate::reservation::{Reservation, ReservationStatus, StoreError};
 use crate::store::item::{self, num, str, Item};
-use crate::store::write::{self, unavailable, RetryPolicy, WriteFailure};
+use crate::store::write::{self, RetryPolicy, WriteFailure};
 
 #[derive(Clone)]
 pub struct DynamoCheckoutRecords {
@@ -129,17 +130,8 @@ fn request_token(record: &CheckoutRecord, order: &Order) -> String {
 
 impl CheckoutRecords for DynamoCheckoutRecords {
     async fn get(&self, id: ReservationId) -> Result<Option<CheckoutRecord>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.reservations)
-            .key(attr::RESERVATION_ID, str(id.to_string()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        output
-            .item
+        get_consistent(&self.client, &self.reservations, id)
+            .await?
             .map(|item| CheckoutRecord::try_from(&item).map_err(StoreError::Malformed))
             .transpose()
     }
