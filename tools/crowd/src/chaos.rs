@@ -372,6 +372,17 @@ impl FaultPoints {
             .map(|_| ())
     }
 
+    /// Calls the payment sandbox refused because its outage switch was on, since it started.
+    async fn sandbox_outage_rejections(&self) -> anyhow::Result<u64> {
+        let stats = self
+            .http
+            .get_json(&format!("{SANDBOX}/_sandbox/stats"))
+            .await?;
+        stats["outage_rejections"]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("sandbox stats without outage_rejections: {stats}"))
+    }
+
     pub async fn sandbox(&self, switches: Value) -> anyhow::Result<()> {
         self.http
             .post_json(&format!("{SANDBOX}/_sandbox/switches"), &switches)
@@ -544,8 +555,15 @@ impl FaultPoints {
                 ]), lasts, "AWSStepFunctions.", &mut injected).await?;
             }
             Fault::ProviderDownSlowAndNoisy => {
+                let refused_before = self.sandbox_outage_rejections().await?;
                 self.sandbox(json!({ "outage": true })).await?;
                 tokio::time::sleep(lasts / 2).await;
+                let refused = self.sandbox_outage_rejections().await? - refused_before;
+                // (calls in the window are not counted; the refused ones are the effect)
+                injected.calls = Some((refused, refused));
+                injected.notes.push(format!(
+                    "{refused} provider calls refused (5xx) during the outage"
+                ));
                 self.sandbox(json!({
                     "outage": false,
                     "latency_ms": [1500, 4000],

@@ -331,9 +331,14 @@ fn evidence(
         Fault::DynamoDbThrottledAndFailing
         | Fault::DynamoDbAnswersLost
         | Fault::StepFunctionsFailing => (faulted > 0, format!("{faulted} calls faulted")),
+        // Taking effect is the provider refusing calls; whether payments then fail (the
+        // breaker opens) or are retried to success depends on how many hit the outage.
         Fault::ProviderDownSlowAndNoisy => {
             let failed = outcomes.get("payment ended FAILED").copied().unwrap_or(0);
-            (failed > 0, format!("{failed} payments failed while the provider was down"))
+            (
+                faulted > 0,
+                format!("{faulted} provider calls refused during the outage; {failed} payments ended FAILED"),
+            )
         }
         Fault::LambdaKilledMidReserve => (
             faulted > 0 && killed_reserves > 0,
