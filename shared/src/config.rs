@@ -35,13 +35,28 @@ pub enum ConfigError {
 }
 
 /// The function's environment, read once at a cold start ([`Env::from_process`]: the one
-/// place that reads the process environment) and handed to every part's `from_env`.
-#[derive(Debug, Clone, Default)]
+/// place our code reads the process environment; the AWS SDK and the log filter read their own
+/// variables) and handed to every part's `from_env`. It holds secrets: `Debug` prints names only.
+#[derive(Clone, Default)]
 pub struct Env(std::collections::HashMap<String, String>);
 
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.0.keys().collect();
+        names.sort();
+        f.debug_tuple("Env").field(&names).finish()
+    }
+}
+
 impl Env {
+    /// A variable whose name or value is not valid Unicode is left out (read as missing), as
+    /// `std::env::var` would report it, instead of failing the cold start.
     pub fn from_process() -> Self {
-        Self(std::env::vars().collect())
+        Self(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        )
     }
 
     /// An environment of these variables only (tests, tools).
@@ -58,11 +73,13 @@ impl Env {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
-    /// The variable's value; a missing or blank one is an error naming it.
+    /// The variable's value as set (not trimmed: a key may end in whitespace); a missing or
+    /// blank one is an error naming it.
     pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
-        self.get(name)
-            .map(str::to_owned)
-            .ok_or(ConfigError::Missing(name))
+        match self.0.get(name) {
+            Some(value) if !value.trim().is_empty() => Ok(value.clone()),
+            _ => Err(ConfigError::Missing(name)),
+        }
     }
 
     /// The variable parsed as `T`, or `default` when it is missing or blank; an unparsable one
@@ -97,5 +114,9 @@ mod tests {
             Err(ConfigError::Invalid { name: "C", .. })
         ));
         assert_eq!(env.required("C").unwrap(), "x");
+        // Secrets are not trimmed (a key may end in whitespace), and never printed.
+        let env = Env::from_pairs([("SECRET", "k3y ")]);
+        assert_eq!(env.required("SECRET").unwrap(), "k3y ");
+        assert_eq!(format!("{env:?}"), r#"Env(["SECRET"])"#);
     }
 }

@@ -22,11 +22,14 @@
 //! - [`sweep`]: the scheduled run (the `expiry-cleanup` Lambda): the expiry cleanup, then per
 //!   sale rebuild detection and hold reconciliation.
 //! - [`payment`]: the payment provider port, its Stripe adapter, the Redis circuit breaker shared
-//!   by every instance, and Stripe webhook signatures.
+//!   by every instance, Stripe webhook signatures, and the provider's webhook events read into
+//!   provider-neutral ones.
 //! - [`health`]: liveness and readiness with dependency probes.
-//! - [`http`]: JSON and `application/problem+json` responses for the `lambda_http` handlers.
+//! - [`http`]: reading requests, JSON and `application/problem+json` answers (one catalogue of
+//!   problem types) for the `lambda_http` handlers, and the outbound HTTPS client of the
+//!   adapters for hosted services.
 //! - [`store`]: connections to Redis (standalone or cluster) and DynamoDB, built once per
-//!   cold start.
+//!   cold start; the DynamoDB write helpers (retries, failure classes) and the store error.
 //! - [`saga`]: the payment saga: payment intake, the workflow's task steps, webhook intake
 //!   (with the Step Functions adapter of [`saga::control::SagaControl`]).
 //! - [`config`], [`observability`], [`metrics`]: start-up configuration, JSON logs and
@@ -34,8 +37,9 @@
 //!
 //! Generic parameters name the same port everywhere: `S` stock engine, `C` sale catalog, `K`
 //! clock, `R` records (reservations or checkouts), `L` rate limiter or webhook log, `P` (and a
-//! second one, `Q`) payment provider, `G` the saga's workflow control, `M` repair requests, `W`
-//! watchlist, `V` challenge verifier; a Redis adapter's own `C` is its connection.
+//! second one, `Q`) a payment port (provider, or recovery in the sweep), `G` the saga's
+//! workflow control, `M` repair requests, `E` event sink, `W` watchlist, `V` challenge
+//! verifier; a Redis adapter's own `C` is its connection (and a query page's `C` its cursor).
 
 pub mod bot;
 pub mod config;

@@ -84,7 +84,7 @@ pub fn event_of(record: &StreamRecord) -> Option<ReservationEvent> {
 
 /// Publishes the batch's events in order, in chunks of `chunk`. On a failure, reports the
 /// first record not published, so the stream retries from there and nothing is skipped.
-pub async fn publish<S: EventSink>(sink: &S, event: StreamEvent, chunk: usize) -> BatchResponse {
+pub async fn publish<E: EventSink>(sink: &E, event: StreamEvent, chunk: usize) -> BatchResponse {
     let pending: Vec<(String, ReservationEvent)> = event
         .records
         .iter()

@@ -139,3 +139,16 @@ pub trait ReservationStore: Send + Sync {
         id: ReservationId,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_round_trips_through_its_name() {
+        for status in ReservationStatus::ALL {
+            assert_eq!(ReservationStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(ReservationStatus::parse("pending"), None);
+    }
+}

@@ -139,7 +139,8 @@ pub async fn a_rebuild_of_an_intact_sale_changes_no_counter<W: MaintenanceWorld>
     let sale = w.open_sale(12, 3, 1).await;
     let a = w.reserve(&sale, "a").await;
     let b = w.reserve(&sale, "b").await;
-    w.reserve(&sale, "c").await;
+    let c = w.reserve(&sale, "c").await;
+    w.record(&c, ReservationStatus::PaymentProcessing).await;
     w.record(&a, ReservationStatus::Confirmed).await;
     w.stock()
         .commit(&sale.stock(), a.shard, a.reservation_id)

@@ -44,7 +44,7 @@ pub trait RepairRequests: Send + Sync {
     ) -> impl Future<Output = Result<(), RepairError>> + Send;
 }
 
-impl<T: RepairRequests> RepairRequests for std::sync::Arc<T> {
+impl<M: RepairRequests> RepairRequests for std::sync::Arc<M> {
     fn request_rebuild(
         &self,
         sale: &SaleId,
@@ -53,7 +53,7 @@ impl<T: RepairRequests> RepairRequests for std::sync::Arc<T> {
     }
 }
 
-impl<T: RepairRequests> RepairRequests for &T {
+impl<M: RepairRequests> RepairRequests for &M {
     fn request_rebuild(
         &self,
         sale: &SaleId,
