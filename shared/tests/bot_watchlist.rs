@@ -323,5 +323,45 @@ async fn the_watchlist_scenarios_hold_on_redis_with_the_keys_lifetimes() {
         (110_000..=120_000).contains(&spent_ms),
         "spent PTTL {spent_ms}"
     );
+
+    // A block written half (its index entry, not its key: the second write failed) is not in
+    // force and not listed; a lift written half (the index entry gone, not the key) leaves
+    // the block in force, and the admin's retry finishes it.
+    let ghost = Subject::Buyer(user("half-written"));
+    let _: () = redis::cmd("ZADD")
+        .arg("fs:{bot:blocks}")
+        .arg(now().as_millis() + 3_600_000)
+        .arg(ghost.label())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let listed = w.active_blocks(now(), 1000).await.unwrap();
+    assert!(
+        listed.blocks.iter().all(|b| b.subject != ghost),
+        "{listed:?}"
+    );
+    assert!(w
+        .observe(&user("half-written"), None, &drop_sale(), &rid("g1"), now())
+        .await
+        .unwrap()
+        .blocked
+        .is_none());
+    let half_lifted = Subject::Buyer(user("half-lifted"));
+    w.block(&half_lifted, "challenge-failed", HOUR, now())
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ZREM")
+        .arg("fs:{bot:blocks}")
+        .arg(half_lifted.label())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(w
+        .observe(&user("half-lifted"), None, &drop_sale(), &rid("h1"), now())
+        .await
+        .unwrap()
+        .blocked
+        .is_some());
+    assert!(w.lift(&half_lifted).await.unwrap(), "the retry lifts it");
     let _: () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
 }

@@ -64,7 +64,8 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct BlockList {
     pub blocks: Vec<Block>,
-    /// Active blocks in all (the page may hold fewer).
+    /// Entries in the block index (the page may hold fewer). An upper bound: a block whose key
+    /// write failed after its index entry is counted until its time is up, never listed.
     pub total: usize,
 }
 
