@@ -32,14 +32,17 @@
 //!   cold start; the DynamoDB write helpers (retries, failure classes) and the store error.
 //! - [`saga`]: the payment saga: payment intake, the workflow's task steps, webhook intake
 //!   (with the Step Functions adapter of [`saga::control::SagaControl`]).
+//! - [`waiting_room`]: the fair queue in front of reserve (seed flow 8): join, signed tickets,
+//!   admission by time, the public status.
 //! - [`config`], [`observability`], [`metrics`]: start-up configuration, JSON logs and
 //!   CloudWatch embedded-metric lines.
 //!
 //! Generic parameters name the same port everywhere: `S` stock engine, `C` sale catalog, `K`
-//! clock, `R` records (reservations or checkouts), `L` rate limiter or webhook log, `P` (and a
-//! second one, `Q`) a payment port (provider, or recovery in the sweep), `G` the saga's
+//! clock, `R` records (reservations or checkouts), `L` rate limiter or webhook log, `P` (and `F`,
+//! the saga's refunds) a payment port (provider, or recovery in the sweep), `G` the saga's
 //! workflow control, `M` repair requests, `E` event sink, `W` watchlist, `V` challenge
-//! verifier; a Redis adapter's own `C` is its connection (and a query page's `C` its cursor).
+//! verifier, `Q` the waiting room's queue store; a Redis adapter's own `C` is its connection
+//! (and a query page's `C` its cursor).
 
 pub mod bot;
 pub mod config;
@@ -60,3 +63,4 @@ pub mod sale;
 pub mod stock;
 pub mod store;
 pub mod sweep;
+pub mod waiting_room;

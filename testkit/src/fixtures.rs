@@ -7,6 +7,7 @@ use std::time::Duration;
 use flashsale_core::domain::{Currency, Money, SaleId, Timestamp};
 use flashsale_core::sale::{Sale, SaleCatalog};
 use flashsale_core::stock::{ShardCount, StockEngine, StockSetup};
+use flashsale_core::waiting_room::RoomSettings;
 
 /// A sale that opened `opened_ago` before the `now` it is built at and closes an hour after
 /// it, with 10-minute holds. Defaults: 4 shards, a limit of 1 per buyer, EUR 10.00, "drop".
@@ -19,6 +20,7 @@ pub struct OpenSale {
     price_minor: i64,
     name: String,
     opened_ago: Duration,
+    waiting_room: Option<RoomSettings>,
 }
 
 impl OpenSale {
@@ -31,7 +33,14 @@ impl OpenSale {
             price_minor: 1_000,
             name: "drop".into(),
             opened_ago: Duration::from_secs(60),
+            waiting_room: None,
         }
+    }
+
+    /// With a waiting room.
+    pub fn waiting_room(mut self, settings: RoomSettings) -> Self {
+        self.waiting_room = Some(settings);
+        self
     }
 
     pub fn shards(mut self, shards: u16) -> Self {
@@ -76,6 +85,7 @@ impl OpenSale {
             created_at: now,
             updated_at: now,
             version: 1,
+            waiting_room: self.waiting_room,
         }
     }
 }

@@ -51,6 +51,8 @@ impl BucketPolicy {
 pub enum RateKey {
     User(String),
     SourceIp(String),
+    /// A user's joins of waiting rooms (its own bucket: joining does not spend reserve tokens).
+    Join(String),
 }
 
 impl RateKey {
@@ -59,6 +61,7 @@ impl RateKey {
         match self {
             RateKey::User(id) => format!("fs:{{rl:user:{id}}}"),
             RateKey::SourceIp(ip) => format!("fs:{{rl:ip:{ip}}}"),
+            RateKey::Join(id) => format!("fs:{{rl:join:{id}}}"),
         }
     }
 

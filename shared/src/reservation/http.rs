@@ -3,6 +3,7 @@
 //! place that maps reserve errors to statuses.
 
 use lambda_http::http::{HeaderValue, StatusCode};
+
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
@@ -14,8 +15,8 @@ use crate::http::problems::RETRY_SOON_SECS;
 use crate::http::request::{
     body_bytes, gateway_request_id, idempotency_key, identity_of, reservation_id_of, sale_id_of,
 };
-use crate::http::{json, problems, Problem};
-use crate::rate_limit::{RateDecision, RateLimiter, RequestId};
+use crate::http::{json, problems, set_rate_headers, Problem};
+use crate::rate_limit::{RateLimiter, RequestId};
 use crate::sale::SaleCatalog;
 use crate::stock::repair::RepairRequests;
 use crate::stock::StockEngine;
@@ -95,27 +96,6 @@ pub fn reserve_error_problem(error: &ReserveError) -> Problem {
         Paused => p(StatusCode::SERVICE_UNAVAILABLE, "sale-paused", "Sale paused", "Selling is paused while stock is being rebuilt; retry shortly.").with_retry_after(RETRY_SOON_SECS),
         StockNotReady => p(StatusCode::SERVICE_UNAVAILABLE, "stock-unavailable", "Stock unavailable", "This sale's stock is being restored; retry shortly.").with_retry_after(RETRY_SOON_SECS),
         Stock(_) | Catalog(_) | Store(_) | RateStore(_) => problems::dependency_unavailable("A dependency did not answer; it is safe to retry with the same Idempotency-Key."),
-    }
-}
-
-fn set_rate_headers(response: &mut Response<Body>, rate: &RateDecision) {
-    let headers = response.headers_mut();
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
-        }
-    };
-    put("x-ratelimit-limit", rate.limit.to_string());
-    put("x-ratelimit-remaining", rate.remaining.to_string());
-    put(
-        "x-ratelimit-reset",
-        rate.reset_after.as_secs_f64().ceil().to_string(),
-    );
-    if !rate.allowed {
-        put(
-            "retry-after",
-            rate.retry_after.as_secs_f64().ceil().max(1.0).to_string(),
-        );
     }
 }
 

@@ -178,21 +178,21 @@ pub const CHARGE_SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_s
 /// `refunds` is the bare provider: a compensation must keep trying even while charges fail fast.
 /// `repairs` asks for a stock rebuild when a step finds the sale's Redis data lost or fenced,
 /// so a payment waiting on it (StockUnavailable, retried) waits seconds, not the next sweep.
-pub struct SagaSteps<R, P, Q, S, C, K, M> {
+pub struct SagaSteps<R, P, F, S, C, K, M> {
     pub records: R,
     pub charges: P,
-    pub refunds: Q,
+    pub refunds: F,
     pub stock: S,
     pub catalog: C,
     pub clock: K,
     pub repairs: M,
 }
 
-impl<R, P, Q, S, C, K, M> SagaSteps<R, P, Q, S, C, K, M>
+impl<R, P, F, S, C, K, M> SagaSteps<R, P, F, S, C, K, M>
 where
     R: CheckoutRecords,
     P: PaymentProvider,
-    Q: PaymentProvider,
+    F: PaymentProvider,
     S: StockEngine,
     C: SaleCatalog,
     K: Clock,

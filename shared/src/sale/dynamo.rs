@@ -9,6 +9,7 @@ use super::{CatalogError, Sale, SaleCatalog};
 use crate::domain::{Currency, Money, SaleId, Timestamp};
 use crate::stock::ShardCount;
 use crate::store::item::{self, num, str, Item};
+use crate::waiting_room::{RoomMode, RoomSettings};
 
 #[derive(Clone)]
 pub struct DynamoSaleCatalog {
@@ -26,7 +27,7 @@ impl DynamoSaleCatalog {
 }
 
 fn to_item(sale: &Sale) -> Item {
-    Item::from([
+    let mut item = Item::from([
         ("sale_id".into(), str(sale.sale_id.as_str())),
         ("name".into(), str(&sale.name)),
         ("price_minor".into(), num(sale.price.amount_minor)),
@@ -40,7 +41,50 @@ fn to_item(sale: &Sale) -> Item {
         ("created_at".into(), num(sale.created_at.as_millis())),
         ("updated_at".into(), num(sale.updated_at.as_millis())),
         ("version".into(), num(sale.version)),
-    ])
+    ]);
+    if let Some(room) = &sale.waiting_room {
+        let (mode, straight_in) = match room.mode {
+            RoomMode::Always => ("always", 0),
+            RoomMode::Threshold {
+                straight_in_per_sec,
+            } => ("threshold", straight_in_per_sec),
+        };
+        item.extend([
+            ("room_mode".into(), str(mode)),
+            ("room_straight_in_per_sec".into(), num(straight_in)),
+            ("room_drain_per_sec".into(), num(room.drain_per_sec)),
+            ("room_max_queue".into(), num(room.max_queue)),
+            (
+                "room_window_seconds".into(),
+                num(room.admission_window.as_secs()),
+            ),
+            (
+                "room_pre_queue_seconds".into(),
+                num(room.pre_queue.as_secs()),
+            ),
+            ("room_max_boost_percent".into(), num(room.max_boost_percent)),
+        ]);
+    }
+    item
+}
+
+fn room_from_item(item: &Item) -> Result<Option<RoomSettings>, String> {
+    let mode = match item::opt_s(item, "room_mode").as_deref() {
+        None => return Ok(None),
+        Some("always") => RoomMode::Always,
+        Some("threshold") => RoomMode::Threshold {
+            straight_in_per_sec: item::n(item, "room_straight_in_per_sec")?,
+        },
+        Some(other) => return Err(format!("room_mode {other:?} is not always or threshold")),
+    };
+    Ok(Some(RoomSettings {
+        mode,
+        drain_per_sec: item::n(item, "room_drain_per_sec")?,
+        max_queue: item::n(item, "room_max_queue")?,
+        admission_window: Duration::from_secs(item::n(item, "room_window_seconds")?),
+        pre_queue: Duration::from_secs(item::n(item, "room_pre_queue_seconds")?),
+        max_boost_percent: item::n(item, "room_max_boost_percent")?,
+    }))
 }
 
 fn from_item(item: &Item) -> Result<Sale, String> {
@@ -58,6 +102,7 @@ fn from_item(item: &Item) -> Result<Sale, String> {
         created_at: Timestamp::from_millis(item::n(item, "created_at")?),
         updated_at: Timestamp::from_millis(item::n(item, "updated_at")?),
         version: item::n(item, "version")?,
+        waiting_room: room_from_item(item)?,
     })
 }
 
@@ -182,8 +227,24 @@ mod tests {
             created_at: Timestamp::from_millis(10),
             updated_at: Timestamp::from_millis(20),
             version: 3,
+            waiting_room: None,
         };
-        assert_eq!(from_item(&to_item(&sale)), Ok(sale));
+        assert_eq!(from_item(&to_item(&sale)), Ok(sale.clone()));
+        for mode in [
+            RoomMode::Always,
+            RoomMode::Threshold {
+                straight_in_per_sec: 50,
+            },
+        ] {
+            let with_room = Sale {
+                waiting_room: Some(RoomSettings {
+                    max_queue: 7,
+                    ..RoomSettings::with_defaults(mode)
+                }),
+                ..sale.clone()
+            };
+            assert_eq!(from_item(&to_item(&with_room)), Ok(with_room));
+        }
     }
 
     #[test]

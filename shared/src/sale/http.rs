@@ -14,6 +14,7 @@ use crate::domain::{Clock, Currency, Money, SaleId, Timestamp};
 use crate::http::request::{admin_of, body_bytes, sale_id_of};
 use crate::http::{json, problems, Problem};
 use crate::stock::{ShardCount, StockEngine};
+use crate::waiting_room::{RoomMode, RoomSettings};
 
 #[derive(Debug, Serialize)]
 pub struct SaleView {
@@ -31,6 +32,10 @@ pub struct SaleView {
     pub hold_seconds: u64,
     pub starts_at: String,
     pub ends_at: String,
+    /// Present when the sale has a waiting room: reserve then needs a queue ticket (`always`),
+    /// or does once people wait (`threshold`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_room: Option<RoomBody>,
 }
 
 fn view(sale: &Sale, available: Option<i64>, now: Timestamp) -> SaleView {
@@ -52,6 +57,7 @@ fn view(sale: &Sale, available: Option<i64>, now: Timestamp) -> SaleView {
         hold_seconds: sale.hold.as_secs(),
         starts_at: sale.starts_at.to_rfc3339(),
         ends_at: sale.ends_at.to_rfc3339(),
+        waiting_room: sale.waiting_room.as_ref().map(RoomBody::from),
     }
 }
 
@@ -114,6 +120,124 @@ struct PutSaleBody {
     hold_seconds: u64,
     starts_at: String,
     ends_at: String,
+    /// Absent: no waiting room.
+    #[serde(default)]
+    waiting_room: Option<RoomBody>,
+}
+
+/// A sale's waiting room, as the admin sets it and the public view shows it. Defaults are the
+/// seed's numbers ([`RoomSettings::with_defaults`]).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomBody {
+    /// `always` or `threshold`.
+    pub mode: String,
+    /// Threshold mode only (required there): buyers a second let in without a ticket while
+    /// nobody waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub straight_in_per_sec: Option<u32>,
+    #[serde(default = "default_drain")]
+    pub drain_per_sec: u32,
+    #[serde(default = "default_max_queue")]
+    pub max_queue: u64,
+    #[serde(default = "default_window")]
+    pub admission_window_seconds: u64,
+    #[serde(default = "default_pre_queue")]
+    pub pre_queue_minutes: u64,
+    #[serde(default = "default_boost")]
+    pub max_no_show_boost_percent: u32,
+}
+
+fn default_drain() -> u32 {
+    RoomSettings::DEFAULT_DRAIN_PER_SEC
+}
+fn default_max_queue() -> u64 {
+    RoomSettings::DEFAULT_MAX_QUEUE
+}
+fn default_window() -> u64 {
+    RoomSettings::DEFAULT_ADMISSION_WINDOW.as_secs()
+}
+fn default_pre_queue() -> u64 {
+    RoomSettings::DEFAULT_PRE_QUEUE.as_secs() / 60
+}
+fn default_boost() -> u32 {
+    RoomSettings::DEFAULT_MAX_BOOST_PERCENT
+}
+
+impl From<&RoomSettings> for RoomBody {
+    fn from(room: &RoomSettings) -> Self {
+        let (mode, straight_in_per_sec) = match room.mode {
+            RoomMode::Always => ("always", None),
+            RoomMode::Threshold {
+                straight_in_per_sec,
+            } => ("threshold", Some(straight_in_per_sec)),
+        };
+        Self {
+            mode: mode.into(),
+            straight_in_per_sec,
+            drain_per_sec: room.drain_per_sec,
+            max_queue: room.max_queue,
+            admission_window_seconds: room.admission_window.as_secs(),
+            pre_queue_minutes: room.pre_queue.as_secs() / 60,
+            max_no_show_boost_percent: room.max_boost_percent,
+        }
+    }
+}
+
+fn parse_room(body: RoomBody) -> Result<RoomSettings, Problem> {
+    let mode =
+        match (body.mode.as_str(), body.straight_in_per_sec) {
+            ("always", None) => RoomMode::Always,
+            ("always", Some(_)) => {
+                return Err(invalid(
+                    "waiting_room.straight_in_per_sec is for the threshold mode only",
+                ))
+            }
+            ("threshold", Some(n)) if (1..=1_000_000).contains(&n) => RoomMode::Threshold {
+                straight_in_per_sec: n,
+            },
+            ("threshold", _) => return Err(invalid(
+                "waiting_room.straight_in_per_sec (1 to 1000000) is required in the threshold mode",
+            )),
+            (other, _) => {
+                return Err(invalid(format!(
+                    "waiting_room.mode must be always or threshold, got {other:?}"
+                )))
+            }
+        };
+    if !(1..=1_000_000).contains(&body.drain_per_sec) {
+        return Err(invalid(
+            "waiting_room.drain_per_sec must be between 1 and 1000000",
+        ));
+    }
+    if !(1..=10_000_000).contains(&body.max_queue) {
+        return Err(invalid(
+            "waiting_room.max_queue must be between 1 and 10000000",
+        ));
+    }
+    if !(30..=3600).contains(&body.admission_window_seconds) {
+        return Err(invalid(
+            "waiting_room.admission_window_seconds must be between 30 and 3600",
+        ));
+    }
+    if body.pre_queue_minutes > 1440 {
+        return Err(invalid(
+            "waiting_room.pre_queue_minutes must be at most 1440",
+        ));
+    }
+    if body.max_no_show_boost_percent > 100 {
+        return Err(invalid(
+            "waiting_room.max_no_show_boost_percent must be between 0 and 100",
+        ));
+    }
+    Ok(RoomSettings {
+        mode,
+        drain_per_sec: body.drain_per_sec,
+        max_queue: body.max_queue,
+        admission_window: Duration::from_secs(body.admission_window_seconds),
+        pre_queue: Duration::from_secs(body.pre_queue_minutes * 60),
+        max_boost_percent: body.max_no_show_boost_percent,
+    })
 }
 
 fn default_shards() -> u16 {
@@ -173,6 +297,7 @@ fn parse_put(sale_id: SaleId, body: &[u8], now: Timestamp) -> Result<Sale, Probl
     if ends_at <= starts_at {
         return Err(invalid("ends_at must be after starts_at"));
     }
+    let waiting_room = body.waiting_room.map(parse_room).transpose()?;
     Ok(Sale {
         sale_id,
         name: body.name,
@@ -186,6 +311,7 @@ fn parse_put(sale_id: SaleId, body: &[u8], now: Timestamp) -> Result<Sale, Probl
         created_at: now,
         updated_at: now,
         version: 1,
+        waiting_room,
     })
 }
 

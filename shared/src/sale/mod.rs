@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::domain::{Money, SaleId, Timestamp};
 use crate::stock::{SaleStock, ShardCount};
+use crate::waiting_room::RoomSettings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sale {
@@ -31,6 +32,8 @@ pub struct Sale {
     pub updated_at: Timestamp,
     /// Bumped on every update; updates are conditional on it (optimistic locking).
     pub version: u64,
+    /// The sale's waiting room, if it has one ([`crate::waiting_room`]).
+    pub waiting_room: Option<RoomSettings>,
 }
 
 /// Where a sale stands in time.

@@ -57,6 +57,7 @@ fn same_settings(a: &Sale, b: &Sale) -> bool {
         && a.hold == b.hold
         && a.starts_at == b.starts_at
         && a.ends_at == b.ends_at
+        && a.waiting_room == b.waiting_room
 }
 
 /// Creates or updates `wanted` (validated by the caller), then converges its stock.
