@@ -581,3 +581,437 @@ async fn the_public_sale_view_shows_status_and_approximate_availability() {
         "sale-not-found",
     );
 }
+
+// ---- The waiting room (seed flow 8) ----
+
+mod waiting_room {
+    use super::*;
+    use flashsale_core::sale::SaleCatalog;
+    use flashsale_core::waiting_room::http as room_http;
+    use flashsale_core::waiting_room::memory::MemoryQueueStore;
+    use flashsale_core::waiting_room::room::WaitingRoom;
+    use flashsale_core::waiting_room::ticket::TicketKey;
+    use flashsale_core::waiting_room::{RoomMode, RoomSettings};
+    use sha2::{Digest, Sha256};
+
+    type Room = WaitingRoom<MemoryQueueStore, InMemorySaleCatalog, ManualClock>;
+
+    /// A reserve service with `sales`, and a room over the same catalog and clock.
+    async fn with_room(sales: &[Sale]) -> (Service, Room) {
+        let service = service_with(sales).await;
+        let room = WaitingRoom {
+            store: MemoryQueueStore::new(),
+            catalog: service.catalog.clone(),
+            key: TicketKey::new(b"handler tests' ticket key, 32 bytes and more").unwrap(),
+            clock: service.clock.clone(),
+        };
+        (service, room)
+    }
+
+    fn room_sale(id: &str, settings: RoomSettings) -> Sale {
+        OpenSale::new(SaleId::parse(id).unwrap(), 10)
+            .waiting_room(settings)
+            .at(Timestamp::from_millis(NOW))
+    }
+
+    fn slow_room() -> RoomSettings {
+        RoomSettings {
+            drain_per_sec: 1,
+            ..RoomSettings::with_defaults(RoomMode::Always)
+        }
+    }
+
+    fn join(sale: &str, user: Option<&str>) -> Request {
+        request(
+            Method::POST,
+            &format!("/sales/{}/queue", sale.replace(' ', "%20")),
+            &[("saleId", sale)],
+            user.map(|u| (u, &[][..])),
+            &[],
+            "",
+        )
+    }
+
+    fn with_ticket(sale: &str, user: &str, key: &str, ticket: Option<&str>) -> Request {
+        let mut headers = vec![("Idempotency-Key", key)];
+        if let Some(ticket) = ticket {
+            headers.push(("Queue-Ticket", ticket));
+        }
+        request(
+            Method::POST,
+            &format!("/sales/{sale}/reservations"),
+            &[("saleId", sale)],
+            Some((user, &[][..])),
+            &headers,
+            "",
+        )
+    }
+
+    async fn join_ok(
+        room: &Room,
+        limiter: &InMemoryRateLimiter<ManualClock>,
+        sale: &str,
+        user: &str,
+    ) -> Value {
+        let r = room_http::join(
+            room,
+            limiter,
+            room_http::default_join_policy(),
+            &join(sale, Some(user)),
+        )
+        .await;
+        assert!(r.status().is_success(), "{:?}", r.body());
+        json_of(&r)
+    }
+
+    /// Reserve as the reserve function runs it: the room's gate, then the handler.
+    async fn reserve(service: &Service, room: &Room, request: Request) -> Response<Body> {
+        let sale = SaleId::parse(request.uri().path().split('/').nth(2).unwrap()).unwrap();
+        match room_http::gate(room, &request, &sale).await {
+            Err(refused) => refused,
+            Ok(()) => reservation_http::reserve(service, &request).await,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_buyer_joins_once_and_reserves_with_its_ticket_once_admitted() {
+        let (service, room) = with_room(&[room_sale("roomy", slow_room())]).await;
+        let limiter = InMemoryRateLimiter::new(service.clock.clone());
+
+        let first = room_http::join(
+            &room,
+            &limiter,
+            room_http::default_join_policy(),
+            &join("roomy", Some("ann")),
+        )
+        .await;
+        assert_eq!(first.status(), StatusCode::CREATED);
+        assert!(first.headers().contains_key("x-ratelimit-remaining"));
+        let ann = json_of(&first);
+        assert_eq!(
+            (ann["position"].as_u64(), ann["state"].as_str()),
+            (Some(1), Some("admitted"))
+        );
+        let bob = join_ok(&room, &limiter, "roomy", "bob").await;
+        assert_eq!(
+            (
+                bob["position"].as_u64(),
+                bob["state"].as_str(),
+                bob["estimated_wait_seconds"].as_u64()
+            ),
+            (Some(2), Some("waiting"), Some(1))
+        );
+        assert_eq!(bob["status_url"], "/sales/roomy/queue");
+        // Joining again: the same place, 200.
+        let again = room_http::join(
+            &room,
+            &limiter,
+            room_http::default_join_policy(),
+            &join("roomy", Some("ann")),
+        )
+        .await;
+        assert_eq!(again.status(), StatusCode::OK);
+        assert_eq!(json_of(&again)["position"], 1);
+        assert_eq!(json_of(&again)["rejoined"], true);
+
+        let (ann_ticket, bob_ticket) = (
+            ann["ticket"].as_str().unwrap(),
+            bob["ticket"].as_str().unwrap(),
+        );
+        // Without a ticket: sent to the queue.
+        let refused = reserve(&service, &room, with_ticket("roomy", "cat", "k-cat", None)).await;
+        assert_problem(&refused, StatusCode::FORBIDDEN, "queue-required");
+        assert_eq!(json_of(&refused)["queue"], "/sales/roomy/queue");
+        // Someone else's ticket, garbage: refused.
+        assert_problem(
+            &reserve(
+                &service,
+                &room,
+                with_ticket("roomy", "cat", "k-cat", Some(ann_ticket)),
+            )
+            .await,
+            StatusCode::FORBIDDEN,
+            "invalid-queue-ticket",
+        );
+        assert_problem(
+            &reserve(
+                &service,
+                &room,
+                with_ticket("roomy", "cat", "k-cat", Some("not.a.ticket")),
+            )
+            .await,
+            StatusCode::FORBIDDEN,
+            "invalid-queue-ticket",
+        );
+        // Bob is not admitted yet: 403 with Retry-After.
+        let early = reserve(
+            &service,
+            &room,
+            with_ticket("roomy", "bob", "k-bob", Some(bob_ticket)),
+        )
+        .await;
+        assert_problem(&early, StatusCode::FORBIDDEN, "not-admitted-yet");
+        assert_eq!(early.headers()["retry-after"], "1");
+        // Ann is: her reservation is made.
+        let made = reserve(
+            &service,
+            &room,
+            with_ticket("roomy", "ann", "k-ann", Some(ann_ticket)),
+        )
+        .await;
+        assert_eq!(made.status(), StatusCode::CREATED, "{:?}", made.body());
+        // A second later, Bob is too.
+        service.clock.advance(Duration::from_secs(1));
+        let made = reserve(
+            &service,
+            &room,
+            with_ticket("roomy", "bob", "k-bob", Some(bob_ticket)),
+        )
+        .await;
+        assert_eq!(made.status(), StatusCode::CREATED, "{:?}", made.body());
+        // After the admission window (300 s): expired.
+        service.clock.advance(Duration::from_secs(300));
+        assert_problem(
+            &reserve(
+                &service,
+                &room,
+                with_ticket("roomy", "bob", "k-bob2", Some(bob_ticket)),
+            )
+            .await,
+            StatusCode::FORBIDDEN,
+            "queue-ticket-expired",
+        );
+        // A sale without a room takes no ticket.
+        let (service, room) = with_room(&[sale("plain", 10, 1)]).await;
+        let made = reserve(&service, &room, with_ticket("plain", "dan", "k-dan", None)).await;
+        assert_eq!(made.status(), StatusCode::CREATED);
+    }
+
+    #[tokio::test]
+    async fn joins_that_cannot_be_served_get_clear_problems() {
+        let late = OpenSale::new(SaleId::parse("later").unwrap(), 10)
+            .waiting_room(slow_room())
+            .opened_ago(Duration::ZERO)
+            .at(Timestamp::from_millis(NOW + 3_600_000));
+        let soon = OpenSale::new(SaleId::parse("soon").unwrap(), 10)
+            .waiting_room(slow_room())
+            .at(Timestamp::from_millis(NOW + 600_000));
+        let tiny = room_sale(
+            "tiny",
+            RoomSettings {
+                max_queue: 1,
+                ..slow_room()
+            },
+        );
+        let (service, room) = with_room(&[sale("plain", 10, 1), late, soon, tiny]).await;
+        let limiter = InMemoryRateLimiter::new(service.clock.clone());
+        let policy = room_http::default_join_policy();
+
+        assert_problem(
+            &room_http::join(&room, &limiter, policy, &join("plain", Some("a"))).await,
+            StatusCode::CONFLICT,
+            "no-waiting-room",
+        );
+        assert_problem(
+            &room_http::join(&room, &limiter, policy, &join("nope", Some("a"))).await,
+            StatusCode::NOT_FOUND,
+            "sale-not-found",
+        );
+        assert_problem(
+            &room_http::join(&room, &limiter, policy, &join("tiny", None)).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        );
+        assert_problem(
+            &room_http::join(&room, &limiter, policy, &join("bad id!", Some("a"))).await,
+            StatusCode::BAD_REQUEST,
+            "invalid-sale-id",
+        );
+        // An hour before the opening, the queue (30 minutes of pre-queue) is not open yet.
+        assert_problem(
+            &room_http::join(&room, &limiter, policy, &join("later", Some("a"))).await,
+            StatusCode::CONFLICT,
+            "queue-not-open",
+        );
+        // Ten minutes before: the pre-queue, 202, come back at the opening.
+        let pre = room_http::join(&room, &limiter, policy, &join("soon", Some("b"))).await;
+        assert_eq!(pre.status(), StatusCode::ACCEPTED);
+        // The fixture opens 60 s before the time it is built at: 540 s from now.
+        assert_eq!(pre.headers()["retry-after"], "540");
+        let body = json_of(&pre);
+        assert_eq!(
+            (body["state"].as_str(), body["pre_queue_size"].as_u64()),
+            (Some("pre_queue"), Some(1))
+        );
+        assert_eq!(body["seed_commitment"].as_str().map(str::len), Some(64));
+        // One admitted at once, one waiting: the third finds the queue full.
+        join_ok(&room, &limiter, "tiny", "c1").await;
+        join_ok(&room, &limiter, "tiny", "c2").await;
+        let full = room_http::join(&room, &limiter, policy, &join("tiny", Some("c3"))).await;
+        assert_problem(&full, StatusCode::SERVICE_UNAVAILABLE, "queue-full");
+        assert!(full.headers().contains_key("retry-after"));
+        // A buyer hammering join: its bucket (5 at once) runs dry.
+        for _ in 0..4 {
+            join_ok(&room, &limiter, "tiny", "c1").await;
+        }
+        let limited = room_http::join(&room, &limiter, policy, &join("tiny", Some("c1"))).await;
+        assert_problem(&limited, StatusCode::TOO_MANY_REQUESTS, "rate-limited");
+        assert!(limited.headers().contains_key("retry-after"));
+        // An ended sale.
+        service.clock.advance(Duration::from_secs(7200));
+        assert_problem(
+            &room_http::join(&room, &limiter, policy, &join("tiny", Some("c4"))).await,
+            StatusCode::CONFLICT,
+            "sale-ended",
+        );
+    }
+
+    #[tokio::test]
+    async fn the_status_is_public_cacheable_and_reveals_the_seed_once_open() {
+        let soon = OpenSale::new(SaleId::parse("soon").unwrap(), 10)
+            .waiting_room(slow_room())
+            .at(Timestamp::from_millis(NOW + 600_000));
+        let (service, room) = with_room(&[soon, sale("plain", 10, 1)]).await;
+        let limiter = InMemoryRateLimiter::new(service.clock.clone());
+        let status = |id: &str| {
+            request(
+                Method::GET,
+                &format!("/sales/{id}/queue"),
+                &[("saleId", id)],
+                None,
+                &[],
+                "",
+            )
+        };
+        join_ok(&room, &limiter, "soon", "a").await;
+        let before = room_http::status(&room, &status("soon")).await;
+        assert_eq!(before.status(), StatusCode::OK);
+        assert_eq!(before.headers()["cache-control"], "public, max-age=1");
+        assert!(before.headers().contains_key("ratelimit-policy"));
+        let body = json_of(&before);
+        assert_eq!(
+            (body["state"].as_str(), body["pre_queue_size"].as_u64()),
+            (Some("pre_queue"), Some(1))
+        );
+        assert!(
+            body.get("seed").is_none(),
+            "the seed stays secret before the opening"
+        );
+        let commitment = body["seed_commitment"].as_str().unwrap().to_owned();
+
+        service.clock.advance(Duration::from_secs(601));
+        join_ok(&room, &limiter, "soon", "b").await;
+        let body = json_of(&room_http::status(&room, &status("soon")).await);
+        assert_eq!(body["state"], "open");
+        assert_eq!(
+            (
+                body["queue_length"].as_u64(),
+                body["serving_position"].as_u64()
+            ),
+            (Some(2), Some(2))
+        );
+        let seed = hex::decode(body["seed"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            hex::encode(Sha256::digest(&seed)),
+            commitment,
+            "the revealed seed is the committed one"
+        );
+
+        assert_problem(
+            &room_http::status(&room, &status("plain")).await,
+            StatusCode::CONFLICT,
+            "no-waiting-room",
+        );
+        assert_problem(
+            &room_http::status(&room, &status("nope")).await,
+            StatusCode::NOT_FOUND,
+            "sale-not-found",
+        );
+    }
+
+    #[tokio::test]
+    async fn admins_turn_the_room_on_with_checked_settings() {
+        let service = service_with(&[]).await;
+        let (catalog, stock, clock) = (&service.catalog, &service.stock, &service.clock);
+        // SALE_BODY with a `waiting_room` member before its closing brace.
+        let with_room = |room: &str| {
+            format!(
+                "{},\"waiting_room\":{room}}}",
+                &SALE_BODY[..SALE_BODY.len() - 1]
+            )
+        };
+        for (room, slug) in [
+            (r#"{"mode":"sometimes"}"#, "invalid-sale"),
+            (r#"{"mode":"threshold"}"#, "invalid-sale"),
+            (
+                r#"{"mode":"always","straight_in_per_sec":5}"#,
+                "invalid-sale",
+            ),
+            (r#"{"mode":"always","drain_per_sec":0}"#, "invalid-sale"),
+            (
+                r#"{"mode":"always","admission_window_seconds":5}"#,
+                "invalid-sale",
+            ),
+            (
+                r#"{"mode":"always","max_no_show_boost_percent":101}"#,
+                "invalid-sale",
+            ),
+        ] {
+            let r = sale_http::put_sale(
+                catalog,
+                stock,
+                clock,
+                &put("ops", &["admin"], "rm", &with_room(room)),
+            )
+            .await;
+            assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, slug);
+        }
+        let r = sale_http::put_sale(
+            catalog,
+            stock,
+            clock,
+            &put(
+                "ops",
+                &["admin"],
+                "rm",
+                &with_room(r#"{"mode":"always","colour":1}"#),
+            ),
+        )
+        .await;
+        assert!(r.status().is_client_error());
+        let r = sale_http::put_sale(
+            catalog,
+            stock,
+            clock,
+            &put(
+                "ops",
+                &["admin"],
+                "rm",
+                &with_room(r#"{"mode":"threshold","straight_in_per_sec":200,"max_queue":5000}"#),
+            ),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.body());
+        let room = &json_of(&r)["waiting_room"];
+        assert_eq!(
+            (
+                room["mode"].as_str(),
+                room["straight_in_per_sec"].as_u64(),
+                room["max_queue"].as_u64(),
+                room["drain_per_sec"].as_u64()
+            ),
+            (Some("threshold"), Some(200), Some(5000), Some(10_000))
+        );
+        let stored = catalog
+            .get(&SaleId::parse("rm").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stored.waiting_room.unwrap().mode,
+            RoomMode::Threshold {
+                straight_in_per_sec: 200
+            }
+        );
+    }
+}

@@ -24,6 +24,7 @@ use flashsale_core::rate_limit::RateKey;
 use flashsale_core::stock::redis::scripts;
 use flashsale_core::stock::redis::{RedisStockConfig, RedisStockEngine};
 use flashsale_core::stock::{ReserveOutcome, SaleStock, ShardKeys, StockEngine, StockSetup};
+use flashsale_core::waiting_room::redis::{keys as room_keys, QUEUE};
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use testkit::RedisServer;
@@ -673,4 +674,66 @@ async fn a_reserve_sent_twice_is_one_reservation_on_both_paths() {
     assert_eq!(first, second);
     let levels = f.engine.levels(&f.sale).await.unwrap();
     assert_eq!((levels.available(), levels.held()), (0, 2));
+}
+
+/// queue.lua: a join sent twice answers the same place (pre-queue and FIFO), and a show sent
+/// twice counts once. (straight_in counts each run, as its doc says: a re-sent one lets one
+/// more buyer in within the threshold's second, never past people waiting.)
+#[tokio::test]
+async fn the_waiting_room_script_is_safe_to_run_twice() {
+    let server = RedisServer::start();
+    let sale = unique_sale("rerun-room");
+    let now = now();
+    let keys: Vec<String> = room_keys(&sale, now).to_vec();
+    let args =
+        |op: &str, now: Timestamp, opens_at: Timestamp, buyer: &str, rank: &str| -> Vec<String> {
+            vec![
+                op.into(),
+                now.as_millis().to_string(),
+                "10".into(),
+                "50".into(),
+                "100".into(),
+                "30000".into(),
+                opens_at.as_millis().to_string(),
+                buyer.into(),
+                "1000".into(),
+                rank.into(),
+                now.plus(Duration::from_secs(3600)).as_millis().to_string(),
+                "5".into(),
+                "300000".into(),
+            ]
+        };
+    let opens_at = now.plus(Duration::from_secs(60));
+    assert_rerun_safe(
+        &server,
+        "queue join (pre-queue)",
+        &QUEUE,
+        &keys,
+        &args("join", now, opens_at, "early", "12345"),
+    )
+    .await;
+    let open = opens_at.plus(Duration::from_millis(5));
+    assert_rerun_safe(
+        &server,
+        "queue join (pre-queue member at the opening)",
+        &QUEUE,
+        &keys,
+        &args("join", open, opens_at, "early", "12345"),
+    )
+    .await;
+    assert_rerun_safe(
+        &server,
+        "queue join (FIFO)",
+        &QUEUE,
+        &keys,
+        &args("join", open, opens_at, "late", "999"),
+    )
+    .await;
+    // show: the place of "late" (position 2, admitted 100 ms after the opening).
+    let mut show = args("show", open, opens_at, "2", "");
+    show[9] = opens_at
+        .plus(Duration::from_millis(100))
+        .as_millis()
+        .to_string();
+    assert_rerun_safe(&server, "queue show", &QUEUE, &keys, &show).await;
 }

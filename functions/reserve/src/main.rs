@@ -1,11 +1,10 @@
 //! reserve: `POST /sales/{saleId}/reservations`. Wiring only; the flow is
-//! `flashsale_core::reservation::reserve`, behind the bot defence (`flashsale_core::bot`).
+//! `flashsale_core::reservation::reserve`, behind the bot defence (`flashsale_core::bot`) and,
+//! for sales with a waiting room, the queue ticket check (`flashsale_core::waiting_room`).
 //! Everything here runs once per cold start.
 
 use std::time::Duration;
 
-use flashsale_core::bot::defence::BotDefence;
-use flashsale_core::bot::watchlist::redis::RedisWatchlist;
 use flashsale_core::domain::{SaleId, SystemClock};
 use flashsale_core::http::request::path_param;
 use flashsale_core::rate_limit::redis::RedisRateLimiter;
@@ -19,6 +18,9 @@ use flashsale_core::stock::repair::sqs::SqsRepairRequests;
 use flashsale_core::stock::repair::Debounced;
 use flashsale_core::stock::{SoldOutCache, SoldOutCacheConfig};
 use flashsale_core::store::redis::{RedisConnection, RedisSettings};
+use flashsale_core::waiting_room::redis::RedisQueueStore;
+use flashsale_core::waiting_room::room::WaitingRoom;
+use flashsale_core::waiting_room::ticket::TicketKey;
 use flashsale_core::{config, observability, store};
 use lambda_http::{service_fn, Error, Request};
 
@@ -30,6 +32,7 @@ async fn main() -> Result<(), Error> {
     let redis = RedisConnection::connect(&RedisSettings::from_env(&env)?).await?;
     let aws = store::aws_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let dynamo_for_room = dynamo.clone();
     let engine = RedisStockEngine::new(redis.clone(), RedisStockConfig::from_env(&env)?);
     if let Err(error) = engine.preload_scripts().await {
         tracing::warn!(%error, "could not preload scripts; they load on first use");
@@ -60,22 +63,32 @@ async fn main() -> Result<(), Error> {
         ),
         policies: RatePolicies::from_env(&env)?,
     };
-    let defence = match flashsale_core::bot::config::from_env(&env)? {
-        Some((policy, challenges)) => Some(BotDefence {
-            watchlist: RedisWatchlist::new(redis.clone()),
-            challenges: challenges.build()?,
-            clock: SystemClock,
-            policy,
-        }),
-        None => None,
+    let defence = flashsale_core::bot::config::redis_defence(&env, redis.clone())?;
+    // The room's own 1 s cache of the sale (the service's is inside it).
+    let room = WaitingRoom {
+        store: RedisQueueStore::new(redis.clone()),
+        catalog: CachedSaleCatalog::new(
+            DynamoSaleCatalog::new(dynamo_for_room, env.required("SALES_TABLE")?),
+            SystemClock,
+            Duration::from_secs(1),
+        ),
+        key: TicketKey::from_env(&env)?,
+        clock: SystemClock,
     };
-    let (service, defence) = (&service, &defence);
+    let (service, defence, room) = (&service, &defence, &room);
     lambda_http::run(service_fn(move |request: Request| async move {
         // A request without a valid sale id goes on to the handler, which answers it.
         let sale = path_param(&request, "saleId").and_then(|raw| SaleId::parse(raw).ok());
-        if let (Some(defence), Some(sale)) = (defence, sale) {
+        if let Some(sale) = sale {
+            if let Some(defence) = defence {
+                if let Err(refused) =
+                    flashsale_core::bot::http::guard(defence, &request, &sale, "reserve").await
+                {
+                    return Ok::<_, Error>(refused);
+                }
+            }
             if let Err(refused) =
-                flashsale_core::bot::http::guard(defence, &request, &sale, "reserve").await
+                flashsale_core::waiting_room::http::gate(room, &request, &sale).await
             {
                 return Ok::<_, Error>(refused);
             }

@@ -146,3 +146,33 @@ pub fn from_env(env: &Env) -> Result<Option<(DefencePolicy, ChallengeConfig)>, C
     }
     Ok(Some((policy, challenges)))
 }
+
+/// The defence of a guarded route, built from the environment, its watchlist in Redis on
+/// `conn`; `None` when `BOT_DEFENCE=off`. Every guarded function (reserve, the waiting room's
+/// join) builds it this way at its cold start.
+pub fn redis_defence<C>(
+    env: &Env,
+    conn: C,
+) -> Result<
+    Option<
+        super::defence::BotDefence<
+            super::watchlist::redis::RedisWatchlist<C>,
+            Challenges,
+            crate::domain::SystemClock,
+        >,
+    >,
+    ConfigError,
+>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let Some((policy, challenges)) = from_env(env)? else {
+        return Ok(None);
+    };
+    Ok(Some(super::defence::BotDefence {
+        watchlist: super::watchlist::redis::RedisWatchlist::new(conn),
+        challenges: challenges.build()?,
+        clock: crate::domain::SystemClock,
+        policy,
+    }))
+}
