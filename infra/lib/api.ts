@@ -1,3 +1,4 @@
+import { Duration } from 'aws-cdk-lib';
 import * as apigateway from 'aws-cdk-lib/aws-apigateway';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import { Construct } from 'constructs';
@@ -13,6 +14,11 @@ export interface ApiProps {
   readonly methodThrottles: Record<'reserve' | 'payment', { rateLimit: number; burstLimit: number }>;
   /** Routes come from the function specs. */
   readonly specs: readonly FunctionSpec[];
+  /**
+   * TTL of the stage cache for routes with `cacheKeyPathParams` (seconds); 0: no cache (and no
+   * cache cluster, which is billed by the hour).
+   */
+  readonly statusCacheSeconds?: number;
   readonly functions: ReadonlyMap<string, lambda.IFunction>;
   /** Runs before every route marked `authorized` (Cognito on AWS, the JWT Lambda locally). */
   readonly authorizer?: apigateway.IAuthorizer;
@@ -34,14 +40,21 @@ export class Api extends Construct {
     // "<path>/<METHOD>" -> its own throttle: API Gateway applies method settings within the
     // stage's limit, so reserve's cap below the stage limit leaves the rest to other routes.
     const methodOptions: Record<string, apigateway.MethodDeploymentOptions> = {};
+    const cacheSeconds = props.statusCacheSeconds ?? 0;
+    let anyCached = false;
     for (const spec of props.specs) {
       for (const route of spec.routes ?? []) {
-        if (!route.throttle) continue;
-        const limits = props.methodThrottles[route.throttle];
-        methodOptions[`${route.path}/${route.method}`] = {
-          throttlingRateLimit: limits.rateLimit,
-          throttlingBurstLimit: limits.burstLimit,
-        };
+        const options: apigateway.MethodDeploymentOptions = {};
+        if (route.throttle) {
+          const limits = props.methodThrottles[route.throttle];
+          Object.assign(options, { throttlingRateLimit: limits.rateLimit, throttlingBurstLimit: limits.burstLimit });
+        }
+        if (route.cacheKeyPathParams && cacheSeconds > 0) {
+          // Stage cache on this method only (method settings turn it on per method).
+          Object.assign(options, { cachingEnabled: true, cacheTtl: Duration.seconds(cacheSeconds) });
+          anyCached = true;
+        }
+        if (Object.keys(options).length) methodOptions[`${route.path}/${route.method}`] = options;
       }
     }
     this.restApi = new apigateway.RestApi(this, 'RestApi', {
@@ -59,6 +72,8 @@ export class Api extends Construct {
         throttlingBurstLimit: props.throttleBurstLimit,
         metricsEnabled: true,
         methodOptions,
+        // The smallest cache cluster (0.5 GB): the queue status is a few hundred bytes per sale.
+        ...(anyCached && { cacheClusterEnabled: true, cacheClusterSize: '0.5' }),
       },
     });
 
@@ -70,6 +85,10 @@ export class Api extends Construct {
       // No test-invoke permission: one Lambda permission per route, for the deployed stage.
       const integration = new apigateway.LambdaIntegration(fn, { proxy: true, allowTestInvoke: false });
       for (const route of spec.routes) {
+        const cached = route.cacheKeyPathParams && cacheSeconds > 0;
+        // A cached route's key: its path parameters (declared on the method, named on the
+        // integration), so each sale has its own cached answer.
+        const cacheParams = (route.cacheKeyPathParams ?? []).map((p) => `method.request.path.${p}`);
         let auth: apigateway.MethodOptions;
         if (route.authorized && props.deferAuthorizer) {
           auth = { authorizationType: apigateway.AuthorizationType.NONE };
@@ -82,7 +101,13 @@ export class Api extends Construct {
         } else {
           auth = { authorizationType: apigateway.AuthorizationType.NONE };
         }
-        this.restApi.root.resourceForPath(route.path).addMethod(route.method, integration, auth);
+        const routeIntegration = cached
+          ? new apigateway.LambdaIntegration(fn, { proxy: true, allowTestInvoke: false, cacheKeyParameters: cacheParams })
+          : integration;
+        this.restApi.root.resourceForPath(route.path).addMethod(route.method, routeIntegration, {
+          ...auth,
+          ...(cached && { requestParameters: Object.fromEntries(cacheParams.map((p) => [p, true])) }),
+        });
       }
     }
   }

@@ -75,6 +75,8 @@ export interface FlashsaleConfig {
   readonly bot: BotConfig;
   /** The WAF edge in front of the API stage (AWS only; edge.ts). */
   readonly edge: EdgeConfig;
+  /** The waiting rooms' ticket key and the status cache (shared/src/waiting_room). */
+  readonly waitingRoom: WaitingRoomConfig;
   /** The expiry cleanup: how often the scheduled rule fires and how the run is bounded. */
   readonly expiry: ExpiryConfig;
   /** Who gets which share of the API's and Lambda's capacity (see CapacityConfig). */
@@ -174,6 +176,21 @@ export interface EdgeConfig {
   readonly exemptPathSuffixes: readonly string[];
 }
 
+/**
+ * The waiting room (seed 004 flow 8). Its queue tickets are signed with one HMAC key: locally a
+ * fixed test value; on AWS a Secrets Manager secret (`waitingRoomSecretName`, JSON key
+ * `ticket_key`, at least 32 bytes) as a dynamic reference. The public status
+ * (`GET /sales/{saleId}/queue`) is cached by API Gateway's stage cache for `statusCacheSeconds`
+ * per sale (context `waitingRoomStatusCacheSeconds`, default 1 on AWS; 0 turns the cache
+ * off; LocalStack's community edition has no stage cache, so 0 there), so a crowd polling it
+ * costs one Lambda call per sale per second, not one per buyer.
+ */
+export interface WaitingRoomConfig {
+  readonly ticketKey?: string;
+  readonly secretName?: string;
+  readonly statusCacheSeconds: number;
+}
+
 export interface ExpiryConfig {
   /** Minutes between two runs of the cleanup (EventBridge rule `rate(n minutes)`). */
   readonly everyMinutes: number;
@@ -231,6 +248,10 @@ export const DEFAULTS = {
   // Local test keys for the bot challenge's HMACs (LocalStack only; never used on AWS).
   localBotSignatureSecret: 'local-bot-signature-secret',
   localBotKeySecret: 'local-bot-key-secret',
+  waitingRoomSecretName: 'flashsale/waiting-room',
+  // LocalStack only: the queue tickets' HMAC key (32 bytes or more).
+  localWaitingRoomTicketKey: 'local-waiting-room-ticket-key-0123456789',
+  waitingRoomStatusCacheSeconds: 1,
   chargeTimeoutSeconds: 600,
   chargeHeartbeatSeconds: 300,
   refundRecheckSeconds: 300,
@@ -413,6 +434,7 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
     payments: paymentsFromContext(get, local),
     bot: botFromContext(get, local, int(get, 'natGateways', DEFAULTS.natGateways, 0)),
     edge: edgeFromContext(get, local),
+    waitingRoom: waitingRoomFromContext(get, local),
     expiry: {
       everyMinutes: int(get, 'expiryEveryMinutes', DEFAULTS.expiryEveryMinutes, 1),
       concurrency: int(get, 'expiryConcurrency', DEFAULTS.expiryConcurrency, 1),
@@ -471,6 +493,22 @@ function botFromContext(get: ContextGetter, local: boolean, natGateways: number)
     challengeProvider,
     secretName: str(get, 'botSecretName') ?? DEFAULTS.botSecretName,
   };
+}
+
+function waitingRoomFromContext(get: ContextGetter, local: boolean): WaitingRoomConfig {
+  const statusCacheSeconds = int(
+    get,
+    'waitingRoomStatusCacheSeconds',
+    local ? 0 : DEFAULTS.waitingRoomStatusCacheSeconds,
+    0,
+  );
+  if (local && statusCacheSeconds > 0) {
+    throw new Error('context "waitingRoomStatusCacheSeconds": LocalStack has no API Gateway stage cache; leave it unset with local=true');
+  }
+  if (statusCacheSeconds > 3600) throw new Error('context "waitingRoomStatusCacheSeconds" must be at most 3600 (API Gateway\'s cache TTL limit)');
+  return local
+    ? { ticketKey: DEFAULTS.localWaitingRoomTicketKey, statusCacheSeconds }
+    : { secretName: str(get, 'waitingRoomSecretName') ?? DEFAULTS.waitingRoomSecretName, statusCacheSeconds };
 }
 
 function edgeFromContext(get: ContextGetter, local: boolean): EdgeConfig {

@@ -104,6 +104,8 @@ export class FlashsaleStack extends Stack {
         config.payments.secretKey ?? secretField(config.payments.secretName, 'secret_key'),
       STRIPE_WEBHOOK_SECRETS:
         config.payments.webhookSecrets ?? secretField(config.payments.secretName, 'webhook_secrets'),
+      WAITING_ROOM_KEY:
+        config.waitingRoom.ticketKey ?? secretField(config.waitingRoom.secretName, 'ticket_key'),
       BOT_DEFENCE: config.bot.enabled ? 'on' : 'off',
       BOT_CHALLENGE_AT: String(config.bot.challengeAt),
       BOT_BLOCK_ADDRESSES: config.bot.blockAddresses ? 'on' : 'off',
@@ -177,6 +179,7 @@ export class FlashsaleStack extends Stack {
         payment: { rateLimit: config.capacity.paymentRateLimit, burstLimit: config.capacity.paymentBurstLimit },
       },
       specs,
+      statusCacheSeconds: config.waitingRoom.statusCacheSeconds,
       functions: this.functions.byName,
       authorizer: this.identity.authorizer,
       deferAuthorizer: config.authorizerViaApi,

@@ -30,6 +30,7 @@ export type EnvVar =
   | 'RATE_IP_REFILL_PER_SEC'
   | 'SOLD_OUT_CACHE_MS'
   // The bot defence in front of reserve (the challenge keys: Secrets Manager on AWS).
+  | 'WAITING_ROOM_KEY'
   | 'BOT_DEFENCE'
   | 'BOT_CHALLENGE_AT'
   | 'BOT_BLOCK_ADDRESSES'
@@ -100,6 +101,12 @@ export interface Route {
   readonly path: string;
   /** Method-level throttle: `reserve` or `payment` limits from the capacity config. */
   readonly throttle?: 'reserve' | 'payment';
+  /**
+   * Served from API Gateway's stage cache, keyed on these path parameters, for the config's
+   * `waitingRoom.statusCacheSeconds` (when above 0). Only for answers that are the same for
+   * every caller.
+   */
+  readonly cacheKeyPathParams?: readonly string[];
   /**
    * Default false (public). True: the API's authorizer runs first (Cognito user pool on AWS, the
    * local JWT `authorizer` function on LocalStack) and the function reads the caller from the
@@ -181,6 +188,7 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
       'RATE_IP_REFILL_PER_SEC',
       'SOLD_OUT_CACHE_MS',
       'REPAIR_QUEUE_URL',
+      'WAITING_ROOM_KEY',
       'BOT_DEFENCE',
       'BOT_CHALLENGE_AT',
       'BOT_BLOCK_ADDRESSES',
@@ -195,6 +203,29 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
     routes: [
       { method: 'POST', path: '/sales/{saleId}/reservations', authorized: true, throttle: 'reserve' },
     ],
+    reservedConcurrency: 'reserve',
+  },
+  {
+    name: 'waiting-room',
+    description: 'POST /sales/{saleId}/queue (join: one place per buyer, signed ticket) and GET /sales/{saleId}/queue (public status)',
+    env: [
+      'REDIS_URL',
+      'REDIS_MODE',
+      'SALES_TABLE',
+      'WAITING_ROOM_KEY',
+      'BOT_DEFENCE',
+      'BOT_CHALLENGE_AT',
+      'BOT_BLOCK_ADDRESSES',
+      'BOT_CHALLENGE_PROVIDER',
+    ],
+    optionalEnv: ['BOT_CHALLENGE_SIGNATURE_SECRET', 'BOT_CHALLENGE_KEY_SECRET', 'TURNSTILE_SITE_KEY', 'TURNSTILE_SECRET_KEY'],
+    tables: [{ table: 'sales', actions: ['dynamodb:GetItem'] }],
+    routes: [
+      // Joins share reserve's method throttle: the same crowd, the same pool.
+      { method: 'POST', path: '/sales/{saleId}/queue', authorized: true, throttle: 'reserve' },
+      { method: 'GET', path: '/sales/{saleId}/queue', cacheKeyPathParams: ['saleId'] },
+    ],
+    // The crowd's function too: under reserve's cap, not the payment path's.
     reservedConcurrency: 'reserve',
   },
   {

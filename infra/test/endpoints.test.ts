@@ -126,6 +126,7 @@ describe('function specs of the endpoints', () => {
         'RESERVATIONS_TABLE',
         'SALES_TABLE',
         'SOLD_OUT_CACHE_MS',
+        'WAITING_ROOM_KEY',
       ],
       grants: [
         'dynamodb:GetItem reservations',
@@ -251,6 +252,21 @@ describe('function specs of the endpoints', () => {
         'states:StartExecution checkoutSaga',
       ],
     },
+    'waiting-room': {
+      env: [
+        'BOT_BLOCK_ADDRESSES',
+        'BOT_CHALLENGE_AT',
+        'BOT_CHALLENGE_KEY_SECRET',
+        'BOT_CHALLENGE_PROVIDER',
+        'BOT_CHALLENGE_SIGNATURE_SECRET',
+        'BOT_DEFENCE',
+        'REDIS_MODE',
+        'REDIS_URL',
+        'SALES_TABLE',
+        'WAITING_ROOM_KEY',
+      ],
+      grants: ['dynamodb:GetItem sales'],
+    },
     'bot-blocks': {
       env: ['REDIS_MODE', 'REDIS_URL'],
       grants: [],
@@ -315,6 +331,8 @@ describe('routes and authorization', () => {
     ['GET /sales/{saleId}', 'get-sale', false],
     ['PUT /sales/{saleId}', 'put-sale', true],
     ['POST /sales/{saleId}/reservations', 'reserve', true],
+    ['POST /sales/{saleId}/queue', 'waiting-room', true],
+    ['GET /sales/{saleId}/queue', 'waiting-room', false],
     ['GET /reservations/{reservationId}', 'get-reservation', true],
     ['POST /reservations/{reservationId}/payment', 'pay', true],
     // The caller is the payment provider, authenticated by the Stripe-Signature header.
@@ -633,6 +651,7 @@ describe('LocalStack: authorizer attached through the API (authorizerViaApi)', (
         'GET /admin/bot/blocks',
         'GET /reservations/{reservationId}',
         'POST /reservations/{reservationId}/payment',
+        'POST /sales/{saleId}/queue',
         'POST /sales/{saleId}/reservations',
         'POST /sales/{saleId}/stock/rebuild',
         'PUT /sales/{saleId}',

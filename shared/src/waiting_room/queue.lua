@@ -1,7 +1,7 @@
 -- The waiting room of one sale, in one atomic step (see waiting_room/mod.rs and schedule.rs,
 -- whose arithmetic this mirrors line by line).
 --
--- KEYS (one hash slot, {wr:<sale>}):
+-- KEYS (one hash slot, fs:{wr:<sale>}):
 --   1 state   HASH  frozen (pre-queue size at the opening), origin (the opening, ms), tail,
 --                   tail_off (the tail's admission, ms after origin, fractional: at 10,000
 --                   places a second a place is 0.1 ms, which an absolute time in ms cannot

@@ -1,5 +1,5 @@
 //! The Redis adapter of [`QueueStore`]: `queue.lua`, every key of a sale's room in one hash
-//! slot (`{wr:<sale>}`), so each step is one atomic script on one node (cluster mode too).
+//! slot (`fs:{wr:<sale>}`), so each step is one atomic script on one node (cluster mode too).
 
 use std::sync::LazyLock;
 
@@ -18,7 +18,7 @@ pub static QUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("
 /// The room's keys of `sale` in the order queue.lua takes them; the last one is the
 /// straight-in counter of the second `now` falls in.
 pub fn keys(sale: &SaleId, now: Timestamp) -> [String; 5] {
-    let tag = format!("{{wr:{}}}", sale.as_str());
+    let tag = format!("fs:{{wr:{}}}", sale.as_str());
     [
         format!("{tag}:state"),
         format!("{tag}:pre"),

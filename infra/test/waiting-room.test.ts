@@ -1,0 +1,96 @@
+// The waiting room's infrastructure: its routes, the ticket key (never a plain value on AWS),
+// the status's stage cache on AWS (none on LocalStack, which has no stage cache), and the
+// crowd's capacity pool.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Match } from 'aws-cdk-lib/assertions';
+import { configFromContext } from '../lib/config';
+import { resourcesOf, synth, testPublicKeyFile } from './helpers';
+
+const AWS = {};
+const LOCAL = { local: 'true', arch: 'x86_64' };
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function queueMethods(context: Record<string, string>): Record<string, any> {
+  const { template } = synth(context);
+  const resources = new Map(resourcesOf(template, 'AWS::ApiGateway::Resource'));
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const out: Record<string, any> = {};
+  for (const [, m] of resourcesOf(template, 'AWS::ApiGateway::Method')) {
+    const resource = resources.get(m.Properties.ResourceId?.Ref);
+    if (resource?.Properties.PathPart === 'queue') out[m.Properties.HttpMethod] = m.Properties;
+  }
+  return out;
+}
+
+describe('waiting room (infrastructure)', () => {
+  it('join is authorized and throttled with reserve; the status is public', () => {
+    const methods = queueMethods(AWS);
+    assert.deepEqual(Object.keys(methods).sort(), ['GET', 'POST']);
+    assert.equal(methods.POST.AuthorizationType, 'COGNITO_USER_POOLS');
+    assert.equal(methods.GET.AuthorizationType, 'NONE');
+    const { template } = synth(AWS);
+    const [, stage] = resourcesOf(template, 'AWS::ApiGateway::Stage')[0];
+    const settings = stage.Properties.MethodSettings;
+    const join = settings.find((s: { ResourcePath: string; HttpMethod: string }) => s.HttpMethod === 'POST' && s.ResourcePath === '/~1sales~1{saleId}~1queue');
+    const reserve = settings.find((s: { ResourcePath: string; HttpMethod: string }) => s.HttpMethod === 'POST' && s.ResourcePath === '/~1sales~1{saleId}~1reservations');
+    assert.ok(join && reserve);
+    assert.equal(join.ThrottlingRateLimit, reserve.ThrottlingRateLimit);
+  });
+
+  it('AWS: the status is served from the stage cache, one entry per sale, 1 s by default', () => {
+    const { template } = synth(AWS);
+    template.hasResourceProperties('AWS::ApiGateway::Stage', {
+      CacheClusterEnabled: true,
+      CacheClusterSize: '0.5',
+      MethodSettings: Match.arrayWith([
+        Match.objectLike({ HttpMethod: 'GET', ResourcePath: '/~1sales~1{saleId}~1queue', CachingEnabled: true, CacheTtlInSeconds: 1 }),
+      ]),
+    });
+    const { GET } = queueMethods(AWS);
+    assert.deepEqual(GET.RequestParameters, { 'method.request.path.saleId': true });
+    assert.deepEqual(GET.Integration.CacheKeyParameters, ['method.request.path.saleId']);
+    // Nothing else is cached: the other methods' settings carry no caching.
+    const [, stage] = resourcesOf(template, 'AWS::ApiGateway::Stage')[0];
+    const cachedPaths = stage.Properties.MethodSettings.filter((s: { CachingEnabled?: boolean }) => s.CachingEnabled).map(
+      (s: { ResourcePath: string; HttpMethod: string }) => `${s.HttpMethod} ${s.ResourcePath}`,
+    );
+    assert.deepEqual(cachedPaths, ['GET /~1sales~1{saleId}~1queue']);
+    // 0 turns it off, cluster and all.
+    const off = synth({ waitingRoomStatusCacheSeconds: '0' }).template;
+    const [, offStage] = resourcesOf(off, 'AWS::ApiGateway::Stage')[0];
+    assert.equal(offStage.Properties.CacheClusterEnabled, undefined);
+  });
+
+  it('LocalStack: no stage cache (its community edition has none), and asking for one is refused', () => {
+    const { template } = synth(LOCAL);
+    const [, stage] = resourcesOf(template, 'AWS::ApiGateway::Stage')[0];
+    assert.equal(stage.Properties.CacheClusterEnabled, undefined);
+    const get = (ctx: Record<string, string>) => (k: string) => ctx[k];
+    assert.throws(
+      () => configFromContext(get({ local: 'true', jwtPublicKeyFile: testPublicKeyFile(), waitingRoomStatusCacheSeconds: '1' })),
+      /no API Gateway stage cache/,
+    );
+  });
+
+  it('the ticket key: a Secrets Manager dynamic reference on AWS, the fixed test key locally', () => {
+    const key = (context: Record<string, string>, fn: string) => {
+      const { template } = synth(context);
+      const found = resourcesOf(template, 'AWS::Lambda::Function').find(([, f]) => f.Properties.FunctionName === `Flashsale-dev-${fn}`);
+      return JSON.stringify(found![1].Properties.Environment.Variables.WAITING_ROOM_KEY);
+    };
+    for (const fn of ['reserve', 'waiting-room']) {
+      assert.match(key(AWS, fn), /resolve:secretsmanager:flashsale\/waiting-room:SecretString:ticket_key/);
+      assert.ok(JSON.parse(key(LOCAL, fn)).length >= 32, 'locally a key of 32 bytes or more');
+    }
+  });
+
+  it('the crowd\'s pool: the waiting room runs under reserve\'s reserved concurrency, not the payment path\'s', () => {
+    const { template } = synth(AWS);
+    const fns = new Map(resourcesOf(template, 'AWS::Lambda::Function').map(([, f]) => [f.Properties.FunctionName, f.Properties]));
+    assert.equal(
+      fns.get('Flashsale-dev-waiting-room').ReservedConcurrentExecutions,
+      fns.get('Flashsale-dev-reserve').ReservedConcurrentExecutions,
+    );
+  });
+});
