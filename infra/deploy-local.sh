@@ -98,9 +98,10 @@ context=(-c local=true -c arch=x86_64 -c "stage=$stage" -c "redisUrl=$redis_url"
   # flight to write its record, short enough for the chaos suite's killed reserves to settle.
   -c holdGraceMs=20000
   # Reserved concurrency inside the local account's 400 (localstack/env.sh says why it is
-  # 400): 150 for reserve, 30 for each payment-path function, 160 left unreserved (AWS keeps
-  # at least 100 unreserved). AWS defaults: 400 and 50 of the account's 1000.
-  -c reserveConcurrency=150 -c paymentConcurrency=30
+  # 400): 150 for reserve, 30 for each payment-path function, 30 for the waiting room, 130
+  # left unreserved (AWS keeps at least 100 unreserved). AWS defaults: 400, 50 and 100 of the
+  # account's 1000.
+  -c reserveConcurrency=150 -c paymentConcurrency=30 -c queueConcurrency=30
   # The bot defence blocks the buyer only (the default): every local client calls from
   # 127.0.0.1, so an address block would lock every test and the demo out for an hour.
   -c botBlockAddresses=false)

@@ -103,6 +103,11 @@ export interface CapacityConfig {
   readonly reserveConcurrency: number;
   /** Reserved concurrency of each payment-path function (pay, payment-webhook, saga-steps). */
   readonly paymentConcurrency: number;
+  /**
+   * Reserved concurrency of the waiting room (join and status). All pools together must leave
+   * the account's unreserved 100 (an account's default limit is 1,000: 400 + 3 × 50 + 100).
+   */
+  readonly queueConcurrency: number;
 }
 
 /**
@@ -268,6 +273,7 @@ export const DEFAULTS = {
   paymentBurstLimit: 200,
   reserveConcurrency: 400,
   paymentConcurrency: 50,
+  queueConcurrency: 100,
   authorizerCacheSeconds: 300,
 } as const;
 
@@ -400,6 +406,7 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
     paymentBurstLimit: int(get, 'paymentBurstLimit', DEFAULTS.paymentBurstLimit, 1),
     reserveConcurrency: int(get, 'reserveConcurrency', DEFAULTS.reserveConcurrency, 1),
     paymentConcurrency: int(get, 'paymentConcurrency', DEFAULTS.paymentConcurrency, 1),
+    queueConcurrency: int(get, 'queueConcurrency', DEFAULTS.queueConcurrency, 1),
   };
   if (capacity.reserveRateLimit >= throttleRateLimit) {
     throw new Error(

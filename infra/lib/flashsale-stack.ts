@@ -152,6 +152,7 @@ export class FlashsaleStack extends Stack {
       concurrency: {
         reserve: config.capacity.reserveConcurrency,
         payment: config.capacity.paymentConcurrency,
+        queue: config.capacity.queueConcurrency,
       },
       vpc: this.network && {
         vpc: this.network.vpc,

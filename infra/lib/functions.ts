@@ -143,7 +143,7 @@ export interface FunctionSpec {
    * Lambda reserved concurrency from the capacity config: `reserve` (a cap on the crowd's
    * function) or `payment` (each payment-path function keeps its own executions).
    */
-  readonly reservedConcurrency?: 'reserve' | 'payment';
+  readonly reservedConcurrency?: 'reserve' | 'payment' | 'queue';
   /** Consumes the repair queue (SQS event source, one request per invocation). */
   readonly repairConsumer?: boolean;
   /**
@@ -225,8 +225,8 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
       { method: 'POST', path: '/sales/{saleId}/queue', authorized: true, throttle: 'reserve' },
       { method: 'GET', path: '/sales/{saleId}/queue', cacheKeyPathParams: ['saleId'] },
     ],
-    // The crowd's function too: under reserve's cap, not the payment path's.
-    reservedConcurrency: 'reserve',
+    // Its own pool: joins cannot take reserve's executions, nor the payment path's.
+    reservedConcurrency: 'queue',
   },
   {
     name: 'get-reservation',
@@ -406,7 +406,7 @@ export interface FunctionsProps {
   readonly queues: Record<QueueKey, sqs.IQueue>;
   readonly logRetention: logs.RetentionDays;
   /** Reserved concurrency per `reservedConcurrency` pool. */
-  readonly concurrency: { readonly reserve: number; readonly payment: number };
+  readonly concurrency: { readonly reserve: number; readonly payment: number; readonly queue: number };
   /**
    * Variables set on every function besides the spec's own (local mode: the SDK's
    * service-specific endpoints, AWS_ENDPOINT_URL_DYNAMODB and _SFN, pointing at the fault proxy).

@@ -30,6 +30,7 @@ pub const UNAUTHORIZED: &str = "Unauthorized";
 
 /// The routes a buyer may call (relative to `<api>/<stage>/`).
 pub const BUYER_ROUTES: &[&str] = &[
+    "POST/sales/*/queue",
     "POST/sales/*/reservations",
     "GET/reservations/*",
     "POST/reservations/*/payment",
@@ -169,6 +170,10 @@ mod tests {
             .all(|r| !r.as_str().unwrap().contains("PUT")));
         assert!(resources.contains(&json!(
             "arn:aws:execute-api:us-east-1:000000000000:api123/dev/POST/sales/*/reservations"
+        )));
+        // Joining a waiting room is a buyer's call too (the e2e tests found it missing).
+        assert!(resources.contains(&json!(
+            "arn:aws:execute-api:us-east-1:000000000000:api123/dev/POST/sales/*/queue"
         )));
 
         // Admins get the whole API.
