@@ -11,7 +11,7 @@ export interface ApiProps {
   /** Stage-wide burst limit (requests). */
   readonly throttleBurstLimit: number;
   /** Method-level limits, by the `throttle` pool a route names (see CapacityConfig). */
-  readonly methodThrottles: Record<'reserve' | 'payment', { rateLimit: number; burstLimit: number }>;
+  readonly methodThrottles: Record<'reserve' | 'payment' | 'queue', { rateLimit: number; burstLimit: number }>;
   /** Routes come from the function specs. */
   readonly specs: readonly FunctionSpec[];
   /**

@@ -99,6 +99,13 @@ export interface CapacityConfig {
   readonly reserveBurstLimit: number;
   readonly paymentRateLimit: number;
   readonly paymentBurstLimit: number;
+  /**
+   * Method limit of each waiting-room route (join and status, a bucket each). Reserve's and
+   * both of these together stay below the stage limit, so the crowd's routes never use up the
+   * payment path's share.
+   */
+  readonly queueRateLimit: number;
+  readonly queueBurstLimit: number;
   /** Reserved concurrency of `reserve` (a cap as much as a guarantee). */
   readonly reserveConcurrency: number;
   /** Reserved concurrency of each payment-path function (pay, payment-webhook, saga-steps). */
@@ -271,6 +278,8 @@ export const DEFAULTS = {
   reserveBurstLimit: 1500,
   paymentRateLimit: 500,
   paymentBurstLimit: 200,
+  queueRateLimit: 400,
+  queueBurstLimit: 200,
   reserveConcurrency: 400,
   paymentConcurrency: 50,
   queueConcurrency: 100,
@@ -404,6 +413,8 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
     reserveBurstLimit: int(get, 'reserveBurstLimit', Math.min(DEFAULTS.reserveBurstLimit, Math.floor(throttleBurstLimit * 0.8)), 1),
     paymentRateLimit: int(get, 'paymentRateLimit', DEFAULTS.paymentRateLimit, 1),
     paymentBurstLimit: int(get, 'paymentBurstLimit', DEFAULTS.paymentBurstLimit, 1),
+    queueRateLimit: int(get, 'queueRateLimit', Math.min(DEFAULTS.queueRateLimit, Math.floor(throttleRateLimit * 0.08)), 1),
+    queueBurstLimit: int(get, 'queueBurstLimit', Math.min(DEFAULTS.queueBurstLimit, Math.floor(throttleBurstLimit * 0.08)), 1),
     reserveConcurrency: int(get, 'reserveConcurrency', DEFAULTS.reserveConcurrency, 1),
     paymentConcurrency: int(get, 'paymentConcurrency', DEFAULTS.paymentConcurrency, 1),
     queueConcurrency: int(get, 'queueConcurrency', DEFAULTS.queueConcurrency, 1),
@@ -411,6 +422,12 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
   if (capacity.reserveRateLimit >= throttleRateLimit) {
     throw new Error(
       `context "reserveRateLimit" (${capacity.reserveRateLimit}) must stay below the stage's "throttleRateLimit" (${throttleRateLimit}), or the crowd at reserve can use up the payment path's share`,
+    );
+  }
+  const crowd = capacity.reserveRateLimit + 2 * capacity.queueRateLimit;
+  if (crowd >= throttleRateLimit) {
+    throw new Error(
+      `"reserveRateLimit" + 2 x "queueRateLimit" (${crowd}: reserve, the waiting room's join and status) must stay below the stage's "throttleRateLimit" (${throttleRateLimit}), or the crowd can use up the payment path's share`,
     );
   }
   return {

@@ -178,6 +178,7 @@ export class FlashsaleStack extends Stack {
       methodThrottles: {
         reserve: { rateLimit: config.capacity.reserveRateLimit, burstLimit: config.capacity.reserveBurstLimit },
         payment: { rateLimit: config.capacity.paymentRateLimit, burstLimit: config.capacity.paymentBurstLimit },
+        queue: { rateLimit: config.capacity.queueRateLimit, burstLimit: config.capacity.queueBurstLimit },
       },
       specs,
       statusCacheSeconds: config.waitingRoom.statusCacheSeconds,

@@ -100,7 +100,7 @@ export interface Route {
   /** Resource path, e.g. `/health` or `/sales/{saleId}/reservations`. */
   readonly path: string;
   /** Method-level throttle: `reserve` or `payment` limits from the capacity config. */
-  readonly throttle?: 'reserve' | 'payment';
+  readonly throttle?: 'reserve' | 'payment' | 'queue';
   /**
    * Served from API Gateway's stage cache, keyed on these path parameters, for the config's
    * `waitingRoom.statusCacheSeconds` (when above 0). Only for answers that are the same for
@@ -221,9 +221,10 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
     optionalEnv: ['BOT_CHALLENGE_SIGNATURE_SECRET', 'BOT_CHALLENGE_KEY_SECRET', 'TURNSTILE_SITE_KEY', 'TURNSTILE_SECRET_KEY'],
     tables: [{ table: 'sales', actions: ['dynamodb:GetItem'] }],
     routes: [
-      // Joins share reserve's method throttle: the same crowd, the same pool.
-      { method: 'POST', path: '/sales/{saleId}/queue', authorized: true, throttle: 'reserve' },
-      { method: 'GET', path: '/sales/{saleId}/queue', cacheKeyPathParams: ['saleId'] },
+      // Each its own method bucket (API Gateway keeps one per method), sized so that reserve's
+      // and these stay below the stage's limit together (config.ts).
+      { method: 'POST', path: '/sales/{saleId}/queue', authorized: true, throttle: 'queue' },
+      { method: 'GET', path: '/sales/{saleId}/queue', throttle: 'queue', cacheKeyPathParams: ['saleId'] },
     ],
     // Its own pool: joins cannot take reserve's executions, nor the payment path's.
     reservedConcurrency: 'queue',

@@ -24,7 +24,7 @@ function queueMethods(context: Record<string, string>): Record<string, any> {
 }
 
 describe('waiting room (infrastructure)', () => {
-  it('join is authorized and throttled with reserve; the status is public', () => {
+  it('join is authorized, the status public; each has its own method limit, and the crowd\'s routes together stay below the stage limit', () => {
     const methods = queueMethods(AWS);
     assert.deepEqual(Object.keys(methods).sort(), ['GET', 'POST']);
     assert.equal(methods.POST.AuthorizationType, 'COGNITO_USER_POOLS');
@@ -34,8 +34,12 @@ describe('waiting room (infrastructure)', () => {
     const settings = stage.Properties.MethodSettings;
     const join = settings.find((s: { ResourcePath: string; HttpMethod: string }) => s.HttpMethod === 'POST' && s.ResourcePath === '/~1sales~1{saleId}~1queue');
     const reserve = settings.find((s: { ResourcePath: string; HttpMethod: string }) => s.HttpMethod === 'POST' && s.ResourcePath === '/~1sales~1{saleId}~1reservations');
-    assert.ok(join && reserve);
-    assert.equal(join.ThrottlingRateLimit, reserve.ThrottlingRateLimit);
+    const status = settings.find((s: { ResourcePath: string; HttpMethod: string }) => s.HttpMethod === 'GET' && s.ResourcePath === '/~1sales~1{saleId}~1queue');
+    assert.ok(join && reserve && status);
+    assert.equal(join.ThrottlingRateLimit, 400);
+    assert.equal(status.ThrottlingRateLimit, 400);
+    assert.ok(reserve.ThrottlingRateLimit + join.ThrottlingRateLimit + status.ThrottlingRateLimit < stage.Properties.MethodSettings.find((s: { ResourcePath: string }) => s.ResourcePath === '/*').ThrottlingRateLimit);
+    assert.throws(() => synth({ queueRateLimit: '600' }), /must stay below the stage/);
   });
 
   it('AWS: the status is served from the stage cache, one entry per sale, 1 s by default', () => {

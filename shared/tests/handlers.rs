@@ -866,6 +866,72 @@ mod waiting_room {
         );
     }
 
+    fn join_with(sale: &str, user: &str, ticket: &str) -> Request {
+        request(
+            Method::POST,
+            &format!("/sales/{sale}/queue"),
+            &[("saleId", sale)],
+            Some((user, &[][..])),
+            &[("Queue-Ticket", ticket)],
+            "",
+        )
+    }
+
+    #[tokio::test]
+    async fn a_join_with_its_ticket_gets_the_place_back_after_the_queue_state_is_lost() {
+        let (service, room) = with_room(&[room_sale("lost", slow_room())]).await;
+        let limiter = InMemoryRateLimiter::new(service.clock.clone());
+        for name in ["a", "b", "c"] {
+            join_ok(&room, &limiter, "lost", name).await;
+        }
+        let c = join_ok(&room, &limiter, "lost", "c").await;
+        let c_ticket = c["ticket"].as_str().unwrap();
+        // The queue's state is gone (a new, empty store; same key, same sale).
+        let room = WaitingRoom {
+            store: MemoryQueueStore::new(),
+            catalog: room.catalog.clone(),
+            key: room.key.clone(),
+            clock: room.clock.clone(),
+        };
+        let policy = room_http::default_join_policy();
+        let back =
+            room_http::join(&room, &limiter, policy, &join_with("lost", "c", c_ticket)).await;
+        assert_eq!(back.status(), StatusCode::OK, "{:?}", back.body());
+        assert_eq!(json_of(&back)["position"], 3);
+        // A newcomer goes behind the restored place.
+        assert_eq!(join_ok(&room, &limiter, "lost", "d").await["position"], 4);
+        // Someone else's ticket on a join is refused, not restored.
+        let stolen =
+            room_http::join(&room, &limiter, policy, &join_with("lost", "e", c_ticket)).await;
+        assert_problem(&stolen, StatusCode::FORBIDDEN, "invalid-queue-ticket");
+    }
+
+    #[tokio::test]
+    async fn once_the_room_takes_joins_its_settings_and_opening_are_fixed() {
+        let (service, _room) = with_room(&[room_sale("fixed", slow_room())]).await;
+        let (catalog, stock, clock) = (&service.catalog, &service.stock, &service.clock);
+        let body = |drain: u32, starts: &str| {
+            format!(
+                r#"{{"name":"drop","total_stock":10,"shards":4,"per_user_limit":1,"price":{{"amount_minor":1000,"currency":"EUR"}},"starts_at":"{starts}","ends_at":"2027-01-15T09:00:00Z","waiting_room":{{"mode":"always","drain_per_sec":{drain}}}}}"#
+            )
+        };
+        // The fixture sale opened at NOW - 60 s (2027-01-15T07:59:00Z) with a drain of 1/s.
+        for (drain, starts) in [(2, "2027-01-15T07:59:00Z"), (1, "2027-01-15T08:30:00Z")] {
+            let r = sale_http::put_sale(
+                catalog,
+                stock,
+                clock,
+                &put("ops", &["admin"], "fixed", &body(drain, starts)),
+            )
+            .await;
+            assert_problem(&r, StatusCode::CONFLICT, "sale-conflict");
+            assert!(json_of(&r)["detail"]
+                .as_str()
+                .unwrap()
+                .contains("waiting room"));
+        }
+    }
+
     #[tokio::test]
     async fn the_status_is_public_cacheable_and_reveals_the_seed_once_open() {
         let soon = OpenSale::new(SaleId::parse("soon").unwrap(), 10)

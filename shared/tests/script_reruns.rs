@@ -86,6 +86,15 @@ async fn state(conn: &mut ConnectionManager) -> State {
                     .unwrap();
                 format!("{z:?}")
             }
+            "set" => {
+                let mut members: Vec<String> = redis::cmd("SMEMBERS")
+                    .arg(&key)
+                    .query_async(conn)
+                    .await
+                    .unwrap();
+                members.sort();
+                format!("{members:?}")
+            }
             other => panic!("unexpected type {other} of {key}"),
         };
         out.insert(key, format!("{kind} ttl:{} {content}", ttl > 0));
@@ -676,9 +685,8 @@ async fn a_reserve_sent_twice_is_one_reservation_on_both_paths() {
     assert_eq!((levels.available(), levels.held()), (0, 2));
 }
 
-/// queue.lua: a join sent twice answers the same place (pre-queue and FIFO), and a show sent
-/// twice counts once. (straight_in counts each run, as its doc says: a re-sent one lets one
-/// more buyer in within the threshold's second, never past people waiting.)
+/// queue.lua: a join or restore sent twice answers the same place (pre-queue, FIFO, a ticket's
+/// place), a show sent twice counts once, a buyer let straight in twice counts once.
 #[tokio::test]
 async fn the_waiting_room_script_is_safe_to_run_twice() {
     let server = RedisServer::start();
@@ -736,4 +744,23 @@ async fn the_waiting_room_script_is_safe_to_run_twice() {
         .as_millis()
         .to_string();
     assert_rerun_safe(&server, "queue show", &QUEUE, &keys, &show).await;
+    // restore: a ticket's place brought back (position 9, admitted a second after the opening).
+    let mut restore = args("restore", open, opens_at, "restored", "");
+    restore[8] = "9".into();
+    restore[9] = opens_at
+        .plus(Duration::from_secs(1))
+        .as_millis()
+        .to_string();
+    assert_rerun_safe(&server, "queue restore", &QUEUE, &keys, &restore).await;
+    // straight_in: a buyer let in counts once in its second (a sale without a queue yet).
+    let other = unique_sale("rerun-room-in");
+    let other_keys: Vec<String> = room_keys(&other, open).to_vec();
+    assert_rerun_safe(
+        &server,
+        "queue straight_in",
+        &QUEUE,
+        &other_keys,
+        &args("straight_in", open, opens_at, "walk-in", ""),
+    )
+    .await;
 }

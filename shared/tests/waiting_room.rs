@@ -385,15 +385,16 @@ async fn the_in_memory_store_gives_the_places_queue_lua_gives() {
     // A re-join after the admission window: a new place at the back.
     script.push((user("same-3"), opens_at.plus(Duration::from_secs(400))));
     for (buyer, t) in &script {
-        let request = join_request(&sale, buyer, *t, opens_at, 5, 1_000);
+        // 3 a second: a step of 333.333... ms, which both stores must round alike.
+        let request = join_request(&sale, buyer, *t, opens_at, 3, 1_000);
         let (a, b) = (
             redis.join(&request).await.unwrap(),
             memory.join(&request).await.unwrap(),
         );
         assert_eq!(a, b, "{buyer} at {t:?}");
         let (sa, sb) = (
-            redis.state(&sale, *t, 5, 50, opens_at).await.unwrap(),
-            memory.state(&sale, *t, 5, 50, opens_at).await.unwrap(),
+            redis.state(&sale, *t, 3, 50, opens_at).await.unwrap(),
+            memory.state(&sale, *t, 3, 50, opens_at).await.unwrap(),
         );
         assert_eq!(
             (sa.tail, sa.serving, sa.pre_queue),
@@ -412,6 +413,45 @@ async fn the_in_memory_store_gives_the_places_queue_lua_gives() {
             ))
             .await
             .unwrap(),
+    );
+    // At the seed's 10,000 a second (a step of 0.1 ms, fractional in binary): a burst of 300
+    // at one instant, then stragglers, and a restore; every place alike in both stores.
+    let fast = unique_sale("wr-same-fast");
+    let t0 = now();
+    let origin = t0.minus(Duration::from_millis(3));
+    for i in 0..400u64 {
+        let t = if i < 300 {
+            t0
+        } else {
+            t0.plus(Duration::from_millis(i / 7))
+        };
+        let request = join_request(
+            &fast,
+            &user(format!("fast-{i}")),
+            t,
+            origin,
+            10_000,
+            100_000,
+        );
+        assert_eq!(
+            redis.join(&request).await.unwrap(),
+            memory.join(&request).await.unwrap(),
+            "fast-{i}"
+        );
+    }
+    let request = join_request(&fast, &user("fast-restored"), t0, origin, 10_000, 100_000);
+    let ticket_place = Place {
+        position: 777,
+        admit_at: t0.plus(Duration::from_millis(80)),
+    };
+    assert_eq!(
+        redis.restore(&request, ticket_place).await.unwrap(),
+        memory.restore(&request, ticket_place).await.unwrap()
+    );
+    let after = join_request(&fast, &user("fast-after"), t0, origin, 10_000, 100_000);
+    assert_eq!(
+        redis.join(&after).await.unwrap(),
+        memory.join(&after).await.unwrap()
     );
     // 40 early buyers and 20 newcomers had places: the new one is the 61st.
     assert_eq!(
@@ -531,48 +571,136 @@ async fn threshold_mode_lets_buyers_straight_in_until_people_wait_or_the_thresho
     // Mid-second, so the whole test falls in one counting second.
     let t = Timestamp::from_millis((now().as_secs() + 5) * 1000 + 100);
     let opens_at = t.minus(Duration::from_secs(60));
-    for i in 0..3 {
-        assert_eq!(
-            store.straight_in(&sale, t, 10, 3, opens_at).await.unwrap(),
-            StraightIn::Allowed,
-            "{i}"
-        );
+    let enter = |buyer: &str, at: Timestamp| {
+        let (store, sale, buyer) = (store.clone(), sale.clone(), user(buyer));
+        async move {
+            store
+                .straight_in(&sale, &buyer, at, 10, 3, opens_at)
+                .await
+                .unwrap()
+        }
+    };
+    for name in ["a", "b", "c"] {
+        assert_eq!(enter(name, t).await, StraightIn::Allowed, "{name}");
     }
-    assert_eq!(
-        store.straight_in(&sale, t, 10, 3, opens_at).await.unwrap(),
-        StraightIn::Queue
-    );
+    // Counted per buyer: a fourth buyer is sent to the queue, a buyer already in is not, and
+    // one buyer sending many requests spends one of the three.
+    assert_eq!(enter("d", t).await, StraightIn::Queue);
+    for _ in 0..5 {
+        assert_eq!(enter("a", t).await, StraightIn::Allowed);
+    }
     // The next second, again 3; but once people wait in the queue, nobody goes straight in.
     let next = t.plus(Duration::from_secs(1));
-    assert_eq!(
-        store
-            .straight_in(&sale, next, 10, 3, opens_at)
-            .await
-            .unwrap(),
-        StraightIn::Allowed
-    );
+    assert_eq!(enter("d", next).await, StraightIn::Allowed);
     for buyer in buyers("thr", 5) {
         store
             .join(&join_request(&sale, &buyer, next, opens_at, 10, 1_000))
             .await
             .unwrap();
     }
-    assert_eq!(
-        store
-            .straight_in(&sale, next, 10, 3, opens_at)
-            .await
-            .unwrap(),
-        StraightIn::Queue
-    );
+    assert_eq!(enter("e", next).await, StraightIn::Queue);
     // Before the opening, nobody.
     let early = unique_sale("wr-threshold-early");
     assert_eq!(
         store
-            .straight_in(&early, t, 10, 3, t.plus(Duration::from_secs(5)))
+            .straight_in(&early, &user("a"), t, 10, 3, t.plus(Duration::from_secs(5)))
             .await
             .unwrap(),
         StraightIn::Queue
     );
+}
+
+#[tokio::test]
+async fn a_buyer_whose_place_redis_lost_gets_it_back_from_its_ticket_and_newcomers_go_behind() {
+    let server = RedisServer::start();
+    let store = redis_store(&server).await;
+    let sale = unique_sale("wr-restore");
+    let t0 = now();
+    let opens_at = t0.minus(Duration::from_secs(1));
+    // 100 places at 10 a second; the 90th is 9 s away.
+    let mut places = Vec::new();
+    for buyer in buyers("rs", 100) {
+        places.push(
+            placed(
+                store
+                    .join(&join_request(&sale, &buyer, t0, opens_at, 10, 1_000))
+                    .await
+                    .unwrap(),
+            )
+            .0,
+        );
+    }
+    server.cli(&["FLUSHALL"]);
+    // Buyer 89 comes back with its ticket's place: it keeps it, the tail is raised to it...
+    let request = join_request(&sale, &user("rs-89"), t0, opens_at, 10, 1_000);
+    assert_eq!(
+        store.restore(&request, places[89]).await.unwrap(),
+        places[89]
+    );
+    // ...so a newcomer goes behind it, not to the front of an empty queue.
+    let (late, _) = placed(
+        store
+            .join(&join_request(
+                &sale,
+                &user("rs-late"),
+                t0,
+                opens_at,
+                10,
+                1_000,
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(late.position, 91);
+    assert!(late.admit_at > places[89].admit_at);
+    // Restoring again answers the stored place (run twice, same place).
+    assert_eq!(
+        store.restore(&request, places[89]).await.unwrap(),
+        places[89]
+    );
+}
+
+#[tokio::test]
+async fn a_pre_queue_buyer_back_after_its_window_goes_to_the_back() {
+    let server = RedisServer::start();
+    let store = redis_store(&server).await;
+    let sale = unique_sale("wr-late");
+    let opens_at = now().plus(Duration::from_secs(60));
+    let before = opens_at.minus(Duration::from_secs(10));
+    for buyer in buyers("pl", 3) {
+        store
+            .join(&join_request(&sale, &buyer, before, opens_at, 10, 1_000))
+            .await
+            .unwrap();
+    }
+    // One returns at the opening (freezing the pre-queue), another 400 s later: its place's
+    // 300 s window is over, so it gets a new place at the back, admitted now.
+    store
+        .join(&join_request(
+            &sale,
+            &user("pl-0"),
+            opens_at,
+            opens_at,
+            10,
+            1_000,
+        ))
+        .await
+        .unwrap();
+    let late = opens_at.plus(Duration::from_secs(400));
+    let (place, _) = placed(
+        store
+            .join(&join_request(
+                &sale,
+                &user("pl-1"),
+                late,
+                opens_at,
+                10,
+                1_000,
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!((place.position, place.admit_at), (4, late));
 }
 
 /// The room service on Redis: tickets from join admit at their time, and only their buyer at
@@ -606,8 +734,8 @@ async fn tickets_admit_their_buyer_at_their_time_and_survive_a_redis_flush() {
         Joined::Placed { ticket, place, .. } => (ticket, place),
         other => panic!("{other:?}"),
     };
-    let (t1, p1) = ticket_of(room.join(id, &first).await.unwrap());
-    let (t2, p2) = ticket_of(room.join(id, &second).await.unwrap());
+    let (t1, p1) = ticket_of(room.join(id, &first, None).await.unwrap());
+    let (t2, p2) = ticket_of(room.join(id, &second, None).await.unwrap());
     assert_eq!((p1.position, p2.position), (1, 2));
     assert_eq!(p2.admit_at, t0.plus(Duration::from_millis(500)));
 
@@ -649,16 +777,16 @@ async fn tickets_admit_their_buyer_at_their_time_and_survive_a_redis_flush() {
         room.admit(id, &first, Some(&t1)).await,
         Err(Refused::Ticket(TicketError::Expired))
     ));
-    let (_, again) = ticket_of(room.join(id, &first).await.unwrap());
+    let (_, again) = ticket_of(room.join(id, &first, None).await.unwrap());
     assert!(again.admit_at >= clock_now(&clock));
 
     // Joins: a sale without a room, an unknown sale.
     assert!(matches!(
-        room.join(&plain.sale_id, &first).await,
+        room.join(&plain.sale_id, &first, None).await,
         Err(JoinError::NoRoom)
     ));
     assert!(matches!(
-        room.join(&unique_sale("wr-none"), &first).await,
+        room.join(&unique_sale("wr-none"), &first, None).await,
         Err(JoinError::SaleNotFound)
     ));
 }

@@ -366,6 +366,10 @@ fn put_error_problem(error: &PutSaleError) -> Problem {
         PutSaleError::ShardsFixed(_) | PutSaleError::StockCannotShrink(_) => {
             conflict(format!("{error}."))
         }
+        PutSaleError::RoomStarted { since } => conflict(format!(
+            "The waiting room has taken joins since {}: its settings and starts_at are fixed (the places given out were timed by them).",
+            since.to_rfc3339()
+        )),
         PutSaleError::RebuildNeeded => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "stock-rebuild-needed",

@@ -25,6 +25,11 @@ pub enum PutSaleError {
     /// durable records may restore it.
     #[error("the sale's stock must be rebuilt first")]
     RebuildNeeded,
+    /// The sale's waiting room has taken joins (its pre-queue opened at `since`): its settings
+    /// and the opening are fixed, since the places given out were timed by them (the
+    /// pre-queue's seed is derived from the opening, the schedule from the rate).
+    #[error("the waiting room has started")]
+    RoomStarted { since: Timestamp },
     #[error(transparent)]
     Catalog(CatalogError),
     #[error(transparent)]
@@ -105,6 +110,13 @@ async fn update<C: SaleCatalog, S: StockEngine>(
     }
     if wanted.total_stock < old.total_stock {
         return Err(PutSaleError::StockCannotShrink(old.total_stock));
+    }
+    if let Some(room) = &old.waiting_room {
+        let since = old.starts_at.minus(room.pre_queue);
+        let changed = wanted.waiting_room != old.waiting_room || wanted.starts_at != old.starts_at;
+        if now >= since && changed {
+            return Err(PutSaleError::RoomStarted { since });
+        }
     }
     if same_settings(&old, &wanted) {
         // A retry of a change that is already recorded: only Redis may still need it.

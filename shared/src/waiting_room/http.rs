@@ -20,8 +20,16 @@ use crate::http::{json, problems, set_rate_headers, Problem};
 use crate::rate_limit::{BucketPolicy, RateKey, RateLimiter, RequestId};
 use crate::sale::SaleCatalog;
 
-/// The header reserve reads the ticket from.
+/// The header reserve reads the ticket from (and join, to restore a place Redis lost).
 pub const TICKET_HEADER: &str = "queue-ticket";
+
+/// The ticket header's value; a value that is not text counts as a ticket that is not ours.
+fn ticket_of(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(TICKET_HEADER)
+        .map(|v| v.to_str().map(str::trim).unwrap_or("\u{0}"))
+}
 
 /// The per-buyer join bucket: a person joins once and maybe again after a reload; 5 at once,
 /// then one every 2 s.
@@ -93,6 +101,12 @@ fn join_problem(sale: &SaleId, error: &JoinError) -> Problem {
         )
         .with_extension("queue", queue_path(sale).into())
         .with_retry_after(*retry_after_secs),
+        JoinError::Ticket(error) => Problem::new(
+            StatusCode::FORBIDDEN,
+            "invalid-queue-ticket",
+            "Invalid queue ticket",
+            format!("The Queue-Ticket header on this join is not valid here: {error}."),
+        ),
         JoinError::Store(_) | JoinError::Catalog(_) => {
             tracing::error!(%error, "join failed on a dependency");
             problems::dependency_unavailable("A dependency did not answer; joining again is safe (it keeps your place).")
@@ -140,7 +154,10 @@ where
         )
         .into_response()
     } else {
-        match room.join(&sale, &identity.user_id).await {
+        match room
+            .join(&sale, &identity.user_id, ticket_of(request))
+            .await
+        {
             Ok(Joined::Placed {
                 place,
                 rejoined,
@@ -372,20 +389,7 @@ where
     let Ok(identity) = identity_of(request) else {
         return Ok(());
     };
-    let ticket = match request.headers().get(TICKET_HEADER) {
-        None => None,
-        Some(value) => match value.to_str() {
-            Ok(text) => Some(text.trim()),
-            Err(_) => {
-                return Err(refusal_problem(
-                    &Refused::Ticket(TicketError::Invalid),
-                    room.clock.now(),
-                )
-                .into_response())
-            }
-        },
-    };
-    room.admit(sale, &identity.user_id, ticket)
+    room.admit(sale, &identity.user_id, ticket_of(request))
         .await
         .map(|_| ())
         .map_err(|refused| refusal_problem(&refused, room.clock.now()).into_response())

@@ -10,13 +10,12 @@ use super::{
     JoinOutcome, JoinRequest, Place, QueueError, QueueState, QueueStore, StraightIn, NO_SHOW_GRACE,
     NO_SHOW_MIN_SAMPLE,
 };
-use crate::domain::{SaleId, Timestamp};
+use crate::domain::{SaleId, Timestamp, UserId};
 
 #[derive(Default)]
 struct Room {
-    /// (pre-queue size at the opening, tail, tail_off, origin) once frozen: the tail's
-    /// admission is `origin + tail_off` ms.
-    frozen: Option<(u64, u64, f64, i64)>,
+    /// Once frozen: the queue's state. The tail's admission is `origin + tail_off` ms.
+    frozen: Option<Frozen>,
     /// The pre-queue, ordered as a Redis sorted set: by rank key, then buyer id.
     pre: BTreeSet<(u64, String)>,
     places: HashMap<String, Place>,
@@ -24,19 +23,49 @@ struct Room {
     /// Per minute: places admitted in it, and of them the ones that came.
     admitted: HashMap<i64, u64>,
     showed: HashMap<i64, u64>,
-    straight_in: HashMap<i64, u32>,
+    /// Per second: the buyers let straight in.
+    straight_in: HashMap<i64, HashSet<String>>,
+}
+
+/// The state queue.lua keeps in its `state` hash once the pre-queue is frozen.
+#[derive(Debug, Clone, Copy)]
+struct Frozen {
+    pre: u64,
+    tail: u64,
+    tail_off: f64,
+    origin: i64,
+    pre_step: f64,
+}
+
+/// Six decimals, as queue.lua keeps fractional ms (`string.format('%.6f')`).
+fn r6(x: f64) -> f64 {
+    format!("{x:.6}")
+        .parse()
+        .expect("a formatted number parses")
 }
 
 impl Room {
-    fn current(&self, opens_at: i64, per_sec: u32) -> (bool, u64, u64, f64, i64) {
-        match self.frozen {
-            Some((pre, tail, tail_off, origin)) => (true, pre, tail, tail_off, origin),
-            None => {
-                let size = self.pre.len() as u64;
-                let tail_off = (size as f64 - 1.0) * step_ms(per_sec, 1.0);
-                (false, size, size, tail_off, opens_at)
+    fn current(&self, opens_at: i64, per_sec: u32) -> Frozen {
+        self.frozen.unwrap_or_else(|| {
+            let size = self.pre.len() as u64;
+            Frozen {
+                pre: size,
+                tail: size,
+                tail_off: r6((size as f64 - 1.0) * step_ms(per_sec, 1.0)),
+                origin: opens_at,
+                pre_step: r6(step_ms(per_sec, 1.0)),
             }
+        })
+    }
+
+    fn freeze(&mut self, opens_at: i64, per_sec: u32) -> Frozen {
+        if let Some(f) = self.frozen {
+            return f;
         }
+        let f = self.current(opens_at, per_sec);
+        self.frozen = Some(f);
+        self.count_pre_queue(f.pre, f.origin, f.pre_step);
+        f
     }
 
     fn boosted_step(&self, now: i64, per_sec: u32, max_percent: u32) -> f64 {
@@ -52,8 +81,7 @@ impl Room {
     }
 
     /// Counts the pre-queue's places per minute of admission, as the freeze in queue.lua does.
-    fn count_pre_queue(&mut self, pre: u64, origin: i64, per_sec: u32) {
-        let step = step_ms(per_sec, 1.0);
+    fn count_pre_queue(&mut self, pre: u64, origin: i64, step: f64) {
         let mut rank = 0u64;
         while rank < pre {
             let m = minute_of(origin + (rank as f64 * step).ceil() as i64);
@@ -116,36 +144,47 @@ impl QueueStore for MemoryQueueStore {
                     rejoined: false,
                 };
             }
-            let (frozen, pre, tail, tail_off, origin) = room.current(opens_at, r.drain_per_sec);
-            if !frozen {
-                room.frozen = Some((pre, tail, tail_off, origin));
-                room.count_pre_queue(pre, origin, r.drain_per_sec);
-            }
+            let Frozen {
+                pre,
+                tail,
+                tail_off,
+                origin,
+                pre_step,
+            } = room.freeze(opens_at, r.drain_per_sec);
             if let (Some(entry), false) = (in_pre, expired) {
                 let rank = room.pre.range(..entry).count() as u64;
                 let place = Place {
                     position: rank + 1,
                     admit_at: Timestamp::from_millis(
-                        origin + (rank as f64 * step_ms(r.drain_per_sec, 1.0)).ceil() as i64,
+                        origin + (rank as f64 * pre_step).ceil() as i64,
                     ),
                 };
-                room.places.insert(buyer, place);
-                return JoinOutcome::Placed {
-                    place,
-                    rejoined: false,
-                };
+                // Back after its place's window: to the back of the queue instead.
+                if r.now < place.admit_at.plus(r.admission_window) {
+                    room.places.insert(buyer, place);
+                    return JoinOutcome::Placed {
+                        place,
+                        rejoined: false,
+                    };
+                }
             }
             let step = room.boosted_step(now, r.drain_per_sec, r.max_boost_percent);
             let waiting = tail - serving_at(tail, tail_off, step, (now - origin) as f64);
             if waiting >= r.max_queue {
                 return JoinOutcome::Full { waiting };
             }
-            let at_off = (tail_off + step).max((now - origin) as f64);
+            let at_off = r6((tail_off + step).max((now - origin) as f64));
             let place = Place {
                 position: tail + 1,
                 admit_at: Timestamp::from_millis(origin + at_off.ceil() as i64),
             };
-            room.frozen = Some((pre, tail + 1, at_off, origin));
+            room.frozen = Some(Frozen {
+                pre,
+                tail: tail + 1,
+                tail_off: at_off,
+                origin,
+                pre_step,
+            });
             *room
                 .admitted
                 .entry(minute_of(place.admit_at.as_millis()))
@@ -176,7 +215,13 @@ impl QueueStore for MemoryQueueStore {
                     rate_per_sec: f64::from(drain_per_sec),
                 };
             }
-            let (_, pre, tail, tail_off, origin) = room.current(opens_at, drain_per_sec);
+            let Frozen {
+                pre,
+                tail,
+                tail_off,
+                origin,
+                ..
+            } = room.current(opens_at, drain_per_sec);
             let step = room.boosted_step(now, drain_per_sec, max_boost_percent);
             QueueState {
                 tail,
@@ -187,9 +232,27 @@ impl QueueStore for MemoryQueueStore {
         }))
     }
 
+    async fn restore(&self, r: &JoinRequest, place: Place) -> Result<Place, QueueError> {
+        Ok(self.with(&r.sale, |room| {
+            if let Some(stored) = room.places.get(r.buyer.as_str()) {
+                return *stored;
+            }
+            let mut f = room.freeze(r.opens_at.as_millis(), r.drain_per_sec);
+            f.tail = f.tail.max(place.position);
+            let off = (place.admit_at.as_millis() - f.origin) as f64;
+            if off > f.tail_off {
+                f.tail_off = r6(off);
+            }
+            room.frozen = Some(f);
+            room.places.insert(r.buyer.as_str().to_owned(), place);
+            place
+        }))
+    }
+
     async fn straight_in(
         &self,
         sale: &SaleId,
+        buyer: &UserId,
         now: Timestamp,
         drain_per_sec: u32,
         per_sec: u32,
@@ -200,18 +263,20 @@ impl QueueStore for MemoryQueueStore {
             if now_ms < opens_at {
                 return StraightIn::Queue;
             }
-            let (_, _, tail, tail_off, origin) = room.current(opens_at, drain_per_sec);
+            let f = room.current(opens_at, drain_per_sec);
             let step = room.boosted_step(now_ms, drain_per_sec, 0);
-            if serving_at(tail, tail_off, step, (now_ms - origin) as f64) < tail {
+            if serving_at(f.tail, f.tail_off, step, (now_ms - f.origin) as f64) < f.tail {
                 return StraightIn::Queue;
             }
-            let n = room.straight_in.entry(now.as_secs()).or_default();
-            *n += 1;
-            if *n > per_sec {
-                StraightIn::Queue
-            } else {
-                StraightIn::Allowed
+            let this_second = room.straight_in.entry(now.as_secs()).or_default();
+            if this_second.contains(buyer.as_str()) {
+                return StraightIn::Allowed;
             }
+            if this_second.len() as u64 >= u64::from(per_sec) {
+                return StraightIn::Queue;
+            }
+            this_second.insert(buyer.as_str().to_owned());
+            StraightIn::Allowed
         }))
     }
 

@@ -194,10 +194,19 @@ pub trait QueueStore: Send + Sync {
         max_boost_percent: u32,
         opens_at: Timestamp,
     ) -> impl Future<Output = Result<QueueState, QueueError>> + Send;
-    /// Threshold mode: lets a buyer without a ticket in (and counts it) or sends it to the queue.
+    /// Gives `buyer` back the place of its ticket (`place`) when the store lost it, raising the
+    /// tail to it so that people who join after go behind it; the stored place if there is one.
+    fn restore(
+        &self,
+        request: &JoinRequest,
+        place: Place,
+    ) -> impl Future<Output = Result<Place, QueueError>> + Send;
+    /// Threshold mode: lets a buyer without a ticket in (counting each buyer once a second) or
+    /// sends it to the queue.
     fn straight_in(
         &self,
         sale: &SaleId,
+        buyer: &UserId,
         now: Timestamp,
         drain_per_sec: u32,
         per_sec: u32,

@@ -2,7 +2,8 @@
 -- whose arithmetic this mirrors line by line).
 --
 -- KEYS (one hash slot, fs:{wr:<sale>}):
---   1 state   HASH  frozen (pre-queue size at the opening), origin (the opening, ms), tail,
+--   1 state   HASH  frozen (pre-queue size at the opening), origin (the opening, ms),
+--                   pre_step (ms between pre-queue places, fixed at the opening), tail,
 --                   tail_off (the tail's admission, ms after origin, fractional: at 10,000
 --                   places a second a place is 0.1 ms, which an absolute time in ms cannot
 --                   add up exactly),
@@ -10,20 +11,22 @@
 --   2 pre     ZSET  the pre-queue: buyer -> rank key (HMAC of the buyer under the sale's seed)
 --   3 places  HASH  buyer -> "<position>:<admit_at ms>"
 --   4 shown   HASH  position -> 1, for each place that came to reserve
---   5 in      STRING buyers let straight in during the current second (threshold mode)
--- ARGV: 1 op (join | state | straight_in | show), 2 now (ms), 3 drain per second,
+--   5 in      SET   buyers let straight in during the current second (threshold mode)
+-- ARGV: 1 op (join | restore | state | straight_in | show), 2 now (ms), 3 drain per second,
 --   4 max boost (%), 5 no-show sample, 6 no-show grace (ms), 7 opens_at (ms),
---   8 buyer (show: the position), 9 max queue, 10 rank key (show: the place's admit_at ms),
---   11 keep until (ms), 12 straight-in per second, 13 admission window (ms)
+--   8 buyer (show: the position), 9 max queue (restore: the ticket's position),
+--   10 rank key (show, restore: the place's admit_at ms), 11 keep until (ms),
+--   12 straight-in per second, 13 admission window (ms)
 -- Replies:
 --   join:        {'placed', position, admit_at, rejoined} | {'pre', size, 0, rejoined}
 --                | {'full', waiting, 0, 0}
+--   restore:     {'placed', position, admit_at, 1} (the buyer's place: the stored one if any,
+--                else the ticket's, and the tail raised to it)
 --   state:       {'state', tail, serving, pre_queue, rate x 1000}
 --   straight_in: {'in'} | {'queue'}
 --   show:        {'shown', 1 if new else 0}
--- Run twice, join answers the same place (the second run finds the first one's) and show
--- counts once; state only reads; straight_in counts a second admission (a re-sent script lets
--- one more buyer in within the threshold's second, never past people waiting).
+-- Run twice, join and restore answer the same place (the second run finds the first one's),
+-- show counts once, straight_in counts a buyer once a second; state only reads.
 
 local op = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -36,6 +39,10 @@ local keep_until = ARGV[11]
 
 local MINUTE = 60000
 local base_step = 1000 / math.max(rate, 1)
+
+-- Fractional ms are kept to six decimals, stored and computed alike (memory.rs rounds the
+-- same way), so a value read back is the value that was used.
+local function r6(x) return tonumber(string.format('%.6f', x)) end
 
 local function keep()
   for i = 1, 4 do
@@ -53,15 +60,35 @@ local function serving_at(tail, tail_at, step, t)
   return tail - ahead
 end
 
--- The queue now: {frozen?, pre-queue size, tail, tail_off, origin}. Before the first join after
--- the opening freezes the pre-queue, it is computed as if frozen now (nothing is written).
+-- The queue now: {frozen?, pre-queue size, tail, tail_off, origin, pre_step}. Before the first
+-- join after the opening freezes the pre-queue, it is computed as if frozen now (nothing is
+-- written).
 local function current()
-  local s = redis.call('HMGET', KEYS[1], 'frozen', 'tail', 'tail_off', 'origin')
+  local s = redis.call('HMGET', KEYS[1], 'frozen', 'tail', 'tail_off', 'origin', 'pre_step')
   if s[1] then
-    return true, tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), tonumber(s[4])
+    return true, tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), tonumber(s[4]), tonumber(s[5])
   end
   local size = redis.call('ZCARD', KEYS[2])
-  return false, size, size, (size - 1) * base_step, opens_at
+  return false, size, size, r6((size - 1) * base_step), opens_at, r6(base_step)
+end
+
+-- Freezes the pre-queue at the opening (once): its size, the opening, its step; and counts
+-- its places per minute of admission for the no-show measure.
+local function freeze()
+  local frozen, pre, tail, tail_off, origin, pre_step = current()
+  if frozen then return pre, tail, tail_off, origin, pre_step end
+  redis.call('HSET', KEYS[1], 'frozen', pre, 'origin', string.format('%d', origin),
+    'pre_step', string.format('%.6f', pre_step), 'tail', tail,
+    'tail_off', string.format('%.6f', tail_off))
+  local rank = 0
+  while rank < pre do
+    local m = math.floor((origin + math.ceil(rank * pre_step)) / MINUTE)
+    local next_rank = math.min(pre, math.ceil(((m + 1) * MINUTE - origin) / pre_step))
+    if next_rank <= rank then next_rank = rank + 1 end
+    redis.call('HINCRBY', KEYS[1], 'adm:' .. m, next_rank - rank)
+    rank = next_rank
+  end
+  return pre, tail, tail_off, origin, pre_step
 end
 
 -- The step for places given out now: the base step, shortened by the no-show boost, measured
@@ -86,14 +113,16 @@ if op == 'state' then
 end
 
 if op == 'straight_in' then
-  local per_sec = tonumber(ARGV[12])
+  -- Counted per buyer, not per request: one account sending many cannot use up the second.
+  local per_sec, buyer = tonumber(ARGV[12]), ARGV[8]
   if now < opens_at then return {'queue'} end
   local _, _, tail, tail_off, origin = current()
   local step = boosted_step()
   if serving_at(tail, tail_off, step, now - origin) < tail then return {'queue'} end
-  local n = redis.call('INCR', KEYS[5])
-  if n == 1 then redis.call('PEXPIRE', KEYS[5], 2000) end
-  if n > per_sec then return {'queue'} end
+  if redis.call('SISMEMBER', KEYS[5], buyer) == 1 then return {'in'} end
+  if redis.call('SCARD', KEYS[5]) >= per_sec then return {'queue'} end
+  redis.call('SADD', KEYS[5], buyer)
+  redis.call('PEXPIRE', KEYS[5], 2000)
   return {'in'}
 end
 
@@ -103,6 +132,25 @@ if op == 'show' then
   redis.call('HINCRBY', KEYS[1], 'shw:' .. math.floor(admit_at / MINUTE), 1)
   keep()
   return {'shown', 1}
+end
+
+if op == 'restore' then
+  -- A buyer whose place Redis lost brings its ticket back: the place is the ticket's, and the
+  -- tail is raised to it, so people who join now go behind it.
+  local buyer, pos, at = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+  local placed = redis.call('HGET', KEYS[3], buyer)
+  if placed then
+    local p, a = string.match(placed, '^(%d+):(%-?%d+)$')
+    return {'placed', tonumber(p), tonumber(a), 1}
+  end
+  local _, tail, tail_off, origin = freeze()
+  if pos > tail then redis.call('HSET', KEYS[1], 'tail', pos) end
+  if at - origin > tail_off then
+    redis.call('HSET', KEYS[1], 'tail_off', string.format('%.6f', at - origin))
+  end
+  redis.call('HSET', KEYS[3], buyer, pos .. ':' .. at)
+  keep()
+  return {'placed', pos, at, 1}
 end
 
 if op ~= 'join' then return redis.error_reply('unknown op ' .. tostring(op)) end
@@ -134,35 +182,24 @@ if now < opens_at and not frozen_now then
   return {'pre', size + 1, 0, 0}
 end
 
-local frozen, pre, tail, tail_off, origin = current()
-if not frozen then
-  redis.call('HSET', KEYS[1], 'frozen', pre, 'origin', origin, 'tail', tail,
-    'tail_off', string.format('%.6f', tail_off))
-  -- The pre-queue's places are admitted from the opening at the base rate: count them per
-  -- minute for the no-show measure.
-  local rank = 0
-  while rank < pre do
-    local m = math.floor((origin + math.ceil(rank * base_step)) / MINUTE)
-    local next_rank = math.min(pre, math.ceil(((m + 1) * MINUTE - origin) / base_step))
-    if next_rank <= rank then next_rank = rank + 1 end
-    redis.call('HINCRBY', KEYS[1], 'adm:' .. m, next_rank - rank)
-    rank = next_rank
-  end
-end
+local pre, tail, tail_off, origin, pre_step = freeze()
 
--- A buyer of the pre-queue: its place follows from its rank.
+-- A buyer of the pre-queue: its place follows from its rank (at the step fixed at the
+-- opening), unless it comes back after that place's window: then it goes to the back.
 local rank = redis.call('ZRANK', KEYS[2], buyer)
 if rank and rank < pre and not placed then
-  local at = origin + math.ceil(rank * base_step)
-  redis.call('HSET', KEYS[3], buyer, (rank + 1) .. ':' .. at)
-  keep()
-  return {'placed', rank + 1, at, 0}
+  local at = origin + math.ceil(rank * pre_step)
+  if now < at + tonumber(ARGV[13]) then
+    redis.call('HSET', KEYS[3], buyer, (rank + 1) .. ':' .. at)
+    keep()
+    return {'placed', rank + 1, at, 0}
+  end
 end
 
 local step = boosted_step()
 local waiting = tail - serving_at(tail, tail_off, step, now - origin)
 if waiting >= max_queue then return {'full', waiting, 0, 0} end
-local at_off = math.max(tail_off + step, now - origin)
+local at_off = r6(math.max(tail_off + step, now - origin))
 local pos = tail + 1
 local admit_at = origin + math.ceil(at_off)
 redis.call('HSET', KEYS[1], 'tail', pos, 'tail_off', string.format('%.6f', at_off))

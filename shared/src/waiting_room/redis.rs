@@ -10,7 +10,7 @@ use super::{
     JoinOutcome, JoinRequest, Place, QueueError, QueueState, QueueStore, StraightIn, NO_SHOW_GRACE,
     NO_SHOW_MIN_SAMPLE,
 };
-use crate::domain::{SaleId, Timestamp};
+use crate::domain::{SaleId, Timestamp, UserId};
 
 /// queue.lua (public for the test that runs every script twice).
 pub static QUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("queue.lua")));
@@ -82,6 +82,31 @@ where
         Ok(())
     }
 
+    /// Reads a join or restore reply.
+    fn join_reply(&self, reply: Vec<Value>) -> Result<JoinOutcome, QueueError> {
+        let kind = reply.first().and_then(text);
+        let (a, b, rejoined) = (int(reply.get(1)), int(reply.get(2)), int(reply.get(3)));
+        match (kind.as_deref(), a, b, rejoined) {
+            (Some("placed"), Some(pos), Some(at), Some(rejoined)) if pos > 0 => {
+                Ok(JoinOutcome::Placed {
+                    place: Place {
+                        position: pos as u64,
+                        admit_at: Timestamp::from_millis(at),
+                    },
+                    rejoined: rejoined == 1,
+                })
+            }
+            (Some("pre"), Some(size), _, Some(rejoined)) => Ok(JoinOutcome::PreQueued {
+                size: size.max(0) as u64,
+                rejoined: rejoined == 1,
+            }),
+            (Some("full"), Some(waiting), _, _) => Ok(JoinOutcome::Full {
+                waiting: waiting.max(0) as u64,
+            }),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
     async fn run(&self, call: Call<'_>) -> Result<Vec<Value>, QueueError> {
         let mut conn = self.conn.clone();
         let mut invocation = QUEUE.prepare_invoke();
@@ -138,28 +163,7 @@ where
         call.rank_key = request.rank_key;
         call.keep_until = request.keep_until.as_millis();
         call.window_ms = request.admission_window.as_millis() as u64;
-        let reply = self.run(call).await?;
-        let kind = reply.first().and_then(text);
-        let (a, b, rejoined) = (int(reply.get(1)), int(reply.get(2)), int(reply.get(3)));
-        match (kind.as_deref(), a, b, rejoined) {
-            (Some("placed"), Some(pos), Some(at), Some(rejoined)) if pos > 0 => {
-                Ok(JoinOutcome::Placed {
-                    place: Place {
-                        position: pos as u64,
-                        admit_at: Timestamp::from_millis(at),
-                    },
-                    rejoined: rejoined == 1,
-                })
-            }
-            (Some("pre"), Some(size), _, Some(rejoined)) => Ok(JoinOutcome::PreQueued {
-                size: size.max(0) as u64,
-                rejoined: rejoined == 1,
-            }),
-            (Some("full"), Some(waiting), _, _) => Ok(JoinOutcome::Full {
-                waiting: waiting.max(0) as u64,
-            }),
-            _ => Err(unexpected(&reply)),
-        }
+        self.join_reply(self.run(call).await?)
     }
 
     async fn state(
@@ -193,15 +197,31 @@ where
         }
     }
 
+    async fn restore(&self, request: &JoinRequest, place: Place) -> Result<Place, QueueError> {
+        let mut call = Call::new("restore", &request.sale, request.now, request.drain_per_sec);
+        call.opens_at = request.opens_at.as_millis();
+        call.buyer = request.buyer.as_str();
+        call.max_queue = place.position;
+        call.rank_key = place.admit_at.as_millis().max(0) as u64;
+        call.keep_until = request.keep_until.as_millis();
+        call.window_ms = request.admission_window.as_millis() as u64;
+        match self.join_reply(self.run(call).await?)? {
+            JoinOutcome::Placed { place, .. } => Ok(place),
+            other => Err(QueueError::UnexpectedReply(format!("restore: {other:?}"))),
+        }
+    }
+
     async fn straight_in(
         &self,
         sale: &SaleId,
+        buyer: &UserId,
         now: Timestamp,
         drain_per_sec: u32,
         per_sec: u32,
         opens_at: Timestamp,
     ) -> Result<StraightIn, QueueError> {
         let mut call = Call::new("straight_in", sale, now, drain_per_sec);
+        call.buyer = buyer.as_str();
         call.straight_in_per_sec = per_sec;
         call.opens_at = opens_at.as_millis();
         let reply = self.run(call).await?;

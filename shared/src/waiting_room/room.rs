@@ -53,6 +53,9 @@ pub enum JoinError {
     NotOpenYet { queue_opens_at: Timestamp },
     #[error("the queue is full")]
     Full { retry_after_secs: u64 },
+    /// The ticket brought along is not one of this buyer's for this sale.
+    #[error(transparent)]
+    Ticket(TicketError),
     #[error(transparent)]
     Store(#[from] QueueError),
     #[error(transparent)]
@@ -113,8 +116,15 @@ impl<Q: QueueStore, C: SaleCatalog, K: Clock> WaitingRoom<Q, C, K> {
     }
 
     /// `buyer` joins the room of `sale_id`: its place (the same one every time), or a pre-queue
-    /// entry before the opening.
-    pub async fn join(&self, sale_id: &SaleId, buyer: &UserId) -> Result<Joined, JoinError> {
+    /// entry before the opening. A buyer joining again may bring the ticket it holds: if Redis
+    /// lost its place, the ticket's place is restored (and the tail raised to it) instead of a
+    /// new one at a reset queue's front; a ticket whose window is over is a plain join.
+    pub async fn join(
+        &self,
+        sale_id: &SaleId,
+        buyer: &UserId,
+        ticket: Option<&str>,
+    ) -> Result<Joined, JoinError> {
         let sale = self
             .catalog
             .get(sale_id)
@@ -142,7 +152,22 @@ impl<Q: QueueStore, C: SaleCatalog, K: Clock> WaitingRoom<Q, C, K> {
             keep_until: keep_until(&sale, &settings),
             admission_window: settings.admission_window,
         };
-        match self.store.join(&request).await? {
+        let held = match ticket {
+            Some(ticket) => match self.key.read(ticket, sale_id, buyer) {
+                Ok((place, ends_at)) if now < ends_at => Some(place),
+                Ok(_) => None,
+                Err(error) => return Err(JoinError::Ticket(error)),
+            },
+            None => None,
+        };
+        let outcome = match held {
+            Some(place) => JoinOutcome::Placed {
+                place: self.store.restore(&request, place).await?,
+                rejoined: true,
+            },
+            None => self.store.join(&request).await?,
+        };
+        match outcome {
             JoinOutcome::Placed { place, rejoined } => {
                 let wait = now.until(place.admit_at);
                 Ok(Joined::Placed {
@@ -254,6 +279,7 @@ impl<Q: QueueStore, C: SaleCatalog, K: Clock> WaitingRoom<Q, C, K> {
                     .store
                     .straight_in(
                         sale_id,
+                        buyer,
                         now,
                         settings.drain_per_sec,
                         straight_in_per_sec,

@@ -3,8 +3,8 @@
 //! A ticket is a JWT (RFC 7519) signed with HMAC-SHA256 (`HS256`, RFC 7518 §3.2; verified by the
 //! `jsonwebtoken` crate, whose HMAC check is constant-time). Claims:
 //! `iss` = [`ISSUER`], `sub` = buyer id, `sale` = sale id, `pos` = 1-based position,
-//! `adm` = admission time (Unix ms), `exp` = end of the admission window (Unix s, rounded up),
-//! `iat` (Unix s). The times are checked against our [`crate::domain::Clock`], not by the
+//! `adm` = admission time (Unix ms), `end` = end of the admission window (Unix ms; the check),
+//! `exp` = the same rounded up to seconds (for JWT tools), `iat` (Unix s). The times are checked against our [`crate::domain::Clock`], not by the
 //! library, so tests move time instead of sleeping.
 
 use std::fmt;
@@ -87,6 +87,7 @@ impl TicketKey {
             sale: sale.as_str().into(),
             pos: place.position,
             adm: place.admit_at.as_millis(),
+            end: place.admit_at.plus(window).as_millis(),
             exp: (place.admit_at.plus(window).as_millis() + 999).div_euclid(1000),
             iat: now.as_secs(),
         };
@@ -102,6 +103,29 @@ impl TicketKey {
         buyer: &UserId,
         now: Timestamp,
     ) -> Result<Admitted, TicketError> {
+        let (place, ends_at) = self.read(token, sale, buyer)?;
+        if now >= ends_at {
+            return Err(TicketError::Expired);
+        }
+        if now < place.admit_at {
+            return Err(TicketError::NotYetAdmitted {
+                admit_at: place.admit_at,
+            });
+        }
+        Ok(Admitted {
+            position: place.position,
+            admit_at: place.admit_at,
+        })
+    }
+
+    /// The place `token` holds for `buyer` at `sale` and the end of its window, whatever the
+    /// time: signature, issuer, sale and buyer checked.
+    pub fn read(
+        &self,
+        token: &str,
+        sale: &SaleId,
+        buyer: &UserId,
+    ) -> Result<(Place, Timestamp), TicketError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["iss", "sub", "exp"]);
@@ -117,17 +141,13 @@ impl TicketKey {
         if claims.sub != buyer.as_str() {
             return Err(TicketError::OtherBuyer);
         }
-        let admit_at = Timestamp::from_millis(claims.adm);
-        if now.as_millis() >= claims.exp.saturating_mul(1000) {
-            return Err(TicketError::Expired);
-        }
-        if now < admit_at {
-            return Err(TicketError::NotYetAdmitted { admit_at });
-        }
-        Ok(Admitted {
-            position: claims.pos,
-            admit_at,
-        })
+        Ok((
+            Place {
+                position: claims.pos,
+                admit_at: Timestamp::from_millis(claims.adm),
+            },
+            Timestamp::from_millis(claims.end),
+        ))
     }
 
     /// The pre-queue seed of a sale opening at `opens_at` (a new opening time, a new seed).
@@ -147,6 +167,7 @@ struct Claims {
     sale: String,
     pos: u64,
     adm: i64,
+    end: i64,
     exp: i64,
     iat: i64,
 }
