@@ -212,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
         clock: SystemClock,
     };
     let buyer = UserId::parse("admit-buyer")?;
-    let ticket = match room.join(&sale.sale_id, &buyer).await? {
+    let ticket = match room.join(&sale.sale_id, &buyer, None).await? {
         Joined::Placed { ticket, .. } => ticket,
         other => anyhow::bail!("expected a place, got {other:?}"),
     };
