@@ -405,28 +405,29 @@ describe('payment provider settings', () => {
     assert.throws(() => makeStack({ stripeWebhookSecrets: 'whsec_abc' }), /on AWS the Stripe keys come from Secrets Manager/);
   });
 
-  it('AWS: the bot challenge keys are dynamic references to flashsale/bot, for reserve only', () => {
-    assert.deepEqual(holders(AWS, 'BOT_CHALLENGE_SIGNATURE_SECRET'), [
-      ['reserve', secretRef('flashsale/bot', 'signature_secret')],
-    ]);
-    assert.deepEqual(holders(AWS, 'BOT_CHALLENGE_KEY_SECRET'), [['reserve', secretRef('flashsale/bot', 'key_secret')]]);
-    assert.deepEqual(holders(AWS, 'BOT_DEFENCE'), [['reserve', 'on']]);
+  // The functions behind the bot defence: reserve and the waiting room (its join).
+  const guarded = (value: string) => [['reserve', value], ['waiting-room', value]];
+
+  it('AWS: the bot challenge keys are dynamic references to flashsale/bot, for the guarded routes only (reserve, the waiting room\'s join)', () => {
+    assert.deepEqual(holders(AWS, 'BOT_CHALLENGE_SIGNATURE_SECRET'), guarded(secretRef('flashsale/bot', 'signature_secret')));
+    assert.deepEqual(holders(AWS, 'BOT_CHALLENGE_KEY_SECRET'), guarded(secretRef('flashsale/bot', 'key_secret')));
+    assert.deepEqual(holders(AWS, 'BOT_DEFENCE'), guarded('on'));
     // Address blocks are opt-in (one account could lock a NAT out): off unless asked for.
-    assert.deepEqual(holders(AWS, 'BOT_BLOCK_ADDRESSES'), [['reserve', 'off']]);
-    assert.deepEqual(holders({ ...AWS, botBlockAddresses: 'true' }, 'BOT_BLOCK_ADDRESSES'), [['reserve', 'on']]);
-    assert.deepEqual(holders({ ...AWS, botDefence: 'false', botChallengeAt: '90' }, 'BOT_DEFENCE'), [['reserve', 'off']]);
-    assert.deepEqual(holders({ ...AWS, botChallengeAt: '90' }, 'BOT_CHALLENGE_AT'), [['reserve', '90']]);
+    assert.deepEqual(holders(AWS, 'BOT_BLOCK_ADDRESSES'), guarded('off'));
+    assert.deepEqual(holders({ ...AWS, botBlockAddresses: 'true' }, 'BOT_BLOCK_ADDRESSES'), guarded('on'));
+    assert.deepEqual(holders({ ...AWS, botDefence: 'false', botChallengeAt: '90' }, 'BOT_DEFENCE'), guarded('off'));
+    assert.deepEqual(holders({ ...AWS, botChallengeAt: '90' }, 'BOT_CHALLENGE_AT'), guarded('90'));
     assert.doesNotMatch(JSON.stringify(template(AWS).toJSON()), /local-bot-/);
     assert.throws(() => makeStack({ botChallengeAt: '101' }), /botChallengeAt/);
-    assert.deepEqual(holders(AWS, 'BOT_CHALLENGE_PROVIDER'), [['reserve', 'altcha']]);
+    assert.deepEqual(holders(AWS, 'BOT_CHALLENGE_PROVIDER'), guarded('altcha'));
     assert.deepEqual(holders(AWS, 'TURNSTILE_SECRET_KEY'), []);
   });
 
   it('AWS: the turnstile provider gets its site key and secret reference instead of the ALTCHA keys, and needs NAT', () => {
     const context = { ...AWS, botChallengeProvider: 'turnstile', turnstileSiteKey: '0x4AAAAAAAsite', natGateways: '1' };
-    assert.deepEqual(holders(context, 'BOT_CHALLENGE_PROVIDER'), [['reserve', 'turnstile']]);
-    assert.deepEqual(holders(context, 'TURNSTILE_SITE_KEY'), [['reserve', '0x4AAAAAAAsite']]);
-    assert.deepEqual(holders(context, 'TURNSTILE_SECRET_KEY'), [['reserve', secretRef('flashsale/bot', 'turnstile_secret_key')]]);
+    assert.deepEqual(holders(context, 'BOT_CHALLENGE_PROVIDER'), guarded('turnstile'));
+    assert.deepEqual(holders(context, 'TURNSTILE_SITE_KEY'), guarded('0x4AAAAAAAsite'));
+    assert.deepEqual(holders(context, 'TURNSTILE_SECRET_KEY'), guarded(secretRef('flashsale/bot', 'turnstile_secret_key')));
     assert.deepEqual(holders(context, 'BOT_CHALLENGE_SIGNATURE_SECRET'), []);
     assert.deepEqual(holders(context, 'BOT_CHALLENGE_KEY_SECRET'), []);
     assert.throws(() => makeStack({ ...context, natGateways: '0' }), /natGateways/);
