@@ -234,8 +234,9 @@ export const DEFAULTS = {
   arch: 'arm64' as Arch,
   redisUrl: 'redis://127.0.0.1:6379',
   lambdaDir: '../target/lambda',
-  throttleRateLimit: 5000,
-  throttleBurstLimit: 2000,
+  // API Gateway's default account quota per region (10,000 requests/s, burst 5,000).
+  throttleRateLimit: 10000,
+  throttleBurstLimit: 5000,
   redisShards: 3,
   redisReplicasPerShard: 1,
   natGateways: 0,
@@ -278,8 +279,9 @@ export const DEFAULTS = {
   reserveBurstLimit: 1500,
   paymentRateLimit: 500,
   paymentBurstLimit: 200,
-  queueRateLimit: 400,
-  queueBurstLimit: 200,
+  // Join and status each: a pre-queue of 100,000 re-joins at the opening in about a minute.
+  queueRateLimit: 1500,
+  queueBurstLimit: 500,
   reserveConcurrency: 400,
   paymentConcurrency: 50,
   queueConcurrency: 100,
@@ -288,6 +290,11 @@ export const DEFAULTS = {
 
 /** Reads one context value (`-c key=value` or cdk.json "context"). */
 export type ContextGetter = (key: string) => unknown;
+
+/** `wanted`, or `fraction` of the stage's `limit` when that is smaller; at least 1. */
+function share(wanted: number, limit: number, fraction: number): number {
+  return Math.max(1, Math.min(wanted, Math.floor(limit * fraction)));
+}
 
 function str(get: ContextGetter, key: string): string | undefined {
   const v = get(key);
@@ -409,12 +416,13 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
   const throttleRateLimit = int(get, 'throttleRateLimit', DEFAULTS.throttleRateLimit, 1);
   const throttleBurstLimit = int(get, 'throttleBurstLimit', DEFAULTS.throttleBurstLimit, 1);
   const capacity: CapacityConfig = {
-    reserveRateLimit: int(get, 'reserveRateLimit', Math.min(DEFAULTS.reserveRateLimit, Math.floor(throttleRateLimit * 0.8)), 1),
-    reserveBurstLimit: int(get, 'reserveBurstLimit', Math.min(DEFAULTS.reserveBurstLimit, Math.floor(throttleBurstLimit * 0.8)), 1),
-    paymentRateLimit: int(get, 'paymentRateLimit', DEFAULTS.paymentRateLimit, 1),
-    paymentBurstLimit: int(get, 'paymentBurstLimit', DEFAULTS.paymentBurstLimit, 1),
-    queueRateLimit: int(get, 'queueRateLimit', Math.min(DEFAULTS.queueRateLimit, Math.floor(throttleRateLimit * 0.08)), 1),
-    queueBurstLimit: int(get, 'queueBurstLimit', Math.min(DEFAULTS.queueBurstLimit, Math.floor(throttleBurstLimit * 0.08)), 1),
+    // Defaults scale down with a smaller stage (never below 1), so the shares always fit.
+    reserveRateLimit: int(get, 'reserveRateLimit', share(DEFAULTS.reserveRateLimit, throttleRateLimit, 0.4), 1),
+    reserveBurstLimit: int(get, 'reserveBurstLimit', share(DEFAULTS.reserveBurstLimit, throttleBurstLimit, 0.3), 1),
+    paymentRateLimit: int(get, 'paymentRateLimit', share(DEFAULTS.paymentRateLimit, throttleRateLimit, 0.05), 1),
+    paymentBurstLimit: int(get, 'paymentBurstLimit', share(DEFAULTS.paymentBurstLimit, throttleBurstLimit, 0.04), 1),
+    queueRateLimit: int(get, 'queueRateLimit', share(DEFAULTS.queueRateLimit, throttleRateLimit, 0.15), 1),
+    queueBurstLimit: int(get, 'queueBurstLimit', share(DEFAULTS.queueBurstLimit, throttleBurstLimit, 0.1), 1),
     reserveConcurrency: int(get, 'reserveConcurrency', DEFAULTS.reserveConcurrency, 1),
     paymentConcurrency: int(get, 'paymentConcurrency', DEFAULTS.paymentConcurrency, 1),
     queueConcurrency: int(get, 'queueConcurrency', DEFAULTS.queueConcurrency, 1),
@@ -424,11 +432,18 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
       `context "reserveRateLimit" (${capacity.reserveRateLimit}) must stay below the stage's "throttleRateLimit" (${throttleRateLimit}), or the crowd at reserve can use up the payment path's share`,
     );
   }
-  const crowd = capacity.reserveRateLimit + 2 * capacity.queueRateLimit;
-  if (crowd >= throttleRateLimit) {
-    throw new Error(
-      `"reserveRateLimit" + 2 x "queueRateLimit" (${crowd}: reserve, the waiting room's join and status) must stay below the stage's "throttleRateLimit" (${throttleRateLimit}), or the crowd can use up the payment path's share`,
-    );
+  // Every method limit is a bucket of its own inside the stage's: reserve, the waiting room's
+  // join and status, and the two payment routes (pay, webhook) must fit together, so the crowd
+  // can never use up what the payment path is promised.
+  for (const [what, rate, crowd] of [
+    ['throttleRateLimit', throttleRateLimit, capacity.reserveRateLimit + 2 * capacity.queueRateLimit + 2 * capacity.paymentRateLimit],
+    ['throttleBurstLimit', throttleBurstLimit, capacity.reserveBurstLimit + 2 * capacity.queueBurstLimit + 2 * capacity.paymentBurstLimit],
+  ] as const) {
+    if (crowd > rate) {
+      throw new Error(
+        `reserve + 2 x queue (join, status) + 2 x payment (pay, webhook) method limits (${crowd}) must fit in the stage's "${what}" (${rate}), or the crowd can use up the payment path's share`,
+      );
+    }
   }
   return {
     stage,

@@ -88,8 +88,8 @@ describe('REST API', () => {
         Match.objectLike({
           HttpMethod: '*',
           ResourcePath: '/*',
-          ThrottlingRateLimit: 5000,
-          ThrottlingBurstLimit: 2000,
+          ThrottlingRateLimit: 10000,
+          ThrottlingBurstLimit: 5000,
         }),
       ]),
     });

@@ -36,10 +36,17 @@ describe('waiting room (infrastructure)', () => {
     const reserve = settings.find((s: { ResourcePath: string; HttpMethod: string }) => s.HttpMethod === 'POST' && s.ResourcePath === '/~1sales~1{saleId}~1reservations');
     const status = settings.find((s: { ResourcePath: string; HttpMethod: string }) => s.HttpMethod === 'GET' && s.ResourcePath === '/~1sales~1{saleId}~1queue');
     assert.ok(join && reserve && status);
-    assert.equal(join.ThrottlingRateLimit, 400);
-    assert.equal(status.ThrottlingRateLimit, 400);
-    assert.ok(reserve.ThrottlingRateLimit + join.ThrottlingRateLimit + status.ThrottlingRateLimit < stage.Properties.MethodSettings.find((s: { ResourcePath: string }) => s.ResourcePath === '/*').ThrottlingRateLimit);
-    assert.throws(() => synth({ queueRateLimit: '600' }), /must stay below the stage/);
+    assert.equal(join.ThrottlingRateLimit, 1500);
+    assert.equal(status.ThrottlingRateLimit, 1500);
+    const pay = settings.filter((s: { ResourcePath: string }) => s.ResourcePath.includes('payment'));
+    const stageWide = settings.find((s: { ResourcePath: string }) => s.ResourcePath === '/*');
+    const sum = (k: string) =>
+      reserve[k] + join[k] + status[k] + pay.reduce((n: number, s: Record<string, number>) => n + s[k], 0);
+    assert.ok(sum('ThrottlingRateLimit') <= stageWide.ThrottlingRateLimit);
+    assert.ok(sum('ThrottlingBurstLimit') <= stageWide.ThrottlingBurstLimit);
+    assert.throws(() => synth({ queueRateLimit: '3000' }), /must fit in the stage/);
+    // A small stage scales every default share down with it (and never to 0).
+    assert.doesNotThrow(() => synth({ throttleRateLimit: '12', throttleBurstLimit: '12' }));
   });
 
   it('AWS: the status is served from the stage cache, one entry per sale, 1 s by default', () => {

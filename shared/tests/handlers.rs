@@ -900,10 +900,11 @@ mod waiting_room {
         assert_eq!(json_of(&back)["position"], 3);
         // A newcomer goes behind the restored place.
         assert_eq!(join_ok(&room, &limiter, "lost", "d").await["position"], 4);
-        // Someone else's ticket on a join is refused, not restored.
+        // Someone else's ticket on a join restores nothing: a plain join, at the back.
         let stolen =
             room_http::join(&room, &limiter, policy, &join_with("lost", "e", c_ticket)).await;
-        assert_problem(&stolen, StatusCode::FORBIDDEN, "invalid-queue-ticket");
+        assert_eq!(stolen.status(), StatusCode::CREATED);
+        assert_eq!(json_of(&stolen)["position"], 5);
     }
 
     #[tokio::test]
@@ -930,6 +931,28 @@ mod waiting_room {
                 .unwrap()
                 .contains("waiting room"));
         }
+        // What did not time any place may change: the stock grows, the cap and window too.
+        let grown = body(1, "2027-01-15T07:59:00Z")
+            .replace("\"total_stock\":10", "\"total_stock\":20")
+            .replace(
+                "\"drain_per_sec\":1}",
+                "\"drain_per_sec\":1,\"max_queue\":500,\"admission_window_seconds\":120}",
+            );
+        let r = sale_http::put_sale(
+            catalog,
+            stock,
+            clock,
+            &put("ops", &["admin"], "fixed", &grown),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK, "{:?}", r.body());
+        assert_eq!(json_of(&r)["waiting_room"]["max_queue"], 500);
+        // And the room may be switched off.
+        let off = r#"{"name":"drop","total_stock":20,"shards":4,"per_user_limit":1,"price":{"amount_minor":1000,"currency":"EUR"},"starts_at":"2027-01-15T07:59:00Z","ends_at":"2027-01-15T09:00:00Z"}"#;
+        let r =
+            sale_http::put_sale(catalog, stock, clock, &put("ops", &["admin"], "fixed", off)).await;
+        assert_eq!(r.status(), StatusCode::OK, "{:?}", r.body());
+        assert!(json_of(&r).get("waiting_room").is_none());
     }
 
     #[tokio::test]

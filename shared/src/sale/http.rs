@@ -367,7 +367,7 @@ fn put_error_problem(error: &PutSaleError) -> Problem {
             conflict(format!("{error}."))
         }
         PutSaleError::RoomStarted { since } => conflict(format!(
-            "The waiting room has taken joins since {}: its settings and starts_at are fixed (the places given out were timed by them).",
+            "The waiting room has taken joins since {}: starts_at, drain_per_sec and pre_queue_minutes are fixed while it is on (the places given out were timed by them); the room may be removed or its other settings changed.",
             since.to_rfc3339()
         )),
         PutSaleError::RebuildNeeded => Problem::new(

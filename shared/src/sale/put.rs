@@ -25,9 +25,10 @@ pub enum PutSaleError {
     /// durable records may restore it.
     #[error("the sale's stock must be rebuilt first")]
     RebuildNeeded,
-    /// The sale's waiting room has taken joins (its pre-queue opened at `since`): its settings
-    /// and the opening are fixed, since the places given out were timed by them (the
-    /// pre-queue's seed is derived from the opening, the schedule from the rate).
+    /// The sale's waiting room has taken joins (its pre-queue opened at `since`): what timed the
+    /// places given out is fixed while the room stays on: the opening (the pre-queue's seed and
+    /// the tickets are bound to it), the drain rate and the pre-queue's length. The room may
+    /// still be removed, and its other settings (mode, cap, window, boost) changed.
     #[error("the waiting room has started")]
     RoomStarted { since: Timestamp },
     #[error(transparent)]
@@ -111,10 +112,12 @@ async fn update<C: SaleCatalog, S: StockEngine>(
     if wanted.total_stock < old.total_stock {
         return Err(PutSaleError::StockCannotShrink(old.total_stock));
     }
-    if let Some(room) = &old.waiting_room {
+    if let (Some(room), Some(next)) = (&old.waiting_room, &wanted.waiting_room) {
         let since = old.starts_at.minus(room.pre_queue);
-        let changed = wanted.waiting_room != old.waiting_room || wanted.starts_at != old.starts_at;
-        if now >= since && changed {
+        let retimed = wanted.starts_at != old.starts_at
+            || next.drain_per_sec != room.drain_per_sec
+            || next.pre_queue != room.pre_queue;
+        if now >= since && retimed {
             return Err(PutSaleError::RoomStarted { since });
         }
     }

@@ -23,12 +23,14 @@ use crate::sale::SaleCatalog;
 /// The header reserve reads the ticket from (and join, to restore a place Redis lost).
 pub const TICKET_HEADER: &str = "queue-ticket";
 
-/// The ticket header's value; a value that is not text counts as a ticket that is not ours.
+/// The ticket header's value (an empty one is none); a value that is not text counts as a
+/// ticket that is not ours.
 fn ticket_of(request: &Request) -> Option<&str> {
     request
         .headers()
         .get(TICKET_HEADER)
         .map(|v| v.to_str().map(str::trim).unwrap_or("\u{0}"))
+        .filter(|t| !t.is_empty())
 }
 
 /// The per-buyer join bucket: a person joins once and maybe again after a reload; 5 at once,
@@ -101,12 +103,6 @@ fn join_problem(sale: &SaleId, error: &JoinError) -> Problem {
         )
         .with_extension("queue", queue_path(sale).into())
         .with_retry_after(*retry_after_secs),
-        JoinError::Ticket(error) => Problem::new(
-            StatusCode::FORBIDDEN,
-            "invalid-queue-ticket",
-            "Invalid queue ticket",
-            format!("The Queue-Ticket header on this join is not valid here: {error}."),
-        ),
         JoinError::Store(_) | JoinError::Catalog(_) => {
             tracing::error!(%error, "join failed on a dependency");
             problems::dependency_unavailable("A dependency did not answer; joining again is safe (it keeps your place).")

@@ -69,15 +69,16 @@ impl Room {
     }
 
     fn boosted_step(&self, now: i64, per_sec: u32, max_percent: u32) -> f64 {
+        step_ms(per_sec, self.boost(now, max_percent))
+    }
+
+    fn boost(&self, now: i64, max_percent: u32) -> f64 {
         let m = measured_minute(now, NO_SHOW_GRACE.as_millis() as i64);
         let (admitted, showed) = (
             self.admitted.get(&m).copied().unwrap_or(0),
             self.showed.get(&m).copied().unwrap_or(0),
         );
-        step_ms(
-            per_sec,
-            boost(admitted, showed, max_percent, NO_SHOW_MIN_SAMPLE),
-        )
+        boost(admitted, showed, max_percent, NO_SHOW_MIN_SAMPLE)
     }
 
     /// Counts the pre-queue's places per minute of admission, as the freeze in queue.lua does.
@@ -227,7 +228,13 @@ impl QueueStore for MemoryQueueStore {
                 tail,
                 serving: serving_at(tail, tail_off, step, (now - origin) as f64),
                 pre_queue: pre,
-                rate_per_sec: (1000.0 / step * 1000.0).round() / 1000.0,
+                // As queue.lua reports it: rate x boost, to the thousandth.
+                rate_per_sec: (f64::from(drain_per_sec)
+                    * room.boost(now, max_boost_percent)
+                    * 1000.0
+                    + 0.5)
+                    .floor()
+                    / 1000.0,
             }
         }))
     }

@@ -19,7 +19,9 @@
 //!   whole minute that ended at least [`NO_SHOW_GRACE`] ago, at most
 //!   `1 + max_boost_percent / 100` (default 1.5), and only when that minute admitted at least
 //!   [`NO_SHOW_MIN_SAMPLE`] places. Places already given out keep their times (a ticket's
-//!   promise); only new places come faster.
+//!   promise); only new places come faster. After a Redis loss the counts start again (and a
+//!   place restored from its ticket is not counted as admitted), so the boost stays off until
+//!   a whole minute has been measured: the safe side.
 //! - **Fairness**: joins before the opening form a **pre-queue** (from `pre_queue` before the
 //!   opening) whose order is random and fixed at the opening: each buyer's rank is
 //!   `HMAC-SHA256(seed, buyer id)` ([`ticket::PreQueueSeed`]), with a per-sale seed derived from

@@ -100,7 +100,8 @@ local function boosted_step()
   local admitted, showed = tonumber(c[1]) or 0, tonumber(c[2]) or 0
   if admitted < min_sample or admitted == 0 then return base_step, 1 end
   local boost = math.min(math.max(admitted / math.max(showed, 1), 1), 1 + max_boost / 100)
-  return base_step / boost, boost
+  -- The same expression as schedule.rs's step_ms, so both stores compute the same bits.
+  return 1000 / (math.max(rate, 1) * boost), boost
 end
 
 if op == 'state' then

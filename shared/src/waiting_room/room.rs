@@ -53,9 +53,6 @@ pub enum JoinError {
     NotOpenYet { queue_opens_at: Timestamp },
     #[error("the queue is full")]
     Full { retry_after_secs: u64 },
-    /// The ticket brought along is not one of this buyer's for this sale.
-    #[error(transparent)]
-    Ticket(TicketError),
     #[error(transparent)]
     Store(#[from] QueueError),
     #[error(transparent)]
@@ -118,7 +115,8 @@ impl<Q: QueueStore, C: SaleCatalog, K: Clock> WaitingRoom<Q, C, K> {
     /// `buyer` joins the room of `sale_id`: its place (the same one every time), or a pre-queue
     /// entry before the opening. A buyer joining again may bring the ticket it holds: if Redis
     /// lost its place, the ticket's place is restored (and the tail raised to it) instead of a
-    /// new one at a reset queue's front; a ticket whose window is over is a plain join.
+    /// new one at a reset queue's front; a ticket that cannot restore anything (over, of
+    /// another opening or buyer, not ours) is a plain join.
     pub async fn join(
         &self,
         sale_id: &SaleId,
@@ -153,12 +151,16 @@ impl<Q: QueueStore, C: SaleCatalog, K: Clock> WaitingRoom<Q, C, K> {
             admission_window: settings.admission_window,
         };
         let held = match ticket {
-            Some(ticket) => match self.key.read(ticket, sale_id, buyer) {
-                Ok((place, ends_at)) if now < ends_at => Some(place),
-                Ok(_) => None,
-                Err(error) => return Err(JoinError::Ticket(error)),
-            },
-            None => None,
+            // Only a ticket of this buyer for this opening of the sale, still in its window,
+            // and only once the sale is open (no ticket exists before); anything else is a
+            // plain join (a stale header, a rotated key), as it can restore nothing.
+            Some(ticket) if now >= sale.starts_at => {
+                match self.key.read(ticket, sale_id, sale.starts_at, buyer) {
+                    Ok((place, ends_at)) if now < ends_at => Some(place),
+                    _ => None,
+                }
+            }
+            _ => None,
         };
         let outcome = match held {
             Some(place) => JoinOutcome::Placed {
@@ -173,9 +175,14 @@ impl<Q: QueueStore, C: SaleCatalog, K: Clock> WaitingRoom<Q, C, K> {
                 Ok(Joined::Placed {
                     place,
                     rejoined,
-                    ticket: self
-                        .key
-                        .issue(sale_id, buyer, place, settings.admission_window, now),
+                    ticket: self.key.issue(
+                        sale_id,
+                        sale.starts_at,
+                        buyer,
+                        place,
+                        settings.admission_window,
+                        now,
+                    ),
                     admission_ends_at: place.admit_at.plus(settings.admission_window),
                     wait,
                     poll_after_secs: poll_after_secs(wait.as_millis() as i64),
@@ -247,7 +254,7 @@ impl<Q: QueueStore, C: SaleCatalog, K: Clock> WaitingRoom<Q, C, K> {
             (Some(ticket), _) => {
                 let admitted = self
                     .key
-                    .verify(ticket, sale_id, buyer, now)
+                    .verify(ticket, sale_id, sale.starts_at, buyer, now)
                     .map_err(Refused::Ticket)?;
                 // The no-show measure only: a failure costs a little boost, never the buyer.
                 if let Err(error) = self

@@ -2,7 +2,9 @@
 //!
 //! A ticket is a JWT (RFC 7519) signed with HMAC-SHA256 (`HS256`, RFC 7518 §3.2; verified by the
 //! `jsonwebtoken` crate, whose HMAC check is constant-time). Claims:
-//! `iss` = [`ISSUER`], `sub` = buyer id, `sale` = sale id, `pos` = 1-based position,
+//! `iss` = [`ISSUER`], `sub` = buyer id, `sale` = sale id, `opn` = the sale's opening (Unix
+//! ms: a ticket of an earlier opening of the same sale id is another sale's), `pos` = 1-based
+//! position,
 //! `adm` = admission time (Unix ms), `end` = end of the admission window (Unix ms; the check),
 //! `exp` = the same rounded up to seconds (for JWT tools), `iat` (Unix s). The times are checked against our [`crate::domain::Clock`], not by the
 //! library, so tests move time instead of sleeping.
@@ -76,6 +78,7 @@ impl TicketKey {
     pub fn issue(
         &self,
         sale: &SaleId,
+        opens_at: Timestamp,
         buyer: &UserId,
         place: Place,
         window: std::time::Duration,
@@ -85,6 +88,7 @@ impl TicketKey {
             iss: ISSUER.into(),
             sub: buyer.as_str().into(),
             sale: sale.as_str().into(),
+            opn: opens_at.as_millis(),
             pos: place.position,
             adm: place.admit_at.as_millis(),
             end: place.admit_at.plus(window).as_millis(),
@@ -100,10 +104,11 @@ impl TicketKey {
         &self,
         token: &str,
         sale: &SaleId,
+        opens_at: Timestamp,
         buyer: &UserId,
         now: Timestamp,
     ) -> Result<Admitted, TicketError> {
-        let (place, ends_at) = self.read(token, sale, buyer)?;
+        let (place, ends_at) = self.read(token, sale, opens_at, buyer)?;
         if now >= ends_at {
             return Err(TicketError::Expired);
         }
@@ -124,6 +129,7 @@ impl TicketKey {
         &self,
         token: &str,
         sale: &SaleId,
+        opens_at: Timestamp,
         buyer: &UserId,
     ) -> Result<(Place, Timestamp), TicketError> {
         let mut validation = Validation::new(Algorithm::HS256);
@@ -135,7 +141,7 @@ impl TicketKey {
         let claims = decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|_| TicketError::Invalid)?
             .claims;
-        if claims.sale != sale.as_str() {
+        if claims.sale != sale.as_str() || claims.opn != opens_at.as_millis() {
             return Err(TicketError::OtherSale);
         }
         if claims.sub != buyer.as_str() {
@@ -165,6 +171,7 @@ struct Claims {
     iss: String,
     sub: String,
     sale: String,
+    opn: i64,
     pos: u64,
     adm: i64,
     end: i64,
@@ -234,6 +241,8 @@ mod tests {
 
     use super::*;
 
+    const OPEN: Timestamp = Timestamp::from_millis(500);
+
     fn key() -> TicketKey {
         TicketKey::new(b"a test key of at least thirty-two bytes").unwrap()
     }
@@ -250,12 +259,13 @@ mod tests {
         let (sale, buyer) = (SaleId::parse("s1").unwrap(), UserId::parse("u1").unwrap());
         let t = key().issue(
             &sale,
+            OPEN,
             &buyer,
             place(7, 10_000),
             Duration::from_secs(60),
             Timestamp::from_millis(1_000),
         );
-        let at = |ms| key().verify(&t, &sale, &buyer, Timestamp::from_millis(ms));
+        let at = |ms| key().verify(&t, &sale, OPEN, &buyer, Timestamp::from_millis(ms));
         assert_eq!(
             at(9_999),
             Err(TicketError::NotYetAdmitted {
@@ -273,14 +283,46 @@ mod tests {
         assert_eq!(at(70_000), Err(TicketError::Expired));
         let other_buyer = UserId::parse("u2").unwrap();
         assert_eq!(
-            key().verify(&t, &sale, &other_buyer, Timestamp::from_millis(20_000)),
+            key().verify(
+                &t,
+                &sale,
+                OPEN,
+                &other_buyer,
+                Timestamp::from_millis(20_000)
+            ),
             Err(TicketError::OtherBuyer)
         );
         let other_sale = SaleId::parse("s2").unwrap();
         assert_eq!(
-            key().verify(&t, &other_sale, &buyer, Timestamp::from_millis(20_000)),
+            key().verify(
+                &t,
+                &other_sale,
+                OPEN,
+                &buyer,
+                Timestamp::from_millis(20_000)
+            ),
             Err(TicketError::OtherSale)
         );
+    }
+
+    #[test]
+    fn a_ticket_of_another_opening_of_the_same_sale_is_another_sales() {
+        let (sale, buyer) = (SaleId::parse("s1").unwrap(), UserId::parse("u1").unwrap());
+        let now = Timestamp::from_millis(50_000);
+        let t = key().issue(
+            &sale,
+            OPEN,
+            &buyer,
+            place(1, 40_000),
+            Duration::from_secs(60),
+            now,
+        );
+        let moved = Timestamp::from_millis(OPEN.as_millis() + 1);
+        assert_eq!(
+            key().verify(&t, &sale, moved, &buyer, now),
+            Err(TicketError::OtherSale)
+        );
+        assert!(key().verify(&t, &sale, OPEN, &buyer, now).is_ok());
     }
 
     #[test]
@@ -289,6 +331,7 @@ mod tests {
         let now = Timestamp::from_millis(50_000);
         let t = key().issue(
             &sale,
+            OPEN,
             &buyer,
             place(900, 40_000),
             Duration::from_secs(60),
@@ -296,9 +339,16 @@ mod tests {
         );
         // Another key.
         let forger = TicketKey::new(b"another key of at least thirty-two bytes").unwrap();
-        let forged = forger.issue(&sale, &buyer, place(1, 0), Duration::from_secs(600), now);
+        let forged = forger.issue(
+            &sale,
+            OPEN,
+            &buyer,
+            place(1, 0),
+            Duration::from_secs(600),
+            now,
+        );
         assert_eq!(
-            key().verify(&forged, &sale, &buyer, now),
+            key().verify(&forged, &sale, OPEN, &buyer, now),
             Err(TicketError::Invalid)
         );
         // The payload changed (an earlier position), the signature kept.
@@ -310,7 +360,7 @@ mod tests {
         assert_ne!(payload, earlier);
         let tampered = format!("{}.{}.{}", parts[0], b64.encode(earlier), parts[2]);
         assert_eq!(
-            key().verify(&tampered, &sale, &buyer, now),
+            key().verify(&tampered, &sale, OPEN, &buyer, now),
             Err(TicketError::Invalid)
         );
         // "alg": "none" and garbage.
@@ -320,15 +370,15 @@ mod tests {
             parts[1]
         );
         assert_eq!(
-            key().verify(&none, &sale, &buyer, now),
+            key().verify(&none, &sale, OPEN, &buyer, now),
             Err(TicketError::Invalid)
         );
         assert_eq!(
-            key().verify("x.y.z", &sale, &buyer, now),
+            key().verify("x.y.z", &sale, OPEN, &buyer, now),
             Err(TicketError::Invalid)
         );
         assert_eq!(
-            key().verify("", &sale, &buyer, now),
+            key().verify("", &sale, OPEN, &buyer, now),
             Err(TicketError::Invalid)
         );
     }

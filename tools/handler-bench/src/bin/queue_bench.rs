@@ -224,7 +224,8 @@ async fn main() -> anyhow::Result<()> {
     let per_admit = t0.elapsed().as_nanos() as f64 / checks as f64;
     let t0 = Instant::now();
     for _ in 0..checks {
-        room.key.verify(&ticket, &sale.sale_id, &buyer, now)?;
+        room.key
+            .verify(&ticket, &sale.sale_id, sale.starts_at, &buyer, now)?;
     }
     let per_verify = t0.elapsed().as_nanos() as f64 / checks as f64;
     eprintln!(
