@@ -170,14 +170,18 @@ export interface BotConfig {
   readonly secretName?: string;
 }
 
-/** Bot Control's inspection level, or none (TARGETED is refused: see edgeFromContext). */
-export type BotInspection = 'off' | 'COMMON';
+/**
+ * Bot Control's inspection level, or none. TARGETED (behind `wafBotControl=targeted`) runs in
+ * count mode: its findings become signals, it blocks and challenges nothing (edge.ts says why).
+ */
+export type BotInspection = 'off' | 'COMMON' | 'TARGETED';
 
 /**
  * The WAF edge (infra/lib/edge.ts). Context: `waf` (default on for AWS; LocalStack has no WAF),
  * `wafIpRequestsPerSec` (default 10, the seed's per-IP rate), `wafRateWindowSec` (60, 120, 300
- * or 600; default 60), `wafBotControl` (`off` or `common` (default); `targeted` is refused: most
- * of its rules need AWS's JavaScript SDK tokens in the front end and challenge API calls).
+ * or 600; default 60), `wafBotControl` (`off`, `common` (default) or `targeted`: the targeted
+ * level in count mode, its findings passed on as one more signal; its own actions would need
+ * AWS's JavaScript SDK tokens in the front end and challenge API calls).
  */
 export interface EdgeConfig {
   readonly enabled: boolean;
@@ -558,15 +562,9 @@ function edgeFromContext(get: ContextGetter, local: boolean): EdgeConfig {
     throw new Error(`context "wafRateWindowSec" must be 60, 120, 300 or 600, got ${rateWindowSec}`);
   }
   const level = str(get, 'wafBotControl') ?? DEFAULTS.wafBotControl;
-  if (level === 'targeted') {
-    // Most targeted rules need the tokens of AWS's WAF JavaScript SDK, which the front end does
-    // not send, and answer with CAPTCHA (405) or Challenge (202) actions by default: a 202 to a
-    // reservation reads as success. Refused until the front end integrates the SDK.
-    throw new Error('context "wafBotControl": targeted needs the AWS WAF JavaScript SDK in the front end (its rules answer API calls with CAPTCHA/Challenge); use common or off');
-  }
-  const levels: Record<string, BotInspection> = { off: 'off', common: 'COMMON' };
+  const levels: Record<string, BotInspection> = { off: 'off', common: 'COMMON', targeted: 'TARGETED' };
   if (!Object.hasOwn(levels, level)) {
-    throw new Error(`context "wafBotControl" must be off or common, got "${level}"`);
+    throw new Error(`context "wafBotControl" must be off, common or targeted, got "${level}"`);
   }
   return {
     enabled,

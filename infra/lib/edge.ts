@@ -40,6 +40,11 @@ export const BOT_SIGNALS: readonly { slug: string; key: string; scope: 'LABEL' |
   { slug: 'automated-browser', key: `${BOT_CONTROL}signal:automated_browser`, scope: 'LABEL' },
 ];
 /**
+ * With the targeted level: any of its findings (browser inconsistency, token reuse,
+ * volumetric sessions, the machine-learning rules), one signal.
+ */
+export const TARGETED_SIGNAL = { slug: 'targeted-finding', key: `${BOT_CONTROL}targeted:`, scope: 'NAMESPACE' } as const;
+/**
  * Bot Control rules counted instead of blocked. AWS ignores an override whose rule name does not
  * exist, silently: check the names against `aws wafv2 describe-managed-rule-group --scope
  * REGIONAL --vendor-name AWS --name AWSManagedRulesBotControlRuleSet` when upgrading.
@@ -124,22 +129,28 @@ export class Edge extends Construct {
       },
     ];
     if (config.botInspection !== 'off') {
+      const targeted = config.botInspection === 'TARGETED';
       rules.push({
         name: 'bot-control',
         priority: 20,
-        overrideAction: { none: {} },
+        // Targeted (behind its flag): the whole group counts. Its rules would answer API calls
+        // with CAPTCHA (405) or Challenge (202, which reads as success to a reservation client)
+        // and need AWS's JavaScript SDK tokens the front end does not send; so nothing of it
+        // acts here, its findings become signals and the functions challenge instead.
+        overrideAction: targeted ? { count: {} } : { none: {} },
         statement: {
           managedRuleGroupStatement: {
             vendorName: 'AWS',
             name: 'AWSManagedRulesBotControlRuleSet',
             managedRuleGroupConfigs: [{ awsManagedRulesBotControlRuleSet: { inspectionLevel: config.botInspection } }],
-            ruleActionOverrides: BOT_RULES_COUNTED.map((name) => ({ name, actionToUse: { count: {} } })),
+            ...(!targeted && { ruleActionOverrides: BOT_RULES_COUNTED.map((name) => ({ name, actionToUse: { count: {} } })) }),
             scopeDownStatement: notExempt,
           },
         },
         visibilityConfig: visibility('bot-control'),
       });
-      BOT_SIGNALS.forEach((signal, i) =>
+      const signals = targeted ? [...BOT_SIGNALS, TARGETED_SIGNAL] : BOT_SIGNALS;
+      signals.forEach((signal, i) =>
         rules.push({
           // After Bot Control, whose labels they match.
           name: `bot-signal-${signal.slug}`,

@@ -68,6 +68,23 @@ describe('edge (AWS WAF on the API stage)', () => {
     assert.equal(rate.Statement.RateBasedStatement.EvaluationWindowSec, 120);
   });
 
+  it('targeted level behind its flag: the whole group counts (no CAPTCHA/Challenge/block for API calls), its findings forwarded as one more signal', () => {
+    const rules = rulesOf({ wafBotControl: 'targeted' });
+    const bot = rules.find((r) => r.Name === 'bot-control');
+    assert.deepEqual(bot.OverrideAction, { Count: {} });
+    const group = bot.Statement.ManagedRuleGroupStatement;
+    assert.deepEqual(group.ManagedRuleGroupConfigs, [{ AWSManagedRulesBotControlRuleSet: { InspectionLevel: 'TARGETED' } }]);
+    assert.equal(group.RuleActionOverrides, undefined);
+    const signal = rules.find((r) => r.Name === 'bot-signal-targeted-finding');
+    assert.ok(signal && signal.Priority > bot.Priority);
+    assert.deepEqual(signal.Statement, {
+      LabelMatchStatement: { Key: 'awswaf:managed:aws:bot-control:targeted:', Scope: 'NAMESPACE' },
+    });
+    // The default (common) has no such rule and does act (block) on unverifiable bots.
+    assert.equal(rulesOf(AWS).find((r) => r.Name === 'bot-signal-targeted-finding'), undefined);
+    assert.deepEqual(rulesOf(AWS).find((r) => r.Name === 'bot-control').OverrideAction, { None: {} });
+  });
+
   it('common rules; Bot Control at COMMON with the API-client rules counted; each label forwarded in a header of its own', () => {
     const rules = rulesOf(AWS);
     const common = rules.find((r) => r.Name === 'aws-common');
@@ -115,7 +132,7 @@ describe('edge (AWS WAF on the API stage)', () => {
     assert.throws(() => cfg({ wafRateWindowSec: '90' }), /wafRateWindowSec/);
     assert.throws(() => cfg({ wafBotControl: 'max' }), /wafBotControl/);
     // Its managed rules would answer API calls with CAPTCHA (405) or Challenge (202).
-    assert.throws(() => cfg({ wafBotControl: 'targeted' }), /JavaScript SDK/);
+    assert.throws(() => cfg({ wafBotControl: 'aggressive' }), /off, common or targeted/);
     assert.throws(() => cfg({ wafIpRequestsPerSec: '0' }), /wafIpRequestsPerSec/);
   });
 });
