@@ -108,14 +108,16 @@ def test_missing_or_bad_tokens_get_401_and_buyers_cannot_administer(api, http, a
 
 
 def events_for(queue_url, wanted_ids, timeout_s=60):
-    """Drains the queue until every wanted event id was seen (or time runs out)."""
+    """Drains the queue until every wanted event id was seen (or time runs out): the events
+    seen, by id."""
     sqs = aws("sqs")
-    seen = set()
+    seen = {}
     deadline = time.time() + timeout_s
-    while time.time() < deadline and not wanted_ids <= seen:
+    while time.time() < deadline and not wanted_ids <= seen.keys():
         out = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for m in out.get("Messages", []):
-            seen.add(json.loads(m["Body"])["event_id"])
+            body = json.loads(m["Body"])
+            seen[body["event_id"]] = body
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
     return seen
 
@@ -125,7 +127,12 @@ def test_a_reservation_created_event_reaches_the_events_queue(api, http, admin_t
     r = reserve(http, api, sale_id, token("e2e-evented"))
     assert r.status_code == 201
     event_id = f"{r.json()['reservation_id']}:PENDING"
-    assert event_id in events_for(outputs["EventsQueueUrl"], {event_id})
+    seen = events_for(outputs["EventsQueueUrl"], {event_id})
+    assert event_id in seen
+    # It carries what a notification needs: the address from the buyer's identity, the amount.
+    event = seen[event_id]
+    assert event["email"] == "e2e-evented@buyers.flashsale.test", event
+    assert (event["amount_minor"], event["currency"]) == (1999, "EUR"), event
 
 
 def test_a_failed_publish_does_not_lose_the_event(api, http, admin_token, outputs):

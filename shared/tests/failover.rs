@@ -112,6 +112,7 @@ impl Sale1 {
                 sale_id: self.sale.sale_id.clone(),
                 quantity: Quantity::ONE,
                 idempotency_key: IdempotencyKey::parse("k").unwrap(),
+                email: None,
             })
             .await
             .result

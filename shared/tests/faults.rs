@@ -114,6 +114,7 @@ impl Shop {
                 sale_id: sale.sale_id.clone(),
                 quantity: Quantity::new(qty).unwrap(),
                 idempotency_key: IdempotencyKey::parse(key).unwrap(),
+                email: None,
             })
             .await
             .result
@@ -1113,6 +1114,7 @@ async fn attempt(shop: &Shop, sale: &Sale, user: &str, ip: &str) -> bool {
             sale_id: sale.sale_id.clone(),
             quantity: Quantity::ONE,
             idempotency_key: IdempotencyKey::parse(uuid::Uuid::now_v7().to_string()).unwrap(),
+            email: None,
         })
         .await;
     !matches!(response.result, Err(ReserveError::RateLimited(_)))

@@ -116,6 +116,7 @@ impl World {
                 sale_id: sale.sale_id.clone(),
                 quantity: Quantity::ONE,
                 idempotency_key: IdempotencyKey::parse(format!("key-{user}")).unwrap(),
+                email: None,
             })
             .await
             .result

@@ -56,6 +56,17 @@ pub struct ReservationEvent {
     pub user_id: String,
     pub quantity: u32,
     pub status: ReservationStatus,
+    /// What a notification about it needs, from the record (each absent when the record has
+    /// none): the buyer's email address, the amount in minor units and its ISO 4217 currency,
+    /// and why a payment failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount_minor: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

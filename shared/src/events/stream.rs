@@ -79,6 +79,12 @@ pub fn event_of(record: &StreamRecord) -> Option<ReservationEvent> {
         user_id: attr_s(new, attr::USER_ID)?.to_owned(),
         quantity: attr_n(new, attr::QUANTITY)?,
         status,
+        email: attr_s(new, attr::EMAIL).map(str::to_owned),
+        amount_minor: new
+            .get(attr::AMOUNT_MINOR)
+            .and_then(|v| v.get("N")?.as_str()?.parse().ok()),
+        currency: attr_s(new, attr::CURRENCY).map(str::to_owned),
+        failure_reason: attr_s(new, attr::FAILURE_REASON).map(str::to_owned),
     })
 }
 
@@ -150,6 +156,36 @@ mod tests {
 
     fn batch(records: Vec<Value>) -> StreamEvent {
         serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+    }
+
+    #[test]
+    fn an_event_carries_what_a_notification_needs_when_the_record_has_it() {
+        let mut failed = image("r9", "FAILED");
+        failed["email"] = serde_json::json!({"S": "ann@buyers.flashsale.test"});
+        failed["amount_minor"] = serde_json::json!({"N": "4999"});
+        failed["currency"] = serde_json::json!({"S": "EUR"});
+        failed["failure_reason"] = serde_json::json!({"S": "card_declined"});
+        let change = record(
+            "3",
+            "MODIFY",
+            Some(image("r9", "PAYMENT_PROCESSING")),
+            Some(failed),
+        );
+        let e = event_of(&serde_json::from_value(change).unwrap()).unwrap();
+        assert_eq!(e.event_type, EventType::ReservationFailed);
+        assert_eq!(e.email.as_deref(), Some("ann@buyers.flashsale.test"));
+        assert_eq!(
+            (e.amount_minor, e.currency.as_deref()),
+            (Some(4999), Some("EUR"))
+        );
+        assert_eq!(e.failure_reason.as_deref(), Some("card_declined"));
+        let wire = serde_json::to_value(&e).unwrap();
+        assert_eq!(wire["email"], "ann@buyers.flashsale.test");
+        // A record without them: the members are left out, not null.
+        let plain = record("4", "INSERT", None, Some(image("r8", "PENDING")));
+        let wire = serde_json::to_value(event_of(&serde_json::from_value(plain).unwrap()).unwrap())
+            .unwrap();
+        assert!(wire.get("email").is_none() && wire.get("failure_reason").is_none());
     }
 
     #[test]

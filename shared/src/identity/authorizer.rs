@@ -75,13 +75,15 @@ pub fn authorize(
             "Statement": [{ "Action": "execute-api:Invoke", "Effect": "Allow", "Resource": resources }],
         }),
         // Context values must be scalars: groups travel as a comma-separated string.
-        context: match &claims.created_at {
-            Some(created_at) => json!({
-                "userId": claims.sub,
-                "groups": claims.groups.join(","),
-                "createdAt": created_at,
-            }),
-            None => json!({ "userId": claims.sub, "groups": claims.groups.join(",") }),
+        context: {
+            let mut context = json!({ "userId": claims.sub, "groups": claims.groups.join(",") });
+            if let Some(created_at) = &claims.created_at {
+                context["createdAt"] = json!(created_at);
+            }
+            if let Some(email) = claims.email.as_deref().and_then(super::plausible_email) {
+                context["email"] = json!(email);
+            }
+            context
         },
     })
 }
@@ -141,6 +143,7 @@ mod tests {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             token_use: Some("id".into()),
             created_at: None,
+            email: Some(format!("{sub}@example.com")),
         }
     }
 
@@ -162,6 +165,8 @@ mod tests {
         let response = authorize(&verifier, &event(&good)).unwrap();
         assert_eq!(response.principal_id, "buyer-1");
         assert_eq!(response.context["userId"], "buyer-1");
+        // The email claim travels in the context (where notifications go).
+        assert_eq!(response.context["email"], "buyer-1@example.com");
         let resources = response.policy_document["Statement"][0]["Resource"]
             .as_array()
             .unwrap();

@@ -24,6 +24,27 @@ pub struct Identity {
     /// When the account was created (the `custom:created_at` claim, unix seconds), if the
     /// identity says. For the bot score's account age.
     pub created_at: Option<crate::domain::Timestamp>,
+    /// The buyer's email address (Cognito's `email` claim; the local token's), if the identity
+    /// carries a plausible one ([`plausible_email`]). Where notifications go.
+    pub email: Option<String>,
+}
+
+/// The domain of the addresses local tokens carry (`mint-token`, the demo's crowd): RFC 2606's
+/// reserved `.test`, so nothing local can ever mail a real person.
+pub const LOCAL_MAIL_DOMAIN: &str = "buyers.flashsale.test";
+
+/// An address worth keeping: at most 254 bytes (RFC 5321's path limit), one `@` with text on
+/// both sides, no whitespace or control characters. Not a full RFC 5322 check: the identity
+/// provider verified the address; this only keeps junk out of records and mail calls.
+pub fn plausible_email(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let (local, domain) = raw.split_once('@')?;
+    let ok = raw.len() <= 254
+        && !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && !raw.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then(|| raw.to_owned())
 }
 
 impl Identity {
@@ -86,11 +107,19 @@ pub fn from_request(request: &Request) -> Result<Identity, IdentityError> {
         })
         .filter(|secs| *secs > 0)
         .map(|secs| crate::domain::Timestamp::from_millis(secs.saturating_mul(1000)));
+    // Lambda authorizer: `email` in the context; Cognito: the claim. A value that does not
+    // look like an address is dropped (no notifications by email), never an error.
+    let email = fields
+        .get("email")
+        .or_else(|| claims.and_then(|c| c.get("email")))
+        .and_then(Value::as_str)
+        .and_then(plausible_email);
     Ok(Identity {
         user_id: UserId::parse(user).map_err(|_| IdentityError::Invalid)?,
         groups,
         source_ip: context.identity.source_ip.clone(),
         created_at,
+        email,
     })
 }
 
@@ -114,6 +143,51 @@ pub fn context_for(user: &str, groups: &[&str], source_ip: &str) -> RequestConte
 mod tests {
     use super::*;
     use lambda_http::Body;
+
+    #[test]
+    fn the_email_comes_from_the_context_or_the_cognito_claim_and_junk_is_dropped() {
+        let mut context = context_for("user-1", &[], "10.0.0.1");
+        if let RequestContext::ApiGatewayV1(c) = &mut context {
+            c.authorizer
+                .fields
+                .insert("email".into(), Value::String(" ann@example.com ".into()));
+        }
+        let request = lambda_http::http::Request::new(Body::Empty).with_request_context(context);
+        assert_eq!(
+            from_request(&request).unwrap().email.as_deref(),
+            Some("ann@example.com")
+        );
+        let mut cognito =
+            lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext::default();
+        cognito.authorizer.fields.insert(
+            "claims".into(),
+            serde_json::json!({"sub": "user-2", "email": "bob@example.com"}),
+        );
+        let request = lambda_http::http::Request::new(Body::Empty)
+            .with_request_context(RequestContext::ApiGatewayV1(cognito));
+        assert_eq!(
+            from_request(&request).unwrap().email.as_deref(),
+            Some("bob@example.com")
+        );
+        for junk in [
+            "",
+            "no-at-sign",
+            "@example.com",
+            "ann@",
+            "a@b@c",
+            "ann @example.com",
+            "a\u{7}@x",
+        ] {
+            assert_eq!(plausible_email(junk), None, "{junk:?}");
+        }
+        assert_eq!(plausible_email(&format!("{}@x.io", "a".repeat(260))), None);
+        let plain = lambda_http::http::Request::new(Body::Empty).with_request_context(context_for(
+            "user-3",
+            &[],
+            "10.0.0.1",
+        ));
+        assert_eq!(from_request(&plain).unwrap().email, None);
+    }
 
     #[test]
     fn the_user_comes_from_the_lambda_authorizer_context() {

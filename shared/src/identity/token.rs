@@ -29,6 +29,9 @@ pub struct Claims {
         skip_serializing_if = "Option::is_none"
     )]
     pub created_at: Option<String>,
+    /// The account's email address, as Cognito's ID token carries it (`email`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -77,6 +77,25 @@ impl ReservationStore for DynamoReservationStore {
         .await
     }
 
+    async fn insert_pending_with_email(
+        &self,
+        r: &Reservation,
+        email: Option<&str>,
+    ) -> Result<InsertOutcome, StoreError> {
+        let mut item = to_item(r);
+        if let Some(email) = email {
+            item.insert(attr::EMAIL.into(), crate::store::item::str(email));
+        }
+        put_new(
+            &self.client,
+            &self.table,
+            item,
+            RetryPolicy::INTERACTIVE,
+            "insert reservation",
+        )
+        .await
+    }
+
     async fn insert_void(&self, r: &Reservation) -> Result<InsertOutcome, StoreError> {
         let mut item = to_item(&Reservation {
             status: ReservationStatus::Expired,

@@ -74,6 +74,7 @@ pub fn parse_reserve(request: &Request) -> Result<ReserveCommand, Problem> {
         sale_id,
         quantity: parse_quantity(body.quantity)?,
         idempotency_key: key,
+        email: identity.email,
     })
 }
 

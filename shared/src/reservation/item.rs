@@ -55,6 +55,8 @@ pub mod attr {
     pub const EXPIRED_AT: &str = "expired_at";
     /// Why a process other than the request's wrote or closed the record (see [`super::reconciled`]).
     pub const RECONCILED: &str = "reconciled";
+    /// The buyer's email address, from the identity at reserve (absent when it had none).
+    pub const EMAIL: &str = "email";
 }
 
 /// Values of the `reconciled` attribute.

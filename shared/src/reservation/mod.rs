@@ -114,6 +114,18 @@ pub trait ReservationStore: Send + Sync {
         reservation: &Reservation,
     ) -> impl Future<Output = Result<InsertOutcome, StoreError>> + Send;
 
+    /// [`Self::insert_pending`] with the buyer's email address on the record (where the
+    /// notifications about it go; the record's change stream carries it to the events). A
+    /// store that keeps no contact details ignores it.
+    fn insert_pending_with_email(
+        &self,
+        reservation: &Reservation,
+        email: Option<&str>,
+    ) -> impl Future<Output = Result<InsertOutcome, StoreError>> + Send {
+        let _ = email;
+        self.insert_pending(reservation)
+    }
+
     fn get(
         &self,
         id: ReservationId,

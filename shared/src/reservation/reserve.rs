@@ -81,6 +81,8 @@ pub struct ReserveCommand {
     pub sale_id: SaleId,
     pub quantity: Quantity,
     pub idempotency_key: IdempotencyKey,
+    /// The buyer's email address from the identity, kept on the record for notifications.
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,11 +255,8 @@ where
             expires_at: now.plus(sale.hold),
         };
         match self.stock.reserve(&request).await? {
-            ReserveOutcome::Reserved(hold) => {
-                self.record(&sale, &command.user, &command.idempotency_key, hold, now)
-                    .await
-            }
-            ReserveOutcome::Duplicate(hold) => self.replay(&sale, &command.user, hold, now).await,
+            ReserveOutcome::Reserved(hold) => self.record(&sale, &command, hold, now).await,
+            ReserveOutcome::Duplicate(hold) => self.replay(&sale, &command, hold, now).await,
             ReserveOutcome::SoldOut => Err(ReserveError::SoldOut),
             ReserveOutcome::InsufficientStock => Err(ReserveError::InsufficientStock),
             ReserveOutcome::LimitReached { claimed, limit } => {
@@ -316,11 +315,11 @@ where
     async fn record(
         &self,
         sale: &Sale,
-        user: &UserId,
-        key: &IdempotencyKey,
+        command: &ReserveCommand,
         hold: Hold,
         now: Timestamp,
     ) -> Result<Reserved, ReserveError> {
+        let (user, key) = (&command.user, &command.idempotency_key);
         let reservation = Self::reservation(sale, user, hold, now)?;
         #[cfg(feature = "fault-injection")]
         if fault::should_kill(&sale.sale_id) {
@@ -334,7 +333,11 @@ where
         // not proof that nothing was written (a commit whose answer was lost, or a replay of
         // the same key that wrote the record meanwhile). So the id is closed first: only if
         // the tombstone lands is the attempt rolled back.
-        match self.store.insert_pending(&reservation).await {
+        match self
+            .store
+            .insert_pending_with_email(&reservation, command.email.as_deref())
+            .await
+        {
             Ok(InsertOutcome::Inserted) => Ok(Reserved {
                 reservation,
                 replayed: false,
@@ -389,10 +392,11 @@ where
     async fn replay(
         &self,
         sale: &Sale,
-        user: &UserId,
+        command: &ReserveCommand,
         hold: Hold,
         now: Timestamp,
     ) -> Result<Reserved, ReserveError> {
+        let user = &command.user;
         if let Some(reservation) = self.store.get(hold.reservation_id).await? {
             // A reservation that lived (even if it expired or failed since) is the answer; a
             // tombstone is not: that attempt was answered 503 or not at all, and its id was
@@ -418,7 +422,11 @@ where
             return Err(ReserveError::KeySpent);
         }
         let reservation = Self::reservation(sale, user, hold, now)?;
-        let reservation = match self.store.insert_pending(&reservation).await? {
+        let reservation = match self
+            .store
+            .insert_pending_with_email(&reservation, command.email.as_deref())
+            .await?
+        {
             InsertOutcome::Inserted => {
                 tracing::info!(reservation_id = %hold.reservation_id, "repaired a reservation record on replay");
                 reservation

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use flashsale_core::identity::token::{mint, Claims};
+use flashsale_core::identity::LOCAL_MAIL_DOMAIN;
 
 pub enum TokenSource {
     /// Sign locally (LocalStack deployment).
@@ -62,6 +63,7 @@ impl TokenSource {
                     token_use: Some("id".into()),
                     created_at: account_age
                         .map(|age| (now - age.as_secs() as i64).max(0).to_string()),
+                    email: Some(format!("{user}@{LOCAL_MAIL_DOMAIN}")),
                 };
                 Ok(mint(private_key_pem, &claims)?)
             }

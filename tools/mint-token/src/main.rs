@@ -2,6 +2,9 @@
 //! shaped like Cognito ID tokens, for the local authorizer.
 //!
 //! Usage: mint-token [--sub USER] [--admin] [--ttl SECONDS] [--count N] [--account-age SECONDS]
+//!   [--email ADDRESS | --no-email]
+//!   --email sets the `email` claim (default `<user>@buyers.flashsale.test`, a reserved domain
+//!   that never reaches anyone); --no-email leaves it out.
 //!   --count N prints N tokens for users USER-0 .. USER-(N-1), one per line (load tests).
 //!   --account-age S sets `custom:created_at` to S seconds ago (the bot score's account age;
 //!   without it the token says nothing about the account's age, like a Cognito user created
@@ -16,6 +19,7 @@ fn main() -> anyhow::Result<()> {
     let mut ttl: i64 = 3600;
     let mut count: Option<usize> = None;
     let mut account_age: Option<i64> = None;
+    let mut email: Option<Option<String>> = None;
     let mut key_path = std::path::PathBuf::from(".local/jwt/private.pem");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -32,6 +36,8 @@ fn main() -> anyhow::Result<()> {
                         .parse()?,
                 )
             }
+            "--email" => email = Some(Some(args.next().context("--email needs an address")?)),
+            "--no-email" => email = Some(None),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -39,6 +45,13 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("reading {} (run ./dev setup)", key_path.display()))?;
     let now = chrono::Utc::now().timestamp();
     let claims = |sub: String| Claims {
+        email: match &email {
+            Some(chosen) => chosen.clone(),
+            None => Some(format!(
+                "{sub}@{}",
+                flashsale_core::identity::LOCAL_MAIL_DOMAIN
+            )),
+        },
         sub,
         iss: std::env::var("JWT_ISSUER").unwrap_or_else(|_| "flashsale-local".into()),
         aud: std::env::var("JWT_AUDIENCE").unwrap_or_else(|_| "flashsale-api".into()),
