@@ -32,6 +32,8 @@
 //!   cold start; the DynamoDB write helpers (retries, failure classes) and the store error.
 //! - [`saga`]: the payment saga: payment intake, the workflow's task steps, webhook intake
 //!   (with the Step Functions adapter of [`saga::control::SagaControl`]).
+//! - [`notify`]: telling the buyer (email through SES, push through SNS) at every end of a
+//!   reservation, at most once per event and channel; the buyers' push devices.
 //! - [`waiting_room`]: the fair queue in front of reserve (seed flow 8): join, signed tickets,
 //!   admission by time, the public status.
 //! - [`config`], [`observability`], [`metrics`]: start-up configuration, JSON logs and
@@ -53,6 +55,7 @@ pub mod health;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod notify;
 pub mod observability;
 pub mod payment;
 pub mod rate_limit;

@@ -30,3 +30,31 @@ pub fn emit(function: &str, counters: &[(&str, u64)], latency_ms: f64) {
     );
     println!("{}", serde_json::Value::Object(line));
 }
+
+/// Emits counters (unit Count) and measurements in milliseconds under `function` (EMF, as
+/// [`emit`], for metrics other than a request's latency: a consumer's lag, say).
+pub fn emit_ms(function: &str, counters: &[(&str, u64)], millis: &[(&str, f64)]) {
+    let mut metrics = Vec::new();
+    let mut line = serde_json::Map::new();
+    for (name, value) in counters {
+        metrics.push(json!({ "Name": name, "Unit": "Count" }));
+        line.insert((*name).to_owned(), json!(value));
+    }
+    for (name, value) in millis {
+        metrics.push(json!({ "Name": name, "Unit": "Milliseconds" }));
+        line.insert((*name).to_owned(), json!(value));
+    }
+    line.insert("function".into(), json!(function));
+    line.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": SystemClock.now().as_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["function"]],
+                "Metrics": metrics,
+            }],
+        }),
+    );
+    println!("{}", serde_json::Value::Object(line));
+}

@@ -9,11 +9,11 @@ pub mod stream;
 
 use std::future::Future;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::reservation::ReservationStatus;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventType {
     ReservationCreated,
     PaymentStarted,
@@ -46,7 +46,7 @@ impl EventType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReservationEvent {
     /// Stable across redeliveries: `<reservation id>:<status>`.
     pub event_id: String,

@@ -1,0 +1,137 @@
+//! Notifications (seed 004 flows 2-4): the buyer hears of every end of a reservation.
+//!
+//! The events queue carries the reservations' events ([`crate::events`]); the `notifier`
+//! Lambda consumes it ([`consumer::Notifier`]) and, for the three ends, tells the buyer:
+//! - **confirmed** (`ReservationConfirmed`): the order, its amount and currency;
+//! - **declined** (`ReservationFailed`): why, and what to do (another card);
+//! - **expired** (`ReservationExpired`): that the units went back on sale.
+//!
+//! Channels: **email** through Amazon SES's v1 `SendEmail` ([`ses::SesMailer`]; LocalStack's
+//! free edition has v1, not v2, and AWS fully supports v1, so the same code runs in both), to
+//! the address the buyer's identity carried at reserve; **push** through SNS mobile push
+//! ([`sns::SnsPusher`]) to every device the buyer registered ([`devices`]); a buyer without a
+//! device gets email only.
+//!
+//! **At most once per event and channel**: before sending, the notifier claims
+//! `<event id>#<channel>` in the notifications log ([`NotificationLog`], a conditional put in
+//! DynamoDB) with a lease; after sending it marks the claim sent. A duplicate delivery of the
+//! message finds the claim sent (or held by a live lease, and waits) and sends nothing. A
+//! notifier that dies after claiming and before sending leaves a lease that runs out, and the
+//! redelivered message sends then. The one window left is a death between the provider's
+//! answer and the mark (microseconds; there SES has no idempotency key to close it).
+//! A notification that cannot be sent (a rejected address, a disabled device) is marked given
+//! up, not retried; a failed notification never changes the reservation.
+
+pub mod consumer;
+pub mod devices;
+pub mod dynamo;
+pub mod memory;
+pub mod message;
+pub mod ses;
+pub mod sns;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::domain::Timestamp;
+
+/// How long a claim keeps other deliveries of the same notification away: well above one
+/// send's budget ([`SEND_TIMEOUT`]), well below the events queue's visibility timeout (180 s),
+/// so a redelivery after a crash finds the lease run out.
+pub const LEASE: Duration = Duration::from_secs(60);
+/// The budget of one provider call.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The way a notice reaches the buyer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Email,
+    Push,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Push => "push",
+        }
+    }
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours: send, then mark it sent.
+    Claimed,
+    /// Sent before (or given up for good): nothing to do.
+    Done,
+    /// Another delivery holds a live lease: try again later.
+    Busy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("notifications log unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The port: one record per (event, channel).
+pub trait NotificationLog: Send + Sync {
+    /// Claims `id` for `token` until `now + lease`, if nobody sent it and no live lease holds
+    /// it. A claim whose answer was lost is recognised by its token.
+    fn claim(
+        &self,
+        id: &str,
+        token: &str,
+        now: Timestamp,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, LogError>> + Send;
+    /// Marks `id` sent (or given up, with why), if `token` still holds it.
+    fn finish(
+        &self,
+        id: &str,
+        token: &str,
+        outcome: Finished,
+    ) -> impl Future<Output = Result<(), LogError>> + Send;
+}
+
+/// How a claimed notification ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished {
+    Sent,
+    /// The provider refused it for good (a rejected address, a disabled device).
+    GaveUp(String),
+}
+
+/// Why a send failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    /// Throttled, a 5xx, a timeout: the message is delivered again later.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Refused for good: retrying cannot help.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// An email, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+}
+
+/// The email port.
+pub trait Mailer: Send + Sync {
+    fn send(&self, email: &Email) -> impl Future<Output = Result<(), SendError>> + Send;
+}
+
+/// The push port: one message to one device endpoint (an SNS platform endpoint ARN).
+pub trait Pusher: Send + Sync {
+    fn push(
+        &self,
+        endpoint: &str,
+        text: &str,
+    ) -> impl Future<Output = Result<(), SendError>> + Send;
+}
