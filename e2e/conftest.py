@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import subprocess
+import time
 import uuid
 
 import boto3
@@ -91,3 +92,30 @@ def aws(service):
         aws_access_key_id="test",
         aws_secret_access_key="test",
     )
+
+
+def _notifier_mapping(outputs):
+    lam = aws("lambda")
+    mappings = lam.list_event_source_mappings(FunctionName=outputs["NotifierFunctionName"])["EventSourceMappings"]
+    assert len(mappings) == 1, mappings
+    return lam, mappings[0]["UUID"]
+
+
+def set_notifier(outputs, enabled, timeout=60):
+    """Starts or stops the notifier's event source mapping and waits until it is so."""
+    lam, uuid_ = _notifier_mapping(outputs)
+    lam.update_event_source_mapping(UUID=uuid_, Enabled=enabled)
+    wanted = "Enabled" if enabled else "Disabled"
+    deadline = time.monotonic() + timeout
+    while lam.get_event_source_mapping(UUID=uuid_)["State"] != wanted:
+        assert time.monotonic() < deadline, f"the notifier's mapping did not become {wanted}"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def notifier_paused(outputs):
+    """For the tests that read the events queue themselves: the notifier (its consumer) is
+    stopped meanwhile, so it does not take their messages; started again after."""
+    set_notifier(outputs, False)
+    yield
+    set_notifier(outputs, True)

@@ -6,11 +6,16 @@ import json
 import subprocess
 import time
 
+import pytest
+
 from conftest import aws, bearer, new_sale, token
 from payments import (
     assert_invariant, events_for, intents_of, pay, redis_levels, reservation_item, reserve, settle,
     status_of, wait_for_status,
 )
+
+# These tests read the events queue themselves: its consumer, the notifier, waits meanwhile.
+pytestmark = pytest.mark.usefixtures("notifier_paused")
 
 SHARDS = 4
 

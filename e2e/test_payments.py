@@ -16,6 +16,9 @@ from payments import (
     pay, redis, redis_levels, reservation_item, reserve, settle, stats, status_of, switches, wait_for_saga, wait_for_status,
 )
 
+# These tests read the events queue themselves: its consumer, the notifier, waits meanwhile.
+pytestmark = pytest.mark.usefixtures("notifier_paused")
+
 SHARDS = 4
 
 

@@ -7,8 +7,13 @@ import subprocess
 import time
 import uuid
 
+import pytest
+
 from conftest import ROOT, aws, bearer, mint, new_sale, token
 from payments import reservations_of_sale
+
+# These tests read the events queue themselves: its consumer, the notifier, waits meanwhile.
+pytestmark = pytest.mark.usefixtures("notifier_paused")
 
 
 def reserve(http, api, sale_id, tok, key=None, body=None):

@@ -56,7 +56,7 @@ if ! health="$(curl -fsS --max-time 5 "$endpoint/_localstack/health")"; then
   exit 1
 fi
 # Every service the stack (and cdk bootstrap/deploy) uses must be enabled in LocalStack's SERVICES.
-needed="cloudformation s3 ssm sts iam lambda logs apigateway dynamodb dynamodbstreams sqs sns cloudwatch stepfunctions events"
+needed="cloudformation s3 ssm sts iam lambda logs apigateway dynamodb dynamodbstreams sqs sns ses cloudwatch stepfunctions events"
 node -e '
   const [health, needed] = process.argv.slice(1);
   const services = JSON.parse(health).services || {};
@@ -109,6 +109,26 @@ context=(-c local=true -c arch=x86_64 -c "stage=$stage" -c "redisUrl=$redis_url"
 # until the chaos suite sets a fault); AWS_FAULT_PROXY_URL= (empty) makes the functions go direct.
 fault_proxy="${AWS_FAULT_PROXY_URL-http://127.0.0.1:4567}"
 if [[ -n "$fault_proxy" ]]; then context+=(-c "awsFaultProxyUrl=$fault_proxy"); fi
+
+# Notifications: the mail sender verified in LocalStack's SES (instant there; on AWS the stack
+# declares the identity and SES mails a link), and an SNS platform application for push (no
+# CloudFormation resource exists for one; LocalStack delivers nothing, it keeps what was sent
+# for the tests to read). Both calls are idempotent.
+mail_sender="notifications@flashsale.test"
+push_app_arn="$("$repo/.local/venv/bin/python" - "$endpoint" "$mail_sender" "$stage" <<'PY'
+import sys
+
+import boto3
+
+endpoint, sender, stage = sys.argv[1:]
+kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+boto3.client("ses", **kw).verify_email_identity(EmailAddress=sender)
+app = boto3.client("sns", **kw).create_platform_application(
+    Name=f"flashsale-{stage}-push", Platform="GCM", Attributes={"PlatformCredential": "local-fcm-key"})
+print(app["PlatformApplicationArn"])
+PY
+)"
+context+=(-c "mailSender=$mail_sender" -c "pushPlatformApplicationArn=$push_app_arn")
 cdklocal=(node_modules/.bin/cdklocal --no-notices)
 
 # Bootstrap only when the toolkit stack's version parameter is missing. The probe is an SSM

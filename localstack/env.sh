@@ -248,7 +248,7 @@ start_localstack() {
             SQS_ENDPOINT_STRATEGY=path \
             LAMBDA_RUNTIME_EXECUTOR=host \
             LAMBDA_LIMITS_CONCURRENT_EXECUTIONS=400 \
-            SERVICES=lambda,logs,dynamodb,dynamodbstreams,sqs,sns,cloudwatch,stepfunctions,events,iam,sts,cloudformation,s3,ssm,apigateway \
+            SERVICES=lambda,logs,dynamodb,dynamodbstreams,sqs,sns,ses,cloudwatch,stepfunctions,events,iam,sts,cloudformation,s3,ssm,apigateway \
             DEBUG="${FLASHSALE_LOCALSTACK_DEBUG:-0}" \
             PYTHONUNBUFFERED=1 \
             LD_PRELOAD="$SHIM" \

@@ -77,6 +77,8 @@ export interface FlashsaleConfig {
   readonly edge: EdgeConfig;
   /** The waiting rooms' ticket key and the status cache (shared/src/waiting_room). */
   readonly waitingRoom: WaitingRoomConfig;
+  /** Telling the buyer: the mail sender, the push platform application (shared/src/notify). */
+  readonly notifications: NotificationsConfig;
   /** The expiry cleanup: how often the scheduled rule fires and how the run is bounded. */
   readonly expiry: ExpiryConfig;
   /** Who gets which share of the API's and Lambda's capacity (see CapacityConfig). */
@@ -207,6 +209,23 @@ export interface WaitingRoomConfig {
   readonly statusCacheSeconds: number;
 }
 
+/**
+ * Notifications (shared/src/notify). `mailSender` (context; default
+ * `notifications@example.com`): the SES identity emails come from; on AWS the stack declares it
+ * as an SES email identity (SES mails its owner a verification link on deploy; out of the SES
+ * sandbox only after AWS grants production access). Locally deploy-local.sh verifies it in
+ * LocalStack's SES. `pushPlatformApplicationArn` (context): the SNS platform application
+ * (FCM or APNs) device endpoints are made in; CloudFormation has no resource for one, so it is
+ * created outside the stack (locally by deploy-local.sh); without it, device registration
+ * answers 501 `push-not-configured` and buyers get email only. `notifierConcurrency`: the event source's
+ * maximum concurrency (default 5), so SES's sending rate (14 a second in a new account) holds.
+ */
+export interface NotificationsConfig {
+  readonly mailSender: string;
+  readonly pushPlatformApplicationArn?: string;
+  readonly notifierConcurrency: number;
+}
+
 export interface ExpiryConfig {
   /** Minutes between two runs of the cleanup (EventBridge rule `rate(n minutes)`). */
   readonly everyMinutes: number;
@@ -266,6 +285,8 @@ export const DEFAULTS = {
   localBotSignatureSecret: 'local-bot-signature-secret',
   localBotKeySecret: 'local-bot-key-secret',
   waitingRoomSecretName: 'flashsale/waiting-room',
+  mailSender: 'notifications@example.com',
+  notifierConcurrency: 5,
   // LocalStack only: the queue tickets' HMAC key (32 bytes or more).
   localWaitingRoomTicketKey: 'local-waiting-room-ticket-key-0123456789',
   waitingRoomStatusCacheSeconds: 1,
@@ -478,6 +499,7 @@ export function configFromContext(get: ContextGetter): FlashsaleConfig {
     bot: botFromContext(get, local, int(get, 'natGateways', DEFAULTS.natGateways, 0)),
     edge: edgeFromContext(get, local),
     waitingRoom: waitingRoomFromContext(get, local),
+    notifications: notificationsFromContext(get),
     expiry: {
       everyMinutes: int(get, 'expiryEveryMinutes', DEFAULTS.expiryEveryMinutes, 1),
       concurrency: int(get, 'expiryConcurrency', DEFAULTS.expiryConcurrency, 1),
@@ -536,6 +558,18 @@ function botFromContext(get: ContextGetter, local: boolean, natGateways: number)
     challengeProvider,
     secretName: str(get, 'botSecretName') ?? DEFAULTS.botSecretName,
   };
+}
+
+function notificationsFromContext(get: ContextGetter): NotificationsConfig {
+  const mailSender = str(get, 'mailSender') ?? DEFAULTS.mailSender;
+  if (!/^[^@\s]+@[^@\s]+$/.test(mailSender)) throw new Error(`context "mailSender" must be an email address, got "${mailSender}"`);
+  const arn = str(get, 'pushPlatformApplicationArn');
+  if (arn !== undefined && !/^arn:aws[a-z-]*:sns:[^:]*:\d{12}:app\/(GCM|APNS|APNS_SANDBOX)\/[^/]+$/.test(arn)) {
+    throw new Error(`context "pushPlatformApplicationArn" must be an SNS platform application ARN (arn:aws:sns:<region>:<account>:app/<GCM|APNS|APNS_SANDBOX>/<name>), got "${arn}"`);
+  }
+  const notifierConcurrency = int(get, 'notifierConcurrency', DEFAULTS.notifierConcurrency, 2);
+  if (notifierConcurrency > 1000) throw new Error('context "notifierConcurrency" must be between 2 and 1000 (SQS event sources)');
+  return { mailSender, pushPlatformApplicationArn: arn, notifierConcurrency };
 }
 
 function waitingRoomFromContext(get: ContextGetter, local: boolean): WaitingRoomConfig {

@@ -4,7 +4,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 
 /** Logical names of the tables; function specs refer to tables by these keys. */
-export type TableKey = 'sales' | 'reservations' | 'orders' | 'webhookEvents';
+export type TableKey = 'sales' | 'reservations' | 'orders' | 'webhookEvents' | 'notifications' | 'devices';
 /** Logical names of the queues; function specs refer to queues by these keys. */
 export type QueueKey = 'events' | 'eventsDlq' | 'sagaDlq' | 'repair' | 'repairDlq';
 
@@ -14,6 +14,8 @@ export const INDEXES: Record<TableKey, readonly string[]> = {
   reservations: ['pending-by-expiry', 'by-sale-bucketed'],
   orders: ['by-sale'],
   webhookEvents: [],
+  notifications: [],
+  devices: [],
 };
 
 /** How long a message may sit in a dead-letter queue before SQS drops it (the maximum). */
@@ -126,7 +128,21 @@ export class Data extends Construct {
       timeToLiveAttribute: 'ttl',
     });
 
-    this.tables = { sales, reservations, orders, webhookEvents };
+    // One record per notification (event and channel): its claim, lease and outcome, so a
+    // redelivered event is not notified twice (shared/src/notify/dynamo.rs); TTL after 14 days.
+    const notifications = new dynamodb.Table(this, 'Notifications', {
+      ...common,
+      partitionKey: { name: 'notification_id', type: S },
+      timeToLiveAttribute: 'ttl',
+    });
+    // A buyer's push endpoints (SNS platform endpoint ARNs), one item per device.
+    const devices = new dynamodb.Table(this, 'Devices', {
+      ...common,
+      partitionKey: { name: 'user_id', type: S },
+      sortKey: { name: 'endpoint_arn', type: S },
+    });
+
+    this.tables = { sales, reservations, orders, webhookEvents, notifications, devices };
 
     // All queues use SQS-managed server-side encryption (SSE-SQS): encrypted at rest without a
     // KMS key, so producers and consumers need no kms:* permissions. (No `enforceSSL` queue

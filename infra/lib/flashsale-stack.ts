@@ -6,6 +6,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as eventSources from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as ses from 'aws-cdk-lib/aws-ses';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { Api } from './api';
@@ -106,6 +107,12 @@ export class FlashsaleStack extends Stack {
         config.payments.webhookSecrets ?? secretField(config.payments.secretName, 'webhook_secrets'),
       WAITING_ROOM_KEY:
         config.waitingRoom.ticketKey ?? secretField(config.waitingRoom.secretName, 'ticket_key'),
+      NOTIFICATIONS_TABLE: tables.notifications.tableName,
+      DEVICES_TABLE: tables.devices.tableName,
+      MAIL_SENDER: config.notifications.mailSender,
+      ...(config.notifications.pushPlatformApplicationArn && {
+        PUSH_PLATFORM_APPLICATION_ARN: config.notifications.pushPlatformApplicationArn,
+      }),
       BOT_DEFENCE: config.bot.enabled ? 'on' : 'off',
       BOT_CHALLENGE_AT: String(config.bot.challengeAt),
       BOT_BLOCK_ADDRESSES: config.bot.blockAddresses ? 'on' : 'off',
@@ -211,6 +218,8 @@ export class FlashsaleStack extends Stack {
         new eventSources.SqsEventSource(queues.repair, { batchSize: 1, reportBatchItemFailures: true }),
       );
     }
+
+    this.wireNotifications(specs, config);
 
     // Faults that must page someone, from the functions' EMF metrics (shared/src/metrics.rs).
     this.monitoring.alarmOnEmfCount('UnitsOversold', 'UnitsOversold', ['saga-steps', 'expiry-cleanup'],
@@ -323,6 +332,56 @@ export class FlashsaleStack extends Stack {
         );
       }
       if (spec.saga.includes('resume')) saga.grantTaskResponse(fn);
+    }
+  }
+
+  /**
+   * Notifications (shared/src/notify): the notifier consumes the events queue (batches of 10,
+   * item failures reported, concurrency capped so SES's sending rate holds; a message that
+   * keeps failing moves to the events DLQ after 5 receives, which has a depth alarm) and may
+   * send from the sender identity and push to the platform application's endpoints; the
+   * devices function may make endpoints. Alarms for a backlog: more than 1,000 visible
+   * messages for a minute, the oldest older than 5 minutes (AWS publishes it; LocalStack does
+   * not), the notifier's errors, and its own lag metric (EMF `LagMs`) above a minute.
+   */
+  private wireNotifications(specs: readonly FunctionSpec[], config: FlashsaleConfig): void {
+    const { queues } = this.data;
+    const { mailSender, pushPlatformApplicationArn, notifierConcurrency } = config.notifications;
+    const stack = Stack.of(this);
+    const identityArn = (identity: string) =>
+      stack.formatArn({ service: 'ses', resource: 'identity', resourceName: identity });
+    if (!config.local) {
+      // SES mails the address's owner a verification link on deploy.
+      new ses.EmailIdentity(this, 'MailSender', { identity: ses.Identity.email(mailSender) });
+    }
+    // `arn:...:app/GCM/<name>` -> its endpoints, `arn:...:endpoint/GCM/<name>/<id>`.
+    const endpoints = pushPlatformApplicationArn?.replace(':app/', ':endpoint/') + '/*';
+    for (const spec of specs.filter((s) => s.notify)) {
+      const fn = this.functions.get(spec.name);
+      if (spec.notify === 'consume') {
+        fn.addEventSource(
+          new eventSources.SqsEventSource(queues.events, {
+            batchSize: 10,
+            reportBatchItemFailures: true,
+            maxConcurrency: notifierConcurrency,
+          }),
+        );
+        fn.addToRolePolicy(
+          new iam.PolicyStatement({
+            actions: ['ses:SendEmail'],
+            // The sender's address, or its domain when the domain is the verified identity.
+            resources: [identityArn(mailSender), identityArn(mailSender.split('@')[1])],
+          }),
+        );
+        if (pushPlatformApplicationArn) {
+          fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['sns:Publish'], resources: [endpoints] }));
+        }
+        this.monitoring.alarmOnBacklog('Events', queues.events, fn, spec.name);
+      } else if (pushPlatformApplicationArn) {
+        fn.addToRolePolicy(
+          new iam.PolicyStatement({ actions: ['sns:CreatePlatformEndpoint'], resources: [pushPlatformApplicationArn] }),
+        );
+      }
     }
   }
 

@@ -31,6 +31,10 @@ export type EnvVar =
   | 'SOLD_OUT_CACHE_MS'
   // The bot defence in front of reserve (the challenge keys: Secrets Manager on AWS).
   | 'WAITING_ROOM_KEY'
+  | 'NOTIFICATIONS_TABLE'
+  | 'DEVICES_TABLE'
+  | 'MAIL_SENDER'
+  | 'PUSH_PLATFORM_APPLICATION_ARN'
   | 'BOT_DEFENCE'
   | 'BOT_CHALLENGE_AT'
   | 'BOT_BLOCK_ADDRESSES'
@@ -147,6 +151,12 @@ export interface FunctionSpec {
   /** Consumes the repair queue (SQS event source, one request per invocation). */
   readonly repairConsumer?: boolean;
   /**
+   * What it does with notifications (wired in flashsale-stack.ts): `consume` = the events
+   * queue's event source, ses:SendEmail from the sender, sns:Publish to the platform
+   * application's endpoints; `register` = sns:CreatePlatformEndpoint on the application.
+   */
+  readonly notify?: 'consume' | 'register';
+  /**
    * What it does with the checkout saga's state machine (wired in flashsale-stack.ts, which also
    * sets SAGA_STATE_MACHINE_ARN): `start` = StartExecution + DescribeExecution of its executions;
    * `resume` = SendTaskSuccess/Failure/Heartbeat.
@@ -228,6 +238,28 @@ export const FUNCTIONS: readonly FunctionSpec[] = [
     ],
     // Its own pool: joins cannot take reserve's executions, nor the payment path's.
     reservedConcurrency: 'queue',
+  },
+  {
+    name: 'notifier',
+    description: 'The events queue consumer: email (SES) and push (SNS) at each end of a reservation, at most once per event and channel',
+    env: ['NOTIFICATIONS_TABLE', 'DEVICES_TABLE', 'MAIL_SENDER'],
+    tables: [
+      { table: 'notifications', actions: ['dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem'] },
+      { table: 'devices', actions: ['dynamodb:Query'] },
+    ],
+    // The events queue's visibility timeout (180 s) is 6 x this, as AWS recommends.
+    timeoutSeconds: 30,
+    notify: 'consume',
+  },
+  {
+    name: 'devices',
+    description: 'POST /me/devices: a buyer registers a device for push notifications (SNS platform endpoint)',
+    env: ['DEVICES_TABLE'],
+    // Without a platform application the route answers 501 push-not-configured (config.ts).
+    optionalEnv: ['PUSH_PLATFORM_APPLICATION_ARN'],
+    tables: [{ table: 'devices', actions: ['dynamodb:PutItem'] }],
+    routes: [{ method: 'POST', path: '/me/devices', authorized: true }],
+    notify: 'register',
   },
   {
     name: 'get-reservation',

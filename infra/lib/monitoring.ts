@@ -3,12 +3,15 @@ import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 
 /** The CloudWatch namespace of the functions' EMF metrics (shared/src/metrics.rs `NAMESPACE`). */
 export const EMF_NAMESPACE = 'Flashsale';
+/** A backlog alarm's threshold: the seed's "backlog above 1,000 messages". */
+export const BACKLOG_MESSAGES = 1000;
 
 export interface MonitoringProps {
   /** Optional e-mail subscription of the alarm topic. */
@@ -87,6 +90,42 @@ export class Monitoring extends Construct {
         }),
       ),
     );
+  }
+
+  /**
+   * A consumer falling behind (seed 004 flow 11): more than 1,000 visible messages for a
+   * minute, the oldest older than 5 minutes, the consumer's errors in a minute, and its own
+   * lag (EMF `LagMs`, now minus the oldest message's sent time, which it emits with every
+   * batch) above a minute.
+   */
+  alarmOnBacklog(id: string, queue: sqs.IQueue, consumer: lambda.IFunction, emfFunction: string): cloudwatch.Alarm[] {
+    const minute = { period: Duration.minutes(1), statistic: cloudwatch.Stats.MAXIMUM };
+    const alarm = (suffix: string, description: string, metric: cloudwatch.IMetric, threshold: number) =>
+      this.add(
+        new cloudwatch.Alarm(this, `${id}${suffix}`, {
+          alarmDescription: description,
+          metric,
+          threshold,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+          evaluationPeriods: 1,
+          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        }),
+      );
+    return [
+      alarm('Backlog', `More than ${BACKLOG_MESSAGES} messages waiting in ${id} for a minute: its consumer is down or too slow`,
+        queue.metricApproximateNumberOfMessagesVisible(minute), BACKLOG_MESSAGES),
+      alarm('OldestMessage', `The oldest message in ${id} waits longer than 5 minutes`,
+        queue.metricApproximateAgeOfOldestMessage(minute), 300),
+      alarm('ConsumerErrors', `The consumer of ${id} failed`,
+        consumer.metricErrors({ period: Duration.minutes(1), statistic: cloudwatch.Stats.SUM }), 0),
+      alarm('ConsumerLag', `The consumer of ${id} reads messages more than a minute after they were sent`,
+        new cloudwatch.Metric({
+          namespace: EMF_NAMESPACE,
+          metricName: 'LagMs',
+          dimensionsMap: { function: emfFunction },
+          ...minute,
+        }), 60_000),
+    ];
   }
 
   private add(alarm: cloudwatch.Alarm): cloudwatch.Alarm {

@@ -153,10 +153,10 @@ describe('DynamoDB', () => {
   };
   const sorted = (xs: string[]) => [...xs].sort();
 
-  it('has four on-demand tables with generated names', () => {
+  it('has six on-demand tables with generated names', () => {
     for (const context of [AWS, LOCAL]) {
       const tables = resourcesOf(synth(context).template, 'AWS::DynamoDB::Table');
-      assert.equal(tables.length, 4);
+      assert.equal(tables.length, 6);
       for (const [, t] of tables) {
         assert.equal(t.Properties.BillingMode, 'PAY_PER_REQUEST');
         assert.equal(t.Properties.TableName, undefined, 'no hard-coded table name');

@@ -82,6 +82,12 @@ impl Env {
         }
     }
 
+    /// The variable's value (trimmed), or `None` when it is missing or blank: for settings a
+    /// deployment may leave out.
+    pub fn optional(&self, name: &str) -> Option<String> {
+        self.get(name).map(str::to_owned)
+    }
+
     /// The variable parsed as `T`, or `default` when it is missing or blank; an unparsable one
     /// is an error naming it.
     pub fn parsed_or<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>

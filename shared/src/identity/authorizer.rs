@@ -30,6 +30,7 @@ pub const UNAUTHORIZED: &str = "Unauthorized";
 
 /// The routes a buyer may call (relative to `<api>/<stage>/`).
 pub const BUYER_ROUTES: &[&str] = &[
+    "POST/me/devices",
     "POST/sales/*/queue",
     "POST/sales/*/reservations",
     "GET/reservations/*",

@@ -107,6 +107,16 @@ struct Registered {
     endpoint_arn: String,
 }
 
+/// 501 `push-not-configured`: the deployment has no push platform application.
+pub fn push_not_configured() -> Problem {
+    Problem::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "push-not-configured",
+        "Push not configured",
+        "This deployment sends no push notifications (no push platform application); email only.",
+    )
+}
+
 fn invalid_token(detail: &str) -> Problem {
     Problem::new(
         StatusCode::UNPROCESSABLE_ENTITY,
