@@ -234,7 +234,10 @@ start_localstack() {
         # result comes back through another: at 1000 in flight every worker waits for a result
         # no worker can take, and LocalStack hangs (seen in the chaos suite's long form, with the
         # provider slow and every webhook sent twice). At 400 the excess is throttled (429), as
-        # AWS throttles past the account's limit. LD_PRELOAD: its gateway and DynamoDB Local bind the wildcard
+        # AWS throttles past the account's limit. SQS_CLOUDWATCH_METRICS_REPORT_INTERVAL: queue
+        # depths reach CloudWatch every 10 s (LocalStack's default 60 s), so the backlog alarm
+        # of the drain test (e2e/test_backlog.py) sees a backlog within its minute.
+        # LD_PRELOAD: its gateway and DynamoDB Local bind the wildcard
         # address whatever GATEWAY_LISTEN says; the shim moves them to loopback.
         env \
             OVERRIDE_IN_DOCKER=0 \
@@ -248,6 +251,7 @@ start_localstack() {
             SQS_ENDPOINT_STRATEGY=path \
             LAMBDA_RUNTIME_EXECUTOR=host \
             LAMBDA_LIMITS_CONCURRENT_EXECUTIONS=400 \
+            SQS_CLOUDWATCH_METRICS_REPORT_INTERVAL=10 \
             SERVICES=lambda,logs,dynamodb,dynamodbstreams,sqs,sns,ses,cloudwatch,stepfunctions,events,iam,sts,cloudformation,s3,ssm,apigateway \
             DEBUG="${FLASHSALE_LOCALSTACK_DEBUG:-0}" \
             PYTHONUNBUFFERED=1 \

@@ -224,6 +224,12 @@ export interface NotificationsConfig {
   readonly mailSender: string;
   readonly pushPlatformApplicationArn?: string;
   readonly notifierConcurrency: number;
+  /**
+   * Messages per notifier invocation (`notifierBatchSize`, default 10). Above 10, SQS event
+   * sources need a batching window: then 1 s. LocalStack runs one poller per mapping, one
+   * batch a second, so deploy-local.sh asks for 100 to drain a backlog at its pace.
+   */
+  readonly notifierBatchSize: number;
 }
 
 export interface ExpiryConfig {
@@ -569,7 +575,9 @@ function notificationsFromContext(get: ContextGetter): NotificationsConfig {
   }
   const notifierConcurrency = int(get, 'notifierConcurrency', DEFAULTS.notifierConcurrency, 2);
   if (notifierConcurrency > 1000) throw new Error('context "notifierConcurrency" must be between 2 and 1000 (SQS event sources)');
-  return { mailSender, pushPlatformApplicationArn: arn, notifierConcurrency };
+  const notifierBatchSize = int(get, 'notifierBatchSize', 10, 1);
+  if (notifierBatchSize > 10000) throw new Error('context "notifierBatchSize" must be between 1 and 10000 (SQS event sources)');
+  return { mailSender, pushPlatformApplicationArn: arn, notifierConcurrency, notifierBatchSize };
 }
 
 function waitingRoomFromContext(get: ContextGetter, local: boolean): WaitingRoomConfig {

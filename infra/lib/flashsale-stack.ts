@@ -346,7 +346,7 @@ export class FlashsaleStack extends Stack {
    */
   private wireNotifications(specs: readonly FunctionSpec[], config: FlashsaleConfig): void {
     const { queues } = this.data;
-    const { mailSender, pushPlatformApplicationArn, notifierConcurrency } = config.notifications;
+    const { mailSender, pushPlatformApplicationArn, notifierConcurrency, notifierBatchSize } = config.notifications;
     const stack = Stack.of(this);
     const identityArn = (identity: string) =>
       stack.formatArn({ service: 'ses', resource: 'identity', resourceName: identity });
@@ -361,7 +361,8 @@ export class FlashsaleStack extends Stack {
       if (spec.notify === 'consume') {
         fn.addEventSource(
           new eventSources.SqsEventSource(queues.events, {
-            batchSize: 10,
+            batchSize: notifierBatchSize,
+            ...(notifierBatchSize > 10 && { maxBatchingWindow: Duration.seconds(1) }),
             reportBatchItemFailures: true,
             maxConcurrency: notifierConcurrency,
           }),
