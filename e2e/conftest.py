@@ -112,10 +112,19 @@ def set_notifier(outputs, enabled, timeout=60):
         time.sleep(0.5)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def notifier_running(outputs):
+    """Every run starts with the notifier consuming (a run killed while it was paused would
+    otherwise leave it stopped: a redeploy does not restart it)."""
+    set_notifier(outputs, True)
+
+
 @pytest.fixture(scope="module")
 def notifier_paused(outputs):
     """For the tests that read the events queue themselves: the notifier (its consumer) is
     stopped meanwhile, so it does not take their messages; started again after."""
-    set_notifier(outputs, False)
-    yield
-    set_notifier(outputs, True)
+    try:
+        set_notifier(outputs, False)
+        yield
+    finally:
+        set_notifier(outputs, True)

@@ -378,6 +378,10 @@ export class FlashsaleStack extends Stack {
           fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['sns:Publish'], resources: [endpoints] }));
         }
         this.monitoring.alarmOnBacklog('Events', queues.events, fn, spec.name);
+        // A notification given up (a refused address, an unverified sender, a provider that
+        // did not answer: at most once) is one a buyer never got.
+        this.monitoring.alarmOnEmfCount('NotificationsGivenUp', 'GaveUp', [spec.name],
+          'Notifications given up: a buyer was not told (refused address, unverified mail sender, or no answer from the provider)');
       } else if (pushPlatformApplicationArn) {
         fn.addToRolePolicy(
           new iam.PolicyStatement({ actions: ['sns:CreatePlatformEndpoint'], resources: [pushPlatformApplicationArn] }),

@@ -627,6 +627,7 @@ describe('alarms on faults the functions count (EMF)', () => {
     const seen = emf.map((a) => `${a.MetricName} ${a.Dimensions[0].Value}`).sort();
     assert.deepEqual(seen, [
       'Anomalies expiry-cleanup',
+      'GaveUp notifier',
       'RebuildOversoldUnits expiry-cleanup',
       'UnitsOversold expiry-cleanup',
       'UnitsOversold saga-steps',

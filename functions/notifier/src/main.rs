@@ -2,6 +2,7 @@
 //! Wiring only; the logic is `flashsale_core::notify`. Everything here runs once per cold
 //! start.
 
+use aws_sdk_ses::config::retry::RetryConfig;
 use flashsale_core::domain::SystemClock;
 use flashsale_core::events::stream::BatchResponse;
 use flashsale_core::notify::consumer::{Notifier, SqsBatch};
@@ -21,8 +22,21 @@ async fn main() -> Result<(), Error> {
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     let notifier = Notifier {
         log: DynamoNotificationLog::new(dynamo.clone(), env.required("NOTIFICATIONS_TABLE")?),
-        mailer: SesMailer::new(aws_sdk_ses::Client::new(&aws), env.required("MAIL_SENDER")?),
-        pusher: SnsPusher::new(aws_sdk_sns::Client::new(&aws)),
+        // One attempt per call, no SDK retries: a retried send could deliver twice (at most
+        // once; the queue redelivers what was refused for now).
+        mailer: SesMailer::new(
+            aws_sdk_ses::Client::from_conf(
+                aws_sdk_ses::config::Builder::from(&aws)
+                    .retry_config(RetryConfig::disabled())
+                    .build(),
+            ),
+            env.required("MAIL_SENDER")?,
+        ),
+        pusher: SnsPusher::new(aws_sdk_sns::Client::from_conf(
+            aws_sdk_sns::config::Builder::from(&aws)
+                .retry_config(RetryConfig::disabled())
+                .build(),
+        )),
         devices: DynamoDevices::new(dynamo, env.required("DEVICES_TABLE")?),
         clock: SystemClock,
     };

@@ -81,7 +81,13 @@ pub fn authorize(
             if let Some(created_at) = &claims.created_at {
                 context["createdAt"] = json!(created_at);
             }
-            if let Some(email) = claims.email.as_deref().and_then(super::plausible_email) {
+            let verified = claims.email_verified == Some(true);
+            if let Some(email) = claims
+                .email
+                .as_deref()
+                .filter(|_| verified)
+                .and_then(super::plausible_email)
+            {
                 context["email"] = json!(email);
             }
             context
@@ -145,6 +151,7 @@ mod tests {
             token_use: Some("id".into()),
             created_at: None,
             email: Some(format!("{sub}@example.com")),
+            email_verified: Some(true),
         }
     }
 

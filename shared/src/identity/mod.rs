@@ -107,11 +107,18 @@ pub fn from_request(request: &Request) -> Result<Identity, IdentityError> {
         })
         .filter(|secs| *secs > 0)
         .map(|secs| crate::domain::Timestamp::from_millis(secs.saturating_mul(1000)));
-    // Lambda authorizer: `email` in the context; Cognito: the claim. A value that does not
-    // look like an address is dropped (no notifications by email), never an error.
+    // Lambda authorizer: `email` in the context (put there only when verified); Cognito: the
+    // claim, only with `email_verified` true (the REST authorizer passes claims as strings). A
+    // value that does not look like an address is dropped (no email), never an error.
+    let cognito_email = claims
+        .filter(|c| {
+            matches!(c.get("email_verified"), Some(Value::Bool(true)))
+                || c.get("email_verified").and_then(Value::as_str) == Some("true")
+        })
+        .and_then(|c| c.get("email"));
     let email = fields
         .get("email")
-        .or_else(|| claims.and_then(|c| c.get("email")))
+        .or(cognito_email)
         .and_then(Value::as_str)
         .and_then(plausible_email);
     Ok(Identity {
@@ -161,7 +168,7 @@ mod tests {
             lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext::default();
         cognito.authorizer.fields.insert(
             "claims".into(),
-            serde_json::json!({"sub": "user-2", "email": "bob@example.com"}),
+            serde_json::json!({"sub": "user-2", "email": "bob@example.com", "email_verified": "true"}),
         );
         let request = lambda_http::http::Request::new(Body::Empty)
             .with_request_context(RequestContext::ApiGatewayV1(cognito));
@@ -169,6 +176,16 @@ mod tests {
             from_request(&request).unwrap().email.as_deref(),
             Some("bob@example.com")
         );
+        // An address the provider did not verify is not used.
+        let mut unverified =
+            lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext::default();
+        unverified.authorizer.fields.insert(
+            "claims".into(),
+            serde_json::json!({"sub": "user-4", "email": "eve@example.com", "email_verified": "false"}),
+        );
+        let request = lambda_http::http::Request::new(Body::Empty)
+            .with_request_context(RequestContext::ApiGatewayV1(unverified));
+        assert_eq!(from_request(&request).unwrap().email, None);
         for junk in [
             "",
             "no-at-sign",

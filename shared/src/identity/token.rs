@@ -32,6 +32,10 @@ pub struct Claims {
     /// The account's email address, as Cognito's ID token carries it (`email`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// Whether the identity provider verified it (`email_verified`): an address nobody proved
+    /// to own is never mailed (a buyer could otherwise point notices at anyone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -92,9 +92,17 @@ where
     /// the lag (now minus the oldest message's sent time) and the counts as EMF.
     pub async fn handle_batch(&self, batch: SqsBatch) -> BatchResponse {
         let now = self.clock.now().as_millis();
+        // The lag of first deliveries only: a redelivered message keeps its sent time, and
+        // would read as a backlog that is not there.
         let oldest = batch
             .records
             .iter()
+            .filter(|r| {
+                r.attributes
+                    .get("ApproximateReceiveCount")
+                    .map(String::as_str)
+                    == Some("1")
+            })
             .filter_map(|r| r.attributes.get("SentTimestamp")?.parse::<i64>().ok())
             .min();
         let outcomes =
@@ -177,15 +185,19 @@ where
                 Err(e) => transient = Some(e),
             }
         }
-        let user =
-            UserId::parse(event.user_id.clone()).map_err(|e| NotifyError::Poison(e.to_string()))?;
-        match self.push_all(&event, &user, &notice).await {
-            Ok(t) => {
-                tally.sent += t.sent;
-                tally.skipped += t.skipped;
-                tally.gave_up += t.gave_up;
+        // A user id that is not one has no devices: the email (if any) was the notice.
+        match UserId::parse(event.user_id.clone()) {
+            Ok(user) => match self.push_all(&event, &user, &notice).await {
+                Ok(t) => {
+                    tally.sent += t.sent;
+                    tally.skipped += t.skipped;
+                    tally.gave_up += t.gave_up;
+                }
+                Err(e) => transient = Some(e),
+            },
+            Err(_) => {
+                tracing::warn!(event_id = %event.event_id, "event without a valid user id: no push")
             }
-            Err(e) => transient = Some(e),
         }
         match transient {
             Some(error) => Err(error),
@@ -206,15 +218,16 @@ where
             .map_err(|e| NotifyError::Transient(e.to_string()))?;
         let mut tally = Tally::default();
         let mut transient = None;
-        for endpoint in endpoints {
-            // One claim per device: a push that reached one device is not sent to it again
-            // when another device's push is retried.
+        // One claim per device (a push that reached one device is not sent to it again when
+        // another device's push is retried); all devices at once, each within SEND_TIMEOUT.
+        let pushes = endpoints.iter().map(|endpoint| async move {
             let device = &hex::encode(Sha256::digest(endpoint.as_bytes()))[..16];
             let id = format!("{}#{}#{device}", event.event_id, Channel::Push.as_str());
-            match self
-                .deliver(&id, || self.pusher.push(&endpoint, &notice.push))
+            self.deliver(&id, || self.pusher.push(endpoint, &notice.push))
                 .await
-            {
+        });
+        for outcome in futures::future::join_all(pushes).await {
+            match outcome {
                 Ok(counted) => counted.add_to(&mut tally),
                 Err(e) => transient = Some(e),
             }
@@ -225,7 +238,8 @@ where
         }
     }
 
-    /// Claims `id`, sends, and finishes the claim.
+    /// Claims `id`, marks it attempted, sends, and finishes the claim (the module doc of
+    /// [`super`] says why an attempted notification is never sent again).
     async fn deliver<F, Fut>(&self, id: &str, send: F) -> Result<Counted, NotifyError>
     where
         F: FnOnce() -> Fut,
@@ -242,24 +256,48 @@ where
             Claim::Busy => return Err(NotifyError::Busy(id.to_owned())),
             Claim::Claimed => {}
         }
+        let attempted = self
+            .log
+            .attempt(id, &token)
+            .await
+            .map_err(|e| NotifyError::Transient(e.to_string()))?;
+        if !attempted {
+            // Our lease ran out meanwhile and another delivery holds it now: it sends.
+            return Ok(Counted::Duplicate);
+        }
         let outcome = match tokio::time::timeout(SEND_TIMEOUT, send()).await {
             Ok(Ok(())) => Finished::Sent,
             Ok(Err(SendError::Permanent(why))) => {
                 tracing::warn!(notification_id = id, %why, "notification refused for good: given up");
                 Finished::GaveUp(why)
             }
-            // The lease stays: the message comes again after it ran out, and sends then.
-            Ok(Err(SendError::Transient(why))) => return Err(NotifyError::Transient(why)),
-            Err(_) => return Err(NotifyError::Transient(format!("{id}: send timed out"))),
+            Ok(Err(SendError::Transient(why))) => {
+                // Refused before it was taken: let the next delivery claim it at once.
+                if let Err(error) = self.log.release(id, &token).await {
+                    tracing::warn!(notification_id = id, %error, "could not release the claim");
+                }
+                return Err(NotifyError::Transient(why));
+            }
+            Ok(Err(SendError::Unknown(why))) => {
+                tracing::warn!(notification_id = id, %why, "no answer from the provider: not sent again (at most once)");
+                Finished::GaveUp(format!("unknown outcome: {why}"))
+            }
+            Err(_) => {
+                tracing::warn!(
+                    notification_id = id,
+                    "the provider did not answer in time: not sent again (at most once)"
+                );
+                Finished::GaveUp("unknown outcome: timed out".into())
+            }
         };
         let counted = match outcome {
             Finished::Sent => Counted::Sent,
             Finished::GaveUp(_) => Counted::GaveUp,
         };
-        self.log
-            .finish(id, &token, outcome)
-            .await
-            .map_err(|e| NotifyError::Transient(e.to_string()))?;
+        if let Err(error) = self.log.finish(id, &token, outcome).await {
+            // It stays attempted: never sent again either way.
+            tracing::warn!(notification_id = id, %error, "could not record the outcome");
+        }
         Ok(counted)
     }
 }

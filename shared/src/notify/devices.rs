@@ -149,7 +149,8 @@ pub async fn register<D: Devices, R: EndpointRegistry>(
                 .into_response()
         }
     };
-    let token = body.token.trim();
+    // Not trimmed: a token with spaces around is not one (the API's pattern says so).
+    let token = body.token.as_str();
     if token.is_empty()
         || token.len() > MAX_TOKEN_CHARS
         || !token.bytes().all(|b| b.is_ascii_graphic())
@@ -165,7 +166,7 @@ pub async fn register<D: Devices, R: EndpointRegistry>(
             tracing::info!(%why, "device token refused by the push service");
             return invalid_token("The push service refused this device token.").into_response();
         }
-        Err(SendError::Transient(why)) => {
+        Err(SendError::Transient(why)) | Err(SendError::Unknown(why)) => {
             tracing::warn!(%why, "registering a device failed");
             return problems::dependency_unavailable("Retry shortly.").into_response();
         }

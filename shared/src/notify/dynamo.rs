@@ -1,8 +1,8 @@
 //! The DynamoDB adapter of [`NotificationLog`]: one item per (event, channel) in the
 //! notifications table, claimed by a conditional put with a lease.
 //!
-//! Item: `notification_id` (`<event id>#<channel>`, the key), `status` (`SENDING`, `SENT`,
-//! `GAVE_UP`), `token` (the claim's holder), `lease_until` (ms), `reason` (why given up),
+//! Item: `notification_id` (`<event id>#<channel>`, the key), `status` (`SENDING` claimed,
+//! `ATTEMPTED` handed to the provider, `SENT`, `GAVE_UP`), `token` (the claim's holder), `lease_until` (ms), `reason` (why given up),
 //! `ttl` (seconds: DynamoDB's TTL removes the item after [`RETENTION`], long after any
 //! redelivery of its message could come).
 
@@ -20,6 +20,7 @@ use crate::store::write::{self, RetryPolicy, WriteFailure};
 pub const RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 
 const SENDING: &str = "SENDING";
+const ATTEMPTED: &str = "ATTEMPTED";
 const SENT: &str = "SENT";
 const GAVE_UP: &str = "GAVE_UP";
 
@@ -93,11 +94,81 @@ impl NotificationLog for DynamoNotificationLog {
                 };
                 let status = item::opt_s(stored, "status");
                 Ok(match status.as_deref() {
-                    Some(SENT) | Some(GAVE_UP) => Claim::Done,
+                    // Attempted: the provider may have it; never again (at most once).
+                    Some(SENT) | Some(GAVE_UP) | Some(ATTEMPTED) => Claim::Done,
                     _ if item::opt_s(stored, "token").as_deref() == Some(token) => Claim::Claimed,
                     _ => Claim::Busy,
                 })
             }
+            Err(other) => Err(unavailable(other)),
+        }
+    }
+
+    async fn attempt(&self, id: &str, token: &str) -> Result<bool, LogError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("notification_id", str(id))
+            .update_expression("SET #s = :attempted REMOVE lease_until")
+            .condition_expression("#t = :token AND #s = :sending")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#t", "token")
+            .expression_attribute_values(":attempted", str(ATTEMPTED))
+            .expression_attribute_values(":sending", str(SENDING))
+            .expression_attribute_values(":token", str(token));
+        match write::with_retries(
+            RetryPolicy::BACKGROUND,
+            "attempt notification",
+            write::classify,
+            || request.clone().send(),
+        )
+        .await
+        .map_err(unavailable)?
+        {
+            Ok(_) => Ok(true),
+            // Our own earlier try of this update committed and its answer was lost (attempted
+            // with our token: ours to send), or our lease ran out and another delivery took it.
+            Err(WriteFailure::ConditionFailed { .. }) => {
+                let stored = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("notification_id", str(id))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                Ok(stored.item().is_some_and(|i| {
+                    item::opt_s(i, "status").as_deref() == Some(ATTEMPTED)
+                        && item::opt_s(i, "token").as_deref() == Some(token)
+                }))
+            }
+            Err(other) => Err(unavailable(other)),
+        }
+    }
+
+    async fn release(&self, id: &str, token: &str) -> Result<(), LogError> {
+        let request = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("notification_id", str(id))
+            .condition_expression("#t = :token AND #s = :attempted")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#t", "token")
+            .expression_attribute_values(":attempted", str(ATTEMPTED))
+            .expression_attribute_values(":token", str(token));
+        match write::with_retries(
+            RetryPolicy::BACKGROUND,
+            "release notification",
+            write::classify,
+            || request.clone().send(),
+        )
+        .await
+        .map_err(unavailable)?
+        {
+            Ok(_) | Err(WriteFailure::ConditionFailed { .. }) => Ok(()),
             Err(other) => Err(unavailable(other)),
         }
     }

@@ -15,6 +15,9 @@ enum State {
         token: String,
         lease_until: Timestamp,
     },
+    Attempted {
+        token: String,
+    },
     Sent,
     GaveUp(String),
 }
@@ -47,7 +50,9 @@ impl NotificationLog for MemoryNotificationLog {
         let mut records = self.records.lock().unwrap();
         let claim = match records.get(id) {
             None => Claim::Claimed,
-            Some(State::Sent) | Some(State::GaveUp(_)) => Claim::Done,
+            Some(State::Sent) | Some(State::GaveUp(_)) | Some(State::Attempted { .. }) => {
+                Claim::Done
+            }
             Some(State::Sending { token: held, .. }) if held == token => Claim::Claimed,
             Some(State::Sending { lease_until, .. }) if *lease_until < now => Claim::Claimed,
             Some(State::Sending { .. }) => Claim::Busy,
@@ -64,9 +69,33 @@ impl NotificationLog for MemoryNotificationLog {
         Ok(claim)
     }
 
+    async fn attempt(&self, id: &str, token: &str) -> Result<bool, LogError> {
+        let mut records = self.records.lock().unwrap();
+        match records.get(id) {
+            Some(State::Sending { token: held, .. }) if held == token => {
+                records.insert(
+                    id.to_owned(),
+                    State::Attempted {
+                        token: token.to_owned(),
+                    },
+                );
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, id: &str, token: &str) -> Result<(), LogError> {
+        let mut records = self.records.lock().unwrap();
+        if matches!(records.get(id), Some(State::Attempted { token: held }) if held == token) {
+            records.remove(id);
+        }
+        Ok(())
+    }
+
     async fn finish(&self, id: &str, token: &str, outcome: Finished) -> Result<(), LogError> {
         let mut records = self.records.lock().unwrap();
-        if let Some(State::Sending { token: held, .. }) = records.get(id) {
+        if let Some(State::Attempted { token: held }) = records.get(id) {
             if held == token {
                 records.insert(
                     id.to_owned(),

@@ -12,15 +12,18 @@
 //! ([`sns::SnsPusher`]) to every device the buyer registered ([`devices`]); a buyer without a
 //! device gets email only.
 //!
-//! **At most once per event and channel**: before sending, the notifier claims
-//! `<event id>#<channel>` in the notifications log ([`NotificationLog`], a conditional put in
-//! DynamoDB) with a lease; after sending it marks the claim sent. A duplicate delivery of the
-//! message finds the claim sent (or held by a live lease, and waits) and sends nothing. A
-//! notifier that dies after claiming and before sending leaves a lease that runs out, and the
-//! redelivered message sends then. The one window left is a death between the provider's
-//! answer and the mark (microseconds; there SES has no idempotency key to close it).
-//! A notification that cannot be sent (a rejected address, a disabled device) is marked given
-//! up, not retried; a failed notification never changes the reservation.
+//! **At most once per event and channel**: the notifier claims `<event id>#<channel>` in the
+//! notifications log ([`NotificationLog`], a conditional put in DynamoDB) with a lease, marks
+//! it *attempted* right before calling the provider, and *sent* after. A duplicate delivery
+//! finds the claim sent (or held by a live lease, and waits) and sends nothing. A notifier that
+//! dies after claiming and before the attempt leaves a lease that runs out: the redelivered
+//! message sends then. Once attempted, a notification is never sent again, whatever happens
+//! next (a timeout, a death, a lost answer): the provider may have it, and SES has no
+//! idempotency key, so "at most once" wins over "at least once" there (counted as `GaveUp`,
+//! which pages). A provider that answers a clear refusal for now (throttled, 5xx) releases the
+//! claim, and the message comes again; one that refuses for good (a rejected address, a
+//! disabled device) is given up. The SES and SNS clients make one attempt per call (no SDK
+//! retries: a retried call could send twice). A notification never changes the reservation.
 
 pub mod consumer;
 pub mod devices;
@@ -86,6 +89,13 @@ pub trait NotificationLog: Send + Sync {
         now: Timestamp,
         lease: Duration,
     ) -> impl Future<Output = Result<Claim, LogError>> + Send;
+    /// Marks `id` attempted, if `token` still holds it (`false`: it does not, send nothing).
+    /// From then on no claim is granted again.
+    fn attempt(&self, id: &str, token: &str)
+        -> impl Future<Output = Result<bool, LogError>> + Send;
+    /// Gives `id` up for now (the provider refused before taking it): the next delivery may
+    /// claim it at once.
+    fn release(&self, id: &str, token: &str) -> impl Future<Output = Result<(), LogError>> + Send;
     /// Marks `id` sent (or given up, with why), if `token` still holds it.
     fn finish(
         &self,
@@ -103,15 +113,18 @@ pub enum Finished {
     GaveUp(String),
 }
 
-/// Why a send failed.
+/// Why a send failed. The texts carry the provider's error code, never the address.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SendError {
-    /// Throttled, a 5xx, a timeout: the message is delivered again later.
+    /// The provider refused for now and did not take it (throttled, a 5xx): release and retry.
     #[error("transient: {0}")]
     Transient(String),
     /// Refused for good: retrying cannot help.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// No answer (a timeout, a dropped connection): the provider may have taken it.
+    #[error("unknown outcome: {0}")]
+    Unknown(String),
 }
 
 /// An email, rendered.

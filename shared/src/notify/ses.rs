@@ -9,8 +9,9 @@ use super::{Email, Mailer, SendError};
 
 /// Error codes after which sending the same email again cannot succeed (SES v1 API reference,
 /// SendEmail errors).
-const PERMANENT: [&str; 4] = [
+const PERMANENT: [&str; 5] = [
     "MessageRejected",
+    "InvalidParameterValue",
     "MailFromDomainNotVerifiedException",
     "ConfigurationSetDoesNotExistException",
     "ConfigurationSetSendingPausedException",
@@ -55,15 +56,30 @@ impl Mailer for SesMailer {
             .await;
         match sent {
             Ok(_) => Ok(()),
-            Err(error) => {
-                let code = error.code().unwrap_or_default().to_owned();
-                let text = aws_sdk_ses::error::DisplayErrorContext(&error).to_string();
-                if PERMANENT.contains(&code.as_str()) {
-                    Err(SendError::Permanent(text))
-                } else {
-                    Err(SendError::Transient(text))
-                }
+            Err(error) => Err(classify(&error)),
+        }
+    }
+}
+
+/// The error's class, by its code only: SES's messages can name the address, which must not
+/// reach logs or the notifications table. A timeout or a broken answer may have been sent.
+pub(crate) fn classify<E, R>(error: &aws_sdk_ses::error::SdkError<E, R>) -> SendError
+where
+    E: ProvideErrorMetadata,
+{
+    use aws_sdk_ses::error::SdkError;
+    match error {
+        SdkError::ServiceError(context) => {
+            let code = context.err().code().unwrap_or("unknown").to_owned();
+            if PERMANENT.contains(&code.as_str()) {
+                SendError::Permanent(code)
+            } else {
+                SendError::Transient(code)
             }
         }
+        SdkError::ConstructionFailure(_) => SendError::Permanent("construction failure".into()),
+        SdkError::DispatchFailure(_) => SendError::Transient("not dispatched".into()),
+        SdkError::TimeoutError(_) => SendError::Unknown("timeout".into()),
+        _ => SendError::Unknown("no readable answer".into()),
     }
 }

@@ -64,6 +64,7 @@ impl TokenSource {
                     created_at: account_age
                         .map(|age| (now - age.as_secs() as i64).max(0).to_string()),
                     email: Some(format!("{user}@{LOCAL_MAIL_DOMAIN}")),
+                    email_verified: Some(true),
                 };
                 Ok(mint(private_key_pem, &claims)?)
             }

@@ -52,6 +52,7 @@ fn main() -> anyhow::Result<()> {
                 flashsale_core::identity::LOCAL_MAIL_DOMAIN
             )),
         },
+        email_verified: Some(!matches!(email, Some(None))),
         sub,
         iss: std::env::var("JWT_ISSUER").unwrap_or_else(|_| "flashsale-local".into()),
         aud: std::env::var("JWT_AUDIENCE").unwrap_or_else(|_| "flashsale-api".into()),
