@@ -9,30 +9,11 @@ pub const NAMESPACE: &str = "Flashsale";
 
 /// Emits counters (unit Count) and one latency (unit Milliseconds) under `function`.
 pub fn emit(function: &str, counters: &[(&str, u64)], latency_ms: f64) {
-    let mut metrics = vec![json!({ "Name": "Latency", "Unit": "Milliseconds" })];
-    let mut line = serde_json::Map::new();
-    for (name, value) in counters {
-        metrics.push(json!({ "Name": name, "Unit": "Count" }));
-        line.insert((*name).to_owned(), json!(value));
-    }
-    line.insert("Latency".into(), json!(latency_ms));
-    line.insert("function".into(), json!(function));
-    line.insert(
-        "_aws".into(),
-        json!({
-            "Timestamp": SystemClock.now().as_millis(),
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [["function"]],
-                "Metrics": metrics,
-            }],
-        }),
-    );
-    println!("{}", serde_json::Value::Object(line));
+    emit_ms(function, counters, &[("Latency", latency_ms)]);
 }
 
-/// Emits counters (unit Count) and measurements in milliseconds under `function` (EMF, as
-/// [`emit`], for metrics other than a request's latency: a consumer's lag, say).
+/// Emits counters (unit Count) and measurements in milliseconds (a request's latency, a
+/// consumer's lag) under `function`: one EMF line.
 pub fn emit_ms(function: &str, counters: &[(&str, u64)], millis: &[(&str, f64)]) {
     let mut metrics = Vec::new();
     let mut line = serde_json::Map::new();

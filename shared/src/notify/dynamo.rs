@@ -43,6 +43,22 @@ fn unavailable(error: impl std::fmt::Debug) -> LogError {
     LogError::Unavailable(format!("{error:?}"))
 }
 
+impl DynamoNotificationLog {
+    /// The record of `id`, read consistently (what the last write left).
+    async fn read(&self, id: &str) -> Result<Option<item::Item>, LogError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("notification_id", str(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item().cloned())
+    }
+}
+
 impl NotificationLog for DynamoNotificationLog {
     async fn claim(
         &self,
@@ -79,24 +95,15 @@ impl NotificationLog for DynamoNotificationLog {
             Ok(_) => Ok(Claim::Claimed),
             Err(WriteFailure::ConditionFailed { .. }) => {
                 // Someone's claim stands: ours whose answer was lost, a sent one, or a live lease.
-                let stored = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("notification_id", str(id))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-                let Some(stored) = stored.item() else {
+                let Some(stored) = self.read(id).await? else {
                     // Gone meanwhile (its TTL): nothing to guard any more; let it be retried.
                     return Ok(Claim::Busy);
                 };
-                let status = item::opt_s(stored, "status");
+                let status = item::opt_s(&stored, "status");
                 Ok(match status.as_deref() {
                     // Attempted: the provider may have it; never again (at most once).
                     Some(SENT) | Some(GAVE_UP) | Some(ATTEMPTED) => Claim::Done,
-                    _ if item::opt_s(stored, "token").as_deref() == Some(token) => Claim::Claimed,
+                    _ if item::opt_s(&stored, "token").as_deref() == Some(token) => Claim::Claimed,
                     _ => Claim::Busy,
                 })
             }
@@ -130,18 +137,9 @@ impl NotificationLog for DynamoNotificationLog {
             // Our own earlier try of this update committed and its answer was lost (attempted
             // with our token: ours to send), or our lease ran out and another delivery took it.
             Err(WriteFailure::ConditionFailed { .. }) => {
-                let stored = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("notification_id", str(id))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-                Ok(stored.item().is_some_and(|i| {
-                    item::opt_s(i, "status").as_deref() == Some(ATTEMPTED)
-                        && item::opt_s(i, "token").as_deref() == Some(token)
+                Ok(self.read(id).await?.is_some_and(|i| {
+                    item::opt_s(&i, "status").as_deref() == Some(ATTEMPTED)
+                        && item::opt_s(&i, "token").as_deref() == Some(token)
                 }))
             }
             Err(other) => Err(unavailable(other)),

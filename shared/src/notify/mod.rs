@@ -148,3 +148,32 @@ pub trait Pusher: Send + Sync {
         text: &str,
     ) -> impl Future<Output = Result<(), SendError>> + Send;
 }
+
+/// A provider call's failure, by its error code only (SES's messages can name the address,
+/// which must reach neither logs nor the notifications table): a code in `permanent` is
+/// [`SendError::Permanent`], another [`SendError::Transient`]; no answer (a timeout, a broken
+/// response) is [`SendError::Unknown`]: the provider may have taken it. (The SES and SNS crates
+/// share the SDK's error types.)
+pub(crate) fn classify<E, R>(
+    error: &aws_sdk_ses::error::SdkError<E, R>,
+    permanent: &[&str],
+) -> SendError
+where
+    E: aws_sdk_ses::error::ProvideErrorMetadata,
+{
+    use aws_sdk_ses::error::SdkError;
+    match error {
+        SdkError::ServiceError(context) => {
+            let code = context.err().code().unwrap_or("unknown").to_owned();
+            if permanent.contains(&code.as_str()) {
+                SendError::Permanent(code)
+            } else {
+                SendError::Transient(code)
+            }
+        }
+        SdkError::ConstructionFailure(_) => SendError::Permanent("construction failure".into()),
+        SdkError::DispatchFailure(_) => SendError::Transient("not dispatched".into()),
+        SdkError::TimeoutError(_) => SendError::Unknown("timeout".into()),
+        _ => SendError::Unknown("no readable answer".into()),
+    }
+}

@@ -1,7 +1,6 @@
 //! The SES adapter of [`Mailer`]: the v1 API's `SendEmail` (LocalStack's free edition has v1,
 //! not v2; AWS fully supports v1), text body, UTF-8, from the stack's verified sender.
 
-use aws_sdk_ses::error::ProvideErrorMetadata;
 use aws_sdk_ses::types::{Body, Content, Destination, Message};
 use aws_sdk_ses::Client;
 
@@ -56,30 +55,7 @@ impl Mailer for SesMailer {
             .await;
         match sent {
             Ok(_) => Ok(()),
-            Err(error) => Err(classify(&error)),
+            Err(error) => Err(super::classify(&error, &PERMANENT)),
         }
-    }
-}
-
-/// The error's class, by its code only: SES's messages can name the address, which must not
-/// reach logs or the notifications table. A timeout or a broken answer may have been sent.
-pub(crate) fn classify<E, R>(error: &aws_sdk_ses::error::SdkError<E, R>) -> SendError
-where
-    E: ProvideErrorMetadata,
-{
-    use aws_sdk_ses::error::SdkError;
-    match error {
-        SdkError::ServiceError(context) => {
-            let code = context.err().code().unwrap_or("unknown").to_owned();
-            if PERMANENT.contains(&code.as_str()) {
-                SendError::Permanent(code)
-            } else {
-                SendError::Transient(code)
-            }
-        }
-        SdkError::ConstructionFailure(_) => SendError::Permanent("construction failure".into()),
-        SdkError::DispatchFailure(_) => SendError::Transient("not dispatched".into()),
-        SdkError::TimeoutError(_) => SendError::Unknown("timeout".into()),
-        _ => SendError::Unknown("no readable answer".into()),
     }
 }

@@ -17,23 +17,8 @@ const PERMANENT: [&str; 4] = [
     "PlatformApplicationDisabled",
 ];
 
-/// The error's class, by its code only (as the SES adapter). A timeout may have been sent.
 fn classify<E: ProvideErrorMetadata, R>(error: aws_sdk_sns::error::SdkError<E, R>) -> SendError {
-    use aws_sdk_sns::error::SdkError;
-    match &error {
-        SdkError::ServiceError(context) => {
-            let code = context.err().code().unwrap_or("unknown").to_owned();
-            if PERMANENT.contains(&code.as_str()) {
-                SendError::Permanent(code)
-            } else {
-                SendError::Transient(code)
-            }
-        }
-        SdkError::ConstructionFailure(_) => SendError::Permanent("construction failure".into()),
-        SdkError::DispatchFailure(_) => SendError::Transient("not dispatched".into()),
-        SdkError::TimeoutError(_) => SendError::Unknown("timeout".into()),
-        _ => SendError::Unknown("no readable answer".into()),
-    }
+    super::classify(&error, &PERMANENT)
 }
 
 #[derive(Clone)]
