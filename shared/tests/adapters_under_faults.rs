@@ -466,3 +466,142 @@ async fn starting_a_saga_survives_a_5xx_and_a_lost_answer_without_a_second_execu
         .send()
         .await;
 }
+
+/// The notifications log's writes (claim, attempt, release, finish) on LocalStack's DynamoDB
+/// behind the fault proxy: each run twice, with its answer lost, or cut half-way by a lease
+/// that ran out, leaves one notification sent at most once.
+#[tokio::test]
+async fn the_notifications_log_holds_when_a_write_runs_twice_or_loses_its_answer() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    use flashsale_core::notify::dynamo::DynamoNotificationLog;
+    use flashsale_core::notify::{Claim as Notice, Finished, NotificationLog};
+
+    let w = world("flt-notify").await;
+    let direct = localstack_client().await;
+    let table = format!("flt-notifications-{}", uuid::Uuid::now_v7().simple());
+    direct
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("notification_id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("notification_id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let log = DynamoNotificationLog::new(w.faulty.clone(), &table);
+    let lease = Duration::from_secs(60);
+    let t0 = now();
+
+    // A claim whose answer is lost: the retry finds its own claim (by token), not a rival's.
+    w.proxy.add(Rule::next("PutItem", 1, Fault::AnswerLost));
+    assert_eq!(
+        log.claim("e1#email", "a", t0, lease).await.unwrap(),
+        Notice::Claimed
+    );
+    // Another delivery meanwhile: busy; the same claim again: still ours.
+    assert_eq!(
+        log.claim("e1#email", "b", t0, lease).await.unwrap(),
+        Notice::Busy
+    );
+    assert_eq!(
+        log.claim("e1#email", "a", t0, lease).await.unwrap(),
+        Notice::Claimed
+    );
+    // The attempt's answer is lost: the retry reads back that it is ours to send.
+    w.proxy.add(Rule::next("UpdateItem", 1, Fault::AnswerLost));
+    assert!(log.attempt("e1#email", "a").await.unwrap());
+    // Attempted: never claimed again, not even after the lease (at most once).
+    let later = t0.plus(lease * 3);
+    assert_eq!(
+        log.claim("e1#email", "b", later, lease).await.unwrap(),
+        Notice::Done
+    );
+    // Finishing twice, the first answer lost: sent, once.
+    w.proxy.add(Rule::next("UpdateItem", 1, Fault::AnswerLost));
+    log.finish("e1#email", "a", Finished::Sent).await.unwrap();
+    log.finish("e1#email", "a", Finished::Sent).await.unwrap();
+    assert_eq!(
+        log.claim("e1#email", "c", later, lease).await.unwrap(),
+        Notice::Done
+    );
+
+    // Cut half-way: a claim whose holder died before its attempt is taken over once the lease
+    // ran out, and the dead holder can no longer attempt or finish it.
+    assert_eq!(
+        log.claim("e2#email", "dead", t0, lease).await.unwrap(),
+        Notice::Claimed
+    );
+    assert_eq!(
+        log.claim("e2#email", "next", later, lease).await.unwrap(),
+        Notice::Claimed
+    );
+    assert!(!log.attempt("e2#email", "dead").await.unwrap());
+    log.finish("e2#email", "dead", Finished::Sent)
+        .await
+        .unwrap();
+    assert!(log.attempt("e2#email", "next").await.unwrap());
+
+    // A release (the provider refused for now) run twice, the first answer lost: the next
+    // delivery claims at once.
+    assert_eq!(
+        log.claim("e3#email", "a", t0, lease).await.unwrap(),
+        Notice::Claimed
+    );
+    assert!(log.attempt("e3#email", "a").await.unwrap());
+    w.proxy.add(Rule::next("DeleteItem", 1, Fault::AnswerLost));
+    log.release("e3#email", "a").await.unwrap();
+    log.release("e3#email", "a").await.unwrap();
+    assert_eq!(
+        log.claim("e3#email", "b", t0, lease).await.unwrap(),
+        Notice::Claimed
+    );
+
+    let _ = direct.delete_table().table_name(&table).send().await;
+    w.tables.delete().await;
+}
+
+/// A reservation written with its buyer's email, the answer lost: the retry finds its own
+/// record, email and all.
+#[tokio::test]
+async fn a_reservation_with_an_email_survives_a_lost_answer() {
+    let w = world("flt-email").await;
+    let store = DynamoReservationStore::new(w.faulty.clone(), &w.tables.reservations);
+    let r = reservation(&unique_sale("flt"), ReservationStatus::Pending, 600_000);
+    w.proxy.add(Rule::next("PutItem", 1, Fault::AnswerLost));
+    assert_eq!(
+        store
+            .insert_pending_with_email(&r, Some("ann@buyers.flashsale.test"))
+            .await
+            .unwrap(),
+        InsertOutcome::AlreadyExists
+    );
+    let item = localstack_client()
+        .await
+        .get_item()
+        .table_name(&w.tables.reservations)
+        .key(
+            "reservation_id",
+            aws_sdk_dynamodb::types::AttributeValue::S(r.reservation_id.to_string()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let item = item.item().unwrap();
+    assert_eq!(item["email"].as_s().unwrap(), "ann@buyers.flashsale.test");
+    w.tables.delete().await;
+}
