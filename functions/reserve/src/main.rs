@@ -3,6 +3,7 @@
 //! for sales with a waiting room, the queue ticket check (`flashsale_core::waiting_room`).
 //! Everything here runs once per cold start.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flashsale_core::domain::{SaleId, SystemClock};
@@ -32,7 +33,12 @@ async fn main() -> Result<(), Error> {
     let redis = RedisConnection::connect(&RedisSettings::from_env(&env)?).await?;
     let aws = store::aws_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-    let dynamo_for_room = dynamo.clone();
+    // One 1 s cache of the sales, read by the waiting-room gate and the reserve service.
+    let catalog = Arc::new(CachedSaleCatalog::new(
+        DynamoSaleCatalog::new(dynamo.clone(), env.required("SALES_TABLE")?),
+        SystemClock,
+        Duration::from_secs(1),
+    ));
     let engine = RedisStockEngine::new(redis.clone(), RedisStockConfig::from_env(&env)?);
     if let Err(error) = engine.preload_scripts().await {
         tracing::warn!(%error, "could not preload scripts; they load on first use");
@@ -47,11 +53,7 @@ async fn main() -> Result<(), Error> {
             },
         ),
         limiter: RedisRateLimiter::new(redis.clone()),
-        catalog: CachedSaleCatalog::new(
-            DynamoSaleCatalog::new(dynamo.clone(), env.required("SALES_TABLE")?),
-            SystemClock,
-            Duration::from_secs(1),
-        ),
+        catalog: catalog.clone(),
         store: DynamoReservationStore::new(dynamo, env.required("RESERVATIONS_TABLE")?),
         clock: SystemClock,
         repairs: Debounced::new(
@@ -64,14 +66,9 @@ async fn main() -> Result<(), Error> {
         policies: RatePolicies::from_env(&env)?,
     };
     let defence = flashsale_core::bot::config::redis_defence(&env, redis.clone())?;
-    // The room's own 1 s cache of the sale (the service's is inside it).
     let room = WaitingRoom {
         store: RedisQueueStore::new(redis.clone()),
-        catalog: CachedSaleCatalog::new(
-            DynamoSaleCatalog::new(dynamo_for_room, env.required("SALES_TABLE")?),
-            SystemClock,
-            Duration::from_secs(1),
-        ),
+        catalog,
         key: TicketKey::from_env(&env)?,
         clock: SystemClock,
     };

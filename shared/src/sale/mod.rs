@@ -99,3 +99,54 @@ pub trait SaleCatalog: Send + Sync {
     /// Every sale, for the maintenance sweep (never on a buyer's path).
     fn list(&self) -> impl Future<Output = Result<Vec<Sale>, CatalogError>> + Send;
 }
+
+/// A catalog shared by two users in one function (reserve's service and its waiting-room gate
+/// read through one cache, not two).
+impl<T: SaleCatalog> SaleCatalog for std::sync::Arc<T> {
+    fn get(&self, id: &SaleId) -> impl Future<Output = Result<Option<Sale>, CatalogError>> + Send {
+        (**self).get(id)
+    }
+    fn create(&self, sale: &Sale) -> impl Future<Output = Result<(), CatalogError>> + Send {
+        (**self).create(sale)
+    }
+    fn update(&self, sale: &Sale) -> impl Future<Output = Result<(), CatalogError>> + Send {
+        (**self).update(sale)
+    }
+    fn list(&self) -> impl Future<Output = Result<Vec<Sale>, CatalogError>> + Send {
+        (**self).list()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::memory::InMemorySaleCatalog;
+    use super::*;
+
+    #[tokio::test]
+    async fn two_holders_of_one_shared_catalog_see_the_same_sales() {
+        let shared = Arc::new(InMemorySaleCatalog::default());
+        let (a, b) = (shared.clone(), shared);
+        let id = SaleId::parse("drop").unwrap();
+        let sale = Sale {
+            sale_id: id.clone(),
+            name: "drop".into(),
+            price: crate::domain::Money::new(100, crate::domain::Currency::parse("EUR").unwrap())
+                .unwrap(),
+            total_stock: 1,
+            shards: ShardCount::new(1).unwrap(),
+            per_user_limit: 1,
+            hold: Sale::DEFAULT_HOLD,
+            starts_at: Timestamp::from_millis(0),
+            ends_at: Timestamp::from_millis(1),
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+            version: 1,
+            waiting_room: None,
+        };
+        a.create(&sale).await.unwrap();
+        assert_eq!(b.get(&id).await.unwrap(), Some(sale.clone()));
+        assert_eq!(b.list().await.unwrap(), vec![sale]);
+    }
+}
