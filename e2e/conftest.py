@@ -94,6 +94,19 @@ def aws(service):
     )
 
 
+def sent_emails(attempts=10):
+    """Every email LocalStack's SES has sent (its /_aws/ses inspection endpoint), as a list of
+    its message dicts. The endpoint iterates its store of sent mail unlocked, so a read while the
+    notifier is sending can fail with a 500 ("dictionary changed size during iteration"): such
+    reads are tried again, a bounded number of times."""
+    for attempt in range(attempts):
+        r = requests.get(f"{ENDPOINT}/_aws/ses", timeout=60)
+        if r.status_code < 500 or attempt == attempts - 1:
+            r.raise_for_status()
+            return r.json()["messages"]
+        time.sleep(0.2)
+
+
 def _notifier_mapping(outputs):
     lam = aws("lambda")
     mappings = lam.list_event_source_mappings(FunctionName=outputs["NotifierFunctionName"])["EventSourceMappings"]

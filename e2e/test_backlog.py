@@ -11,16 +11,14 @@ import uuid
 
 import requests
 
-from conftest import ENDPOINT, aws, set_notifier
+from conftest import ENDPOINT, aws, sent_emails, set_notifier
 
 EVENTS = int(os.environ.get("DRAIN_EVENTS", "5000"))
 DOMAIN = "buyers.flashsale.test"
 
 
 def emails_from_run(run):
-    r = requests.get(f"{ENDPOINT}/_aws/ses", timeout=60)
-    r.raise_for_status()
-    return [m["Destination"]["ToAddresses"][0] for m in r.json()["messages"]
+    return [m["Destination"]["ToAddresses"][0] for m in sent_emails()
             if m["Destination"]["ToAddresses"][0].startswith(f"drain-{run}-")]
 
 

@@ -7,7 +7,7 @@ import uuid
 
 import requests
 
-from conftest import ENDPOINT, aws, bearer, new_sale, token
+from conftest import ENDPOINT, aws, bearer, new_sale, sent_emails, token
 from payments import pay, reserve, settle
 
 SHARDS = 4
@@ -15,9 +15,7 @@ DOMAIN = "buyers.flashsale.test"
 
 
 def emails_to(address):
-    r = requests.get(f"{ENDPOINT}/_aws/ses", timeout=10)
-    r.raise_for_status()
-    return [m for m in r.json()["messages"] if address in m["Destination"]["ToAddresses"]]
+    return [m for m in sent_emails() if address in m["Destination"]["ToAddresses"]]
 
 
 def pushes_to(endpoint_arn):
