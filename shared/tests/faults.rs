@@ -726,6 +726,33 @@ async fn after_a_replica_is_promoted_nothing_sells_until_the_stock_is_rebuilt() 
     promoted.assert_invariant(&sale).await;
 }
 
+#[tokio::test]
+async fn the_fence_wants_the_whole_run_id_of_the_process_not_a_part_of_it() {
+    // GIVEN a sale whose record names as its writer this process's run id less its last digit
+    // (the fence searches INFO's text for the writer: a part of the id must not pass)
+    let shop = Shop::new().await;
+    let sale = shop.open("fence-part", 4, 1, 2).await;
+    let info = shop.server.cli(&["INFO", "server"]);
+    let run_id = info
+        .lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .expect("INFO server names the run id")
+        .trim()
+        .to_string();
+    let stock_key = ShardKeys::new(&sale.sale_id, 0).stock();
+    shop.server
+        .cli(&["HSET", &stock_key, "writer", &run_id[..run_id.len() - 1]]);
+    // WHEN a buyer reserves THEN the shard is fenced (503, a rebuild asked for)
+    let refused = shop.reserve(&sale, &user("alice"), "k", 1).await;
+    assert!(matches!(refused, Err(ReserveError::Paused)), "{refused:?}");
+    assert_eq!(shop.server.cli(&["HGET", &stock_key, "fenced"]).trim(), "1");
+    // AND with the whole id written back (as a rebuild does), it sells again
+    shop.server
+        .cli(&["HSET", &stock_key, "writer", &run_id, "paused", "0"]);
+    shop.reserve(&sale, &user("alice"), "k2", 1).await.unwrap();
+    assert_eq!(shop.levels(&sale).await.held(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Kind 11: a rebuild that trusts an index that lags.
 

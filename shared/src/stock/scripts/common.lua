@@ -24,7 +24,7 @@
 -- Reads the stock record; returns nil when the sale has no record on this shard (never set up,
 -- or Redis lost its data: the caller must not treat that as zero stock or as fresh stock).
 local function load_stock(stock_key)
-  local v = redis.call('HMGET', stock_key, 'available', 'shards', 'limit', 'paused', 'writer')
+  local v = redis.call('HMGET', stock_key, 'available', 'shards', 'limit', 'paused', 'writer', 'held')
   if v[1] == false then
     return nil
   end
@@ -34,6 +34,7 @@ local function load_stock(stock_key)
     limit = tonumber(v[3]),
     paused = v[4] == '1',
     writer = v[5],
+    held = tonumber(v[6]) or 0,
   }
 end
 
@@ -41,6 +42,14 @@ end
 -- the data: a promoted replica after a failover, or a restart that reloaded a snapshot.
 local function current_run_id()
   return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+end
+
+-- Whether this script runs on the Redis process whose run id is `writer`. A plain search for
+-- the whole "run_id:<writer>" line: the check every selling step makes, so it avoids the pattern
+-- scan of current_run_id() (INFO itself is most of the remaining cost, BENCHMARKS.md).
+local function runs_on(writer)
+  return writer ~= nil
+    and string.find(redis.call('INFO', 'server'), 'run_id:' .. writer .. '\r\n', 1, true) ~= nil
 end
 
 -- The fence against lost writes. Replication is asynchronous, so the process that serves a shard
@@ -52,7 +61,7 @@ end
 -- where the store cannot lose acknowledged writes or INFO is not available).
 -- Returns nil to go on, or the reply to send ({"FENCED"} the first time, then PAUSED).
 local function fence(stock_key, stock, check, now_ms)
-  if check ~= '1' or stock.writer == current_run_id() then
+  if check ~= '1' or runs_on(stock.writer) then
     return nil
   end
   redis.call('HSET', stock_key, 'paused', 1, 'paused_at', now_ms, 'fenced', 1)
@@ -71,10 +80,12 @@ local function decode_hold(raw)
            created_ms = created_ms, user = user }
 end
 
--- Takes qty units from this shard into a hold. The caller has checked availability.
-local function create_hold(stock_key, holds_key, times_key, id, user, qty, expires_ms, now_ms)
-  local after = redis.call('HINCRBY', stock_key, 'available', -qty)
-  redis.call('HINCRBY', stock_key, 'held', qty)
+-- Takes qty units from this shard into a hold. The caller has checked availability; `stock`
+-- is what load_stock read in this same script (nothing else runs meanwhile), so both counters
+-- are written by one HSET instead of two HINCRBYs.
+local function create_hold(stock_key, stock, holds_key, times_key, id, user, qty, expires_ms, now_ms)
+  local after = stock.available - qty
+  redis.call('HSET', stock_key, 'available', after, 'held', stock.held + qty)
   redis.call('HSET', holds_key, id, encode_hold('H', qty, expires_ms, now_ms, user))
   redis.call('ZADD', times_key, now_ms, id)
   return after

@@ -51,10 +51,6 @@ end
 if stock.paused then
   return { 'PAUSED' }
 end
-local fenced = fence(KEYS[1], stock, ARGV[9], ARGV[5])
-if fenced then
-  return fenced
-end
 local refusal = limit_refusal(stock, KEYS[4], qty)
 if refusal then
   return refusal
@@ -62,7 +58,12 @@ end
 if stock.available < qty then
   return { 'HOME_EMPTY', stock.available }
 end
+-- The fence last, right before units are taken: a refusal takes nothing and skips its cost.
+local fenced = fence(KEYS[1], stock, ARGV[9], ARGV[5])
+if fenced then
+  return fenced
+end
 local shard = tonumber(ARGV[7])
-local after = create_hold(KEYS[1], KEYS[2], KEYS[3], id, ARGV[2], qty, ARGV[4], ARGV[5])
+local after = create_hold(KEYS[1], stock, KEYS[2], KEYS[3], id, ARGV[2], qty, ARGV[4], ARGV[5])
 remember(KEYS[5], KEYS[4], id, shard, qty, ARGV[4], tonumber(ARGV[8]))
 return { 'RESERVED', shard, after }
