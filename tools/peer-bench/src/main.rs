@@ -6,6 +6,7 @@
 //! Usage (BENCHMARKS.md has the figures):
 //!   cargo run --release -p peer-bench -- [--buyers N] [--stock N] [--rounds R] [--concurrency C]
 //!       [--shards S] [--no-dynamo] [--no-cluster] [--plots DIR]
+//!   cargo run --release -p peer-bench -- --costs   (where Redis's time goes; see costs.rs)
 //!
 //! Two runs of the same buyers: the sell-out crowd (a stock much smaller than the demand) and
 //! selling only (stock for every request, so every attempt does the design's selling work).
@@ -15,6 +16,7 @@
 //! lower bound), buyers above the per-user limit, resends sold twice, resends misanswered.
 
 mod cluster;
+mod costs;
 mod cpu;
 mod crowd;
 mod designs;
@@ -90,6 +92,10 @@ struct Args {
     /// Write the plots (SVG) into this folder.
     #[arg(long)]
     plots: Option<String>,
+    /// Only measure where Redis's time goes: CPU per attempt of ours and of the fastest peer
+    /// without a failure, and the cost of each Redis call of their selling steps.
+    #[arg(long)]
+    costs: bool,
 }
 
 #[tokio::main]
@@ -118,6 +124,10 @@ async fn main() -> anyhow::Result<()> {
     // attempt does the design's selling work.
     let selling = crowd
         .with_stock(2 * crowd.demand() + u64::from(args.buyers) * u64::from(args.per_user_limit));
+
+    if args.costs {
+        return costs::run(&selling, args.concurrency, args.shards).await;
+    }
 
     let server = RedisServer::start();
     let conn = server.connection().await;
