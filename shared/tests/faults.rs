@@ -726,31 +726,73 @@ async fn after_a_replica_is_promoted_nothing_sells_until_the_stock_is_rebuilt() 
     promoted.assert_invariant(&sale).await;
 }
 
-#[tokio::test]
-async fn the_fence_wants_the_whole_run_id_of_the_process_not_a_part_of_it() {
-    // GIVEN a sale whose record names as its writer this process's run id less its last digit
-    // (the fence searches INFO's text for the writer: a part of the id must not pass)
-    let shop = Shop::new().await;
-    let sale = shop.open("fence-part", 4, 1, 2).await;
-    let info = shop.server.cli(&["INFO", "server"]);
-    let run_id = info
+/// The run id of `server`'s process, as INFO server prints it.
+fn run_id_of(server: &RedisServer) -> String {
+    server
+        .cli(&["INFO", "server"])
         .lines()
         .find_map(|line| line.strip_prefix("run_id:"))
         .expect("INFO server names the run id")
         .trim()
-        .to_string();
+        .to_string()
+}
+
+#[tokio::test]
+async fn on_another_process_a_refusal_read_from_the_shard_trips_the_fence_too() {
+    // GIVEN a one-shard sale of one unit, sold to alice; then its record names as writer only a
+    // part of this process's run id (as a record written before a failover or a restart does
+    // not name the process serving it now; a part of the id must not pass the check)
+    let shop = Shop::new().await;
+    let sale = shop.open("fence-refusal", 1, 1, 1).await;
+    let alice = shop.reserve(&sale, &user("alice"), "k", 1).await.unwrap();
     let stock_key = ShardKeys::new(&sale.sale_id, 0).stock();
-    shop.server
-        .cli(&["HSET", &stock_key, "writer", &run_id[..run_id.len() - 1]]);
-    // WHEN a buyer reserves THEN the shard is fenced (503, a rebuild asked for)
-    let refused = shop.reserve(&sale, &user("alice"), "k", 1).await;
+    let run_id = run_id_of(&shop.server);
+    let part = &run_id[..run_id.len() - 1];
+    shop.server.cli(&["HSET", &stock_key, "writer", part]);
+    // WHEN bob asks for the sold-out unit
+    let refused = shop.reserve(&sale, &user("bob"), "k", 1).await;
+    // THEN he is not told "sold out" from data that may have lost a release: 503, and the
+    // shard is fenced with a rebuild asked for
     assert!(matches!(refused, Err(ReserveError::Paused)), "{refused:?}");
     assert_eq!(shop.server.cli(&["HGET", &stock_key, "fenced"]).trim(), "1");
-    // AND with the whole id written back (as a rebuild does), it sells again
+    assert_eq!(shop.service.repairs.requested(), vec![sale.sale_id.clone()]);
+
+    // AND a paid reservation whose hold that process lost is not failed as "no units" there
     shop.server
-        .cli(&["HSET", &stock_key, "writer", &run_id, "paused", "0"]);
-    shop.reserve(&sale, &user("alice"), "k2", 1).await.unwrap();
-    assert_eq!(shop.levels(&sale).await.held(), 1);
+        .cli(&["HSET", &stock_key, "paused", "0", "fenced", "0"]);
+    let lost = HoldSpec {
+        reservation_id: ReservationId::new(),
+        user: user("carol"),
+        quantity: Quantity::ONE,
+        shard: 0,
+        expires_at: now().plus(Duration::from_secs(600)),
+    };
+    let restored = shop
+        .service
+        .stock
+        .ensure_held(&sale.stock(), &lost, now())
+        .await
+        .unwrap();
+    assert_eq!(restored, RestoreOutcome::Fenced);
+
+    // AND once the record names the whole id (as a rebuild writes it), refusals are answered
+    shop.server.cli(&[
+        "HSET", &stock_key, "writer", &run_id, "paused", "0", "fenced", "0",
+    ]);
+    let sold_out = shop.reserve(&sale, &user("bob"), "k2", 1).await;
+    assert!(
+        matches!(sold_out, Err(ReserveError::SoldOut)),
+        "{sold_out:?}"
+    );
+    assert_eq!(
+        shop.service
+            .stock
+            .ensure_held(&sale.stock(), &lost, now())
+            .await
+            .unwrap(),
+        RestoreOutcome::NoUnits { available: 0 }
+    );
+    assert_eq!(shop.levels(&sale).await.held(), 1, "alice's hold {alice:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -41,15 +41,20 @@ end
 -- The run id of the Redis process running this script. It changes when another process serves
 -- the data: a promoted replica after a failover, or a restart that reloaded a snapshot.
 local function current_run_id()
-  return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  return string.match(redis.call('INFO', 'server'), '\nrun_id:([^\r\n]+)')
 end
 
--- Whether this script runs on the Redis process whose run id is `writer`. A plain search for
--- the whole "run_id:<writer>" line: the check every selling step makes, so it avoids the pattern
--- scan of current_run_id() (INFO itself is most of the remaining cost, BENCHMARKS.md).
+-- Whether this script runs on the Redis process whose run id is `writer` (as current_run_id()
+-- read it): a plain search for the whole line, which the fence runs on every selling step, so
+-- it skips the pattern scan (INFO itself stays most of the fence's cost, BENCHMARKS.md).
 local function runs_on(writer)
-  return writer ~= nil
-    and string.find(redis.call('INFO', 'server'), 'run_id:' .. writer .. '\r\n', 1, true) ~= nil
+  if writer == nil then
+    return false
+  end
+  local info = redis.call('INFO', 'server')
+  local _, last = string.find(info, '\nrun_id:' .. writer, 1, true)
+  local after = last and string.sub(info, last + 1, last + 1)
+  return after == '\r' or after == '\n'
 end
 
 -- The fence against lost writes. Replication is asynchronous, so the process that serves a shard
@@ -59,6 +64,10 @@ end
 -- pauses the shard (`fenced`), and nothing sells from it until a rebuild from the durable records
 -- has re-verified it and written the new writer. `check` is the caller's switch ('1' on; off only
 -- where the store cannot lose acknowledged writes or INFO is not available).
+-- Scripts check it before every answer read from the shard's data, refusals too: on a process
+-- that may have lost writes, "sold out", "limit reached" or "no units" come from stale data (a
+-- paid reservation failed as stock lost, a buyer past the limit through the fallback, a sold-out
+-- shard never repaired), and the trip is what asks for the rebuild.
 -- Returns nil to go on, or the reply to send ({"FENCED"} the first time, then PAUSED).
 local function fence(stock_key, stock, check, now_ms)
   if check ~= '1' or runs_on(stock.writer) then

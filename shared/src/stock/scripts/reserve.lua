@@ -51,17 +51,17 @@ end
 if stock.paused then
   return { 'PAUSED' }
 end
+-- The fence comes before every answer read from this shard's data (common.lua says why).
+local fenced = fence(KEYS[1], stock, ARGV[9], ARGV[5])
+if fenced then
+  return fenced
+end
 local refusal = limit_refusal(stock, KEYS[4], qty)
 if refusal then
   return refusal
 end
 if stock.available < qty then
   return { 'HOME_EMPTY', stock.available }
-end
--- The fence last, right before units are taken: a refusal takes nothing and skips its cost.
-local fenced = fence(KEYS[1], stock, ARGV[9], ARGV[5])
-if fenced then
-  return fenced
 end
 local shard = tonumber(ARGV[7])
 local after = create_hold(KEYS[1], stock, KEYS[2], KEYS[3], id, ARGV[2], qty, ARGV[4], ARGV[5])

@@ -32,14 +32,14 @@ end
 if stock.paused then
   return { 'PAUSED' }
 end
-local qty = tonumber(ARGV[3])
-if stock.available < qty then
-  return { 'EMPTY', stock.available }
-end
--- The fence last, right before units are taken: a refusal takes nothing and skips its cost.
+-- The fence comes before every answer read from this shard's data (common.lua says why).
 local fenced = fence(KEYS[1], stock, ARGV[7], ARGV[5])
 if fenced then
   return fenced
+end
+local qty = tonumber(ARGV[3])
+if stock.available < qty then
+  return { 'EMPTY', stock.available }
 end
 local after = create_hold(KEYS[1], stock, KEYS[2], KEYS[3], ARGV[1], ARGV[2], qty, ARGV[4], ARGV[5])
 return { 'TAKEN', after }
