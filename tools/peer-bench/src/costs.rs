@@ -43,8 +43,12 @@ const CALLS: &[(&str, &str)] = &[
         "redis.call('HVALS', 'user:' .. i)",
     ),
     (
-        "ours: the fence (INFO server, plain find)",
-        "string.find(redis.call('INFO', 'server'), 'run_id:x\\r\\n', 1, true)",
+        "ours: the fence (INFO server, plain find of the run id line)",
+        "local _, e = string.find(redis.call('INFO', 'server'), '\\nrun_id:x', 1, true)",
+    ),
+    (
+        "(the fence before: INFO server, pattern capture)",
+        "local _ = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') == 'x'",
     ),
     (
         "ours: HSET available and held",
