@@ -29,10 +29,10 @@
 //!   the claim and frees the Idempotency-Key in one step on the home shard, so a retry with the
 //!   same key is a new request rather than a replay of an attempt that left nothing behind.
 //! - **Lost writes after a failover** (replication is asynchronous): the *fence*. Every shard
-//!   record names the Redis process it was created or rebuilt on (its `run_id`); a script that
-//!   would take units on another process pauses the shard and answers
-//!   [`Unavailable::Fenced`], and nothing sells there until a rebuild from the durable records has
-//!   verified it. A failover therefore costs a short pause per sale, never a unit sold twice.
+//!   record names the Redis process it was created or rebuilt on (its `run_id`); a selling
+//!   script (reserve, take, restore) that runs on another process pauses the shard and answers
+//!   [`Unavailable::Fenced`] before any answer read from the shard's data, refusals too, and
+//!   nothing sells there until a rebuild from the durable records has verified it. A failover therefore costs a short pause per sale, never a unit sold twice.
 //!   (A per-shard sequence number checked against the records would only notice the loss after
 //!   the next durable write, by which time the lost units may have been sold again.)
 //! - **"Sold out"** is said only when every shard's level is known and none can serve even one
