@@ -795,6 +795,40 @@ async fn on_another_process_a_refusal_read_from_the_shard_trips_the_fence_too() 
     assert_eq!(shop.levels(&sale).await.held(), 1, "alice's hold {alice:?}");
 }
 
+#[tokio::test]
+async fn a_stock_record_that_names_no_writer_is_fenced_not_an_error() {
+    // GIVEN a sale whose record has lost its writer (written before records named one, or by
+    // hand)
+    let shop = Shop::new().await;
+    let sale = shop.open("fence-no-writer", 2, 1, 1).await;
+    let stock_key = ShardKeys::new(&sale.sale_id, 0).stock();
+    shop.server.cli(&["HDEL", &stock_key, "writer"]);
+    // WHEN a buyer reserves THEN the shard is fenced and a rebuild asked for (no script error)
+    let refused = shop.reserve(&sale, &user("alice"), "k", 1).await;
+    assert!(matches!(refused, Err(ReserveError::Paused)), "{refused:?}");
+    assert_eq!(shop.server.cli(&["HGET", &stock_key, "fenced"]).trim(), "1");
+    assert_eq!(shop.service.repairs.requested(), vec![sale.sale_id.clone()]);
+}
+
+#[tokio::test]
+async fn a_hold_writes_its_counters_as_integer_text_even_for_round_numbers() {
+    // GIVEN a shard of 100,000,001 units (after one hold: 100,000,000 left, which some Redis
+    // versions would send from Lua as "1e+8")
+    let shop = Shop::new().await;
+    let sale = shop.open("round-numbers", 100_000_001, 1, 1).await;
+    // WHEN a buyer reserves one unit
+    shop.reserve(&sale, &user("alice"), "k", 1).await.unwrap();
+    // THEN the record holds plain integers, which HINCRBY and the levels read back
+    let stock_key = ShardKeys::new(&sale.sale_id, 0).stock();
+    let fields = shop.server.cli(&["HMGET", &stock_key, "available", "held"]);
+    assert_eq!(
+        fields.split_whitespace().collect::<Vec<_>>(),
+        ["100000000", "1"]
+    );
+    let levels = shop.levels(&sale).await;
+    assert_eq!((levels.available(), levels.held()), (100_000_000, 1));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Kind 11: a rebuild that trusts an index that lags.
 

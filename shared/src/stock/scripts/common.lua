@@ -48,7 +48,8 @@ end
 -- read it): a plain search for the whole line, which the fence runs on every selling step, so
 -- it skips the pattern scan (INFO itself stays most of the fence's cost, BENCHMARKS.md).
 local function runs_on(writer)
-  if writer == nil then
+  -- HMGET answers false for a missing field: a record without a writer is verified by no one.
+  if not writer then
     return false
   end
   local info = redis.call('INFO', 'server')
@@ -94,7 +95,10 @@ end
 -- are written by one HSET instead of two HINCRBYs.
 local function create_hold(stock_key, stock, holds_key, times_key, id, user, qty, expires_ms, now_ms)
   local after = stock.available - qty
-  redis.call('HSET', stock_key, 'available', after, 'held', stock.held + qty)
+  -- As integer text: some Redis versions (7.2.0-7.2.4) send a Lua number such as 100000000 as
+  -- "1e+8", which HINCRBY and the Rust side would then refuse as not an integer.
+  redis.call('HSET', stock_key, 'available', string.format('%d', after),
+    'held', string.format('%d', stock.held + qty))
   redis.call('HSET', holds_key, id, encode_hold('H', qty, expires_ms, now_ms, user))
   redis.call('ZADD', times_key, now_ms, id)
   return after
